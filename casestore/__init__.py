@@ -1,0 +1,1 @@
+"""casegate's case store: peewee models, transactions and the outbox."""

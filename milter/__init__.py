@@ -1,0 +1,1 @@
+"""casegate's milter: runs inside Postfix's smtpd, decides before the queue."""

@@ -1,0 +1,1 @@
+"""casegate's rules: pure decisions (stdlib only, no I/O)."""

@@ -1,0 +1,48 @@
+"""SMTP replies as values.
+
+Call sites name a constant (``OK``, ``TEMPFAIL``) or build one with a reason;
+they never write reply strings by hand. After the queue (the content filter)
+only ``OK`` and the 4xx family are allowed: a 5xx there makes Postfix bounce
+to a sender who is often forged (backscatter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    enhanced: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if not 200 <= self.code <= 599:
+            raise ValueError(f"SMTP reply code out of range: {self.code}")
+        if "\r" in self.text or "\n" in self.text:
+            raise ValueError("SMTP reply text must be one line")
+
+    @property
+    def is_temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def because(self, text: str) -> Reply:
+        """The same reply with another text (kept to one printable line)."""
+        clean = " ".join(text.split())[:200] or self.text
+        return replace(self, text=clean)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+OK = Reply(250, "2.0.0", "Ok: queued by casegate")
+OK_DUPLICATE = Reply(250, "2.0.0", "Ok: already stored")
+OK_DISCARDED = Reply(250, "2.0.0", "Ok: discarded")
+TEMPFAIL = Reply(451, "4.3.0", "Temporary failure, try again later")
+TEMPFAIL_POLICY = Reply(451, "4.7.1", "Rate limit exceeded, try again later")
+REJECT_POLICY = Reply(550, "5.7.1", "Message rejected")

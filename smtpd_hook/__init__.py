@@ -1,0 +1,1 @@
+"""casegate's content filter: the aiosmtpd server behind Postfix."""
