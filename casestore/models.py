@@ -1,0 +1,171 @@
+"""The case store's tables.
+
+The models are bound to a database by :class:`casestore.store.Store`; they
+hold no connection of their own. Timestamps are timezone-aware UTC, stored
+as naive UTC (the clock is injected; see ``Store``).
+
+Schema changes come with a migration in ``casestore/migrations`` (peewee's
+``playhouse.migrations`` runner); ``casegate init`` applies them.
+"""
+
+from __future__ import annotations
+
+from peewee import (
+    BlobField,
+    BooleanField,
+    CharField,
+    DateTimeField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+
+class BaseModel(Model):
+    class Meta:
+        legacy_table_names = False
+
+
+class Pool(BaseModel):
+    """A group of CSRs that serves one or more supervised addresses."""
+
+    name = CharField(max_length=64, unique=True)
+    rule = CharField(max_length=32, default="least_load")
+    created = DateTimeField()
+
+
+class Mailbox(BaseModel):
+    """A supervised address (support@, billing@ …)."""
+
+    address = CharField(max_length=320, unique=True)
+    pool = ForeignKeyField(Pool, backref="mailboxes", on_delete="RESTRICT")
+    display_name = CharField(max_length=200, default="")
+    created = DateTimeField()
+
+
+class Csr(BaseModel):
+    address = CharField(max_length=320, unique=True)
+    name = CharField(max_length=200)
+    signature = TextField(default="")
+    available = BooleanField(default=True)
+    created = DateTimeField()
+
+
+class Membership(BaseModel):
+    csr = ForeignKeyField(Csr, backref="memberships", on_delete="CASCADE")
+    pool = ForeignKeyField(Pool, backref="memberships", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("csr", "pool"), True),)
+
+
+class Case(BaseModel):
+    # number is derived from the id (prefix + 7 digits) and set in the same
+    # transaction that inserts the row: numbers come from the database.
+    number = CharField(max_length=32, unique=True, null=True)
+    mailbox = ForeignKeyField(Mailbox, backref="cases", on_delete="RESTRICT")
+    customer_address = CharField(max_length=320, index=True)
+    customer_name = CharField(max_length=200, default="")
+    subject = TextField(default="")
+    status = CharField(max_length=16, default="open", index=True)
+    assignee = ForeignKeyField(Csr, null=True, backref="cases", on_delete="SET NULL")
+    created = DateTimeField()
+    updated = DateTimeField()
+    closed = DateTimeField(null=True)
+
+    class Meta:
+        table_name = "support_case"  # "case" is an SQL keyword
+
+
+class Participant(BaseModel):
+    """Everyone who may write on a case by tag: the customer and CCs."""
+
+    case = ForeignKeyField(Case, backref="participants", on_delete="CASCADE")
+    address = CharField(max_length=320)
+    role = CharField(max_length=16, default="customer")
+
+    class Meta:
+        indexes = ((("case", "address"), True),)
+
+
+class Message(BaseModel):
+    """Every message in or out, with its raw bytes exactly as received or sent."""
+
+    case = ForeignKeyField(Case, null=True, backref="messages", on_delete="CASCADE")
+    direction = CharField(max_length=3)  # "in" | "out"
+    # in: customer | csr | automatic | bounce ; out: ack | notify | reply
+    kind = CharField(max_length=16)
+    sender = CharField(max_length=320, default="")
+    recipients = TextField(default="")  # comma-separated envelope recipients
+    message_id = CharField(max_length=998, default="", index=True)
+    in_reply_to = TextField(default="")
+    subject = TextField(default="")
+    text = TextField(default="")  # the readable new text (quotes stripped for replies)
+    raw = BlobField()
+    queue_id = CharField(max_length=32, default="")
+    client_addr = CharField(max_length=64, default="")
+    authenticated = CharField(max_length=200, default="")  # how a CSR was proven
+    automatic = CharField(max_length=200, default="")  # the loop rule that fired
+    created = DateTimeField()
+
+
+class Attachment(BaseModel):
+    message = ForeignKeyField(Message, backref="attachments", on_delete="CASCADE")
+    filename = CharField(max_length=255, default="")
+    content_type = CharField(max_length=255, default="application/octet-stream")
+    size = IntegerField()
+    sha256 = CharField(max_length=64)
+    data = BlobField()
+
+
+class Event(BaseModel):
+    case = ForeignKeyField(Case, null=True, backref="events", on_delete="CASCADE")
+    message = ForeignKeyField(Message, null=True, backref="events", on_delete="SET NULL")
+    at = DateTimeField(index=True)
+    kind = CharField(max_length=32)
+    actor = CharField(max_length=320, default="")
+    detail = TextField(default="")
+
+
+class Delivery(BaseModel):
+    """One hand-over from Postfix; the key makes processing idempotent."""
+
+    key = CharField(max_length=64, unique=True)
+    queue_id = CharField(max_length=32, default="")
+    received = DateTimeField()
+    outcome = CharField(max_length=32)
+    message = ForeignKeyField(Message, null=True, on_delete="SET NULL")
+
+
+class Outbox(BaseModel):
+    """Outgoing mail waiting for re-injection into Postfix.
+
+    The message (with its final bytes and Message-ID) is stored before it is
+    sent, so a re-send after a crash is the same message.
+    """
+
+    message = ForeignKeyField(Message, backref="outbox", on_delete="CASCADE")
+    mail_from = CharField(max_length=320)
+    rcpt_to = TextField()  # comma-separated
+    status = CharField(max_length=8, default="pending", index=True)  # pending|sent|failed
+    attempts = IntegerField(default=0)
+    next_attempt = DateTimeField(index=True)
+    lease_until = DateTimeField(null=True)
+    last_error = TextField(default="")
+    sent = DateTimeField(null=True)
+
+
+MODELS: tuple[type[BaseModel], ...] = (
+    Pool,
+    Mailbox,
+    Csr,
+    Membership,
+    Case,
+    Participant,
+    Message,
+    Attachment,
+    Event,
+    Delivery,
+    Outbox,
+)

@@ -1,0 +1,453 @@
+"""Opening the store, applying migrations, and the queries the engine needs.
+
+One :class:`Store` per process: it binds the models in ``casestore.models``
+to its database. SQLite runs in WAL mode with ``synchronous=FULL`` (a commit
+is on disk past a power cut); PostgreSQL as it comes. Every error from the
+database that may pass (locked, down, a dropped connection) surfaces as
+:class:`StoreUnavailable`, which the SMTP hook turns into a 451.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import peewee
+from peewee import JOIN, fn
+from playhouse.migrations import Runner
+
+from casestore.models import (
+    MODELS,
+    Attachment,
+    Case,
+    Csr,
+    Delivery,
+    Event,
+    Mailbox,
+    Membership,
+    Message,
+    Outbox,
+    Participant,
+    Pool,
+)
+
+log = logging.getLogger("casegate.store")
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+HISTORY_TABLE = "casegate_migration"
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class StoreError(Exception):
+    """A problem the admin must fix (bad URL, old schema); the message says how."""
+
+
+class StoreUnavailable(StoreError):
+    """Temporary trouble: the database is locked, down or dropped the connection."""
+
+
+def default_store_url() -> str:
+    """``sqlite:///…`` in the state directory: /var/lib/casegate as root, else XDG."""
+    if os.geteuid() == 0:
+        base = Path("/var/lib/casegate")
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "casegate"
+    return f"sqlite:///{base / 'casegate.db'}"
+
+
+def open_database(url: str) -> peewee.Database:
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    if scheme == "sqlite":
+        # sqlite:///relative.db or sqlite:////absolute/path.db (as peewee, SQLAlchemy)
+        path = unquote(url[len("sqlite:///"):]) if url[:10].lower() == "sqlite:///" else ""
+        if not path:
+            raise StoreError(f"no file in store URL {url!r}: use sqlite:///path/to/casegate.db")
+        return peewee.SqliteDatabase(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "synchronous": "full",
+                "foreign_keys": 1,
+                "busy_timeout": 10000,
+            },
+            timeout=10,
+        )
+    if scheme in ("postgresql", "postgres"):
+        kwargs: dict[str, Any] = {
+            "host": parsed.hostname or None,
+            "port": parsed.port or None,
+            "user": unquote(parsed.username) if parsed.username else None,
+            "password": unquote(parsed.password) if parsed.password else None,
+            "connect_timeout": 5,
+        }
+        name = parsed.path.lstrip("/")
+        if not name:
+            raise StoreError(f"no database name in store URL {url!r}: use postgresql://host/dbname")
+        return peewee.PostgresqlDatabase(
+            name, autorollback=True, **{k: v for k, v in kwargs.items() if v is not None}
+        )
+    raise StoreError(
+        f"unsupported store URL {url!r}: use sqlite:///path/to/casegate.db or postgresql://host/db"
+    )
+
+
+def _naive(value: dt.datetime) -> dt.datetime:
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def aware(value: dt.datetime | None) -> dt.datetime | None:
+    """Rows keep naive UTC; hand them out aware."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite returns what it stored when the type is loose
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+class Store:
+    def __init__(self, url: str, *, clock: Clock = utc_now) -> None:
+        self.url = url
+        self.db = open_database(url)
+        self.is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
+        self.clock = clock
+        if self.is_sqlite:
+            Path(self.db.database).parent.mkdir(parents=True, exist_ok=True)
+        self.db.bind(MODELS)
+
+    # -- plumbing ---------------------------------------------------------
+
+    def now(self) -> dt.datetime:
+        """The injected clock, as the naive UTC the rows store."""
+        return _naive(self.clock())
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """A transaction; database trouble becomes StoreUnavailable."""
+        try:
+            with self.db.atomic():
+                yield
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            self._drop_connection()
+            raise StoreUnavailable(f"store unavailable: {exc}".strip()) from exc
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Outside a transaction: the same error mapping for single queries."""
+        try:
+            yield
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            self._drop_connection()
+            raise StoreUnavailable(f"store unavailable: {exc}".strip()) from exc
+
+    def _drop_connection(self) -> None:
+        # A dropped PostgreSQL connection stays broken in this thread until
+        # closed; the next query then reconnects.
+        try:
+            if not self.db.is_closed():
+                self.db.close()
+        except Exception:  # pragma: no cover - closing a dead socket
+            log.debug("closing a broken connection failed", exc_info=True)
+
+    def close(self) -> None:
+        if not self.db.is_closed():
+            self.db.close()
+
+    def _runner(self) -> Runner:
+        return Runner(self.db, str(MIGRATIONS), table_name=HISTORY_TABLE)
+
+    def migrate(self) -> list[str]:
+        """Create or upgrade the schema; idempotent. Returns what was applied."""
+        with self.guard():
+            return list(self._runner().up())
+
+    def pending_migrations(self) -> list[str]:
+        with self.guard():
+            return [m.name for m in self._runner().status() if not m.applied and m.path]
+
+    def check_schema(self) -> None:
+        """Raise a clear StoreError when the store is missing or older than the code."""
+        pending = self.pending_migrations()
+        if pending:
+            raise StoreError(
+                f"the store at {self.url} needs migrations ({', '.join(pending)}): "
+                "run `casegate init` to create or upgrade it"
+            )
+
+    # -- directory: pools, mailboxes, CSRs ---------------------------------
+
+    def pool(self, name: str, *, create: bool = True) -> Pool:
+        pool = Pool.get_or_none(Pool.name == name)
+        if pool is None:
+            if not create:
+                raise StoreError(f"no pool named {name!r}")
+            pool = Pool.create(name=name, created=self.now())
+        return pool
+
+    def add_mailbox(self, address: str, pool_name: str, display_name: str = "") -> Mailbox:
+        with self.atomic():
+            if Mailbox.get_or_none(Mailbox.address == address) is not None:
+                raise StoreError(f"{address} is already a supervised address")
+            return Mailbox.create(
+                address=address,
+                pool=self.pool(pool_name),
+                display_name=display_name,
+                created=self.now(),
+            )
+
+    def mailboxes(self) -> list[Mailbox]:
+        with self.guard():
+            return list(Mailbox.select(Mailbox, Pool).join(Pool).order_by(Mailbox.address))
+
+    def mailbox(self, address: str) -> Mailbox | None:
+        return Mailbox.get_or_none(Mailbox.address == address)
+
+    def add_csr(
+        self, address: str, name: str, pools: Sequence[str], signature: str = ""
+    ) -> Csr:
+        with self.atomic():
+            if Csr.get_or_none(Csr.address == address) is not None:
+                raise StoreError(f"{address} is already a CSR")
+            csr = Csr.create(address=address, name=name, signature=signature, created=self.now())
+            for pool_name in pools:
+                Membership.create(csr=csr, pool=self.pool(pool_name))
+            return csr
+
+    def csrs(self) -> list[Csr]:
+        with self.guard():
+            return list(Csr.select().order_by(Csr.address))
+
+    def csr(self, address: str) -> Csr | None:
+        return Csr.get_or_none(Csr.address == address)
+
+    def csr_pools(self, csr: Csr) -> list[str]:
+        return [
+            m.pool.name
+            for m in Membership.select(Membership, Pool).join(Pool).where(Membership.csr == csr)
+        ]
+
+    def open_load(self, pool: Pool) -> list[tuple[Csr, int]]:
+        """Available CSRs of a pool with their number of open cases, by id."""
+        open_cases = fn.COUNT(Case.id)
+        query = (
+            Csr.select(Csr, open_cases.alias("load"))
+            .join(Membership)
+            .switch(Csr)
+            .join(
+                Case,
+                JOIN.LEFT_OUTER,
+                on=((Case.assignee == Csr.id) & (Case.status == "open")),
+            )
+            .where((Membership.pool == pool) & (Csr.available == True))  # noqa: E712
+            .group_by(Csr.id)
+            .order_by(Csr.id)
+        )
+        return [(csr, int(csr.load)) for csr in query]
+
+    # -- cases -------------------------------------------------------------
+
+    def new_case(
+        self,
+        *,
+        mailbox: Mailbox,
+        prefix: str,
+        customer_address: str,
+        customer_name: str,
+        subject: str,
+    ) -> Case:
+        now = self.now()
+        case = Case.create(
+            mailbox=mailbox,
+            customer_address=customer_address,
+            customer_name=customer_name,
+            subject=subject,
+            status="open",
+            created=now,
+            updated=now,
+        )
+        case.number = f"{prefix}{case.id:07d}"
+        case.save(only=[Case.number])
+        Participant.create(case=case, address=customer_address, role="customer")
+        return case
+
+    def case(self, number: str) -> Case | None:
+        with self.guard():
+            return Case.get_or_none(Case.number == number)
+
+    def cases(self, *, status: str | None = None) -> list[Case]:
+        with self.guard():
+            query = Case.select(Case, Csr).join(Csr, JOIN.LEFT_OUTER).order_by(Case.id)
+            if status:
+                query = query.where(Case.status == status)
+            return list(query)
+
+    def participants(self, case: Case) -> set[str]:
+        return {p.address for p in Participant.select().where(Participant.case == case)}
+
+    def touch(self, case: Case, **changes: Any) -> None:
+        changes["updated"] = self.now()
+        for key, value in changes.items():
+            setattr(case, key, value)
+        case.save()
+
+    def event(
+        self,
+        kind: str,
+        *,
+        case: Case | None = None,
+        message: Message | None = None,
+        actor: str = "",
+        detail: str = "",
+    ) -> Event:
+        return Event.create(
+            case=case, message=message, at=self.now(), kind=kind, actor=actor, detail=detail
+        )
+
+    def events(self, case: Case) -> list[Event]:
+        return list(Event.select().where(Event.case == case).order_by(Event.at, Event.id))
+
+    def messages(self, case: Case) -> list[Message]:
+        return list(Message.select().where(Message.case == case).order_by(Message.id))
+
+    def case_of_message_id(self, message_id: str) -> Case | None:
+        """The case of a message we stored under that Message-ID, if any."""
+        row = (
+            Message.select(Message.case)
+            .where((Message.message_id == message_id) & Message.case.is_null(False))
+            .first()
+        )
+        return row.case if row is not None else None
+
+    # -- messages, attachments, deliveries ----------------------------------
+
+    def add_message(self, **fields: Any) -> Message:
+        fields.setdefault("created", self.now())
+        return Message.create(**fields)
+
+    def add_attachment(
+        self, message: Message, *, filename: str, content_type: str, data: bytes, sha256: str
+    ) -> Attachment:
+        return Attachment.create(
+            message=message,
+            filename=filename,
+            content_type=content_type,
+            size=len(data),
+            sha256=sha256,
+            data=data,
+        )
+
+    def attachments(self, case: Case) -> list[Attachment]:
+        return list(
+            Attachment.select(Attachment, Message)
+            .join(Message)
+            .where(Message.case == case)
+            .order_by(Attachment.id)
+        )
+
+    def attachment(self, attachment_id: int) -> Attachment | None:
+        with self.guard():
+            return Attachment.get_or_none(Attachment.id == attachment_id)
+
+    def delivery_seen(self, key: str) -> Delivery | None:
+        return Delivery.get_or_none(Delivery.key == key)
+
+    def record_delivery(
+        self, key: str, *, queue_id: str, outcome: str, message: Message | None
+    ) -> Delivery:
+        return Delivery.create(
+            key=key, queue_id=queue_id, received=self.now(), outcome=outcome, message=message
+        )
+
+    # -- outbox ------------------------------------------------------------
+
+    def enqueue(self, message: Message, *, mail_from: str, rcpt_to: Sequence[str]) -> Outbox:
+        return Outbox.create(
+            message=message,
+            mail_from=mail_from,
+            rcpt_to=",".join(rcpt_to),
+            status="pending",
+            next_attempt=self.now(),
+        )
+
+    def claim_outbox(self, limit: int, lease_seconds: int) -> list[Outbox]:
+        """Due outbox rows, leased to this process so other hosts skip them."""
+        now = self.now()
+        lease = now + dt.timedelta(seconds=lease_seconds)
+        with self.atomic():
+            query = (
+                Outbox.select(Outbox.id)
+                .where(
+                    (Outbox.status == "pending")
+                    & (Outbox.next_attempt <= now)
+                    & (Outbox.lease_until.is_null() | (Outbox.lease_until < now))
+                )
+                .order_by(Outbox.id)
+                .limit(limit)
+            )
+            if not self.is_sqlite:
+                query = query.for_update(skip_locked=True)
+            ids = [row.id for row in query]
+            if not ids:
+                return []
+            Outbox.update(lease_until=lease).where(Outbox.id.in_(ids)).execute()
+        with self.guard():
+            return list(
+                Outbox.select(Outbox, Message).join(Message).where(Outbox.id.in_(ids)).order_by(Outbox.id)
+            )
+
+    def outbox_sent(self, item: Outbox) -> None:
+        with self.atomic():
+            Outbox.update(status="sent", sent=self.now(), lease_until=None, last_error="").where(
+                Outbox.id == item.id
+            ).execute()
+
+    def outbox_retry(self, item: Outbox, error: str, delay_seconds: float) -> None:
+        with self.atomic():
+            Outbox.update(
+                attempts=Outbox.attempts + 1,
+                next_attempt=self.now() + dt.timedelta(seconds=delay_seconds),
+                lease_until=None,
+                last_error=error[:1000],
+            ).where(Outbox.id == item.id).execute()
+
+    def outbox_failed(self, item: Outbox, error: str) -> None:
+        with self.atomic():
+            Outbox.update(
+                status="failed",
+                attempts=Outbox.attempts + 1,
+                lease_until=None,
+                last_error=error[:1000],
+            ).where(Outbox.id == item.id).execute()
+            self.event(
+                "send_failed",
+                case=item.message.case,
+                message=item.message,
+                detail=error[:1000],
+            )
+
+    def outbox_counts(self) -> dict[str, int]:
+        with self.guard():
+            rows = Outbox.select(Outbox.status, fn.COUNT(Outbox.id).alias("n")).group_by(
+                Outbox.status
+            )
+            return {row.status: int(row.n) for row in rows}
+
+    def next_outbox_due(self) -> dt.datetime | None:
+        with self.guard():
+            row = (
+                Outbox.select(fn.MIN(Outbox.next_attempt).alias("due"))
+                .where(Outbox.status == "pending")
+                .first()
+            )
+            return aware(row.due) if row is not None and row.due is not None else None
