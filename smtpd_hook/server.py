@@ -1,0 +1,187 @@
+"""The SMTP edge: an aiosmtpd server that Postfix's ``casegate`` transport talks to.
+
+It stays thin: it reads XFORWARD (the client address and Postfix's queue ID),
+hands each message to a synchronous processor in a worker thread and turns
+the outcome into a reply. Whatever goes wrong becomes a ``451`` — never
+aiosmtpd's default ``500``, never a 5xx after the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import socket
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+
+from rules import replies
+from rules.logctx import queue_id
+from rules.replies import Reply
+from smtpd_hook.delivery import Delivery
+
+log = logging.getLogger("casegate.filter")
+
+XFORWARD_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
+Processor = Callable[[Delivery], Reply]
+
+
+def xtext_decode(value: str) -> str:
+    """RFC 1891 xtext: ``+XX`` is the byte with hex value XX."""
+    out = []
+    i = 0
+    while i < len(value):
+        if value[i] == "+" and _is_hex(value[i + 1 : i + 3]):
+            out.append(chr(int(value[i + 1 : i + 3], 16)))
+            i += 3
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+class XEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.xforward: dict[str, str] = {}
+
+
+class FilterSMTP(SMTP):
+    """aiosmtpd's SMTP with Postfix's XFORWARD extension."""
+
+    def _create_envelope(self) -> Envelope:
+        return XEnvelope()
+
+    @syntax("XFORWARD attribute=value ...")
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        if not arg:
+            await self.push("501 5.5.4 Syntax: XFORWARD attribute=value...")
+            return
+        assert isinstance(self.envelope, XEnvelope)
+        for item in arg.split():
+            name, eq, value = item.partition("=")
+            name = name.upper()
+            if not eq or name not in XFORWARD_ATTRS:
+                await self.push(f"501 5.5.4 Bad XFORWARD attribute: {name}")
+                return
+            value = xtext_decode(value)
+            if value in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+                value = ""
+            self.envelope.xforward[name] = value
+        await self.push("250 2.0.0 Ok")
+
+
+class FilterHandler:
+    """aiosmtpd hooks; ``process`` runs in ``executor``."""
+
+    def __init__(self, process: Processor, executor: Executor | None = None) -> None:
+        self.process = process
+        self.executor = executor
+        self.inflight: set[asyncio.Future[Any]] = set()
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-XFORWARD " + " ".join(XFORWARD_ATTRS), responses[-1]]
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        xf = getattr(envelope, "xforward", {})
+        qid = xf.get("IDENT", "")
+        token = queue_id.set(qid or "-")
+        try:
+            content = envelope.original_content or b""
+            if isinstance(content, str):
+                content = content.encode("utf-8", "surrogateescape")
+            delivery = Delivery(
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=tuple(envelope.rcpt_tos),
+                data=bytes(content),
+                client_addr=xf.get("ADDR", ""),
+                client_name=xf.get("NAME", ""),
+                helo=xf.get("HELO", ""),
+                queue_id=qid,
+            )
+            reply = await self._run(delivery)
+            if reply.is_permanent:  # never a 5xx after the queue
+                log.error("processor answered %s after the queue; deferring instead", reply)
+                reply = replies.TEMPFAIL
+            return str(reply)
+        except Exception:
+            log.exception("unexpected error while processing; deferring")
+            return str(replies.TEMPFAIL.because("Temporary failure in casegate, try again later"))
+        finally:
+            queue_id.reset(token)
+
+    async def _run(self, delivery: Delivery) -> Reply:
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        future = loop.run_in_executor(self.executor, functools.partial(ctx.run, self.process, delivery))
+        self.inflight.add(future)
+        try:
+            # shield: a dropped client connection must not abandon a
+            # transaction half-way; it completes and the duplicate check
+            # catches Postfix's retry.
+            return await asyncio.shield(future)
+        finally:
+            self.inflight.discard(future)
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %r", error)
+        return str(replies.TEMPFAIL.because("Temporary failure in casegate, try again later"))
+
+
+class FilterServer:
+    """Listening socket + protocol instances, with a drain for clean shutdown."""
+
+    def __init__(self, handler: FilterHandler, *, hostname: str | None = None) -> None:
+        self.handler = handler
+        self.hostname = hostname or socket.getfqdn()
+        self.server: asyncio.base_events.Server | None = None
+        self.protocols: weakref.WeakSet[FilterSMTP] = weakref.WeakSet()
+
+    def _factory(self) -> FilterSMTP:
+        proto = FilterSMTP(
+            self.handler,
+            hostname=self.hostname,
+            data_size_limit=None,  # Postfix enforces message_size_limit before the queue
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            ident="casegate",
+        )
+        self.protocols.add(proto)
+        return proto
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._factory, host, port, reuse_address=True)
+        sockname = self.server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Stop listening, let what was accepted finish, then close connections."""
+        if self.server is not None:
+            self.server.close()
+        pending = list(self.handler.inflight)
+        if pending:
+            log.info("waiting for %d message(s) in progress", len(pending))
+            await asyncio.wait(pending, timeout=timeout)
+        for proto in list(self.protocols):
+            transport = proto.transport
+            if transport is not None and not transport.is_closing():
+                transport.close()
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), timeout=5)
+            except TimeoutError:
+                pass

@@ -1,0 +1,147 @@
+"""The SMTP edge on a real socket: XFORWARD, replies, never a 5xx after the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from rules import replies
+from rules.logctx import queue_id
+from rules.replies import Reply
+from smtpd_hook.delivery import Delivery
+from smtpd_hook.server import FilterHandler, FilterServer, xtext_decode
+
+
+class Running:
+    """A FilterServer on its own loop thread at port 0."""
+
+    def __init__(self, process: Callable[[Delivery], Reply]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.handler = FilterHandler(process)
+        self.server = FilterServer(self.handler, hostname="filter.test")
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        fut = asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop)
+        self.port = fut.result(5)[1]
+
+    def drain(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.drain(timeout=10), self.loop).result(15)
+
+    def close(self) -> None:
+        self.drain()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[[Callable[[Delivery], Reply]], Running]]:
+    made: list[Running] = []
+
+    def start(process: Callable[[Delivery], Reply]) -> Running:
+        made.append(Running(process))
+        return made[-1]
+
+    yield start
+    for r in made:
+        r.close()
+
+
+def send(port: int, *, xforward: str | None = None, data: bytes = b"Subject: x\r\n\r\nbody\r\n"):
+    client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    try:
+        code, ehlo = client.ehlo("postfix.test")
+        assert code == 250
+        if xforward:
+            assert client.docmd("XFORWARD", xforward)[0] == 250
+        client.mail("sender@client.test")
+        client.rcpt("support@example.com")
+        return ehlo, client.data(data)
+    finally:
+        client.close()
+
+
+def test_xforward_is_advertised_and_read(running) -> None:
+    seen: list[Delivery] = []
+    r = running(lambda d: seen.append(d) or replies.OK)
+    ehlo, (code, _) = send(r.port, xforward="NAME=client.test ADDR=127.0.0.2 IDENT=4AbCdE HELO=h+2Ex")
+    assert b"XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE" in ehlo
+    assert code == 250
+    d = seen[0]
+    assert (d.client_addr, d.queue_id, d.client_name, d.helo) == ("127.0.0.2", "4AbCdE", "client.test", "h.x")
+    assert d.mail_from == "sender@client.test" and d.rcpt_tos == ("support@example.com",)
+    assert d.data == b"Subject: x\r\n\r\nbody\r\n"
+
+
+def test_xforward_unavailable_and_bad_attribute(running) -> None:
+    seen: list[Delivery] = []
+    r = running(lambda d: seen.append(d) or replies.OK)
+    send(r.port, xforward="ADDR=[UNAVAILABLE] IDENT=Q1")
+    assert seen[0].client_addr == "" and seen[0].queue_id == "Q1"
+    client = smtplib.SMTP("127.0.0.1", r.port, timeout=10)
+    client.ehlo("x")
+    assert client.docmd("XFORWARD", "BOGUS=1")[0] == 501
+    client.close()
+
+
+def test_exception_is_451_never_500(running, caplog) -> None:
+    def boom(d: Delivery) -> Reply:
+        raise RuntimeError("bug mid-way")
+
+    r = running(boom)
+    with caplog.at_level(logging.ERROR):
+        _, (code, text) = send(r.port, xforward="IDENT=QBOOM")
+    assert code == 451 and text.startswith(b"4.3.0")
+    assert any("bug mid-way" in (rec.exc_text or "") or "unexpected" in rec.message
+               for rec in caplog.records)
+
+
+def test_a_5xx_from_the_processor_becomes_451(running) -> None:
+    r = running(lambda d: replies.REJECT_POLICY)
+    _, (code, _) = send(r.port)
+    assert code == 451
+
+
+def test_queue_id_is_on_log_lines(running, caplog) -> None:
+    got: list[str] = []
+
+    def process(d: Delivery) -> Reply:
+        got.append(queue_id.get())
+        return replies.OK
+
+    r = running(process)
+    send(r.port, xforward="IDENT=7F3A21B9C")
+    assert got == ["7F3A21B9C"]
+
+
+def test_drain_finishes_what_was_accepted(running) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow(d: Delivery) -> Reply:
+        started.set()
+        release.wait(10)
+        return replies.OK
+
+    r = running(slow)
+    result: list[object] = []
+    t = threading.Thread(target=lambda: result.append(send(r.port)[1]))
+    t.start()
+    assert started.wait(5)
+    drained = asyncio.run_coroutine_threadsafe(r.server.drain(timeout=10), r.loop)
+    # New connections are refused while the accepted message finishes.
+    with pytest.raises(OSError):
+        smtplib.SMTP("127.0.0.1", r.port, timeout=2)
+    release.set()
+    drained.result(10)
+    t.join(10)
+    assert result and result[0][0] == 250
+
+
+@pytest.mark.parametrize(("raw", "decoded"), [("a+2Bb", "a+b"), ("plain", "plain"), ("x+2", "x+2"),
+                                              ("+3D+3D", "==")])
+def test_xtext(raw: str, decoded: str) -> None:
+    assert xtext_decode(raw) == decoded
