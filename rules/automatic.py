@@ -18,7 +18,16 @@ standards first and from what real mail systems emit second:
 - vendor headers that auto-responders stamp (``X-Autoreply``,
   ``X-Autorespond``, ``X-Loop``, Exchange's ``X-MS-Exchange-*``, ...) and the
   subject shapes of out-of-office replies and of non-delivery reports from
-  MTAs that send neither a report nor a null sender.
+  MTAs that send neither a report nor a null sender;
+- conventions without a standard, each kept narrow: the headers list
+  managers stamp (ezmlm, Mailman, fml), complaint loops older than ARF
+  (a complaint subject with the message attached, as Hotmail's JMRP), and
+  senders that declare they take no replies (``no-reply@`` with no
+  answerable ``Reply-To``: a web form's customer in Reply-To stays human).
+
+The kind follows the evidence, not the rule: an out-of-office reply from
+``<>`` is an ``autoreply``, an Exim bounce with ``Auto-Submitted`` is a
+``bounce``.
 
 ``X-Auto-Response-Suppress`` is deliberately *not* a sign of automatic mail:
 Outlook and Exchange put it on ordinary human mail to ask *us* not to answer
