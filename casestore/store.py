@@ -95,9 +95,7 @@ def open_database(url: str) -> peewee.Database:
         name = parsed.path.lstrip("/")
         if not name:
             raise StoreError(f"no database name in store URL {url!r}: use postgresql://host/dbname")
-        return peewee.PostgresqlDatabase(
-            name, autorollback=True, **{k: v for k, v in kwargs.items() if v is not None}
-        )
+        return peewee.PostgresqlDatabase(name, **{k: v for k, v in kwargs.items() if v is not None})
     raise StoreError(
         f"unsupported store URL {url!r}: use sqlite:///path/to/casegate.db or postgresql://host/db"
     )

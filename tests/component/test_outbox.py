@@ -1,0 +1,87 @@
+"""The outbox on a real store and real sockets: retried until Postfix's
+listener takes it, the same bytes (and Message-ID) every time."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from aiosmtpd.smtp import SMTP
+
+from casestore.models import Outbox
+from casestore.store import Store
+from smtpd_hook.outbox import OutboxWorker
+from smtpd_hook.settings import Settings
+from tests.support.postfix import free_port
+from tests.support.sink import ServerThread, Sink
+
+RAW = (b"From: support@example.com\r\nTo: john@customer.test\r\nSubject: test_outbox\r\n"
+       b"Message-ID: <cs0000001.abc.def@example.com>\r\n\r\nHello\r\n")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def make_store(url: str, clock: Clock) -> tuple[Store, Outbox]:
+    store = Store(url, clock=clock)
+    store.migrate()
+    with store.atomic():
+        msg = store.add_message(direction="out", kind="ack", sender="support@example.com",
+                                recipients="john@customer.test", raw=RAW,
+                                message_id="<cs0000001.abc.def@example.com>")
+        row = store.enqueue(msg, mail_from="support@example.com", rcpt_to=["john@customer.test"])
+    return store, row
+
+
+def test_refused_reinjection_is_retried_until_it_succeeds(store_url: str) -> None:
+    clock = Clock()
+    store, row = make_store(store_url, clock)
+    port = free_port()
+    settings = Settings(secret=b"x" * 32, reinject_port=port, retry_min_seconds=5)
+    worker = OutboxWorker(store, settings, None)
+
+    assert asyncio.run(worker.run_once()) == 1  # nothing listens: retry later
+    row = Outbox.get_by_id(row.id)
+    assert (row.status, row.attempts) == ("pending", 1) and row.last_error
+    assert asyncio.run(worker.run_once()) == 0  # not due yet
+
+    clock.now += dt.timedelta(seconds=6)
+    assert asyncio.run(worker.run_once()) == 1  # still refused: back-off doubles
+    row = Outbox.get_by_id(row.id)
+    assert row.attempts == 2
+    assert store.next_outbox_due() == clock.now + dt.timedelta(seconds=10)
+
+    with Sink(port=port) as sink:
+        clock.now += dt.timedelta(seconds=11)
+        assert asyncio.run(worker.run_once()) == 1
+        got = sink.wait_for(timeout=5)
+    assert Outbox.get_by_id(row.id).status == "sent"
+    assert got[0].raw.replace(b"\r\n", b"\n").strip() == RAW.replace(b"\r\n", b"\n").strip()
+    assert got[0].mail_from == "support@example.com" and got[0].rcpt_tos == ("john@customer.test",)
+    assert asyncio.run(worker.run_once()) == 0  # sent once, never again
+    store.close()
+
+
+def test_permanent_refusal_is_recorded_not_retried_forever(sqlite_url: str) -> None:
+    clock = Clock()
+    store, row = make_store(sqlite_url, clock)
+
+    class Refuse:
+        async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001, ANN201
+            return "550 5.1.1 no such user"
+
+
+    srv = ServerThread(lambda loop: SMTP(Refuse()))
+    srv.start()
+    try:
+        worker = OutboxWorker(store, Settings(secret=b"x" * 32, reinject_port=srv.port), None)
+        asyncio.run(worker.run_once())
+    finally:
+        srv.stop()
+    row = Outbox.get_by_id(row.id)
+    assert row.status == "failed" and "550" in row.last_error
