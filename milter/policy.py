@@ -1,0 +1,395 @@
+"""What the milter decides, apart from how it speaks.
+
+:class:`Policy` is what a :class:`milter.session.Session` asks; :class:`StaticPolicy`
+is the one the CLI builds from the store and the one tests build by hand.
+
+Decisions are typed by where they are allowed: a recipient-time decision can
+only be a :class:`~milter.protocol.TempFailCode` (the rate limit holds a
+sender, it never bounces one), sender and header decisions are
+:class:`~milter.protocol.RejectCode` values. Each carries the name of the rule
+that fired and a detail for the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from email.headerregistry import AddressHeader, HeaderRegistry
+from typing import Generic, Protocol, TypeVar, cast
+
+from milter.protocol import RejectCode, TempFailCode
+from rules.blacklist import Blacklist, Entry, canonical_address, normalize_pattern, strip_tag
+from rules.replies import REJECT_POLICY, TEMPFAIL_POLICY
+
+__all__ = [
+    "MULTIPLE_FROM",
+    "REJECT_BLACKLIST",
+    "Decision",
+    "EntriesSource",
+    "Message",
+    "Policy",
+    "RateLimit",
+    "StaticPolicy",
+    "from_header_problem",
+]
+
+log = logging.getLogger("casegate.milter.policy")
+
+# What the SMTP client is told. The blacklist entry's reason stays in our log.
+REJECT_BLACKLIST = RejectCode(REJECT_POLICY.because("Message rejected by the recipient's policy"))
+MULTIPLE_FROM = RejectCode(REJECT_POLICY.because("multiple From: addresses are not accepted"))
+RATE_LIMITED = TempFailCode(TEMPFAIL_POLICY)
+
+CodeT = TypeVar("CodeT", TempFailCode, RejectCode)
+
+EntriesSource = Callable[[], Iterable[Entry]] | Callable[[], Awaitable[Iterable[Entry]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Generic[CodeT]):
+    code: CodeT
+    rule: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Message:
+    """One message as the session has seen it so far. Policies read it; only
+    the session writes it."""
+
+    client_addr: str = ""
+    client_name: str = ""
+    sender: str = ""  # envelope sender without brackets; "" is the null sender
+    authen: str = ""  # SASL login ({auth_authen}), "" when none
+    auth_type: str = ""
+    queue_id: str = ""
+    recipients: list[str] = field(default_factory=list)  # accepted so far
+    from_values: list[str] = field(default_factory=list)  # raw From: values
+    subjects: list[str] = field(default_factory=list)  # raw Subject: values
+
+
+class Policy(Protocol):
+    async def prepare(self) -> None:
+        """Called on the event loop before each MAIL FROM. Refresh what needs
+        refreshing; must never raise for a transient problem, nor block."""
+
+    def check_sender(self, message: Message) -> Decision[RejectCode] | None:
+        """At MAIL FROM."""
+
+    def check_recipient(self, message: Message, recipient: str) -> Decision[TempFailCode] | None:
+        """At each RCPT TO; ``recipient`` without brackets."""
+
+    def check_headers(self, message: Message) -> Decision[RejectCode] | None:
+        """At the end of the headers."""
+
+    def accepted(self, message: Message) -> None:
+        """At the end of a message that passed every check (count it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``messages`` messages per sender to supervised addresses per ``window`` seconds."""
+
+    messages: int
+    window: float
+
+    def __post_init__(self) -> None:
+        if self.messages < 1:
+            raise ValueError("a rate limit allows at least one message")
+        if self.window <= 0:
+            raise ValueError("a rate limit window must be positive")
+
+
+class _SlidingWindow:
+    """Timestamps of recent messages per key; O(1) amortized per call."""
+
+    _SWEEP_EVERY = 1024
+
+    def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
+        self._limit = limit
+        self._clock = clock
+        self._hits: dict[str, deque[float]] = {}
+        self._calls = 0
+
+    def _recent(self, key: str, now: float) -> deque[float] | None:
+        horizon = now - self._limit.window
+        self._calls += 1
+        if self._calls % self._SWEEP_EVERY == 0:
+            stale = [k for k, q in self._hits.items() if not q or q[-1] <= horizon]
+            for k in stale:
+                del self._hits[k]
+        hits = self._hits.get(key)
+        while hits and hits[0] <= horizon:
+            hits.popleft()
+        return hits
+
+    def full(self, key: str) -> bool:
+        hits = self._recent(key, self._clock())
+        return hits is not None and len(hits) >= self._limit.messages
+
+    def record(self, key: str) -> None:
+        now = self._clock()
+        hits = self._recent(key, now)
+        if hits is None:
+            hits = self._hits[key] = deque()
+        hits.append(now)
+
+
+_HEADERS = HeaderRegistry()
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def _unfold(value: str) -> str:
+    return _FOLD.sub("", value)
+
+
+def from_header_problem(values: list[str]) -> str | None:
+    """Why these From: header values are refused, or None when they are fine.
+
+    One From: header with one mailbox is fine (and so is none at all: not our
+    rule). Several From: headers, several addresses in one, or group syntax
+    are refused: they make "who wrote this" ambiguous.
+    """
+    if len(values) > 1:
+        return f"{len(values)} From: headers"
+    if not values:
+        return None
+    try:
+        header = _HEADERS("From", _unfold(values[0]))
+    except Exception:  # the parser records defects rather than raising; be safe
+        return None
+    if not isinstance(header, AddressHeader):
+        return None
+    groups, addresses = header.groups, header.addresses
+    if any(g.display_name is not None for g in groups):
+        return "group syntax in From:"
+    if len(addresses) > 1:
+        return f"{len(addresses)} addresses in From:"
+    return None
+
+
+def _from_addresses(values: list[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        try:
+            header = _HEADERS("From", _unfold(v))
+        except Exception:
+            continue
+        if isinstance(header, AddressHeader):
+            out.extend(a.addr_spec for a in header.addresses)
+    return out
+
+
+def _decoded_subject(value: str) -> str:
+    try:
+        return str(_HEADERS("Subject", _unfold(value)))
+    except Exception:
+        return _unfold(value)
+
+
+def _rate_key(sender: str) -> str:
+    parts = canonical_address(sender)
+    if parts is None:
+        return sender.lower() or "<>"
+    local, domain = parts
+    return f"{strip_tag(local)}@{domain}"
+
+
+class StaticPolicy:
+    """The blacklist, the supervised addresses and the rate limit, in memory.
+
+    ``blacklist`` is the list to start with. ``entries_source``, when given,
+    returns fresh entries (a sync callable runs in a worker thread, an async one
+    is awaited); :meth:`prepare` calls it at the first message and then at most
+    every ``refresh_interval`` seconds of ``clock``. A source that raises, or
+    takes longer than ``refresh_timeout``, leaves the last good list in place:
+    a database hiccup never holds up mail. Invalid entries are skipped and
+    logged, never fatal.
+
+    ``supervised`` holds ``user@domain`` and ``@domain`` patterns (the
+    support addresses). ``rate_limit`` counts messages per envelope sender
+    (plus-tags ignored) accepted for a supervised address; once a sender has
+    used the allowance, further supervised recipients get a 451 at RCPT TO
+    until the window slides past. ``None`` disables it.
+    SASL-authenticated senders are exempt unless ``exempt_authenticated`` is
+    False: they are staff, and a busy CSR writes to the support address a lot.
+    """
+
+    def __init__(
+        self,
+        blacklist: Blacklist,
+        supervised: Iterable[str],
+        *,
+        rate_limit: RateLimit | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        entries_source: EntriesSource | None = None,
+        refresh_interval: float = 5.0,
+        refresh_timeout: float = 1.0,
+        exempt_authenticated: bool = True,
+    ) -> None:
+        self._blacklist = blacklist
+        self._addresses: set[str] = set()
+        self._domains: set[str] = set()
+        for pattern in supervised:
+            p = normalize_pattern(pattern)
+            if p.startswith("@"):
+                self._domains.add(p[1:])
+            else:
+                self._addresses.add(p)
+        self._rate_limit = rate_limit
+        self._window = _SlidingWindow(rate_limit, clock) if rate_limit else None
+        self._clock = clock
+        self._source = entries_source
+        self._refresh_interval = refresh_interval
+        self._refresh_timeout = refresh_timeout
+        self._exempt_authenticated = exempt_authenticated
+        self._next_refresh: float | None = None  # None: refresh at the first message
+        self._refreshing: asyncio.Task[None] | None = None
+        self._last_skipped: tuple[tuple[Entry, str], ...] = ()
+        self.refresh_failures = 0
+
+    @property
+    def blacklist(self) -> Blacklist:
+        return self._blacklist
+
+    def is_supervised(self, address: str) -> bool:
+        parts = canonical_address(address)
+        if parts is None:
+            return False
+        local, domain = parts
+        if domain in self._domains:
+            return True
+        return f"{local}@{domain}" in self._addresses or (
+            f"{strip_tag(local)}@{domain}" in self._addresses
+        )
+
+    # -- refreshing -------------------------------------------------------
+
+    async def prepare(self) -> None:
+        if self._source is None:
+            return
+        if self._refreshing is not None:
+            return  # a slow refresh is still running: use the list we have
+        now = self._clock()
+        if self._next_refresh is not None and now < self._next_refresh:
+            return
+        self._next_refresh = now + self._refresh_interval
+        task = asyncio.create_task(self._refresh(), name="blacklist-refresh")
+        self._refreshing = task
+        try:
+            async with asyncio.timeout(self._refresh_timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            log.warning(
+                "blacklist source slower than %.1fs: using the previous list (%d entries)",
+                self._refresh_timeout,
+                len(self._blacklist),
+            )
+
+    async def refresh(self) -> None:
+        """Reload from the source now (the CLI may call this at start-up)."""
+        self._next_refresh = None
+        await self.prepare()
+
+    async def _refresh(self) -> None:
+        source = self._source
+        assert source is not None
+        try:
+            if inspect.iscoroutinefunction(source):
+                entries = list(await source())
+                blacklist = Blacklist(entries, strict=False)
+            else:
+                sync_source = cast(Callable[[], Iterable[Entry]], source)
+                blacklist = await asyncio.to_thread(_load, sync_source)
+        except Exception as exc:
+            self.refresh_failures += 1
+            log.warning(
+                "blacklist source failed (%s: %s): keeping the last list (%d entries)",
+                type(exc).__name__,
+                exc,
+                len(self._blacklist),
+            )
+            return
+        finally:
+            self._refreshing = None
+        if blacklist.skipped != self._last_skipped:
+            for entry, why in blacklist.skipped:
+                log.warning("blacklist entry %r skipped: %s", entry.pattern, why)
+            self._last_skipped = blacklist.skipped
+        self._blacklist = blacklist
+
+    # -- decisions --------------------------------------------------------
+
+    def check_sender(self, message: Message) -> Decision[RejectCode] | None:
+        entry = self._blacklist.match_sender(message.sender)
+        if entry is None:
+            return None
+        return Decision(REJECT_BLACKLIST, "blacklist", _describe(entry))
+
+    def _rate_limited(self, message: Message) -> bool:
+        return self._window is not None and not (self._exempt_authenticated and message.authen)
+
+    def check_recipient(self, message: Message, recipient: str) -> Decision[TempFailCode] | None:
+        if self._window is None or self._rate_limit is None:
+            return None
+        if not self._rate_limited(message) or not self.is_supervised(recipient):
+            return None
+        key = _rate_key(message.sender)
+        if not self._window.full(key):
+            return None
+        limit = self._rate_limit
+        return Decision(
+            RATE_LIMITED,
+            "rate-limit",
+            f"sender {key} over {limit.messages} messages per {limit.window:g}s"
+            " to supervised addresses",
+        )
+
+    def check_headers(self, message: Message) -> Decision[RejectCode] | None:
+        problem = from_header_problem(message.from_values)
+        if problem is not None:
+            return Decision(MULTIPLE_FROM, "multiple-from", problem)
+        from_addresses = _from_addresses(message.from_values)
+        # An address entry also applies to the From: header, which MAIL FROM
+        # could not see (forwarders and lists rewrite the envelope sender).
+        for address in from_addresses:
+            entry = self._blacklist.match_sender(address)
+            if entry is not None:
+                return Decision(REJECT_BLACKLIST, "blacklist", f"From: {_describe(entry)}")
+        subjects = [_decoded_subject(s) for s in message.subjects] or [""]
+        for address in (message.sender, *from_addresses):
+            for subject in subjects:
+                entry = self._blacklist.match(address, subject)
+                if entry is not None:
+                    return Decision(
+                        REJECT_BLACKLIST, "blacklist-subject", f"{_describe(entry)} subject match"
+                    )
+        return None
+
+    def accepted(self, message: Message) -> None:
+        # Counted when accepted, so that rejected or abandoned attempts do not
+        # use up a sender's allowance; one message counts once however many
+        # supervised addresses it reaches.
+        if self._window is None or not self._rate_limited(message):
+            return
+        if any(self.is_supervised(r) for r in message.recipients):
+            self._window.record(_rate_key(message.sender))
+
+
+def _load(source: Callable[[], Iterable[Entry]]) -> Blacklist:
+    return Blacklist(list(source()), strict=False)
+
+
+def _describe(entry: Entry) -> str:
+    text = f"pattern {entry.pattern}"
+    if entry.subject:
+        text += f" subject /{entry.subject}/"
+    if entry.reason:
+        text += f" ({entry.reason})"
+    return text
