@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from email.headerregistry import AddressHeader, HeaderRegistry
+from email.utils import parseaddr
 from typing import Generic, Protocol, TypeVar, cast
 
 from milter.protocol import RejectCode, TempFailCode
@@ -37,6 +38,7 @@ __all__ = [
     "RateLimit",
     "StaticPolicy",
     "from_header_problem",
+    "parse_from",
 ]
 
 log = logging.getLogger("casegate.milter.policy")
@@ -149,48 +151,58 @@ def _unfold(value: str) -> str:
     return _FOLD.sub("", value)
 
 
-def from_header_problem(values: list[str]) -> str | None:
-    """Why these From: header values are refused, or None when they are fine.
+def parse_from(values: list[str]) -> tuple[str | None, list[str]]:
+    """``(problem, addresses)`` for the From: header values of a message.
 
-    One From: header with one mailbox is fine (and so is none at all: not our
-    rule). Several From: headers, several addresses in one, or group syntax
-    are refused: they make "who wrote this" ambiguous.
+    ``problem`` says why they are refused, or is None when they are fine:
+    one From: header with one mailbox is fine (and so is none at all: not
+    our rule); several From: headers, several addresses in one, or group
+    syntax are refused, as they make "who wrote this" ambiguous.
+    ``addresses`` are the addr-specs found, for the blacklist.
     """
     if len(values) > 1:
-        return f"{len(values)} From: headers"
+        return f"{len(values)} From: headers", _addresses(values)
     if not values:
-        return None
+        return None, []
+    value = _unfold(values[0])
+    if not any(ch in value for ch in ",:;"):
+        # One mailbox without group syntax: the cheap parser is enough.
+        addr = parseaddr(value)[1]
+        return None, [addr] if addr else []
     try:
-        header = _HEADERS("From", _unfold(values[0]))
+        header = _HEADERS("From", value)
     except Exception:  # the parser records defects rather than raising; be safe
-        return None
+        return None, []
     if not isinstance(header, AddressHeader):
-        return None
-    groups, addresses = header.groups, header.addresses
-    if any(g.display_name is not None for g in groups):
-        return "group syntax in From:"
+        return None, []
+    addresses = [a.addr_spec for a in header.addresses]
+    if any(g.display_name is not None for g in header.groups):
+        return "group syntax in From:", addresses
     if len(addresses) > 1:
-        return f"{len(addresses)} addresses in From:"
-    return None
+        return f"{len(addresses)} addresses in From:", addresses
+    return None, addresses
 
 
-def _from_addresses(values: list[str]) -> list[str]:
+def from_header_problem(values: list[str]) -> str | None:
+    """Why these From: header values are refused, or None (see :func:`parse_from`)."""
+    return parse_from(values)[0]
+
+
+def _addresses(values: list[str]) -> list[str]:
     out: list[str] = []
     for v in values:
-        try:
-            header = _HEADERS("From", _unfold(v))
-        except Exception:
-            continue
-        if isinstance(header, AddressHeader):
-            out.extend(a.addr_spec for a in header.addresses)
+        out.extend(parse_from([v])[1])
     return out
 
 
 def _decoded_subject(value: str) -> str:
+    text = _unfold(value)
+    if "=?" not in text:  # no encoded words: nothing to decode
+        return text
     try:
-        return str(_HEADERS("Subject", _unfold(value)))
+        return str(_HEADERS("Subject", text))
     except Exception:
-        return _unfold(value)
+        return text
 
 
 def _rate_key(sender: str) -> str:
@@ -352,16 +364,17 @@ class StaticPolicy:
         )
 
     def check_headers(self, message: Message) -> Decision[RejectCode] | None:
-        problem = from_header_problem(message.from_values)
+        problem, from_addresses = parse_from(message.from_values)
         if problem is not None:
             return Decision(MULTIPLE_FROM, "multiple-from", problem)
-        from_addresses = _from_addresses(message.from_values)
         # An address entry also applies to the From: header, which MAIL FROM
         # could not see (forwarders and lists rewrite the envelope sender).
         for address in from_addresses:
             entry = self._blacklist.match_sender(address)
             if entry is not None:
                 return Decision(REJECT_BLACKLIST, "blacklist", f"From: {_describe(entry)}")
+        if not self._blacklist.has_subject_entries:
+            return None
         subjects = [_decoded_subject(s) for s in message.subjects] or [""]
         for address in (message.sender, *from_addresses):
             for subject in subjects:

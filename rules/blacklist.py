@@ -186,10 +186,21 @@ class Blacklist:
                 self._by_address.setdefault(key, []).append(compiled)
             count += 1
         self._count = count
+        self._subject_entries = any(
+            c.subject is not None
+            for table in (self._by_address, self._by_domain)
+            for entries in table.values()
+            for c in entries
+        )
         self.skipped: tuple[tuple[Entry, str], ...] = tuple(skipped)
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def has_subject_entries(self) -> bool:
+        """Whether any entry has a subject pattern (else :meth:`match` never matches)."""
+        return self._subject_entries
 
     def _candidates(self, address: str) -> list[_Compiled]:
         parts = canonical_address(address)

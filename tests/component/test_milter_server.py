@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 from miltertest import constants as c
 
-from milter.policy import Message, RateLimit, StaticPolicy
+from milter.policy import Message, RateLimit, StaticPolicy, parse_from
 from milter.protocol import Action, MacroStage, RejectCode, Step
 from milter.server import MilterServer, serve
 from milter.session import MACRO_REQUESTS, WANTED_STEPS
@@ -338,6 +338,25 @@ def test_one_from_with_a_comma_in_the_name_is_fine(start: Start, value: str) -> 
     with open_client(address) as client:
         headers = [("From", value), ("Subject", "test_one_from")]
         assert client.message("<john@customer.example>", [SUPPORT], headers).reply == "continue"
+
+
+@pytest.mark.parametrize(
+    ("values", "problem", "addresses"),
+    [
+        ([], None, []),
+        (["Carol <carol@customer.example>"], None, ["carol@customer.example"]),
+        (["carol@customer.example"], None, ["carol@customer.example"]),
+        (['"Doe, John" <john@x.example>'], None, ["john@x.example"]),
+        (["=?utf-8?q?Doe=2C_John?= <john@x.example>"], None, ["john@x.example"]),
+        (["john@x.example (John, Esq.)"], None, ["john@x.example"]),
+        (['"a:b;c"@x.example'], None, ['"a:b;c"@x.example']),
+        (["a@x.example, b@x.example"], "2 addresses in From:", ["a@x.example", "b@x.example"]),
+        (["g: a@x.example;"], "group syntax in From:", ["a@x.example"]),
+        (["a@x.example", "b@x.example"], "2 From: headers", ["a@x.example", "b@x.example"]),
+    ],
+)
+def test_parse_from(values: list[str], problem: str | None, addresses: list[str]) -> None:
+    assert parse_from(values) == (problem, addresses)
 
 
 # --------------------------------------------------------------------------

@@ -174,3 +174,9 @@ def test_empty_blacklist() -> None:
     assert len(bl) == 0
     assert bl.match_sender("a@b.example") is None
     assert bl.match("a@b.example", "s") is None
+
+
+def test_has_subject_entries() -> None:
+    assert BLACKLIST.has_subject_entries
+    assert not Blacklist([Entry("@spam.example")]).has_subject_entries
+    assert not Blacklist([Entry("@spam.example", subject="")]).has_subject_entries
