@@ -152,6 +152,7 @@ class Outbox(BaseModel):
     attempts = IntegerField(default=0)
     next_attempt = DateTimeField(index=True)
     lease_until = DateTimeField(null=True)
+    lease_owner = CharField(max_length=128, default="")  # host:pid of the sender
     last_error = TextField(default="")
     sent = DateTimeField(null=True)
 

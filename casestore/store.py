@@ -378,8 +378,8 @@ class Store:
             next_attempt=self.now(),
         )
 
-    def claim_outbox(self, limit: int, lease_seconds: int) -> list[Outbox]:
-        """Due outbox rows, leased to this process so other hosts skip them."""
+    def claim_outbox(self, limit: int, lease_seconds: int, owner: str = "") -> list[Outbox]:
+        """Due outbox rows, leased to ``owner`` (host:pid) so other processes skip them."""
         now = self.now()
         lease = now + dt.timedelta(seconds=lease_seconds)
         with self.atomic():
@@ -398,11 +398,27 @@ class Store:
             ids = [row.id for row in query]
             if not ids:
                 return []
-            Outbox.update(lease_until=lease).where(Outbox.id.in_(ids)).execute()
+            Outbox.update(lease_until=lease, lease_owner=owner).where(Outbox.id.in_(ids)).execute()
         with self.guard():
             return list(
                 Outbox.select(Outbox, Message).join(Message).where(Outbox.id.in_(ids)).order_by(Outbox.id)
             )
+
+    def release_dead_leases(self, host: str, alive: Callable[[int], bool]) -> int:
+        """Free rows leased by processes of ``host`` that are gone (a crash),
+        so they are sent now rather than when the lease runs out."""
+        freed = 0
+        with self.atomic():
+            rows = Outbox.select(Outbox.id, Outbox.lease_owner).where(
+                (Outbox.status == "pending") & Outbox.lease_until.is_null(False)
+                & Outbox.lease_owner.startswith(f"{host}:")
+            )
+            for row in rows:
+                pid = row.lease_owner.rpartition(":")[2]
+                if pid.isdigit() and not alive(int(pid)):
+                    freed += Outbox.update(lease_until=None, lease_owner="").where(
+                        Outbox.id == row.id).execute()
+        return freed
 
     def outbox_sent(self, item: Outbox) -> None:
         with self.atomic():

@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import os
 import smtplib
 import socket
 from collections.abc import Callable
@@ -35,48 +36,53 @@ class PermanentSendError(Exception):
     pass
 
 
+Result = Callable[[Outbox, "Exception | None"], None]
+
+
 def send_batch(
-    host: str, port: int, helo: str, items: list[Outbox], timeout: float = 30.0
-) -> list[tuple[Outbox, Exception | None]]:
-    """Send each item over one SMTP connection; per item None (sent) or the error."""
-    results: list[tuple[Outbox, Exception | None]] = []
+    host: str, port: int, helo: str, items: list[Outbox], on_result: Result,
+    timeout: float = 30.0,
+) -> None:
+    """Send each item over one SMTP connection, calling ``on_result(item, error)``
+    right after each (error None: sent), so a crash can catch at most one
+    message between Postfix's 250 and our record of it."""
     try:
         client = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
     except (OSError, smtplib.SMTPException) as exc:
-        return [(item, exc) for item in items]
-    try:
         for item in items:
+            on_result(item, exc)
+        return
+    try:
+        for n, item in enumerate(items):
             rcpts = [r for r in item.rcpt_to.split(",") if r]
             try:
                 refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw))
             except smtplib.SMTPRecipientsRefused as exc:
-                results.append((item, _classify(exc.recipients)))
+                on_result(item, _classify(exc.recipients))
                 _rset(client)
                 continue
             except smtplib.SMTPResponseException as exc:
                 err: Exception = exc
                 if exc.smtp_code >= 500:
                     err = PermanentSendError(f"{exc.smtp_code} {exc.smtp_error!r}")
-                results.append((item, err))
+                on_result(item, err)
                 _rset(client)
                 continue
             except (OSError, smtplib.SMTPException) as exc:
                 # The connection is gone: this and every later item retry.
-                results.append((item, exc))
-                done = {r[0].id for r in results}
-                results.extend((i, exc) for i in items if i.id not in done)
-                return results
+                for rest in items[n:]:
+                    on_result(rest, exc)
+                return
             if refused:
-                # Some recipients refused: Postfix accepted the rest. Record
-                # it; re-sending would duplicate for the accepted ones.
+                # Postfix took the other recipients; re-sending would double
+                # their copy, so this counts as sent, with a log line.
                 log.error("outbox %s: recipients refused: %r", item.id, refused)
-            results.append((item, None))
+            on_result(item, None)
     finally:
         try:
             client.quit()
         except (OSError, smtplib.SMTPException):
             client.close()
-    return results
 
 
 def _classify(recipients: dict[str, tuple[int, bytes]]) -> Exception:
@@ -100,7 +106,7 @@ class OutboxWorker:
         settings: Settings,
         db_executor: Executor | None,
         *,
-        send: Callable[..., list[tuple[Outbox, Exception | None]]] = send_batch,
+        send: Callable[..., None] = send_batch,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -108,6 +114,8 @@ class OutboxWorker:
         self.send = send
         self.wakeup = asyncio.Event()
         self.sent = 0
+        self.host = socket.gethostname()
+        self.owner = f"{self.host}:{os.getpid()}"
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -120,40 +128,60 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Send what is due now; the number of rows handled."""
         s = self.settings
-        items = await self._db(self.store.claim_outbox, s.outbox_batch, s.outbox_lease_seconds)
+        items = await self._db(
+            self.store.claim_outbox, s.outbox_batch, s.outbox_lease_seconds, self.owner
+        )
         if not items:
             return 0
-        results = await asyncio.to_thread(
-            self.send, s.reinject_host, s.reinject_port, s.helo_name, items
+        ctx = contextvars.copy_context()
+        await asyncio.to_thread(
+            ctx.run, self.send, s.reinject_host, s.reinject_port, s.helo_name, items, self._record
         )
-        for item, error in results:
-            token = queue_id.set(f"out:{item.id}")
-            try:
-                if error is None:
-                    await self._db(self.store.outbox_sent, item)
-                    self.sent += 1
-                    log.info("sent %s to %s (%s)", item.message.kind, item.rcpt_to,
-                             item.message.message_id)
-                elif isinstance(error, PermanentSendError):
-                    log.error("giving up on outbox %s: %s", item.id, error)
-                    await self._db(self.store.outbox_failed, item, str(error))
-                else:
-                    delay = min(s.retry_max_seconds, s.retry_min_seconds * (2 ** item.attempts))
-                    log.warning("re-injection failed (%s); retry in %.0fs", error, delay)
-                    await self._db(self.store.outbox_retry, item, str(error), delay)
-            finally:
-                queue_id.reset(token)
-        return len(results)
+        return len(items)
+
+    def _record(self, item: Outbox, error: Exception | None) -> None:
+        """Runs in the sending thread, right after each message."""
+        s = self.settings
+        token = queue_id.set(f"out:{item.id}")
+        try:
+            if error is None:
+                self.store.outbox_sent(item)
+                self.sent += 1
+                log.info("sent %s to %s (%s)", item.message.kind, item.rcpt_to,
+                         item.message.message_id)
+            elif isinstance(error, PermanentSendError):
+                log.error("giving up on outbox %s: %s", item.id, error)
+                self.store.outbox_failed(item, str(error))
+            else:
+                delay = min(s.retry_max_seconds, s.retry_min_seconds * (2 ** item.attempts))
+                log.warning("re-injection failed (%s); retry in %.0fs", error, delay)
+                self.store.outbox_retry(item, str(error), delay)
+        except StoreUnavailable as exc:
+            # The lease runs out and the row is sent again later: logged.
+            log.error("could not record outbox %s (%s): %s", item.id,
+                      "sent" if error is None else "failed", exc)
+        finally:
+            queue_id.reset(token)
+
+    async def release_dead_leases(self) -> int:
+        freed = await self._db(self.store.release_dead_leases, self.host, _pid_alive)
+        if freed:
+            log.info("released %d outgoing message(s) leased by a process that died", freed)
+        return freed
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until ``stop``: send when poked, and at least every second."""
+        try:
+            await self.release_dead_leases()
+        except StoreUnavailable as exc:
+            log.warning("outbox: store unavailable: %s", exc)
         while not stop.is_set():
             try:
                 handled = await self.run_once()
             except StoreUnavailable as exc:
                 log.warning("outbox: store unavailable: %s", exc)
                 handled = 0
-            except (OSError, socket.error) as exc:  # pragma: no cover - defensive
+            except OSError as exc:  # pragma: no cover - defensive
                 log.warning("outbox: %s", exc)
                 handled = 0
             except Exception:
@@ -166,3 +194,15 @@ class OutboxWorker:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
             except TimeoutError:
                 pass
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

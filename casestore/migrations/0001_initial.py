@@ -121,6 +121,7 @@ def up(migrator, db):
         attempts = IntegerField(default=0)
         next_attempt = DateTimeField(index=True)
         lease_until = DateTimeField(null=True)
+        lease_owner = CharField(max_length=128, default='')
         last_error = TextField(default='')
         sent = DateTimeField(null=True)
         class Meta:

@@ -85,3 +85,14 @@ def test_permanent_refusal_is_recorded_not_retried_forever(sqlite_url: str) -> N
         srv.stop()
     row = Outbox.get_by_id(row.id)
     assert row.status == "failed" and "550" in row.last_error
+
+
+def test_leases_of_a_dead_process_are_released(sqlite_url: str) -> None:
+    clock = Clock()
+    store, row = make_store(sqlite_url, clock)
+    assert [r.id for r in store.claim_outbox(10, 600, "thishost:999999")] == [row.id]
+    assert store.claim_outbox(10, 600, "thishost:1") == []  # leased: nobody else takes it
+    assert store.release_dead_leases("otherhost", lambda pid: False) == 0
+    assert store.release_dead_leases("thishost", lambda pid: pid != 999999) == 1
+    assert [r.id for r in store.claim_outbox(10, 600, "thishost:2")] == [row.id]
+    assert store.release_dead_leases("thishost", lambda pid: True) == 0
