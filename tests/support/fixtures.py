@@ -8,12 +8,13 @@ ones they use, so they work either way).
   user postfix, under /tmp; pytest's tmp_path is neither), removed afterwards.
   Set ``CASEGATE_KEEP_POSTFIX=1`` to keep it for reading the maillog.
 * ``make_sink`` — factory: ``make_sink()`` → a started :class:`Sink`,
-  stopped at teardown.
+  stopped at teardown; ``sink`` — one started Sink.
 * ``make_nullfilter`` — factory: ``make_nullfilter(reinject_port, port=...)``
   → a started :class:`NullFilter`, stopped at teardown.
 * ``make_postfix`` — factory: ``make_postfix(sink_port=..., **keywords)`` → a
   started :class:`PostfixInstance` (in a folder of its own unless ``root`` is
   given), stopped at teardown; skips the test when Postfix cannot run here.
+  A failing test shows the tail of each instance's maillog.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "postfix_available",
     "postfix_root",
     "sasl_available",
+    "sink",
 ]
 
 
@@ -90,6 +92,11 @@ def make_sink() -> Iterator[Callable[..., Sink]]:
 
 
 @pytest.fixture
+def sink(make_sink: Callable[..., Sink]) -> Sink:
+    return make_sink()
+
+
+@pytest.fixture
 def make_nullfilter() -> Iterator[Callable[..., NullFilter]]:
     started: list[NullFilter] = []
 
@@ -124,6 +131,8 @@ def make_postfix() -> Iterator[Callable[..., PostfixInstance]]:
         yield make
     finally:
         for pf, own in reversed(started):
+            # pytest shows a test's captured output only when it fails.
+            print(f"--- {pf.maillog_path} (tail) ---\n{pf.maillog_tail(60)}")
             try:
                 pf.stop()
             finally:

@@ -566,6 +566,20 @@ class PostfixInstance:
     def queue_ids(self) -> list[str]:
         return [str(m["queue_id"]) for m in self.queue()]
 
+    def wait_deferred(self, queue_id: str, timeout: float = 10.0) -> None:
+        """Wait until ``queue_id`` sits in the deferred queue. The delivery
+        agent logs ``status=deferred`` before the queue manager moves the file
+        there; a flush() in between finds nothing to flush, and the message
+        then waits out its back-off."""
+        deadline = time.monotonic() + timeout
+        while True:
+            queue = self.queue()
+            if any(m["queue_id"] == queue_id and m["queue_name"] == "deferred" for m in queue):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{queue_id} not deferred after {timeout}s: {queue!r}")
+            time.sleep(0.05)
+
     def wait_queue_empty(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while True:

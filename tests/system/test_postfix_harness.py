@@ -197,6 +197,7 @@ def test_451_defers_until_the_filter_recovers_and_the_queue_is_flushed(
     qid = pf.send(CUSTOMER, ["support@example.com"], message("deferred by a 451"))
 
     pf.wait_for_log(rf"{qid}: to=<support@example.com>.*status=deferred .*451 4\.3\.0")
+    pf.wait_deferred(qid)
     assert pf.queue_ids() == [qid]
     assert sink.messages() == []
 
@@ -217,6 +218,7 @@ def test_dead_filter_defers_and_flush_drains_after_restart(
     qid = pf.send(CUSTOMER, ["support@example.com"], message("filter down"))
 
     pf.wait_for_log(rf"{qid}: to=<support@example.com>.*status=deferred .*Connection refused")
+    pf.wait_deferred(qid)
     assert pf.queue_ids() == [qid]
 
     revived = make_nullfilter(pf.reinject_port, port=pf.filter_port)
