@@ -413,6 +413,17 @@ class PostfixInstance:
         lines += [f"{domain}\t{self.sink_nexthop}\n" for domain in self.domains]
         return comments + "".join(lines)
 
+    def set_supervised(self, addresses: Sequence[str]) -> None:
+        """Route exactly ``addresses`` to the filter from now on, the way
+        contrib/postfix/README.md tells the admin: rewrite the map, postmap,
+        reload (running daemons keep the old map until then)."""
+        self.supervised = tuple(addresses)
+        (self.etc / "casegate_transport").write_text(self.transport_map())
+        self._age_config()
+        self._run(["postmap", "-c", str(self.etc), f"hash:{self.etc / 'casegate_transport'}"])
+        if self._running:
+            self.reload()
+
     def _age_config(self) -> None:
         """Date the files we just wrote a minute back. Postfix re-reads a
         table or main.cf modified within the current second, 300 ms at a time,

@@ -189,6 +189,20 @@ def test_staff_mailbox_goes_to_the_sink_directly(setup: Callable[..., Setup]) ->
     )
 
 
+def test_an_address_added_to_the_map_is_routed_after_postmap_and_reload(
+    setup: Callable[..., Setup],
+) -> None:
+    pf, nf, sink = setup()
+    pf.send(CUSTOMER, ["sales@example.com"], message("sales before"))
+    sink.wait_for(lambda d: d.rcpt_tos == ("sales@example.com",), timeout=10)
+    assert nf.transactions() == []
+
+    pf.set_supervised([*pf.supervised, "sales@example.com"])  # postmap + postfix reload
+    qid = pf.send(CUSTOMER, ["sales@example.com"], message("sales after"))
+    [t] = nf.wait_for(timeout=10)
+    assert t.rcpt_tos == ("sales@example.com",) and t.xforward["IDENT"] == qid
+
+
 def test_451_defers_until_the_filter_recovers_and_the_queue_is_flushed(
     setup: Callable[..., Setup],
 ) -> None:
