@@ -1,0 +1,626 @@
+"""DKIM for casegate: verify inbound signatures, sign outgoing mail, make keys.
+
+Verification (``verify``) checks every ``DKIM-Signature`` of a message with
+dkimpy and returns one ``DkimResult`` per signature, in header order (the
+topmost first). It never raises: a malformed signature, a missing or broken
+key, a DNS error or timeout all give ``passed=False`` with a reason. The
+reason starts with the RFC 8601 result keyword, so the engine can record it
+as it is or build an ``Authentication-Results`` field from it:
+
+- ``pass``
+- ``fail: ...``       the signature or the body hash does not match
+- ``temperror: ...``  the DNS lookup of the key failed (try again later)
+- ``permerror: ...``  malformed signature, no key, revoked or unusable key
+- ``policy: ...``     not checked (more signatures than we check per message)
+
+The key is looked up through ``dnsfunc(name, timeout)`` -- dkimpy's
+interface: ``name`` is ``b"selector._domainkey.example.com."`` (bytes, with
+the trailing dot) and the answer is the TXT record's strings joined into one
+``bytes`` value (``b"v=DKIM1; k=rsa; p=MIIB..."``), or ``None``/``b""`` when
+there is no record. Tests inject a fake; ``None`` means real DNS through
+dkimpy's default resolver (dnspython, a dependency of dkimpy).
+
+Alignment (``aligned_pass``) is strict: only a passing signature whose
+``d=`` *equals* the From: domain counts. A signature by a parent domain
+(``d=example.com`` for ``From: x@staff.example.com``) or a subdomain does
+not: the result decides whether a message comes from the staff domain, and
+relaxed alignment would need the Public Suffix List to be safe and would let
+any host able to sign for a sibling subdomain speak for staff.
+
+Signing (``Signer``) uses rsa-sha256 and relaxed/relaxed canonicalization
+over a fixed list of headers; From: is signed once more than it occurs, so
+that a second From: added later breaks the signature. The new
+``DKIM-Signature:`` field is prepended and the message is otherwise returned
+byte for byte, with its own line endings.
+
+Keys (``keygen``, ``public_key_record``) are plain RSA keys in PKCS#1 PEM
+(``-----BEGIN RSA PRIVATE KEY-----``), made here in pure Python: dkimpy's
+own key helper shells out to openssl and the ``cryptography`` package is not
+a dependency. Primes come from ``secrets`` and pass 64 Miller-Rabin rounds;
+every new key is checked by signing and verifying with dkimpy's RSA code
+before it is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import math
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Any
+
+import dkim
+from dkim.crypto import (
+    RSASSA_PKCS1_v1_5_sign,
+    RSASSA_PKCS1_v1_5_verify,
+    UnparsableKeyError,
+    parse_pem_private_key,
+)
+from dkim.util import DuplicateTag, InvalidTagSpec, InvalidTagValueList, parse_tag_value
+
+__all__ = [
+    "SIGNED_HEADERS",
+    "DkimResult",
+    "DnsFunc",
+    "Signer",
+    "aligned_pass",
+    "keygen",
+    "passing_domains",
+    "public_key_record",
+    "verify",
+]
+
+#: dkimpy's ``dnsfunc(name, timeout)``: the TXT record at ``name`` (bytes,
+#: absolute, e.g. ``b"s1._domainkey.example.com."``) as one bytes value with
+#: the record's strings joined, or None (or b"") when there is none. It may
+#: raise on a DNS failure; ``verify`` turns that into ``temperror``.
+DnsFunc = Callable[[bytes, int], bytes | None]
+
+#: Headers we sign, in this order, each as often as it occurs; From: once
+#: more than it occurs (oversigned).
+SIGNED_HEADERS: tuple[str, ...] = (
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Reply-To",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "Auto-Submitted",
+)
+_OVERSIGNED = frozenset({"from"})
+
+#: At most this many signatures are checked per message (RFC 6376 6.1 lets
+#: a verifier limit them); each costs a DNS lookup. The rest get ``policy``.
+MAX_SIGNATURES = 10
+
+_MIN_BITS = 1024  # RFC 8301: verifiers reject shorter keys (dkimpy too)
+_KEY_SIZES = (1024, 2048, 3072, 4096)
+_E = 65537
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+# --------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DkimResult:
+    """One DKIM-Signature of a message and what became of it."""
+
+    domain: str  # d= as signed ("" when the signature has none)
+    selector: str  # s= as signed
+    passed: bool
+    reason: str  # "pass", or "<RFC 8601 result>: <why>"
+
+    @property
+    def result(self) -> str:
+        """The RFC 8601 keyword: pass, fail, temperror, permerror, policy."""
+        return self.reason.split(":", 1)[0]
+
+
+class _KeyLookup:
+    """Wraps a DnsFunc for dkimpy: remembers the last answer for the reason,
+    answers each name once per message, and turns any exception into the
+    one dkimpy handles (DnsTimeoutError) so it cannot escape."""
+
+    def __init__(self, dnsfunc: DnsFunc) -> None:
+        self._dnsfunc = dnsfunc
+        self._answers: dict[bytes, bytes | BaseException | None] = {}
+        self.name: bytes | None = None
+
+    def __call__(self, name: bytes, timeout: int = 5) -> bytes | None:
+        self.name = name
+        if name not in self._answers:
+            try:
+                answer = self._dnsfunc(name, timeout)
+            except Exception as exc:  # any DNS failure is a temperror
+                self._answers[name] = exc
+            else:
+                if isinstance(answer, str):
+                    answer = answer.encode("utf-8", "replace")
+                self._answers[name] = answer
+        known = self._answers[name]
+        if isinstance(known, BaseException):
+            raise dkim.DnsTimeoutError(_describe(known))
+        return known
+
+    def reason(self) -> str | None:
+        """Why the last key lookup gave no usable key, when it is about DNS."""
+        if self.name is None:
+            return None
+        name = self.name.decode("ascii", "replace")
+        answer = self._answers[self.name]
+        if isinstance(answer, BaseException):
+            return f"temperror: DNS lookup of {name} failed: {_describe(answer)}"
+        if not answer:
+            return f"permerror: no DKIM key in DNS at {name}"
+        try:
+            tags = parse_tag_value(answer)
+        except InvalidTagValueList:
+            return None  # dkimpy's own message says more
+        if tags.get(b"p", b"x").strip() == b"":
+            return f"permerror: DKIM key at {name} is revoked (empty p=)"
+        return None
+
+
+class _ErrorLog(logging.Handler):
+    """Collects the messages dkimpy logs when it turns an error into False."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("utf-8", "replace").strip()
+
+
+def _tags(value: bytes) -> dict[bytes, bytes]:
+    """The tags of a DKIM-Signature value, best effort (folding removed)."""
+    try:
+        tags: dict[bytes, bytes] = parse_tag_value(re.sub(rb"\r?\n[ \t]", b" ", value))
+    except InvalidTagValueList:
+        return {}
+    return tags
+
+
+def _scan_signatures(raw: bytes) -> list[bytes]:
+    """DKIM-Signature values from a header section dkimpy cannot parse:
+    lines that are neither a field nor a continuation are skipped."""
+    head = re.split(rb"\r?\n\r?\n", raw, maxsplit=1)[0]
+    fields: list[list[bytes]] = []
+    current: list[bytes] | None = None
+    for line in re.split(rb"\r?\n", head):
+        if line[:1] in (b" ", b"\t"):
+            if current is not None:
+                current.append(line)
+            continue
+        name, colon, rest = line.partition(b":")
+        current = [rest] if colon and name.strip().lower() == b"dkim-signature" else None
+        if current is not None:
+            fields.append(current)
+    return [b" ".join(parts) for parts in fields]
+
+
+def verify(
+    raw: bytes,
+    *,
+    dnsfunc: DnsFunc | None = None,
+    timeout: int = 5,
+    max_signatures: int = MAX_SIGNATURES,
+) -> list[DkimResult]:
+    """Check every DKIM-Signature of ``raw``; one result per signature, the
+    topmost first; ``[]`` for an unsigned message. Never raises."""
+    lookup = _KeyLookup(dnsfunc if dnsfunc is not None else _default_dnsfunc)
+    errors = _ErrorLog()
+    logger = logging.Logger("casegate.dkim.verify", logging.ERROR)  # private, not registered
+    logger.addHandler(errors)
+    try:
+        checker = dkim.DKIM(raw, logger=logger, timeout=timeout)
+    except Exception as exc:  # a header section dkimpy cannot parse
+        why = f"permerror: message header unparseable: {_describe(exc)}"
+        return [_result(_tags(value), False, why) for value in _scan_signatures(raw)]
+    values = [value for name, value in checker.headers if name.lower() == b"dkim-signature"]
+    results: list[DkimResult] = []
+    for index, value in enumerate(values):
+        tags = _tags(value)
+        if index >= max_signatures:
+            why = f"policy: not checked, only the first {max_signatures} signatures are"
+            results.append(_result(tags, False, why))
+            continue
+        lookup.name = None
+        errors.messages.clear()
+        results.append(_result(tags, *_check(checker, index, lookup, errors)))
+    return results
+
+
+def _default_dnsfunc(name: bytes, timeout: int) -> bytes | None:
+    answer: bytes | None = dkim.get_txt(name, timeout=timeout)
+    return answer
+
+
+def _check(checker: Any, index: int, lookup: _KeyLookup, errors: _ErrorLog) -> tuple[bool, str]:
+    try:
+        ok = checker.verify(idx=index, dnsfunc=lookup)
+    except dkim.ValidationError as exc:
+        text = str(exc)
+        if text.startswith("body hash mismatch"):
+            return False, "fail: body hash mismatch (the body changed after signing)"
+        return False, f"permerror: malformed signature: {text}"
+    except dkim.MessageFormatError as exc:
+        cause = exc.args[0] if exc.args else exc
+        if isinstance(cause, DuplicateTag):
+            return False, f"permerror: malformed signature: duplicate tag {_text(cause.args[0])}="
+        if isinstance(cause, InvalidTagSpec):
+            return False, f"permerror: malformed signature: bad tag {_text(cause.args[0])!r}"
+        return False, f"permerror: malformed signature: {cause}"
+    except dkim.KeyFormatError as exc:
+        return False, f"permerror: unusable key: {exc}"
+    except dkim.DKIMException as exc:
+        return False, f"permerror: {exc}"
+    except Exception as exc:  # dkimpy on input it does not expect
+        return False, f"permerror: {_describe(exc)}"
+    if ok:
+        return True, "pass"
+    why = lookup.reason()
+    if why:
+        return False, why
+    if errors.messages:  # dkimpy logged a KeyFormatError and returned False
+        where = f" at {_text(lookup.name)}" if lookup.name else ""
+        return False, f"permerror: unusable key{where}: {errors.messages[-1]}"
+    return False, "fail: signature does not verify (a signed header changed, or the wrong key)"
+
+
+def _clean(text: str, limit: int) -> str:
+    """One printable line of at most ``limit`` characters: reasons and tags
+    carry text from the message, and may end up in a header or a log."""
+    text = re.sub(r"""\bb(['"])([^'"\\]*)\1""", r"\2", text)  # dkimpy's b'...' reprs
+    text = re.sub(r"[A-Za-z0-9+/]{40,}=*", lambda m: m[0][:16] + "...", text)  # key dumps
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _result(tags: dict[bytes, bytes], passed: bool, reason: str) -> DkimResult:
+    return DkimResult(
+        _clean(_text(tags.get(b"d")), 255),
+        _clean(_text(tags.get(b"s")), 255),
+        passed,
+        _clean(reason, 300),
+    )
+
+
+def passing_domains(results: Iterable[DkimResult]) -> set[str]:
+    """The signing domains (lower-case) of the signatures that passed."""
+    return {r.domain.lower() for r in results if r.passed and r.domain}
+
+
+def _ascii_domain(domain: str) -> str | None:
+    name = domain.strip().rstrip(".").lower()
+    if not name:
+        return None
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+
+
+def aligned_pass(results: Iterable[DkimResult], from_address: str) -> str | None:
+    """The passing signing domain that equals the From: address's domain
+    (strict alignment: parents and subdomains do not count), else None.
+
+    ``from_address`` is an address (``alice@example.com``) or a whole From:
+    value (``Alice <alice@example.com>``); a From: with several addresses has
+    no single author and gives None."""
+    addresses = [addr for _, addr in getaddresses([from_address]) if addr]
+    if len(addresses) != 1 or "@" not in addresses[0]:
+        return None
+    wanted = _ascii_domain(addresses[0].rpartition("@")[2])
+    if wanted is None:
+        return None
+    for domain in passing_domains(results):
+        if _ascii_domain(domain) == wanted:
+            return domain
+    return None
+
+
+# --------------------------------------------------------------------------
+# Signing
+# --------------------------------------------------------------------------
+
+
+def _check_name(what: str, value: str) -> None:
+    if not _NAME_RE.fullmatch(value) or len(value) > 253:
+        raise ValueError(
+            f"DKIM {what} {value!r} is not a valid DNS name "
+            "(ASCII letters, digits, hyphens and dots; an IDN as xn--)"
+        )
+
+
+@dataclass(frozen=True)
+class Signer:
+    """Signs outgoing mail for ``domain`` with the key published at
+    ``selector._domainkey.domain``."""
+
+    domain: str
+    selector: str
+    private_key: bytes = field(repr=False)  # PEM; never in a repr or a log line
+
+    def __post_init__(self) -> None:
+        _check_name("domain", self.domain)
+        _check_name("selector", self.selector)
+        _rsa_key(self.private_key, "the private key")
+
+    @classmethod
+    def load(cls, domain: str, selector: str, key_path: Path | str) -> Signer:
+        """A Signer with the key in ``key_path``; ValueError saying what is
+        wrong when the file is missing, unreadable, or not an RSA key."""
+        path = Path(key_path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ValueError(
+                f"DKIM key {path} does not exist (make one with `casegate dkim keygen`)"
+            ) from None
+        except OSError as exc:
+            raise ValueError(f"DKIM key {path} cannot be read: {exc.strerror or exc}") from None
+        _rsa_key(data, f"DKIM key {path}")
+        return cls(domain, selector, data)
+
+    def sign(self, raw: bytes) -> bytes:
+        """``raw`` with a ``DKIM-Signature:`` field prepended. ValueError for
+        a message that cannot be signed (no From:, malformed header)."""
+        first_eol = raw.find(b"\n")
+        linesep = b"\r\n" if first_eol > 0 and raw[first_eol - 1 : first_eol] == b"\r" else b"\n"
+        try:
+            signer = dkim.DKIM(raw, linesep=linesep, signature_algorithm=b"rsa-sha256")
+            present = [name.decode("ascii").lower() for name, _ in signer.headers]
+            if "from" not in present:
+                raise ValueError("cannot DKIM-sign a message without a From: header")
+            include: list[bytes] = []
+            for name in SIGNED_HEADERS:
+                count = present.count(name.lower()) + (name.lower() in _OVERSIGNED)
+                include += [name.encode("ascii")] * count
+            header: bytes = signer.sign(
+                self.selector.encode("ascii"),
+                self.domain.encode("ascii"),
+                _pem_for_dkimpy(self.private_key),
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=include,
+            )
+        except dkim.DKIMException as exc:
+            raise ValueError(f"cannot DKIM-sign the message: {exc}") from None
+        except (IndexError, TypeError) as exc:  # dkimpy on a header section it cannot parse
+            raise ValueError(f"cannot DKIM-sign the message: {_describe(exc)}") from None
+        return header + raw
+
+
+# --------------------------------------------------------------------------
+# Keys
+# --------------------------------------------------------------------------
+
+
+def _pem_for_dkimpy(pem: bytes) -> bytes:
+    # dkimpy finds the base64 between "--\n" and "\n--": LF line ends only.
+    return pem.replace(b"\r\n", b"\n")
+
+
+def _rsa_key(pem: bytes, what: str) -> dict[str, int]:
+    """The RSA private key in ``pem`` (PKCS#1 or unencrypted PKCS#8), checked
+    for consistency; ValueError naming ``what`` otherwise."""
+    if b"-----BEGIN" not in pem:
+        raise ValueError(f"{what} is not a PEM file (expected -----BEGIN RSA PRIVATE KEY-----)")
+    if b"ENCRYPTED" in pem:
+        raise ValueError(f"{what} is encrypted; casegate needs it unencrypted (mode 0600)")
+    try:
+        key: dict[str, int] = parse_pem_private_key(_pem_for_dkimpy(pem))
+    except (UnparsableKeyError, ValueError, AssertionError, IndexError):
+        raise ValueError(
+            f"{what} is not an RSA private key (PEM, PKCS#1 or PKCS#8; "
+            "Ed25519 and EC keys are not supported)"
+        ) from None
+    n, e, d = key["modulus"], key["publicExponent"], key["privateExponent"]
+    p, q = key["prime1"], key["prime2"]
+    consistent = (
+        p > 1
+        and q > 1
+        and n == p * q
+        and (e * d) % math.lcm(p - 1, q - 1) == 1
+        and key["exponent1"] == d % (p - 1)
+        and key["exponent2"] == d % (q - 1)
+        and (key["coefficient"] * q) % p == 1
+    )
+    if not consistent:
+        raise ValueError(f"{what} is a damaged RSA key (its numbers do not agree)")
+    if n.bit_length() < _MIN_BITS:
+        raise ValueError(
+            f"{what} is a {n.bit_length()}-bit RSA key; receivers reject keys "
+            f"under {_MIN_BITS} bits (RFC 8301), make a 2048-bit one"
+        )
+    return key
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    size = len(content)
+    if size < 0x80:
+        length = bytes([size])
+    else:
+        octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(octets)]) + octets
+    return bytes([tag]) + length + content
+
+
+def _der_int(value: int) -> bytes:
+    # Non-negative: one octet more than the bits need keeps the sign bit 0,
+    # and is minimal (DER) because the extra octet is only there when needed.
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _der_seq(*items: bytes) -> bytes:
+    return _der(0x30, b"".join(items))
+
+
+_RSA_ALGORITHM = _der_seq(bytes.fromhex("06092a864886f70d010101"), b"\x05\x00")  # rsaEncryption
+
+
+def _public_key_der(n: int, e: int) -> bytes:
+    """SubjectPublicKeyInfo, as ``openssl rsa -pubout`` writes and DKIM's p= holds."""
+    return _der_seq(_RSA_ALGORITHM, _der(0x03, b"\x00" + _der_seq(_der_int(n), _der_int(e))))
+
+
+def _private_key_pem(n: int, e: int, d: int, p: int, q: int) -> bytes:
+    der = _der_seq(
+        *(_der_int(v) for v in (0, n, e, d, p, q, d % (p - 1), d % (q - 1), pow(q, -1, p)))
+    )
+    body = base64.b64encode(der)
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"\n".join(
+        [b"-----BEGIN RSA PRIVATE KEY-----", *lines, b"-----END RSA PRIVATE KEY-----", b""]
+    )
+
+
+def _small_primes(limit: int) -> list[int]:
+    sieve = bytearray([1]) * (limit + 1)
+    sieve[0:2] = b"\x00\x00"
+    for i in range(2, math.isqrt(limit) + 1):
+        if sieve[i]:
+            sieve[i * i :: i] = bytes(len(range(i * i, limit + 1, i)))
+    return [i for i in range(3, limit + 1) if sieve[i]]
+
+
+_SMALL_PRIMES_PRODUCT = math.prod(_small_primes(2000))
+
+
+def _probably_prime(n: int, rounds: int = 64) -> bool:
+    """Miller-Rabin with random bases (error below 4**-rounds)."""
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d, s = d // 2, s + 1
+    for _ in range(rounds):
+        x = pow(secrets.randbelow(n - 3) + 2, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def _random_prime(bits: int) -> int:
+    """A random prime of exactly ``bits`` bits, the top two set (so that the
+    product of two has exactly twice the bits), with gcd(p - 1, e) = 1."""
+    while True:
+        candidate = secrets.randbits(bits) | (0b11 << (bits - 2)) | 1
+        if math.gcd(candidate, _SMALL_PRIMES_PRODUCT) != 1:
+            continue
+        if (candidate - 1) % _E == 0:
+            continue
+        if _probably_prime(candidate):
+            return candidate
+
+
+def _generate_rsa(bits: int) -> tuple[int, int, int, int, int]:
+    """(n, e, d, p, q) for a new RSA key, after FIPS 186-4 B.3.3's checks:
+    |p - q| > 2**(bits/2 - 100) and d > 2**(bits/2)."""
+    half = bits // 2
+    while True:
+        p, q = _random_prime(half), _random_prime(bits - half)
+        if abs(p - q).bit_length() <= half - 100:
+            continue
+        d = pow(_E, -1, math.lcm(p - 1, q - 1))
+        if d.bit_length() <= half:
+            continue
+        n = p * q
+        if n.bit_length() == bits:
+            return n, _E, d, p, q
+
+
+def _self_test(pem: bytes) -> None:
+    """Sign and verify with dkimpy's RSA code: the key we write works."""
+    key = parse_pem_private_key(pem)
+    digest = hashlib.sha256(b"casegate dkim keygen self-test")
+    signature = RSASSA_PKCS1_v1_5_sign(digest, key)
+    public = {"modulus": key["modulus"], "publicExponent": key["publicExponent"]}
+    if not RSASSA_PKCS1_v1_5_verify(digest, bytes(signature), public):
+        raise RuntimeError("the new DKIM key failed its self-test; nothing was written")
+
+
+def _txt_value(n: int, e: int) -> list[str]:
+    """The TXT record as DNS strings of at most 255 characters."""
+    p_value = "p=" + base64.b64encode(_public_key_der(n, e)).decode("ascii")
+    return ["v=DKIM1; k=rsa; ", *(p_value[i : i + 255] for i in range(0, len(p_value), 255))]
+
+
+def _zone_record(domain: str, selector: str, strings: list[str]) -> str:
+    name = f"{selector}._domainkey.{domain}.".lower()
+    quoted = "\n\t".join(f'"{s}"' for s in strings)
+    return f"{name} IN TXT ( {quoted} )"
+
+
+def public_key_record(key_path: Path | str, *, domain: str, selector: str) -> str:
+    """The DNS TXT record (zone-file syntax) publishing the public half of the
+    RSA key in ``key_path`` at ``selector._domainkey.domain``. ValueError as
+    ``Signer.load`` for a missing, unreadable or unusable key."""
+    _check_name("domain", domain)
+    _check_name("selector", selector)
+    key = Signer.load(domain, selector, key_path).private_key
+    parsed = _rsa_key(key, f"DKIM key {key_path}")
+    return _zone_record(domain, selector, _txt_value(parsed["modulus"], parsed["publicExponent"]))
+
+
+def keygen(domain: str, selector: str, key_path: Path | str, bits: int = 2048) -> str:
+    """Write a new RSA private key to ``key_path`` (PEM, mode 0600) and return
+    the DNS TXT record to publish. Refuses to overwrite an existing file
+    (FileExistsError); ValueError for a bad domain, selector or size."""
+    _check_name("domain", domain)
+    _check_name("selector", selector)
+    if bits not in _KEY_SIZES:
+        raise ValueError(f"DKIM key size must be one of {_KEY_SIZES} bits, not {bits}")
+    path = Path(key_path)
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(f"{path} already exists; refusing to overwrite a DKIM key")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write the DKIM key: no directory {path.parent}")
+    n, e, d, p, q = _generate_rsa(bits)
+    pem = _private_key_pem(n, e, d, p, q)
+    _self_test(pem)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists; refusing to overwrite a DKIM key") from None
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return _zone_record(domain, selector, _txt_value(n, e))
