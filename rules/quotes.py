@@ -122,6 +122,12 @@ _WEAK_VERB_RE = re.compile(
 _WEAK_EMAIL_RE = re.compile(
     r".{1,300}?(?:<\s?[^\s<>@]{1,64}@[^\s<>@]{1,255}>\s?[:：]?|[^\s<>@]{1,64}@[^\s<>@]{1,255}\s?[:：])"
 )
+# Cheap test before the patterns: every attribution holds one of these.
+_ATTRIBUTION_HINT_RE = re.compile(
+    "|".join(re.escape(k) for keys, _ in _ATTRIBUTIONS for k in keys) + "|@",
+    re.IGNORECASE,
+)
+_DIGIT_RE = re.compile(r"\d")
 _DATED_RE = re.compile(r"\d{1,2}[:.h]\d{2}|@|\b(?:19|20)\d{2}\b")
 
 _ORIGINAL_MESSAGE_RE = re.compile(
@@ -177,6 +183,16 @@ _HEADER_LINE_RE = re.compile(
         for k in sorted(_HEADER_KEY_TO_FAMILY, key=len, reverse=True)
     )
     + r")\*{0,2}[ \t\xa0]?[:：]\*{0,2}(?:\s|$)",
+    re.IGNORECASE,
+)
+_INLINE_HEADER_RE = re.compile(
+    r"\s\*{0,2}(?P<key>"
+    + "|".join(
+        re.escape(k).replace(r"\ ", r"\s")
+        for k in sorted(_HEADER_KEY_TO_FAMILY, key=len, reverse=True)
+        if len(k) > 2  # "a:", "an:", "do:" are too common inside a sentence
+    )
+    + r")\*{0,2}[ \t\xa0]?[:：]\*{0,2}\s",
     re.IGNORECASE,
 )
 _TIME_RE = re.compile(r"\d{1,2}[:.]\d{2}|\b(?:19|20)\d{2}\b")
@@ -245,18 +261,20 @@ def _attribution_strength(header: str) -> int:
     """How surely ``header`` (one line, or lines joined) is an attribution."""
     if len(header) > 600:
         return 0
-    low = header.lower()
-    has_digit = any(ch.isdigit() for ch in header)
+    hits = {m.group(0).lower() for m in _ATTRIBUTION_HINT_RE.finditer(header)}
+    if not hits:
+        return 0
+    has_digit = _DIGIT_RE.search(header) is not None
     for keys, rx in _ATTRIBUTIONS:
-        if any(k in low for k in keys) and rx.fullmatch(header):
+        if not hits.isdisjoint(keys) and rx.fullmatch(header):
             if has_digit and _DATED_RE.search(header):
                 return _STRONG
             return _WEAK
-    if "wrote" in low and _ANDROID_ATTRIBUTION_RE.fullmatch(header):
+    if "wrote" in hits and _ANDROID_ATTRIBUTION_RE.fullmatch(header):
         return _STRONG
-    if _WEAK_VERB_RE.fullmatch(header):
+    if hits != {"@"} and _WEAK_VERB_RE.fullmatch(header):
         return _WEAK
-    if has_digit and "@" in header and _WEAK_EMAIL_RE.fullmatch(header):
+    if has_digit and "@" in hits and _WEAK_EMAIL_RE.fullmatch(header):
         return _WEAK
     return 0
 
@@ -269,6 +287,8 @@ def _attribution(lines: list[str], i: int) -> tuple[int, int] | None:
     belongs to the next line (a "Thanks!" line above a wrapped "On ...").
     """
     n = len(lines)
+    if not _ATTRIBUTION_HINT_RE.search(" ".join(lines[i : i + 3])[:2000]):
+        return None
     best: tuple[int, int] | None = None
     for k in range(1, 4):
         if i + k > n:
@@ -311,11 +331,25 @@ def _midline_attribution(line: str) -> tuple[str, int] | None:
     return m.group("prefix"), strength
 
 
+def _inline_header_families(line: str) -> int:
+    """How many other header families follow the first one on ``line``."""
+    if len(line) > _MAX_LINE_FOR_HEADERS:
+        return 0
+    keys = [m.group("key") for m in _INLINE_HEADER_RE.finditer(line)]
+    families = {_HEADER_KEY_TO_FAMILY.get(" ".join(k.lower().split())) for k in keys}
+    first = _header_family(line)
+    families.discard(None)
+    families.discard(first)
+    return len(families)
+
+
 def _header_block(lines: list[str], i: int) -> int:
     """Length of an Outlook-style header block starting at line ``i``, or 0."""
     first = _header_family(lines[i])
     if first is None:
         return 0
+    if first in ("from", "date") and _inline_header_families(lines[i]) >= 2:
+        return 1  # "From: x Sent: y To: z Subject: s" flattened onto one line
     n = len(lines)
     families = [first]
     last_header = i
@@ -381,15 +415,33 @@ def _match_splitter(lines: list[str], i: int) -> _Splitter | None:
     return None
 
 
-def _has_reply_evidence(lines: list[str]) -> bool:
+class _Splitters:
+    """``_match_splitter`` for each line, computed once."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.found: dict[int, _Splitter | None] = {}
+
+    def at(self, i: int) -> _Splitter | None:
+        if i not in self.found:
+            self.found[i] = _match_splitter(self.lines, i)
+        return self.found[i]
+
+
+def _has_reply_evidence(lines: list[str], splitters: _Splitters) -> bool:
     """Whether the text looks like a reply, so that ``>`` lines are quotes."""
     quoted = 0
     for i, line in enumerate(lines):
         if _MARKER_HINT in line.lower() and _MARKER_RE.search(line):
             return True
         if not _is_quoted(line):
-            if _match_splitter(lines, i) is not None:
-                return True
+            splitter = splitters.at(i)
+            if splitter is not None:
+                if splitter.strength == _STRONG:
+                    return True
+                k = _next_nonblank(lines, i + splitter.length)
+                if k < len(lines) and _is_quoted(lines[k]):
+                    return True
             continue
         quoted += 1
         if quoted >= 3:
@@ -449,7 +501,8 @@ def _cut_at_marker(lines: list[str]) -> list[str]:
 
 
 def _drop_quotes(lines: list[str]) -> list[str]:
-    evidence = _has_reply_evidence(lines)
+    splitters = _Splitters(lines)
+    evidence = _has_reply_evidence(lines, splitters)
     out: list[str] = []
     n = len(lines)
     i = 0
@@ -469,7 +522,7 @@ def _drop_quotes(lines: list[str]) -> list[str]:
             out.append(line)
             i += 1
             continue
-        splitter = _match_splitter(lines, i)
+        splitter = splitters.at(i)
         if splitter is not None:
             k = _next_nonblank(lines, i + splitter.length)
             if k >= n or _is_quoted(lines[k]):
