@@ -26,7 +26,9 @@ The rules, in the order they apply:
   Vietnamese and Chinese forms), "-----Original Message-----" and its
   translations, a rule of underscores or dashes followed by a header block,
   and an Outlook header block ("From: / Sent: / To: / Subject:", localized,
-  also ``*From:*``). A splitter followed by quoted lines is an attribution:
+  also ``*From:*`` and flattened onto one line; it needs a From: and a
+  Subject: or an address, so a CSR's "Date: / Subject:" appointment details
+  are not one). A splitter followed by quoted lines is an attribution:
   it goes with its quote and the text after the quote is kept. A splitter
   followed by unquoted text (Outlook's unprefixed history) cuts the rest of
   the message. Weak splitters ("Bob wrote:" without a date, "date <email>:")
@@ -195,7 +197,6 @@ _INLINE_HEADER_RE = re.compile(
     + r")\*{0,2}[ \t\xa0]?[:：]\*{0,2}\s",
     re.IGNORECASE,
 )
-_TIME_RE = re.compile(r"\d{1,2}[:.]\d{2}|\b(?:19|20)\d{2}\b")
 
 _TRAILER_RES: tuple[re.Pattern[str], ...] = tuple(
     re.compile(
@@ -366,11 +367,12 @@ def _header_block(lines: list[str], i: int) -> int:
             if gap > 2:
                 break
         j += 1
-    distinct = set(families)
-    if len(families) < 2 or len(distinct) < 2 or not distinct & {"from", "date"}:
+    # Clients always write From:, and a Subject: or an address. "Date: ...,
+    # Subject: ..." or "From: Berlin / To: Munich" in a CSR's own text is not
+    # a header block.
+    if len(families) < 2 or "from" not in families:
         return 0
-    block = lines[i : last_header + 1]
-    if len(families) < 3 and not any("@" in b or _TIME_RE.search(b) for b in block):
+    if "subject" not in families and not any("@" in b for b in lines[i : last_header + 1]):
         return 0
     return last_header - i + 1
 

@@ -511,6 +511,14 @@ PLAIN_CASES: dict[str, tuple[str, str]] = {
         "Q: Can I return it?\nA: Yes, within 30 days.\n",
         "Q: Can I return it?\nA: Yes, within 30 days.",
     ),
+    "appointment_details_are_not_a_header": (
+        "Your appointment:\nDate: 3 June 2024, 10:00\nSubject: Boiler repair\n\nSee you then.\n",
+        "Your appointment:\nDate: 3 June 2024, 10:00\nSubject: Boiler repair\n\nSee you then.",
+    ),
+    "shipping_details_are_not_a_header": (
+        "Your parcel:\nFrom: Berlin warehouse\nTo: Munich\nDate: 3 June 2024, 10:00\n\nBye.\n",
+        "Your parcel:\nFrom: Berlin warehouse\nTo: Munich\nDate: 3 June 2024, 10:00\n\nBye.",
+    ),
     "from_to_is_not_a_header": (
         "Shipping\nFrom: Berlin\nTo: Munich\n",
         "Shipping\nFrom: Berlin\nTo: Munich",
