@@ -31,8 +31,11 @@ The rules, in the order they apply:
   are not one). A splitter followed by quoted lines is an attribution:
   it goes with its quote and the text after the quote is kept. A splitter
   followed by unquoted text (Outlook's unprefixed history) cuts the rest of
-  the message. Weak splitters ("Bob wrote:" without a date, "date <email>:")
-  only count in front of a quote.
+  the message. Weak splitters only count in front of a quote (or at the very
+  end): an attribution without an address ("On 3 June at 10:00, the
+  technician wrote:" may be the CSR relaying a note), "Bob wrote:", and
+  "<date> <name> <email>:" (Gmail in Japanese or Russian). An unprefixed
+  quoted notification is still cut at its marker.
 * **Forwarded messages** ("---------- Forwarded message ---------",
   "Begin forwarded message:") are content the CSR chose to send: from there
   on only the marker cuts.
@@ -130,7 +133,6 @@ _ATTRIBUTION_HINT_RE = re.compile(
     re.IGNORECASE,
 )
 _DIGIT_RE = re.compile(r"\d")
-_DATED_RE = re.compile(r"\d{1,2}[:.h]\d{2}|@|\b(?:19|20)\d{2}\b")
 
 _ORIGINAL_MESSAGE_RE = re.compile(
     r"[-=_*\s]*[-=_*]{2,}\s*(?:original message|reply message|original-nachricht"
@@ -268,7 +270,10 @@ def _attribution_strength(header: str) -> int:
     has_digit = _DIGIT_RE.search(header) is not None
     for keys, rx in _ATTRIBUTIONS:
         if not hits.isdisjoint(keys) and rx.fullmatch(header):
-            if has_digit and _DATED_RE.search(header):
+            # Sure only when machine-made: a date and an address, or Android's
+            # dashes. "On Monday at 10:00 the technician wrote:" may be the
+            # CSR's own words, relaying a note.
+            if has_digit and ("@" in hits or header.startswith("-")):
                 return _STRONG
             return _WEAK
     if "wrote" in hits and _ANDROID_ATTRIBUTION_RE.fullmatch(header):

@@ -357,6 +357,10 @@ PLAIN_CASES: dict[str, tuple[str, str]] = {
         "Question without quote marks.\n",
         "Answer.",
     ),
+    "relayed_note_is_not_history": (
+        "Hello,\n\nOn 3 June at 10:00, the technician wrote:\nthe valve is broken.\n",
+        "Hello,\n\nOn 3 June at 10:00, the technician wrote:\nthe valve is broken.",
+    ),
     "outlook_original_message": (
         "Answer.\n\n-----Original Message-----\nFrom: Support [mailto:support@example.com]\n"
         "Sent: Monday, June 03, 2024 10:15 AM\nTo: Agent\nSubject: Case\n\nQuestion.\n",
