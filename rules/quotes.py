@@ -597,7 +597,7 @@ def _list_footer_start(lines: list[str]) -> int | None:
 def _tidy(lines: list[str]) -> str:
     out: list[str] = []
     for line in lines:
-        line = line.rstrip()
+        line = line if line == "-- " else line.rstrip()
         if not line and (not out or not out[-1]):
             continue
         out.append(line)

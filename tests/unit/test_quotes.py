@@ -179,6 +179,22 @@ def test_talon_shared_corpus() -> None:
     assert not failed
 
 
+# The HTML alternative of talon's multipart replies, read on its own (as when a
+# client sends HTML only). Outlook's HTML says something else than its text.
+TALON_HTML_EXPECTED = {"outlook.eml": "Allo! Follow up MIME!"}
+
+
+@pytest.mark.parametrize("path", _talon_files(DATA / "talon"), ids=lambda p: p.name)
+def test_talon_html_alternative_alone(path: Path) -> None:
+    msg = parse(path.read_bytes())
+    html_parts = [p for p in msg.walk() if p.get_content_type() == "text/html"]
+    if not html_parts:
+        pytest.skip("no HTML alternative")
+    alone = parse(html_parts[0].as_bytes())
+    expected = TALON_HTML_EXPECTED.get(path.name, _talon_label(path))
+    assert norm(extract_reply(alone, keep_signature=True)) == norm(expected)
+
+
 def test_talon_defaults_drop_the_signature_and_iphone_trailer() -> None:
     for name in ("iphone.eml", "sparrow.eml"):
         msg = parse((DATA / "talon" / name).read_bytes())
@@ -548,7 +564,8 @@ def test_strip_quoted_text(name: str) -> None:
 def test_strip_quoted_text_keeps_signature_on_request() -> None:
     text = "Answer.\n\n-- \nJane\n\nSent from my iPhone\n\nOn 3 Jun 2024, at 10:15, X wrote:\n> Q\n"
     assert (
-        strip_quoted_text(text, keep_signature=True) == "Answer.\n\n--\nJane\n\nSent from my iPhone"
+        strip_quoted_text(text, keep_signature=True)
+        == "Answer.\n\n-- \nJane\n\nSent from my iPhone"
     )
     assert strip_quoted_text(text) == "Answer."
 
