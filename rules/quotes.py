@@ -119,8 +119,8 @@ _ANDROID_ATTRIBUTION_RE = re.compile(r"-{2,}\s*.{1,100}?\bwrote\s*-{2,}", re.IGN
 # Weak forms, trusted only in front of a quote: "<name> wrote:" in any of
 # the languages above, and "<date> <name> <email>:" (Gmail in Japanese,
 # Russian; Android) or without the colon.
-_WEAK_VERB_RE = re.compile(
-    r".{1,300}?\b(?:wrote|schrieb|a\s+écrit|escribió|ha\s+scritto|escreveu|schreef|skrev"
+_WEAK_VERB_RE = re.compile(  # no sentence may end before the verb
+    r"(?:(?![.!?]\s).){1,200}?\b(?:wrote|schrieb|a\s+écrit|escribió|ha\s+scritto|escreveu|schreef|skrev"
     r"|napisał\w*|написал(?:а|\(а\))?)\s?:",
     re.IGNORECASE,
 )

@@ -515,6 +515,11 @@ PLAIN_CASES: dict[str, tuple[str, str]] = {
         "Date: Mon, Jun 3, 2024 at 10:15 AM\nSubject: Stock\nTo: Agent <a@example.com>\n\n"
         "Back in stock on Friday.",
     ),
+    "sentence_before_a_bare_wrote_is_kept": (
+        "Sure, see below. Bob wrote:\n> the quote\n> more\n> more\n",
+        "Sure, see below. Bob wrote:",
+    ),
+    "bare_wrote_goes_with_its_quote": ("Sure.\n\nBob Smith wrote:\n> the quote\n", "Sure."),
     "weak_attribution_is_not_evidence": (
         "As Bob wrote:\nwe ship daily.\n\n>>> import casegate\n",
         "As Bob wrote:\nwe ship daily.\n\n>>> import casegate",
