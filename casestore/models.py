@@ -107,6 +107,7 @@ class Message(BaseModel):
     client_addr = CharField(max_length=64, default="")
     authenticated = CharField(max_length=200, default="")  # how a CSR was proven
     automatic = CharField(max_length=200, default="")  # the loop rule that fired
+    dkim = CharField(max_length=500, default="")  # e.g. "pass:example.com fail:other.test"
     created = DateTimeField()
 
 
@@ -157,6 +158,26 @@ class Outbox(BaseModel):
     sent = DateTimeField(null=True)
 
 
+class BlacklistEntry(BaseModel):
+    """An address or ``@domain``, optionally only with a subject regex."""
+
+    pattern = CharField(max_length=320)
+    subject = CharField(max_length=500, null=True)
+    reason = CharField(max_length=500, default="")
+    created = DateTimeField()
+    created_by = CharField(max_length=320, default="")
+
+    class Meta:
+        indexes = ((("pattern", "subject"), True),)
+
+
+class Setting(BaseModel):
+    """Settings an admin changes at run time (rate caps …), shared by every host."""
+
+    key = CharField(max_length=64, primary_key=True)
+    value = CharField(max_length=500)
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     Pool,
     Mailbox,
@@ -169,4 +190,6 @@ MODELS: tuple[type[BaseModel], ...] = (
     Event,
     Delivery,
     Outbox,
+    BlacklistEntry,
+    Setting,
 )

@@ -25,6 +25,7 @@ from playhouse.migrations import Runner
 from casestore.models import (
     MODELS,
     Attachment,
+    BlacklistEntry,
     Case,
     Csr,
     Delivery,
@@ -35,6 +36,7 @@ from casestore.models import (
     Outbox,
     Participant,
     Pool,
+    Setting,
 )
 
 log = logging.getLogger("casegate.store")
@@ -290,6 +292,11 @@ class Store:
                 query = query.where(Case.status == status)
             return list(query)
 
+    def add_participant(self, case: Case, address: str, role: str) -> None:
+        if not Participant.select().where((Participant.case == case)
+                                          & (Participant.address == address)).exists():
+            Participant.create(case=case, address=address, role=role)
+
     def participants(self, case: Case) -> set[str]:
         return {p.address for p in Participant.select().where(Participant.case == case)}
 
@@ -366,6 +373,57 @@ class Store:
         return Delivery.create(
             key=key, queue_id=queue_id, received=self.now(), outcome=outcome, message=message
         )
+
+    # -- blacklist and settings ------------------------------------------------
+
+    def add_blacklist(self, pattern: str, subject: str | None, reason: str = "",
+                      by: str = "") -> BlacklistEntry:
+        with self.atomic():
+            existing = BlacklistEntry.get_or_none(
+                (BlacklistEntry.pattern == pattern)
+                & (BlacklistEntry.subject.is_null() if subject is None
+                   else BlacklistEntry.subject == subject)
+            )
+            if existing is not None:
+                return existing
+            return BlacklistEntry.create(pattern=pattern, subject=subject, reason=reason,
+                                         created=self.now(), created_by=by)
+
+    def remove_blacklist(self, pattern: str, subject: str | None = None) -> int:
+        """Remove the entry (with that subject, or every entry of the pattern)."""
+        with self.atomic():
+            query = BlacklistEntry.delete().where(BlacklistEntry.pattern == pattern)
+            if subject is not None:
+                query = query.where(BlacklistEntry.subject == subject)
+            return int(query.execute())
+
+    def blacklist(self) -> list[BlacklistEntry]:
+        with self.guard():
+            return list(BlacklistEntry.select().order_by(BlacklistEntry.pattern,
+                                                          BlacklistEntry.id))
+
+    def setting(self, key: str, default: str) -> str:
+        with self.guard():
+            row = Setting.get_or_none(Setting.key == key)
+            return row.value if row is not None else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.atomic():
+            Setting.insert(key=key, value=value).on_conflict(
+                conflict_target=[Setting.key], update={Setting.value: value}).execute()
+
+    def automatic_sent(self, *, since: dt.datetime, recipient: str | None = None,
+                       case: Case | None = None) -> int:
+        """How many automatic messages (acknowledgements) we wrote since then."""
+        query = Message.select().where(
+            (Message.direction == "out") & (Message.kind == "ack")
+            & (Message.created >= _naive(since))
+        )
+        if recipient is not None:
+            query = query.where(Message.recipients == recipient)
+        if case is not None:
+            query = query.where(Message.case == case)
+        return int(query.count())
 
     # -- outbox ------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 Order (DESIGN.md, "Case tags cannot be hijacked"): our own signed
 Message-IDs in In-Reply-To/References first; then Message-IDs of messages we
 stored, the case number in a plus-address (``support+CS0000123@``) and tags
-in the subject — these only when the sender already takes part in the case.
+in the subject. Each joins a case only when the sender already takes part in
+it (customer or CC) or is an authenticated CSR: a signed Message-ID proves
+the number, not the sender (a notification forwarded, a forged CSR quoting
+one), so it gets no pass.
 From anyone else, or with an unknown number, a new case opens; it notes the
 number it mentioned and the stranger never joins the old case.
 """
@@ -37,10 +40,8 @@ def match_case(
     """``signed_numbers``: from our HMAC-signed Message-IDs (newest first);
     ``stored_numbers``: cases of other referenced Message-IDs we stored."""
     sender = sender.lower()
-    for number in signed_numbers:
-        if participants(number) is not None:
-            return Match(number, "signed_message_id", f"references our message on {number}")
-    weak: list[tuple[str, str]] = [(n, "stored_message_id") for n in stored_numbers]
+    weak: list[tuple[str, str]] = [(n, "signed_message_id") for n in signed_numbers]
+    weak += [(n, "stored_message_id") for n in stored_numbers]
     if address_number:
         weak.append((address_number, "plus_address"))
     weak += [(n, "subject_tag") for n in subject_numbers]

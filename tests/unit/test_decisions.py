@@ -58,9 +58,15 @@ def m(**kw):  # noqa: ANN201
     return match_case(**base)
 
 
-def test_signed_message_id_wins_over_everything() -> None:
-    got = m(signed_numbers=["CS0000002"], subject_numbers=["CS0000001"])
+def test_signed_message_id_comes_first() -> None:
+    got = m(sender="cc@y.org", signed_numbers=["CS0000002"], subject_numbers=["CS0000001"])
     assert (got.number, got.rule) == ("CS0000002", "signed_message_id")
+    assert m(sender="jane@example.com", is_csr=True, signed_numbers=["CS0000001"]).number == "CS0000001"
+
+
+def test_signed_message_id_from_a_stranger_opens_a_new_case() -> None:
+    got = m(sender="eve@evil.org", signed_numbers=["CS0000001"])
+    assert got.number is None and got.mentioned == ("CS0000001",)
 
 
 def test_tag_joins_only_participants() -> None:
