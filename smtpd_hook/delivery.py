@@ -15,6 +15,8 @@ class Delivery:
     client_name: str = ""
     helo: str = ""
     queue_id: str = ""
+    # DKIM results, verified before the engine runs: (domain, passed, reason)
+    dkim: tuple[tuple[str, bool, str], ...] = ()
 
     def key(self, rcpt: str) -> str:
         """Idempotency key: the same envelope and bytes give the same key."""

@@ -29,6 +29,7 @@ log = logging.getLogger("casegate.filter")
 
 XFORWARD_ATTRS = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 Processor = Callable[[Delivery], Reply]
+Enricher = Callable[[Delivery], Delivery]
 
 
 def xtext_decode(value: str) -> str:
@@ -83,9 +84,13 @@ class FilterSMTP(SMTP):
 class FilterHandler:
     """aiosmtpd hooks; ``process`` runs in ``executor``."""
 
-    def __init__(self, process: Processor, executor: Executor | None = None) -> None:
+    def __init__(self, process: Processor, executor: Executor | None = None,
+                 enrich: Enricher | None = None) -> None:
         self.process = process
         self.executor = executor
+        # Slow, store-free work (DKIM's DNS lookups) runs before the
+        # processor, in the default pool, so it never holds the store's thread.
+        self.enrich = enrich
         self.inflight: set[asyncio.Future[Any]] = set()
 
     async def handle_EHLO(
@@ -126,6 +131,9 @@ class FilterHandler:
     async def _run(self, delivery: Delivery) -> Reply:
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
+        if self.enrich is not None:
+            delivery = await loop.run_in_executor(None, functools.partial(ctx.run, self.enrich,
+                                                                          delivery))
         future = loop.run_in_executor(self.executor, functools.partial(ctx.run, self.process, delivery))
         self.inflight.add(future)
         try:

@@ -59,7 +59,7 @@ def text_of(msg: EmailMessage) -> str:
     assert part is not None
     content = part.get_content()
     assert isinstance(content, str)
-    return content
+    return content.replace("\r\n", "\n")
 
 
 def attachment_names(msg: EmailMessage) -> list[str]:

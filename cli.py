@@ -1,0 +1,750 @@
+"""casegate's command line: the composition root.
+
+It reads the config file once into frozen values, opens the store and builds
+what a command needs; nothing imports this module.
+
+    casegate [--config FILE] [--store URL] COMMAND ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import secrets
+import sys
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from email_validator import EmailNotValidError, validate_email
+
+from casestore.store import Store, StoreError, aware, default_store_url
+from rules.classify import parse_networks
+from rules.logctx import LOG_FORMAT, QueueIdFilter
+
+log = logging.getLogger("casegate")
+
+
+# -- configuration -------------------------------------------------------------
+
+
+def default_config_path() -> Path:
+    if os.environ.get("CASEGATE_CONFIG"):
+        return Path(os.environ["CASEGATE_CONFIG"])
+    if os.geteuid() == 0:
+        return Path("/etc/casegate/casegate.toml")
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "casegate" / "casegate.toml"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    exists: bool
+    store: str
+    secret: bytes | None
+    case_prefix: str = "CS"
+    organization: str = "Customer Support"
+    templates_dir: Path | None = None
+    serve: dict[str, Any] = field(default_factory=dict)
+    milter: dict[str, Any] = field(default_factory=dict)
+    dkim: dict[str, Any] = field(default_factory=dict)
+
+
+def load_config(path: Path, store_override: str | None) -> Config:
+    data: dict[str, Any] = {}
+    exists = path.exists()
+    if exists:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise click.ClickException(f"cannot read config {path}: {exc}") from exc
+    secret_hex = data.get("secret")
+    try:
+        secret = bytes.fromhex(secret_hex) if secret_hex else None
+    except ValueError:
+        raise click.ClickException(f"{path}: secret must be hex (run `casegate init` "
+                                   "after removing the line to make a new one)") from None
+    prefix = str(data.get("case_prefix", "CS"))
+    if not prefix.isalpha() or not prefix.isupper() or len(prefix) > 8:
+        raise click.ClickException(f"{path}: case_prefix must be 1-8 capital letters, not {prefix!r}")
+    templates = data.get("templates_dir")
+    return Config(
+        path=path,
+        exists=exists,
+        store=store_override or os.environ.get("CASEGATE_STORE") or data.get("store")
+        or default_store_url(),
+        secret=secret,
+        case_prefix=prefix,
+        organization=str(data.get("organization", "Customer Support")),
+        templates_dir=Path(templates) if templates else None,
+        serve=dict(data.get("serve", {})),
+        milter=dict(data.get("milter", {})),
+        dkim=dict(data.get("dkim", {})),
+    )
+
+
+def write_initial_config(path: Path, store_url: str) -> bytes:
+    """A new config with a fresh secret; the file is private (0600)."""
+    secret = secrets.token_bytes(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (
+        "# casegate configuration (made by `casegate init`).\n"
+        "# The secret signs Message-IDs and control headers: keep it private and\n"
+        "# the same on every host that shares the store.\n"
+        f'store = "{store_url}"\n'
+        f'secret = "{secret.hex()}"\n'
+        'case_prefix = "CS"\n'
+        'organization = "Customer Support"\n'
+        "\n[serve]\n"
+        'listen = "127.0.0.1:10025"\n'
+        'reinject = "127.0.0.1:10026"\n'
+        "trusted_networks = []\n"
+        '# milter = "127.0.0.1:10027"   # run the milter in the same process\n'
+        "\n[milter]\n"
+        '# listen = "127.0.0.1:10027"   # for `casegate milter` alone\n'
+        '# rate = "30/3600"             # messages per sender per seconds to supervised addresses\n'
+        "\n[dkim]\n"
+        "verify = true\n"
+        '# domain = "example.com"       # sign outgoing mail (see `casegate dkim keygen`)\n'
+        '# selector = "casegate"\n'
+        '# key = "/etc/casegate/dkim.key"\n'
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return secret
+
+
+def add_secret(path: Path) -> bytes:
+    secret = secrets.token_bytes(32)
+    with path.open("a") as fh:
+        fh.write(f'\nsecret = "{secret.hex()}"\n')
+    return secret
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+@dataclass
+class App:
+    config: Config
+    _store: Store | None = None
+
+    def store(self, *, check: bool = True) -> Store:
+        if self._store is None:
+            try:
+                self._store = Store(self.config.store)
+                if check:
+                    self._store.check_schema()
+            except StoreError as exc:
+                raise click.ClickException(str(exc)) from exc
+        return self._store
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    try:
+        yield
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def valid_address(value: str) -> str:
+    try:
+        result = validate_email(value, check_deliverability=False, globally_deliverable=False,
+                                test_environment=True)
+    except EmailNotValidError as exc:
+        raise click.BadParameter(f"{value!r} is not a valid email address: {exc}") from None
+    return str(result.normalized).lower()
+
+
+def hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter(f"{what} must be HOST:PORT, not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def emit(rows: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    else:
+        click.echo(text, nl=bool(text))
+
+
+def setup_logging(level: str) -> logging.handlers.QueueListener:
+    """Non-blocking logging: records go through a queue to stderr (journald)."""
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    queue_handler = logging.handlers.QueueHandler(q)
+    queue_handler.addFilter(QueueIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [queue_handler]
+    root.setLevel(level.upper())
+    for noisy in ("mail.log", "peewee", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    listener = logging.handlers.QueueListener(q, handler)
+    listener.start()
+    return listener
+
+
+# -- commands ------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Config file (default: $CASEGATE_CONFIG, "
+              "/etc/casegate/casegate.toml as root, else ~/.config/casegate/casegate.toml).")
+@click.option("--store", "store_url", default=None,
+              help="Store URL: sqlite:////path/casegate.db or postgresql://host/db "
+              "(default: $CASEGATE_STORE, the config file, then a SQLite file).")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, store_url: str | None) -> None:
+    """casegate: a customer-service case system in the Postfix mail flow."""
+    ctx.obj = App(load_config(config_path or default_config_path(), store_url))
+
+
+@main.command()
+@click.pass_obj
+def init(app: App) -> None:
+    """Create or upgrade the store, and the config file with its secret. Idempotent."""
+    cfg = app.config
+    if not cfg.exists:
+        try:
+            write_initial_config(cfg.path, cfg.store)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write {cfg.path}: {exc}; pass --config with a writable path") from exc
+        click.echo(f"wrote {cfg.path} (with a new secret)")
+    elif cfg.secret is None:
+        add_secret(cfg.path)
+        click.echo(f"added a secret to {cfg.path}")
+    store = app.store(check=False)
+    with store_errors():
+        applied = store.migrate()
+    if applied:
+        click.echo(f"store {cfg.store}: applied {', '.join(applied)}")
+    else:
+        click.echo(f"store {cfg.store}: up to date")
+
+
+@main.group()
+def mailbox() -> None:
+    """Supervised addresses (support@, billing@ …)."""
+
+
+@mailbox.command("add")
+@click.argument("address")
+@click.option("--pool", default="default", show_default=True, help="The pool of CSRs that serves it.")
+@click.option("--name", "display_name", default="", help="Shown as sender name, e.g. 'Example Support'.")
+@click.pass_obj
+def mailbox_add(app: App, address: str, pool: str, display_name: str) -> None:
+    """Supervise ADDRESS (also add it to Postfix's casegate_transport map)."""
+    address = valid_address(address)
+    if "+" in address.partition("@")[0]:
+        raise click.BadParameter("a supervised address has no +tag (plus-addresses route to it)")
+    with store_errors():
+        app.store().add_mailbox(address, pool, display_name)
+    click.echo(f"supervising {address} (pool {pool}); add to Postfix's transport map:\n"
+               f"  {address}  casegate:[127.0.0.1]:10025")
+
+
+@mailbox.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def mailbox_list(app: App, as_json: bool) -> None:
+    """List supervised addresses."""
+    with store_errors():
+        rows = [{"address": m.address, "pool": m.pool.name, "name": m.display_name}
+                for m in app.store().mailboxes()]
+    emit(rows, as_json, "\n".join(f"{r['address']}\tpool={r['pool']}" for r in rows))
+
+
+@main.group()
+def csr() -> None:
+    """Customer service reps."""
+
+
+@csr.command("add")
+@click.argument("address")
+@click.option("--name", required=True, help='Full name, e.g. "Jane Doe".')
+@click.option("--pool", "pools", multiple=True, help="Pool(s) to join (default: default).")
+@click.option("--signature", default="", help="Signature added under the CSR's replies.")
+@click.pass_obj
+def csr_add(app: App, address: str, name: str, pools: tuple[str, ...], signature: str) -> None:
+    """Add a CSR."""
+    address = valid_address(address)
+    if not name.strip():
+        raise click.BadParameter("--name must not be empty")
+    with store_errors():
+        app.store().add_csr(address, name.strip(), pools or ("default",),
+                            signature.replace("\\n", "\n"))
+    click.echo(f"added CSR {name.strip()} <{address}>")
+
+
+@csr.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def csr_list(app: App, as_json: bool) -> None:
+    """List CSRs."""
+    with store_errors():
+        store = app.store()
+        rows = [{"address": c.address, "name": c.name, "available": c.available,
+                 "pools": store.csr_pools(c), "signature": c.signature} for c in store.csrs()]
+    emit(rows, as_json, "\n".join(
+        f"{r['address']}\t{r['name']}\tpools={','.join(r['pools'])}" for r in rows))
+
+
+@main.group("case")
+def case_group() -> None:
+    """Cases."""
+
+
+def case_row(case: Any) -> dict[str, Any]:
+    return {
+        "number": case.number,
+        "status": case.status,
+        "customer": case.customer_address,
+        "customer_name": case.customer_name,
+        "assignee": case.assignee.address if case.assignee_id else None,
+        "subject": case.subject,
+        "mailbox": case.mailbox.address,
+        "created": aware(case.created).isoformat(),
+        "updated": aware(case.updated).isoformat(),
+    }
+
+
+@case_group.command("list")
+@click.option("--status", type=click.Choice(["open", "closed"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def case_list(app: App, status: str | None, as_json: bool) -> None:
+    """List cases."""
+    with store_errors():
+        rows = [case_row(c) for c in app.store().cases(status=status)]
+    emit(rows, as_json, "\n".join(
+        f"{r['number']}\t{r['status']}\t{r['customer']}\t{r['assignee'] or '-'}\t{r['subject']}"
+        for r in rows))
+
+
+@case_group.command("show")
+@click.argument("number")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def case_show(app: App, number: str, as_json: bool) -> None:
+    """Show a case with its messages, files and events."""
+    with store_errors():
+        store = app.store()
+        case = store.case(number.upper())
+        if case is None:
+            raise click.ClickException(f"no case {number}; `casegate case list` shows them")
+        row = case_row(case)
+        row["messages"] = [{
+            "id": m.id, "direction": m.direction, "kind": m.kind, "from": m.sender,
+            "to": m.recipients, "subject": m.subject, "message_id": m.message_id,
+            "date": aware(m.created).isoformat(), "queue_id": m.queue_id,
+            "authenticated": m.authenticated, "automatic": m.automatic, "text": m.text,
+            "size": len(bytes(m.raw)),
+        } for m in store.messages(case)]
+        row["files"] = [{"id": a.id, "message": a.message_id, "filename": a.filename,
+                         "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
+                        for a in store.attachments(case)]
+        row["events"] = [{"at": aware(e.at).isoformat(), "kind": e.kind, "actor": e.actor,
+                          "detail": e.detail} for e in store.events(case)]
+    if as_json:
+        emit(row, True, "")
+        return
+    lines = [f"{row['number']}  [{row['status']}]  {row['subject']}",
+             f"customer: {row['customer_name']} <{row['customer']}>",
+             f"assignee: {row['assignee'] or '-'}   created: {row['created']}", ""]
+    for m in row["messages"]:
+        lines.append(f"--- #{m['id']} {m['direction']} {m['kind']} {m['date']} from {m['from']}")
+        lines.append(m["text"].rstrip())
+    if row["files"]:
+        lines.append("")
+        lines += [f"file {f['id']}: {f['filename']} ({f['content_type']}, {f['size']} bytes)"
+                  for f in row["files"]]
+    click.echo("\n".join(lines))
+
+
+@case_group.command("file")
+@click.argument("file_id", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (default: standard output).")
+@click.pass_obj
+def case_file(app: App, file_id: int, output: Path | None) -> None:
+    """Retrieve a stored attachment by its id (see `case show`)."""
+    with store_errors():
+        att = app.store().attachment(file_id)
+        if att is None:
+            raise click.ClickException(f"no file with id {file_id}")
+        data = bytes(att.data)
+    if output:
+        output.write_bytes(data)
+        click.echo(f"wrote {att.filename} ({len(data)} bytes) to {output}", err=True)
+    else:
+        sys.stdout.buffer.write(data)
+
+
+@main.command()
+@click.option("--listen", default=None, help="HOST:PORT for Postfix's casegate transport "
+              "(default 127.0.0.1:10025).")
+@click.option("--reinject", default=None, help="HOST:PORT of Postfix's filter-free smtpd "
+              "(default 127.0.0.1:10026).")
+@click.option("--trusted-network", "trusted", multiple=True,
+              help="CIDR whose clients may answer as CSRs (repeatable).")
+@click.option("--milter", "milter_listen", default=None,
+              help="Also run the milter, on HOST:PORT or unix:/path.")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.pass_obj
+def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str, ...],
+          milter_listen: str | None, log_level: str) -> None:
+    """Run the content filter (and the milter) until SIGTERM."""
+    from smtpd_hook.app import serve as run_serve
+    from smtpd_hook.settings import Settings
+
+    cfg = app.config
+    if cfg.secret is None:
+        raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
+    conf = cfg.serve
+    listen_at = hostport(listen or conf.get("listen", "127.0.0.1:10025"), "--listen")
+    reinject_at = hostport(reinject or conf.get("reinject", "127.0.0.1:10026"), "--reinject")
+    try:
+        networks = parse_networks(list(trusted) or list(conf.get("trusted_networks", [])))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trusted-network") from None
+    settings = Settings(
+        secret=cfg.secret,
+        case_prefix=cfg.case_prefix,
+        organization=cfg.organization,
+        trusted_networks=networks,
+        templates_dir=cfg.templates_dir,
+        reinject_host=reinject_at[0],
+        reinject_port=reinject_at[1],
+    )
+    store = app.store()
+    sign, dkim_verify = dkim_functions(cfg)
+    milter_at = milter_listen or conf.get("milter")
+    extras = [milter_task(app, milter_at, cfg.secret)] if milter_at else []
+    listener = setup_logging(log_level)
+    try:
+        asyncio.run(run_serve(store, settings, listen=listen_at, extras=extras, sign=sign,
+                              dkim_verify=dkim_verify))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen_at[0]}:{listen_at[1]}: {exc}") from exc
+    finally:
+        listener.stop()
+
+
+def dkim_functions(cfg: Config) -> tuple[Any, Any]:
+    """The signer (when a key is configured) and the verifier (unless disabled)."""
+    from smtpd_hook import dkim
+
+    sign = None
+    if cfg.dkim.get("key"):
+        try:
+            signer = dkim.Signer.load(str(cfg.dkim.get("domain", "")),
+                                      str(cfg.dkim.get("selector", "casegate")),
+                                      Path(cfg.dkim["key"]))
+        except ValueError as exc:
+            raise click.ClickException(f"{cfg.path} [dkim]: {exc}") from exc
+        sign = signer.sign
+    verify = None
+    if cfg.dkim.get("verify", True):
+        def verify(raw: bytes) -> list[tuple[str, bool, str]]:
+            return [(r.domain.lower(), r.passed, r.reason) for r in dkim.verify(raw)]
+    return sign, verify
+
+
+def parse_rate(value: str | None) -> Any:
+    from milter.policy import RateLimit
+
+    if not value or value == "off":
+        return None
+    count, _, window = str(value).partition("/")
+    if not count.isdigit() or not window.isdigit() or int(count) < 1 or int(window) < 1:
+        raise click.BadParameter(f"rate must be MESSAGES/SECONDS (e.g. 30/3600) or off, not {value!r}")
+    return RateLimit(int(count), float(window))
+
+
+def build_milter(app: App, listen: str, secret: bytes, rate: str | None) -> Any:
+    from milter.policy import StaticPolicy
+    from milter.server import MilterServer
+    from rules.blacklist import Blacklist, Entry
+
+    store = app.store()
+
+    def entries() -> list[Entry]:
+        return [Entry(e.pattern, e.subject, e.reason) for e in store.blacklist()]
+
+    with store_errors():
+        supervised = [m.address for m in store.mailboxes()]
+        initial = Blacklist(entries(), strict=False)
+    policy = StaticPolicy(initial, supervised, rate_limit=parse_rate(rate),
+                          entries_source=entries)
+    if listen.startswith("unix:"):
+        target = listen
+    else:
+        host, port = hostport(listen.removeprefix("inet:"), "--milter")
+        target = f"{host}:{port}"
+    return MilterServer(policy, target, secret=secret)
+
+
+def milter_task(app: App, listen: str, secret: bytes) -> Any:
+    server = build_milter(app, listen, secret, app.config.milter.get("rate", "30/3600"))
+
+    async def run(stop: asyncio.Event) -> None:
+        await server.start()
+        log.info("milter listening on %s", ", ".join(server.addresses))
+        try:
+            await stop.wait()
+        finally:
+            await server.close()
+
+    return run
+
+
+@main.command("milter")
+@click.option("--listen", default=None, help="HOST:PORT or unix:/path (default 127.0.0.1:10027).")
+@click.option("--rate", default=None, help="Flood limit: MESSAGES/SECONDS per sender, or off.")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.pass_obj
+def milter_cmd(app: App, listen: str | None, rate: str | None, log_level: str) -> None:
+    """Run the milter alone until SIGTERM (Postfix: smtpd_milters)."""
+    import signal
+
+    cfg = app.config
+    if cfg.secret is None:
+        raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
+    server = build_milter(app, listen or cfg.milter.get("listen", "127.0.0.1:10027"), cfg.secret,
+                          rate or cfg.milter.get("rate", "30/3600"))
+    listener = setup_logging(log_level)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        log.info("milter listening on %s", ", ".join(server.addresses))
+        await stop.wait()
+        await server.close()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen: {exc}") from exc
+    finally:
+        listener.stop()
+
+
+# -- blacklist -------------------------------------------------------------------
+
+
+def valid_pattern(value: str) -> str:
+    from rules.blacklist import normalize_pattern
+
+    value = value.strip()
+    if value.startswith("@"):
+        try:
+            validate_email("x" + value, check_deliverability=False, globally_deliverable=False,
+                                test_environment=True)
+        except EmailNotValidError as exc:
+            raise click.BadParameter(f"{value!r} is not a valid @domain: {exc}") from None
+    else:
+        value = valid_address(value)
+    try:
+        return normalize_pattern(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def valid_regex(value: str | None) -> str | None:
+    import re
+
+    if value is None:
+        return None
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise click.BadParameter(f"{value!r} is not a valid regular expression: {exc}") from None
+    return value
+
+
+@main.group()
+def blacklist() -> None:
+    """Senders rejected during the SMTP session (by the milter)."""
+
+
+@blacklist.command("add")
+@click.argument("pattern")
+@click.option("--subject", default=None, help="Only mail whose subject matches this regex.")
+@click.option("--reason", default="", help="Why (shown in `blacklist list`).")
+@click.pass_obj
+def blacklist_add(app: App, pattern: str, subject: str | None, reason: str) -> None:
+    """Blacklist PATTERN: an address or @domain."""
+    pattern, subject = valid_pattern(pattern), valid_regex(subject)
+    with store_errors():
+        app.store().add_blacklist(pattern, subject, reason, by="cli")
+    click.echo(f"blacklisted {pattern}" + (f" with subject /{subject}/" if subject else ""))
+
+
+@blacklist.command("remove")
+@click.argument("pattern")
+@click.option("--subject", default=None, help="Remove only the entry with this subject regex.")
+@click.pass_obj
+def blacklist_remove(app: App, pattern: str, subject: str | None) -> None:
+    """Remove PATTERN's entries from the blacklist."""
+    pattern = valid_pattern(pattern)
+    with store_errors():
+        removed = app.store().remove_blacklist(pattern, subject)
+    if not removed:
+        raise click.ClickException(f"{pattern} is not on the blacklist")
+    click.echo(f"removed {removed} entr{'y' if removed == 1 else 'ies'} for {pattern}")
+
+
+def blacklist_rows(app: App) -> list[dict[str, Any]]:
+    with store_errors():
+        return [{"pattern": e.pattern, "subject": e.subject, "reason": e.reason,
+                 "created": aware(e.created).isoformat(), "created_by": e.created_by}
+                for e in app.store().blacklist()]
+
+
+@blacklist.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def blacklist_list(app: App, as_json: bool) -> None:
+    """List blacklist entries."""
+    rows = blacklist_rows(app)
+    emit(rows, as_json, "\n".join(
+        f"{r['pattern']}\t{('/' + r['subject'] + '/') if r['subject'] else '-'}\t{r['reason']}"
+        for r in rows))
+
+
+@blacklist.command("export")
+@click.pass_obj
+def blacklist_export(app: App) -> None:
+    """Print the blacklist as JSON (for `blacklist import`)."""
+    emit([{k: r[k] for k in ("pattern", "subject", "reason")} for r in blacklist_rows(app)],
+         True, "")
+
+
+@blacklist.command("import")
+@click.argument("file", type=click.File("r"))
+@click.pass_obj
+def blacklist_import(app: App, file: Any) -> None:
+    """Add entries from FILE: `blacklist export` JSON, or one pattern per line."""
+    text = file.read()
+    try:
+        data = json.loads(text)
+        rows = [(str(d["pattern"]), d.get("subject"), str(d.get("reason", ""))) for d in data]
+    except (json.JSONDecodeError, TypeError, KeyError):
+        rows = [(line.split("#", 1)[0].strip(), None, "") for line in text.splitlines()]
+        rows = [r for r in rows if r[0]]
+    checked = []
+    for number, (pattern, subject, reason) in enumerate(rows, 1):
+        try:
+            checked.append((valid_pattern(pattern), valid_regex(subject), reason))
+        except click.BadParameter as exc:
+            raise click.ClickException(f"entry {number}: {exc.message}; nothing imported") from None
+    with store_errors():
+        for pattern, subject, reason in checked:
+            app.store().add_blacklist(pattern, subject, reason, by="import")
+    click.echo(f"imported {len(checked)} entr{'y' if len(checked) == 1 else 'ies'}")
+
+
+# -- limits ----------------------------------------------------------------------
+
+
+@main.group()
+def limits() -> None:
+    """Rate caps on automatic mail (acknowledgements)."""
+
+
+@limits.command("show")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def limits_show(app: App, as_json: bool) -> None:
+    """Show the caps."""
+    from smtpd_hook.engine import LIMIT_DEFAULTS
+
+    with store_errors():
+        rows = {k: int(app.store().setting(k, str(v))) for k, v in LIMIT_DEFAULTS.items()}
+    emit(rows, as_json, "\n".join(f"{k} = {v}" for k, v in rows.items()))
+
+
+@limits.command("set")
+@click.option("--per-recipient", type=click.IntRange(0), default=None,
+              help="Automatic replies to one address per window.")
+@click.option("--per-case", type=click.IntRange(0), default=None,
+              help="Automatic replies on one case per window.")
+@click.option("--window-hours", type=click.IntRange(1), default=None, help="The window.")
+@click.pass_obj
+def limits_set(app: App, per_recipient: int | None, per_case: int | None,
+               window_hours: int | None) -> None:
+    """Change the caps (shared by every host on the store)."""
+    changes = {"autoreply_per_recipient": per_recipient, "autoreply_per_case": per_case,
+               "autoreply_window_hours": window_hours}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        raise click.UsageError("nothing to set: give --per-recipient, --per-case or --window-hours")
+    with store_errors():
+        for key, value in changes.items():
+            app.store().set_setting(key, str(value))
+    click.echo(", ".join(f"{k} = {v}" for k, v in changes.items()))
+
+
+# -- dkim ------------------------------------------------------------------------
+
+
+@main.group("dkim")
+def dkim_group() -> None:
+    """DKIM keys for signing outgoing mail."""
+
+
+@dkim_group.command("keygen")
+@click.option("--domain", required=True, help="The signing domain (d=), e.g. example.com.")
+@click.option("--selector", default="casegate", show_default=True)
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the private key (never overwritten).")
+@click.option("--bits", type=click.IntRange(1024, 4096), default=2048, show_default=True)
+def dkim_keygen(domain: str, selector: str, key_path: Path, bits: int) -> None:
+    """Make a key and print the DNS TXT record to publish."""
+    from smtpd_hook import dkim
+
+    try:
+        record = dkim.keygen(domain, selector, key_path, bits=bits)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(record)
+    click.echo(f"\n# then in the config's [dkim]: domain = \"{domain}\", selector = \"{selector}\","
+               f" key = \"{key_path}\"", err=True)
+
+
+@dkim_group.command("record")
+@click.option("--domain", required=True)
+@click.option("--selector", default="casegate", show_default=True)
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True)
+def dkim_record(domain: str, selector: str, key_path: Path) -> None:
+    """Print the DNS TXT record of an existing key."""
+    from smtpd_hook import dkim
+
+    try:
+        click.echo(dkim.public_key_record(key_path, domain=domain, selector=selector))
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

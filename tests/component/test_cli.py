@@ -1,0 +1,110 @@
+"""The admin's CLI on a real SQLite file: clear errors, exit codes, --json."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import cli
+
+
+@pytest.fixture
+def run(tmp_path: Path):  # noqa: ANN201
+    runner = CliRunner()
+    base = ["--config", str(tmp_path / "casegate.toml"), "--store", f"sqlite:///{tmp_path / 'c.db'}"]
+
+    def invoke(*args: str):  # noqa: ANN202
+        return runner.invoke(cli.main, [*base, *args], catch_exceptions=False)
+
+    return invoke
+
+
+def test_init_is_idempotent_and_writes_a_private_config(run, tmp_path: Path) -> None:
+    first = run("init")
+    assert first.exit_code == 0 and "applied 0001_initial, 0002_gatekeeping" in first.output
+    config = tmp_path / "casegate.toml"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    secret_line = [l for l in config.read_text().splitlines() if l.startswith("secret")]
+    again = run("init")
+    assert again.exit_code == 0 and "up to date" in again.output
+    assert [l for l in config.read_text().splitlines() if l.startswith("secret")] == secret_line
+
+
+def test_commands_before_init_say_to_run_init(run) -> None:
+    result = run("case", "list")
+    assert result.exit_code == 1 and "casegate init" in result.output
+
+
+def test_mailboxes_and_csrs(run) -> None:
+    run("init")
+    assert run("mailbox", "add", "Support@Example.com", "--pool", "tier1").exit_code == 0
+    assert json.loads(run("mailbox", "list", "--json").output) == [
+        {"address": "support@example.com", "pool": "tier1", "name": ""}]
+    dup = run("mailbox", "add", "support@example.com")
+    assert dup.exit_code == 1 and "already" in dup.output
+    plus = run("mailbox", "add", "support+x@example.com")
+    assert plus.exit_code == 2 and "+tag" in plus.output
+    ok = run("csr", "add", "jose@example.com", "--name", "José Núñez", "--pool", "tier1",
+             "--signature", "José\\nTier 1")
+    assert ok.exit_code == 0
+    rows = json.loads(run("csr", "list", "--json").output)
+    assert rows == [{"address": "jose@example.com", "name": "José Núñez", "available": True,
+                     "pools": ["tier1"], "signature": "José\nTier 1"}]
+
+
+@pytest.mark.parametrize("bad", ["not-an-address", "a b@example.com", "x@", "@example.com"])
+def test_a_bad_address_is_refused_and_never_stored(run, bad: str) -> None:
+    run("init")
+    result = run("csr", "add", bad, "--name", "X")
+    assert result.exit_code == 2 and "not a valid email address" in result.output
+    assert json.loads(run("csr", "list", "--json").output) == []
+    assert run("mailbox", "add", bad).exit_code == 2
+
+
+def test_case_show_unknown_and_store_down(run, tmp_path: Path) -> None:
+    run("init")
+    missing = run("case", "show", "CS0000001")
+    assert missing.exit_code == 1 and "no case CS0000001" in missing.output
+    runner = CliRunner()
+    down = runner.invoke(cli.main, ["--config", str(tmp_path / "casegate.toml"), "--store",
+                                    "postgresql://postgres@127.0.0.1:1/none", "case", "list"])
+    assert down.exit_code == 1 and "store unavailable" in down.output
+
+
+def test_blacklist_round_trip(run, tmp_path: Path) -> None:
+    run("init")
+    assert run("blacklist", "add", "Spam@Bad.test", "--reason", "spam").exit_code == 0
+    assert run("blacklist", "add", "@bad.test", "--subject", "(?i)casino").exit_code == 0
+    bad_regex = run("blacklist", "add", "@bad.test", "--subject", "([")
+    assert bad_regex.exit_code == 2 and "regular expression" in bad_regex.output
+    rows = json.loads(run("blacklist", "list", "--json").output)
+    assert [(r["pattern"], r["subject"]) for r in rows] == [("@bad.test", "(?i)casino"),
+                                                           ("spam@bad.test", None)]
+    exported = run("blacklist", "export").output
+    assert run("blacklist", "remove", "spam@bad.test").exit_code == 0
+    assert run("blacklist", "remove", "spam@bad.test").exit_code == 1
+    (tmp_path / "list.json").write_text(exported)
+    assert "imported 2 entries" in run("blacklist", "import", str(tmp_path / "list.json")).output
+    assert len(json.loads(run("blacklist", "list", "--json").output)) == 2
+    (tmp_path / "plain.txt").write_text("# comment\nok@good.test\nnot an address\n")
+    bad = run("blacklist", "import", str(tmp_path / "plain.txt"))
+    assert bad.exit_code == 1 and "entry 2" in bad.output and "nothing imported" in bad.output
+    assert len(json.loads(run("blacklist", "list", "--json").output)) == 2
+
+
+def test_limits(run) -> None:
+    run("init")
+    assert json.loads(run("limits", "show", "--json").output)["autoreply_per_recipient"] == 40
+    assert run("limits", "set", "--per-recipient", "3").exit_code == 0
+    assert json.loads(run("limits", "show", "--json").output)["autoreply_per_recipient"] == 3
+    assert run("limits", "set").exit_code == 2
+
+
+def test_serve_refuses_a_bad_trusted_network(run) -> None:
+    run("init")
+    result = run("serve", "--trusted-network", "10.0.0.300/8")
+    assert result.exit_code == 2 and "not a network" in result.output

@@ -1,0 +1,340 @@
+"""The engine on a real store (a SQLite file and a PostgreSQL database):
+one delivery in, one transaction of case changes and outgoing mail out."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from casestore.models import Case, Delivery as DeliveryRow, Event, Message, Outbox
+from casestore.store import Store
+from rules import replies
+from rules.classify import parse_networks
+from rules.quotes import REPLY_MARKER
+from smtpd_hook.engine import Delivery, Engine
+from smtpd_hook.settings import Settings
+from tests.support.mail import attachment_names, make, parse, text_of
+
+SECRET = b"s" * 32
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+
+
+@pytest.fixture
+def engine(store_url: str) -> Engine:
+    store = Store(store_url)
+    store.migrate()
+    store.add_mailbox("support@example.com", "default", "Example Support")
+    store.add_csr("jane@example.com", "Jane Doe", ["default"], "Jane Doe\nSupport Team")
+    store.add_csr("bob@example.com", "Bob Roe", ["default"])
+    settings = Settings(secret=SECRET, trusted_networks=parse_networks(["127.0.0.1/32"]))
+    yield Engine(store, settings)
+    store.close()
+
+
+def deliver(engine: Engine, raw: bytes, *, client: str = "127.0.0.2", rcpt: str = "support@example.com",
+            mail_from: str = "sender@client.test", qid: str = "QID1") -> replies.Reply:
+    return engine.process(Delivery(mail_from=mail_from, rcpt_tos=(rcpt,), data=raw,
+                                   client_addr=client, queue_id=qid))
+
+
+def outgoing(kind: str | None = None) -> list[Message]:
+    q = Message.select().where(Message.direction == "out").order_by(Message.id)
+    return [m for m in q if kind is None or m.kind == kind]
+
+
+def test_new_case_ack_and_notification(engine: Engine) -> None:
+    raw = make(from_="John Smith <john@customer.test>", subject="test_new_case printer",
+               files=[("photo.jpg", "image/jpeg", b"\xff\xd8jpegdata")])
+    assert deliver(engine, raw) == replies.OK
+    case = Case.get()
+    assert re.fullmatch(r"CS\d{7}", case.number)
+    assert (case.customer_address, case.customer_name, case.status) == (
+        "john@customer.test", "John Smith", "open")
+    assert case.assignee.address == "jane@example.com"  # least load, tie -> first added
+    stored = Message.get(Message.direction == "in")
+    assert bytes(stored.raw) == raw and stored.queue_id == "QID1"
+    assert stored.attachments.count() == 1 and bytes(stored.attachments[0].data) == b"\xff\xd8jpegdata"
+
+    ack = parse(bytes(outgoing("ack")[0].raw))
+    assert ack["Subject"] == f"[Case #{case.number}] test_new_case printer"
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert ack["To"] == "john@customer.test"
+    assert ack["Reply-To"] == f"support+{case.number}@example.com"
+    assert ack["In-Reply-To"] == stored.message_id
+    assert "Hello John," in text_of(ack)
+
+    note = parse(bytes(outgoing("notify")[0].raw))
+    assert note["To"] == "jane@example.com"
+    assert case.number in note["Subject"]
+    assert note["Reply-To"] == f"support+{case.number}@example.com"
+    body = text_of(note)
+    assert body.startswith(REPLY_MARKER)
+    for needle in ("John Smith", "john@customer.test", "test_new_case printer", case.number,
+                   "photo.jpg", "my printer is on fire", "Status:    open"):
+        assert needle in body
+    assert attachment_names(note) == ["photo.jpg"]
+    assert Outbox.select().where(Outbox.status == "pending").count() == 2
+
+
+def test_same_delivery_twice_makes_one_case(engine: Engine) -> None:
+    raw = make(from_="john@customer.test", subject="test_duplicate")
+    assert deliver(engine, raw) == replies.OK
+    assert deliver(engine, raw) == replies.OK_DUPLICATE
+    assert Case.select().count() == 1
+    assert len(outgoing("ack")) == 1 and DeliveryRow.select().count() == 1
+
+
+def _open_case(engine: Engine, **kw) -> tuple[Case, Message]:
+    raw = make(from_=kw.pop("from_", "José Núñez <jose@customer.test>"),
+               subject=kw.pop("subject", "test_reply Ünïcödé"), **kw)
+    assert deliver(engine, raw) == replies.OK
+    case = Case.select().order_by(Case.id.desc()).get()
+    return case, outgoing("notify")[-1]
+
+
+def test_csr_reply_reaches_customer_with_greeting_signature_and_thread(engine: Engine) -> None:
+    case, note = _open_case(engine)
+    ack = outgoing("ack")[-1]
+    first = Message.get((Message.direction == "in") & (Message.case == case))
+    reply = make(
+        from_="Jane Doe <jane@example.com>", to=f"support+{case.number}@example.com",
+        subject=f"Re: {parse(bytes(note.raw))['Subject']}",
+        body="We have sent a technician.\n\nOn Mon, Jan 1, 2026 at 10:00, Support wrote:\n> " +
+             REPLY_MARKER + "\n> old text\n",
+        in_reply_to=note.message_id, references=[note.message_id],
+        files=[("manual.pdf", "application/pdf", b"%PDF-1.4 x")],
+    )
+    assert deliver(engine, reply, client="127.0.0.1", rcpt=f"support+{case.number}@example.com",
+                   mail_from="jane@example.com") == replies.OK
+    out = parse(bytes(outgoing("reply")[-1].raw))
+    assert out["To"] == "jose@customer.test"
+    assert out["Subject"] == f"Re: [Case #{case.number}] test_reply Ünïcödé"
+    assert out["In-Reply-To"] == first.message_id
+    assert first.message_id in out["References"] and ack.message_id in out["References"]
+    assert "support@example.com" in out["From"] and "jane@example.com" not in str(out["From"])
+    assert "jane@example.com" not in str(out.get("Reply-To", ""))
+    text = text_of(out)
+    assert text.startswith("Hello José,\n\nWe have sent a technician.")
+    assert "Jane Doe\nSupport Team" in text
+    assert "old text" not in text and REPLY_MARKER not in text
+    assert "my printer is on fire" in text  # the history, below
+    assert attachment_names(out) == ["manual.pdf"]
+    stored = Message.get((Message.kind == "csr"))
+    assert stored.authenticated == "net:127.0.0.1"
+    assert Outbox.select().join(Message).where(Message.kind == "reply").count() == 1
+
+
+def test_forged_csr_from_outside_is_a_customer(engine: Engine) -> None:
+    case, note = _open_case(engine)
+    forged = make(from_="Jane Doe <jane@example.com>", subject=f"[Case #{case.number}] refund",
+                  body="Send me all the data.\n", to=f"support+{case.number}@example.com")
+    assert deliver(engine, forged, client="127.0.0.2", rcpt=f"support+{case.number}@example.com") == replies.OK
+    assert outgoing("reply") == []
+    new = Case.select().order_by(Case.id.desc()).get()
+    assert new.id != case.id and new.customer_address == "jane@example.com"
+    assert Event.select().where((Event.case == new) & (Event.kind == "mentions")).count() == 1
+    # The new case's notification does not carry the old case's history.
+    assert "my printer is on fire" not in text_of(parse(bytes(outgoing("notify")[-1].raw)))
+
+
+def test_customer_reply_by_message_id_appends_and_reopens(engine: Engine) -> None:
+    case, _ = _open_case(engine)
+    ack = outgoing("ack")[-1]
+    engine.store.touch(case, status="closed")
+    again = make(from_="jose@customer.test", subject="Re: whatever", body="Still broken.\n",
+                 in_reply_to=ack.message_id, references=[ack.message_id])
+    assert deliver(engine, again) == replies.OK
+    case = Case.get_by_id(case.id)
+    assert case.status == "open" and Case.select().count() == 1
+    kinds = [e.kind for e in engine.store.events(case)]
+    assert "customer_replied" in kinds and "reopened" in kinds
+    fwd = text_of(parse(bytes(outgoing("notify")[-1].raw)))
+    assert "Still broken." in fwd and "my printer is on fire" in fwd
+    assert len(outgoing("ack")) == 1  # no second acknowledgement
+
+
+def test_tag_from_participant_joins_tag_from_stranger_does_not(engine: Engine) -> None:
+    case, _ = _open_case(engine)
+    assert deliver(engine, make(from_="jose@customer.test", subject=f"Case:{case.number} more")) == replies.OK
+    assert Case.select().count() == 1
+    assert deliver(engine, make(from_="eve@evil.test", subject=f"[Case #{case.number}] hi")) == replies.OK
+    assert Case.select().count() == 2
+    assert engine.store.participants(case) == {"jose@customer.test"}
+    assert deliver(engine, make(from_="jose@customer.test", subject="[Case #CS9999999] x")) == replies.OK
+    assert Case.select().count() == 3
+
+
+def test_automatic_mail_gets_no_acknowledgement(engine: Engine) -> None:
+    raw = make(from_="robot@customer.test", subject="test_auto Out of office",
+               headers={"Auto-Submitted": "auto-replied"})
+    assert deliver(engine, raw) == replies.OK
+    assert outgoing("ack") == []
+    assert Message.get(Message.direction == "in").automatic
+    bounce = make(from_="MAILER-DAEMON@mx.test", subject="Undelivered Mail Returned to Sender")
+    assert deliver(engine, bounce, mail_from="") == replies.OK
+    assert Case.select().count() == 1  # a bounce never opens a case
+    assert outgoing("ack") == []
+
+
+def test_noreply_sender_gets_no_acknowledgement(engine: Engine) -> None:
+    assert deliver(engine, make(from_="no-reply@shop.test", subject="test_noreply")) == replies.OK
+    assert Case.select().count() == 1 and outgoing("ack") == []
+
+
+def test_unknown_mailbox_is_a_451(engine: Engine) -> None:
+    reply = deliver(engine, make(from_="a@b.test"), rcpt="sales@example.com")
+    assert reply.code == 451 and "not a supervised address" in reply.text
+    assert Message.select().count() == 0
+
+
+def test_store_down_is_a_451_and_stores_nothing(tmp_path: Path) -> None:
+    store = Store("postgresql://postgres@127.0.0.1:1/none")  # nothing listens on port 1
+    engine = Engine(store, Settings(secret=SECRET))
+    reply = deliver(engine, make(from_="a@b.test"))
+    assert reply.code == 451 and reply.enhanced == "4.3.0"
+
+
+def test_sqlite_locked_is_a_451(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    store = Store(url)
+    store.migrate()
+    store.add_mailbox("support@example.com", "default")
+    store.db.execute_sql("PRAGMA busy_timeout = 200")
+    blocker = sqlite3.connect(tmp_path / "c.db")
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        reply = deliver(Engine(store, Settings(secret=SECRET)), make(from_="a@b.test"))
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert reply.code == 451
+    assert Message.select().count() == 0
+
+
+def test_malformed_corpus_is_stored_byte_for_byte(sqlite_url: str) -> None:
+    folder = CORPUS / "malformed"
+    files = sorted(folder.rglob("*.eml")) if folder.exists() else []
+    if not files:
+        pytest.skip(f"corpus not found at {folder}")
+    store = Store(sqlite_url)
+    store.migrate()
+    store.add_mailbox("support@example.com", "default")
+    store.add_csr("jane@example.com", "Jane Doe", ["default"])
+    engine = Engine(store, Settings(secret=SECRET))
+    failures = []
+    for i, path in enumerate(files):
+        raw = path.read_bytes()
+        reply = deliver(engine, raw, qid=f"C{i}", mail_from=f"c{i}@corpus.test")
+        row = Message.get_or_none((Message.queue_id == f"C{i}") & (Message.direction == "in"))
+        if reply.code != 250 or row is None or bytes(row.raw) != raw:
+            failures.append((str(path.relative_to(folder)), str(reply)))
+    assert not failures, failures
+    assert Message.select().where(Message.direction == "in").count() == len(files)
+
+
+def test_blacklisted_sender_is_discarded_unstored_and_unanswered(engine: Engine) -> None:
+    engine.store.add_blacklist("@spam.test", None)
+    engine.store.add_blacklist("nice@customer.test", "(?i)casino")
+    reply = deliver(engine, make(from_="boss@spam.test", subject="test_blacklist"))
+    assert reply == replies.OK_DISCARDED
+    assert deliver(engine, make(from_="nice@customer.test", subject="CASINO")) == replies.OK_DISCARDED
+    assert Message.select().count() == 0 and Case.select().count() == 0
+    assert {d.outcome for d in DeliveryRow.select()} == {"discarded_blacklist"}
+    assert deliver(engine, make(from_="nice@customer.test", subject="hello")) == replies.OK
+
+
+def test_rate_cap_on_acknowledgements(engine: Engine) -> None:
+    engine.store.set_setting("autoreply_per_recipient", "2")
+    for i in range(3):
+        assert deliver(engine, make(from_="flood@customer.test", subject=f"test_cap {i}")) == replies.OK
+    assert len(outgoing("ack")) == 2 and Case.select().count() == 3
+    assert Event.select().where(Event.kind == "no_ack").get().detail.startswith("rate cap")
+
+
+def test_automatic_mail_is_marked_and_a_reply_is_not(engine: Engine) -> None:
+    case, note = _open_case(engine)
+    ack = parse(bytes(outgoing("ack")[-1].raw))
+    for m in (ack, parse(bytes(note.raw))):
+        assert m["X-Auto-Response-Suppress"] == "All" and m["Casegate-Loop"]
+    deliver(engine, make(from_="jane@example.com", subject=f"Re: [Case #{case.number}]",
+                         body="An answer.\n", in_reply_to=note.message_id), client="127.0.0.1")
+    reply = parse(bytes(outgoing("reply")[-1].raw))
+    for header in ("Auto-Submitted", "X-Auto-Response-Suppress", "Casegate-Loop", "Precedence"):
+        assert reply[header] is None, header
+    row = Outbox.select().join(Message).where(Message.kind == "reply").get()
+    assert row.mail_from.startswith(f"support+bounce-{case.number.lower()}-")
+
+
+def test_csr_blacklist_command(engine: Engine) -> None:
+    case, note = _open_case(engine, from_="troll@customer.test")
+    cmd = make(from_="jane@example.com", subject=f"Re: [Case #{case.number}]",
+               body="#blacklist\n", in_reply_to=note.message_id)
+    assert deliver(engine, cmd, client="127.0.0.1") == replies.OK
+    assert [(e.pattern, e.subject) for e in engine.store.blacklist()] == [("troll@customer.test", None)]
+    assert outgoing("reply") == []
+    # From a customer (or a forged CSR) the same words are just text.
+    deliver(engine, make(from_="jose@customer.test", body="#blacklist\n", subject="hi"))
+    deliver(engine, cmd.replace(b"#blacklist", b"#blacklist "), client="127.0.0.2")
+    assert len(engine.store.blacklist()) == 1
+
+
+def test_sasl_stamp_proves_a_csr(engine: Engine) -> None:
+    import time as _time
+
+    from rules.stamp import STAMP_HEADER, make_stamp
+
+    case, note = _open_case(engine)
+
+    def answer(authen: str, qid: str, secret: bytes = SECRET, stamp_qid: str | None = None) -> None:
+        stamp = make_stamp(secret=secret, authen=authen, client_addr="127.0.0.2",
+                           queue_id=stamp_qid or qid, timestamp=int(_time.time()))
+        raw = make(from_="jane@example.com", subject=f"Re: [Case #{case.number}]",
+                   body=f"answer by {authen} {qid}\n", in_reply_to=note.message_id,
+                   headers={STAMP_HEADER: stamp})
+        deliver(engine, raw, client="127.0.0.2", qid=qid)
+
+    answer("jane@example.com", "Q2", secret=b"forged" * 6)  # not our milter's
+    answer("bob@example.com", "Q3")  # another CSR's login
+    answer("jane@example.com", "Q4", stamp_qid="Q1")  # a stamp copied from another message
+    assert outgoing("reply") == []
+    answer("jane@example.com", "Q5")
+    assert len(outgoing("reply")) == 1
+    assert Message.get(Message.kind == "csr").authenticated == "sasl:jane@example.com"
+
+
+def test_dkim_pass_for_the_staff_domain_proves_a_csr(engine: Engine) -> None:
+    case, note = _open_case(engine)
+    def send(body: str, qid: str, dkim: tuple) -> None:
+        raw = make(from_="jane@example.com", subject=f"Re: [Case #{case.number}]", body=body,
+                   in_reply_to=note.message_id)
+        engine.process(Delivery(mail_from="jane@example.com", rcpt_tos=("support@example.com",),
+                                data=raw, client_addr="127.0.0.2", queue_id=qid, dkim=dkim))
+
+    send("signed by another domain\n", "D1", (("other.test", True, "pass"),))
+    send("failing signature\n", "D2", (("example.com", False, "fail: body hash"),))
+    assert outgoing("reply") == []
+    send("dkim\n", "D3", (("example.com", True, "pass"),))
+    assert len(outgoing("reply")) == 1
+    row = Message.get(Message.kind == "csr")
+    assert (row.authenticated, row.dkim) == ("dkim:example.com", "pass:example.com")
+
+
+def test_verp_bounce_lands_on_its_case_and_opens_none(engine: Engine) -> None:
+    case, _ = _open_case(engine)
+    ack_row = Outbox.select().join(Message).where(Message.kind == "ack").get()
+    dsn = (b"From: MAILER-DAEMON@mx.test\r\nTo: " + ack_row.mail_from.encode() +
+           b"\r\nSubject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\ngone\r\n--b\r\n"
+           b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.test\r\n\r\n"
+           b"Final-Recipient: rfc822; jose@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+           b"Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n--b--\r\n")
+    assert deliver(engine, dsn, rcpt=ack_row.mail_from, mail_from="") == replies.OK
+    assert Case.select().count() == 1
+    failed = Event.get(Event.kind == "delivery_failed")
+    assert failed.case_id == case.id and "5.1.1" in failed.detail and "ack to jose" in failed.detail
+    assert len(outgoing()) == 2  # ack + notification: the bounce got no answer
