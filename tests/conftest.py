@@ -8,6 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# Postfix harness fixtures (make_postfix, make_sink, …), registered for every test.
+pytest_plugins = ["tests.support.fixtures"]
+
 PG_DSN = os.environ.get("CASEGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -30,7 +30,6 @@ from tests.support.postfix import (
 from tests.support.sink import Sink
 
 # make_sink, make_nullfilter, make_postfix (harmless if conftest registers them too).
-pytest_plugins = ["tests.support.fixtures"]
 
 pytestmark = [
     pytest.mark.system,
