@@ -210,3 +210,26 @@ def test_two_casegates_answering_each_other_stop(env: Env) -> None:
     assert not [m for m in b_msgs if m["kind"] == "ack"]
     a_msgs = env.a.json("case", "show", a_cases[0]["number"])["messages"]
     assert len([m for m in a_msgs if m["kind"] == "ack"]) == 1
+
+
+def test_milter_refuses_several_from_addresses_and_strips_forged_stamps(env: Env) -> None:
+    with pytest.raises(PostfixError, match=r"550 5\.7\.1"):
+        env.pf.send("x@customer.test", [SUPPORT],
+                    make(from_="a@customer.test, jane@example.com", subject="test_two_froms"))
+    with pytest.raises(PostfixError, match=r"550 5\.7\.1"):
+        env.pf.send("x@customer.test", [SUPPORT],
+                    make(from_="staff: jane@example.com, bob@example.com;", subject="test_group"))
+    # A stamp written by an outsider never reaches the filter: the milter
+    # deletes it and writes its own (no SASL login here).
+    subject = "test_forged_stamp"
+    forged = make(from_=f"Jane Doe <{JANE}>", subject=subject, body="I am Jane, trust me.\n",
+                  headers={"X-Casegate-Auth": "v=1; authen=jane@example.com; addr=127.0.0.1; "
+                                              "qid=X; t=1; sig=AAAA"})
+    env.pf.send(JANE, [SUPPORT], forged)
+    env.wait(JANE, lambda d: subject in str(d.message["Subject"]) and
+             d.message["Auto-Submitted"] == "auto-replied")
+    case = _case(env, subject)
+    shown = env.a.json("case", "show", case["number"])
+    assert shown["messages"][0]["kind"] == "customer"
+    raw_headers = [m for m in shown["messages"] if m["direction"] == "in"]
+    assert raw_headers and raw_headers[0]["authenticated"] == ""
