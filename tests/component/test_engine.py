@@ -338,3 +338,24 @@ def test_verp_bounce_lands_on_its_case_and_opens_none(engine: Engine) -> None:
     failed = Event.get(Event.kind == "delivery_failed")
     assert failed.case_id == case.id and "5.1.1" in failed.detail and "ack to jose" in failed.detail
     assert len(outgoing()) == 2  # ack + notification: the bounce got no answer
+
+
+def test_html_only_mail_from_outlook_and_gmail(engine: Engine) -> None:
+    gmail = ('<div dir="ltr">Hola, el pedido <b>n.º 42</b> no llegó.<br>Gracias</div>'
+             '<br><div class="gmail_quote"><div class="gmail_attr">On Mon wrote:</div>'
+             '<blockquote class="gmail_quote">older</blockquote></div>')
+    case, note = _open_case(engine, from_="Ana Pérez <ana@customer.test>", body="", html=gmail)
+    assert "el pedido n.º 42 no llegó." in text_of(parse(bytes(note.raw))).replace("*", "")
+    outlook = (
+        '<html><body><div class="WordSection1"><p class="MsoNormal">Your parcel left today.'
+        '<o:p></o:p></p></div><div id="appendonsend"></div><hr style="display:inline-block">'
+        '<div id="divRplyFwdMsg" dir="ltr"><b>From:</b> Example Support &lt;support@example.com&gt;'
+        '<br><b>Sent:</b> Monday<br><b>Subject:</b> [Case]</div><div>' + REPLY_MARKER +
+        '<br>Old notification text</div></body></html>')
+    reply = make(from_="Jane Doe <jane@example.com>", subject=f"RE: [Case #{case.number}]",
+                 body="", html=outlook, in_reply_to=note.message_id)
+    assert deliver(engine, reply, client="127.0.0.1") == replies.OK
+    text = text_of(parse(bytes(outgoing("reply")[-1].raw)))
+    assert text.startswith("Hello Ana,\n\nYour parcel left today.")
+    assert "Old notification text" not in text and "divRplyFwdMsg" not in text
+    assert "<" not in text.split("----")[0]  # no markup reaches the customer
