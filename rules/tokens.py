@@ -17,7 +17,7 @@ NUMBER_DIGITS = 7
 
 
 def number_pattern(prefix: str) -> str:
-    return re.escape(prefix) + r"\d{%d,}" % NUMBER_DIGITS
+    return re.escape(prefix) + rf"\d{{{NUMBER_DIGITS},}}"
 
 
 def format_number(prefix: str, case_id: int) -> str:

@@ -176,7 +176,7 @@ class FilterServer:
         sockname = self.server.sockets[0].getsockname()
         return sockname[0], sockname[1]
 
-    async def drain(self, timeout: float = 60.0) -> None:
+    async def drain(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109 (bounded by design)
         """Stop listening, let what was accepted finish, then close connections."""
         if self.server is not None:
             self.server.close()

@@ -14,7 +14,7 @@ pytest_plugins = ["tests.support.fixtures"]
 PG_DSN = os.environ.get("CASEGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def _pg_admin():  # noqa: ANN202
+def _pg_admin():
     import psycopg2
 
     conn = psycopg2.connect(PG_DSN, connect_timeout=3)
@@ -26,7 +26,7 @@ def pg_reason() -> str | None:
     """None when the PostgreSQL server answers, else why not."""
     try:
         _pg_admin().close()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"no PostgreSQL at {PG_DSN}: {exc}".strip()
     return None
 
@@ -51,12 +51,12 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def sqlite_url(tmp_path) -> str:  # noqa: ANN001
+def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'casegate.db'}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path) -> str:  # noqa: ANN001
+def store_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'casegate.db'}"
     return request.getfixturevalue("pg_url")

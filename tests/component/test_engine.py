@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from casestore.models import Case, Delivery as DeliveryRow, Event, Message, Outbox
+from casestore.models import Case, Event, Message, Outbox
+from casestore.models import Delivery as DeliveryRow
 from casestore.store import Store
 from rules import replies
 from rules.classify import parse_networks
@@ -121,13 +122,13 @@ def test_csr_reply_reaches_customer_with_greeting_signature_and_thread(engine: E
     assert "old text" not in text and REPLY_MARKER not in text
     assert "my printer is on fire" in text  # the history, below
     assert attachment_names(out) == ["manual.pdf"]
-    stored = Message.get((Message.kind == "csr"))
+    stored = Message.get(Message.kind == "csr")
     assert stored.authenticated == "net:127.0.0.1"
     assert Outbox.select().join(Message).where(Message.kind == "reply").count() == 1
 
 
 def test_forged_csr_from_outside_is_a_customer(engine: Engine) -> None:
-    case, note = _open_case(engine)
+    case, _note = _open_case(engine)
     forged = make(from_="Jane Doe <jane@example.com>", subject=f"[Case #{case.number}] refund",
                   body="Send me all the data.\n", to=f"support+{case.number}@example.com")
     assert deliver(engine, forged, client="127.0.0.2", rcpt=f"support+{case.number}@example.com") == replies.OK

@@ -72,7 +72,7 @@ def test_permanent_refusal_is_recorded_not_retried_forever(sqlite_url: str) -> N
     store, row = make_store(sqlite_url, clock)
 
     class Refuse:
-        async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001, ANN201
+        async def handle_RCPT(self, server, session, envelope, address, options):
             return "550 5.1.1 no such user"
 
 

@@ -12,13 +12,12 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.support.casegate import Casegate
 from tests.support.fixtures import _new_root, _remove, postfix_available
-from tests.support.mail import attachment_names, make, parse, text_of
+from tests.support.mail import attachment_names, make, text_of
 from tests.support.postfix import PostfixInstance, free_ports
 from tests.support.sink import Delivery, Sink
 
@@ -137,7 +136,7 @@ def test_csr_reply_reaches_customer_in_their_thread(env: Env) -> None:
     # The CSR's message itself was stored, not forwarded anywhere else.
     assert not env.sink.messages(to="support@example.com")
     shown = env.casegate.json("case", "show", number)
-    csr_msg = [m for m in shown["messages"] if m["kind"] == "csr"][0]
+    csr_msg = next(m for m in shown["messages"] if m["kind"] == "csr")
     assert csr_msg["authenticated"] == "net:127.0.0.1"
 
 

@@ -51,7 +51,7 @@ def participants(number: str) -> set[str] | None:
     return CASES.get(number)
 
 
-def m(**kw):  # noqa: ANN201
+def m(**kw):
     base = dict(sender="john@x.org", is_csr=False, signed_numbers=[], stored_numbers=[],
                 address_number=None, subject_numbers=[], participants=participants)
     base.update(kw)
