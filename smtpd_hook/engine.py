@@ -27,6 +27,7 @@ from rules.automatic import never_autoreply_to, suppresses_autoreply
 from rules.blacklist import Blacklist, Entry
 from rules.classify import Identity, Role, classify
 from rules.inbound import Inbound, parse
+from rules.logctx import queue_id as current_queue_id
 from rules.loop import LOOP_HEADER, detect, hops_of, make_loop_header, read_verp, verp_address
 from rules.match import Match, match_case
 from rules.names import greeting
@@ -494,6 +495,7 @@ class Engine:
             case=case, direction="out", kind=kind, sender=mailbox.address,
             recipients=",".join(to), message_id=message_id, in_reply_to=in_reply_to or "",
             subject=subject, text=body, raw=raw,
+            queue_id=current_queue_id.get() if current_queue_id.get() != "-" else "",
         )
         # VERP: a bounce of this message names its case and the message exactly.
         envelope = verp_address(self.settings.secret, mailbox.address, case.number, message.id)

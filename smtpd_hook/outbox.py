@@ -56,6 +56,7 @@ def send_batch(
         for n, item in enumerate(items):
             rcpts = [r for r in item.rcpt_to.split(",") if r]
             try:
+                _xforward_ident(client, item.message.queue_id)
                 refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw))
             except smtplib.SMTPRecipientsRefused as exc:
                 on_result(item, _classify(exc.recipients))
@@ -83,6 +84,16 @@ def send_batch(
             client.quit()
         except (OSError, smtplib.SMTPException):
             client.close()
+
+
+def _xforward_ident(client: smtplib.SMTP, qid: str) -> None:
+    """Tell Postfix which message caused this one: mail.log then shows
+    ``orig_queue_id=`` (needs smtpd_authorized_xforward_hosts, as contrib sets)."""
+    if not qid:
+        return
+    client.ehlo_or_helo_if_needed()
+    if "IDENT" in client.esmtp_features.get("xforward", "").upper():
+        client.docmd("XFORWARD", f"IDENT={qid}")
 
 
 def _classify(recipients: dict[str, tuple[int, bytes]]) -> Exception:
@@ -142,7 +153,7 @@ class OutboxWorker:
     def _record(self, item: Outbox, error: Exception | None) -> None:
         """Runs in the sending thread, right after each message."""
         s = self.settings
-        token = queue_id.set(f"out:{item.id}")
+        token = queue_id.set(item.message.queue_id or f"out:{item.id}")
         try:
             if error is None:
                 self.store.outbox_sent(item)

@@ -197,8 +197,17 @@ def test_log_lines_carry_postfix_queue_ids(env: Env) -> None:
     m = re.search(rf"{qid}: to=<support@example.com>.*relay=127\.0\.0\.1\[127\.0\.0\.1\]:"
                   rf"{env.casegate.listen_port}.*status=sent", env.postfix.maillog())
     assert m, env.postfix.maillog_tail()
-    lines = [line for line in env.casegate.log().splitlines() if f"[{qid}]" in line]
+    # The mail it caused is logged under the same ID (logging is asynchronous:
+    # wait for the line), and Postfix's re-injection listener records the origin.
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in env.casegate.log().splitlines() if f"[{qid}]" in line]
+        if any("sent ack" in line for line in lines) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert any("stored" in line for line in lines), env.casegate.log()[-2000:]
+    assert any("sent ack" in line for line in lines), lines
+    assert f"orig_queue_id={qid}" in env.postfix.maillog(), env.postfix.maillog_tail()
 
 
 def test_filter_down_defers_then_delivers(env: Env) -> None:
