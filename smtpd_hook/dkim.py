@@ -33,12 +33,14 @@ that a second From: added later breaks the signature. The new
 ``DKIM-Signature:`` field is prepended and the message is otherwise returned
 byte for byte, with its own line endings.
 
-Keys (``keygen``, ``public_key_record``) are plain RSA keys in PKCS#1 PEM
-(``-----BEGIN RSA PRIVATE KEY-----``), made here in pure Python: dkimpy's
-own key helper shells out to openssl and the ``cryptography`` package is not
-a dependency. Primes come from ``secrets`` and pass 64 Miller-Rabin rounds;
-every new key is checked by signing and verifying with dkimpy's RSA code
-before it is written.
+Keys (``keygen``, ``public_key_record``) are plain RSA keys. They are made
+and read with the ``cryptography`` package (OpenSSL underneath), not by
+hand: prime generation and key encoding are security-critical code that a
+well-kept library does better. New keys are written in PKCS#1 PEM
+(``-----BEGIN RSA PRIVATE KEY-----``); existing keys may also be PKCS#8.
+A key is fully checked when it is read (OpenSSL's consistency and primality
+checks), and every new key signs once with dkimpy's RSA code and verifies
+against the public key it is about to publish, before it is written.
 """
 
 from __future__ import annotations
@@ -46,10 +48,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import math
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import getaddresses
@@ -57,11 +57,20 @@ from pathlib import Path
 from typing import Any
 
 import dkim
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
 from dkim.crypto import (
     RSASSA_PKCS1_v1_5_sign,
     RSASSA_PKCS1_v1_5_verify,
-    UnparsableKeyError,
     parse_pem_private_key,
+    parse_public_key,
 )
 from dkim.util import DuplicateTag, InvalidTagSpec, InvalidTagValueList, parse_tag_value
 
@@ -368,11 +377,12 @@ class Signer:
     domain: str
     selector: str
     private_key: bytes = field(repr=False)  # PEM; never in a repr or a log line
+    _key: rsa.RSAPrivateKey = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name("domain", self.domain)
         _check_name("selector", self.selector)
-        _rsa_key(self.private_key, "the private key")
+        object.__setattr__(self, "_key", _rsa_key(self.private_key, "the private key"))
 
     @classmethod
     def load(cls, domain: str, selector: str, key_path: Path | str) -> Signer:
@@ -387,8 +397,10 @@ class Signer:
             ) from None
         except OSError as exc:
             raise ValueError(f"DKIM key {path} cannot be read: {exc.strerror or exc}") from None
-        _rsa_key(data, f"DKIM key {path}")
-        return cls(domain, selector, data)
+        try:
+            return cls(domain, selector, data)
+        except _KeyProblem as exc:  # checked once; say which file
+            raise ValueError(f"DKIM key {path} {exc.problem}") from None
 
     def sign(self, raw: bytes) -> bytes:
         """``raw`` with a ``DKIM-Signature:`` field prepended. ValueError for
@@ -407,7 +419,7 @@ class Signer:
             header: bytes = signer.sign(
                 self.selector.encode("ascii"),
                 self.domain.encode("ascii"),
-                _pem_for_dkimpy(self.private_key),
+                _pkcs1_pem(self._key),  # what dkimpy reads best, whatever the file held
                 canonicalize=(b"relaxed", b"relaxed"),
                 include_headers=include,
             )
@@ -423,157 +435,74 @@ class Signer:
 # --------------------------------------------------------------------------
 
 
-def _pem_for_dkimpy(pem: bytes) -> bytes:
-    # dkimpy finds the base64 between "--\n" and "\n--": LF line ends only.
-    return pem.replace(b"\r\n", b"\n")
+class _KeyProblem(ValueError):
+    """A private key casegate cannot use: ``problem`` says why."""
+
+    def __init__(self, what: str, problem: str) -> None:
+        super().__init__(f"{what} {problem}")
+        self.problem = problem
 
 
-def _rsa_key(pem: bytes, what: str) -> dict[str, int]:
+def _rsa_key(pem: bytes, what: str) -> rsa.RSAPrivateKey:
     """The RSA private key in ``pem`` (PKCS#1 or unencrypted PKCS#8), checked
-    for consistency; ValueError naming ``what`` otherwise."""
+    by OpenSSL and for size; _KeyProblem (a ValueError) naming ``what``."""
     if b"-----BEGIN" not in pem:
-        raise ValueError(f"{what} is not a PEM file (expected -----BEGIN RSA PRIVATE KEY-----)")
+        raise _KeyProblem(what, "is not a PEM file (expected -----BEGIN RSA PRIVATE KEY-----)")
     if b"ENCRYPTED" in pem:
-        raise ValueError(f"{what} is encrypted; casegate needs it unencrypted (mode 0600)")
+        raise _KeyProblem(what, "is encrypted; casegate needs it unencrypted (mode 0600)")
     try:
-        key: dict[str, int] = parse_pem_private_key(_pem_for_dkimpy(pem))
-    except (UnparsableKeyError, ValueError, AssertionError, IndexError):
-        raise ValueError(
-            f"{what} is not an RSA private key (PEM, PKCS#1 or PKCS#8; "
-            "Ed25519 and EC keys are not supported)"
-        ) from None
-    n, e, d = key["modulus"], key["publicExponent"], key["privateExponent"]
-    p, q = key["prime1"], key["prime2"]
-    consistent = (
-        p > 1
-        and q > 1
-        and n == p * q
-        and (e * d) % math.lcm(p - 1, q - 1) == 1
-        and key["exponent1"] == d % (p - 1)
-        and key["exponent2"] == d % (q - 1)
-        and (key["coefficient"] * q) % p == 1
-    )
-    if not consistent:
-        raise ValueError(f"{what} is a damaged RSA key (its numbers do not agree)")
-    if n.bit_length() < _MIN_BITS:
-        raise ValueError(
-            f"{what} is a {n.bit_length()}-bit RSA key; receivers reject keys "
-            f"under {_MIN_BITS} bits (RFC 8301), make a 2048-bit one"
+        key = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        if _parses_as_rsa(pem):
+            raise _KeyProblem(what, "is a damaged RSA key (its numbers do not agree)") from None
+        key = None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise _KeyProblem(
+            what,
+            "is not an RSA private key (PEM, PKCS#1 or PKCS#8; Ed25519 and EC keys are not supported)",
+        )
+    if key.key_size < _MIN_BITS:
+        raise _KeyProblem(
+            what,
+            f"is a {key.key_size}-bit RSA key; receivers reject keys "
+            f"under {_MIN_BITS} bits (RFC 8301), make a 2048-bit one",
         )
     return key
 
 
-def _der(tag: int, content: bytes) -> bytes:
-    size = len(content)
-    if size < 0x80:
-        length = bytes([size])
-    else:
-        octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(octets)]) + octets
-    return bytes([tag]) + length + content
+def _parses_as_rsa(pem: bytes) -> bool:
+    """Whether ``pem`` is an RSA key at all, its numbers unchecked: only to
+    tell a damaged key from something else in an error message."""
+    try:
+        key = load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=True)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return isinstance(key, rsa.RSAPrivateKey)
 
 
-def _der_int(value: int) -> bytes:
-    # Non-negative: one octet more than the bits need keeps the sign bit 0,
-    # and is minimal (DER) because the extra octet is only there when needed.
-    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+def _pkcs1_pem(key: rsa.RSAPrivateKey) -> bytes:
+    """The key as PKCS#1 PEM (LF line ends): what we write and dkimpy reads."""
+    return key.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption())
 
 
-def _der_seq(*items: bytes) -> bytes:
-    return _der(0x30, b"".join(items))
-
-
-_RSA_ALGORITHM = _der_seq(bytes.fromhex("06092a864886f70d010101"), b"\x05\x00")  # rsaEncryption
-
-
-def _public_key_der(n: int, e: int) -> bytes:
+def _public_key_der(key: rsa.RSAPublicKey) -> bytes:
     """SubjectPublicKeyInfo, as ``openssl rsa -pubout`` writes and DKIM's p= holds."""
-    return _der_seq(_RSA_ALGORITHM, _der(0x03, b"\x00" + _der_seq(_der_int(n), _der_int(e))))
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
-def _private_key_pem(n: int, e: int, d: int, p: int, q: int) -> bytes:
-    der = _der_seq(
-        *(_der_int(v) for v in (0, n, e, d, p, q, d % (p - 1), d % (q - 1), pow(q, -1, p)))
-    )
-    body = base64.b64encode(der)
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    return b"\n".join(
-        [b"-----BEGIN RSA PRIVATE KEY-----", *lines, b"-----END RSA PRIVATE KEY-----", b""]
-    )
-
-
-def _small_primes(limit: int) -> list[int]:
-    sieve = bytearray([1]) * (limit + 1)
-    sieve[0:2] = b"\x00\x00"
-    for i in range(2, math.isqrt(limit) + 1):
-        if sieve[i]:
-            sieve[i * i :: i] = bytes(len(range(i * i, limit + 1, i)))
-    return [i for i in range(3, limit + 1) if sieve[i]]
-
-
-_SMALL_PRIMES_PRODUCT = math.prod(_small_primes(2000))
-
-
-def _probably_prime(n: int, rounds: int = 64) -> bool:
-    """Miller-Rabin with random bases (error below 4**-rounds)."""
-    d, s = n - 1, 0
-    while d % 2 == 0:
-        d, s = d // 2, s + 1
-    for _ in range(rounds):
-        x = pow(secrets.randbelow(n - 3) + 2, d, n)
-        if x in (1, n - 1):
-            continue
-        for _ in range(s - 1):
-            x = pow(x, 2, n)
-            if x == n - 1:
-                break
-        else:
-            return False
-    return True
-
-
-def _random_prime(bits: int) -> int:
-    """A random prime of exactly ``bits`` bits, the top two set (so that the
-    product of two has exactly twice the bits), with gcd(p - 1, e) = 1."""
-    while True:
-        candidate = secrets.randbits(bits) | (0b11 << (bits - 2)) | 1
-        if math.gcd(candidate, _SMALL_PRIMES_PRODUCT) != 1:
-            continue
-        if (candidate - 1) % _E == 0:
-            continue
-        if _probably_prime(candidate):
-            return candidate
-
-
-def _generate_rsa(bits: int) -> tuple[int, int, int, int, int]:
-    """(n, e, d, p, q) for a new RSA key, after FIPS 186-4 B.3.3's checks:
-    |p - q| > 2**(bits/2 - 100) and d > 2**(bits/2)."""
-    half = bits // 2
-    while True:
-        p, q = _random_prime(half), _random_prime(bits - half)
-        if abs(p - q).bit_length() <= half - 100:
-            continue
-        d = pow(_E, -1, math.lcm(p - 1, q - 1))
-        if d.bit_length() <= half:
-            continue
-        n = p * q
-        if n.bit_length() == bits:
-            return n, _E, d, p, q
-
-
-def _self_test(pem: bytes) -> None:
-    """Sign and verify with dkimpy's RSA code: the key we write works."""
-    key = parse_pem_private_key(pem)
+def _self_test(pem: bytes, public_der: bytes) -> None:
+    """Sign with dkimpy's RSA code from the key file we are about to write and
+    verify against the public key we are about to publish: the two agree and
+    dkimpy can use them."""
     digest = hashlib.sha256(b"casegate dkim keygen self-test")
-    signature = RSASSA_PKCS1_v1_5_sign(digest, key)
-    public = {"modulus": key["modulus"], "publicExponent": key["publicExponent"]}
-    if not RSASSA_PKCS1_v1_5_verify(digest, bytes(signature), public):
+    signature = RSASSA_PKCS1_v1_5_sign(digest, parse_pem_private_key(pem))
+    if not RSASSA_PKCS1_v1_5_verify(digest, bytes(signature), parse_public_key(public_der)):
         raise RuntimeError("the new DKIM key failed its self-test; nothing was written")
 
 
-def _txt_value(n: int, e: int) -> list[str]:
+def _txt_value(public_der: bytes) -> list[str]:
     """The TXT record as DNS strings of at most 255 characters."""
-    p_value = "p=" + base64.b64encode(_public_key_der(n, e)).decode("ascii")
+    p_value = "p=" + base64.b64encode(public_der).decode("ascii")
     return ["v=DKIM1; k=rsa; ", *(p_value[i : i + 255] for i in range(0, len(p_value), 255))]
 
 
@@ -589,9 +518,8 @@ def public_key_record(key_path: Path | str, *, domain: str, selector: str) -> st
     ``Signer.load`` for a missing, unreadable or unusable key."""
     _check_name("domain", domain)
     _check_name("selector", selector)
-    key = Signer.load(domain, selector, key_path).private_key
-    parsed = _rsa_key(key, f"DKIM key {key_path}")
-    return _zone_record(domain, selector, _txt_value(parsed["modulus"], parsed["publicExponent"]))
+    key = Signer.load(domain, selector, key_path)._key
+    return _zone_record(domain, selector, _txt_value(_public_key_der(key.public_key())))
 
 
 def keygen(domain: str, selector: str, key_path: Path | str, bits: int = 2048) -> str:
@@ -607,9 +535,10 @@ def keygen(domain: str, selector: str, key_path: Path | str, bits: int = 2048) -
         raise FileExistsError(f"{path} already exists; refusing to overwrite a DKIM key")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write the DKIM key: no directory {path.parent}")
-    n, e, d, p, q = _generate_rsa(bits)
-    pem = _private_key_pem(n, e, d, p, q)
-    _self_test(pem)
+    key = rsa.generate_private_key(public_exponent=_E, key_size=bits)
+    pem = _pkcs1_pem(key)
+    public_der = _public_key_der(key.public_key())
+    _self_test(pem, public_der)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -623,4 +552,4 @@ def keygen(domain: str, selector: str, key_path: Path | str, bits: int = 2048) -
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return _zone_record(domain, selector, _txt_value(n, e))
+    return _zone_record(domain, selector, _txt_value(public_der))

@@ -24,6 +24,14 @@ import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
 
 from smtpd_hook import dkim
 from smtpd_hook.dkim import DkimResult, Signer, aligned_pass, keygen, passing_domains, verify
@@ -35,6 +43,29 @@ OPENSSL = shutil.which("openssl")
 
 DOMAIN, SELECTOR = "example.com", "cg2024"
 KEY_NAME = b"cg2024._domainkey.example.com."
+
+#: A 512-bit RSA key (PKCS#1), too small to use: cryptography refuses to
+#: make one, so it is fixed here (made with openssl genpkey). Test data only.
+SMALL_KEY = b"""-----BEGIN RSA PRIVATE KEY-----
+MIIBPAIBAAJBAOR5toiy98bN059dC+n6+bwIDrsS7pYX/9sERWsUAbaPwHljoJdR
+YSMzkC6TrTRSsx8WFD4WZJ6uPqbzNHEJtI0CAwEAAQJBAOENTxLqDw1B86F3uuOY
+d2STH0eAx4kLTNhFJcfq5iEXLffv6B6qDcLN/Y0B6Qj39jyWw34vA6iGWk7gcdrN
+ZrUCIQD24FQnLdN/TiyN6ALerOY3mC+ka3Ly3cDCbAZmzlu2swIhAOzrS7o/X048
+lBF2xRC+R7JbdfnJX25IFWVV9qmvrIe/AiEAygXdF4qarmzMbPvVjV8zrX7uTcBX
++oKZAQDhZDOuPZ0CIALYVIF5D1juK00GYxlvX4cJyCHmxCmb3f3oiVzCSk0bAiEA
+reGriDlxFk+E/x8zQtgRijyRXLZTc4e3cri94/omDyg=
+-----END RSA PRIVATE KEY-----
+"""
+
+
+def txt_value_of(private: bytes | rsa.RSAPrivateKey) -> bytes:
+    """The DKIM TXT value for a private key (PEM or loaded), computed here."""
+    if isinstance(private, bytes):
+        loaded = load_pem_private_key(private, password=None)
+        assert isinstance(loaded, rsa.RSAPrivateKey)
+        private = loaded
+    der = private.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
 
 
 def txt_strings(record: str) -> list[bytes]:
@@ -254,15 +285,11 @@ def test_wrong_key_fails(tmp_path: Path, signer: Signer) -> None:
     assert not res.passed and res.result == "fail"
 
 
-def test_small_published_key_is_refused(tmp_path: Path) -> None:
-    n, e, d, p, q = dkim._generate_rsa(512)
-    small = Signer.__new__(Signer)  # bypass the check that refuses to load it
-    object.__setattr__(small, "domain", DOMAIN)
-    object.__setattr__(small, "selector", SELECTOR)
-    object.__setattr__(small, "private_key", dkim._private_key_pem(n, e, d, p, q))
-    signed = small.sign(message("test_small_published_key_is_refused"))
-    record = "".join(dkim._txt_value(n, e)).encode()
-    [res] = verify(signed, dnsfunc=FakeDns({KEY_NAME: record}))
+def test_small_published_key_is_refused() -> None:
+    # signed by dkimpy directly: Signer refuses to load a key this small
+    raw = message("test_small_published_key_is_refused")
+    signed = dkimpy.sign(raw, SELECTOR.encode(), DOMAIN.encode(), SMALL_KEY) + raw
+    [res] = verify(signed, dnsfunc=FakeDns({KEY_NAME: txt_value_of(SMALL_KEY)}))
     assert not res.passed and res.result == "permerror" and "too small" in res.reason
 
 
@@ -654,17 +681,78 @@ def test_load_errors_are_clear(tmp_path: Path, key: tuple[Path, str]) -> None:
     lines = good.split(b"\n")
     lines[10] = lines[10][:20] + (b"A" if lines[10][20:21] != b"A" else b"B") + lines[10][21:]
     cases["damaged"] = b"\n".join(lines)
-    n, e, d, p, q = dkim._generate_rsa(512)
-    cases["512-bit"] = dkim._private_key_pem(n, e, d, p, q)
+    cases["512-bit RSA key; receivers reject keys under 1024 bits"] = SMALL_KEY
     for words, pem in cases.items():
         path = tmp_path / "k.pem"
         path.write_bytes(pem)
-        with pytest.raises(ValueError, match=words):
+        with pytest.raises(ValueError, match=words) as raised:
             Signer.load(DOMAIN, SELECTOR, path)
+        assert str(raised.value).startswith(f"DKIM key {path} "), raised.value
         with pytest.raises(ValueError, match=words):
             dkim.public_key_record(path, domain=DOMAIN, selector=SELECTOR)
+        with pytest.raises(ValueError, match=f"the private key .*{words}"):
+            Signer(DOMAIN, SELECTOR, pem)
     with pytest.raises(ValueError, match="selector"):
         Signer.load(DOMAIN, "no good", key[0])
+
+
+def test_keygen_key_is_sound(key: tuple[Path, str]) -> None:
+    """The file holds a 2048-bit RSA key with e=65537 that passes OpenSSL's
+    checks (through cryptography), written as PKCS#1 exactly as cryptography
+    writes it, and the record publishes its public half."""
+    pem = key[0].read_bytes()
+    private = load_pem_private_key(pem, password=None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    assert private.key_size == 2048
+    assert private.public_key().public_numbers().e == 65537
+    pkcs1 = private.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption())
+    assert pkcs1 == pem
+    assert b"".join(txt_strings(key[1])) == txt_value_of(private)
+
+
+@pytest.mark.parametrize("bits", [1024, 4096])
+def test_keygen_sizes(tmp_path: Path, bits: int) -> None:
+    path = tmp_path / "k.pem"
+    record = keygen(DOMAIN, SELECTOR, path, bits=bits)
+    private = load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(private, rsa.RSAPrivateKey) and private.key_size == bits
+    strings = txt_strings(record)
+    assert strings[0] == b"v=DKIM1; k=rsa; " and all(len(s) <= 255 for s in strings)
+    assert all(len(s) == 255 for s in strings[1:-1])
+    assert b"".join(strings) == txt_value_of(private)
+
+
+def test_keygen_new_key_each_time(tmp_path: Path) -> None:
+    one = keygen(DOMAIN, SELECTOR, tmp_path / "one.pem", bits=1024)
+    two = keygen(DOMAIN, SELECTOR, tmp_path / "two.pem", bits=1024)
+    assert one != two
+
+
+def test_keygen_writes_nothing_when_the_self_test_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dkim, "RSASSA_PKCS1_v1_5_verify", lambda *args: False)
+    with pytest.raises(RuntimeError, match="self-test"):
+        keygen(DOMAIN, SELECTOR, tmp_path / "k.pem", bits=1024)
+    assert not (tmp_path / "k.pem").exists()
+
+
+def test_pkcs8_and_pkcs1_are_the_same_key(tmp_path: Path) -> None:
+    """Without openssl: a PKCS#8 file loads, is kept as given, signs through
+    dkimpy, and gives the same record as the same key in PKCS#1."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    pkcs8 = private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    pkcs1 = private.private_bytes(Encoding.PEM, PrivateFormat.TraditionalOpenSSL, NoEncryption())
+    assert pkcs8.startswith(b"-----BEGIN PRIVATE KEY-----")
+    (tmp_path / "8.pem").write_bytes(pkcs8)
+    (tmp_path / "1.pem").write_bytes(pkcs1)
+    signer8 = Signer.load(DOMAIN, SELECTOR, tmp_path / "8.pem")
+    assert signer8.private_key == pkcs8
+    record = dkim.public_key_record(tmp_path / "8.pem", domain=DOMAIN, selector=SELECTOR)
+    assert record == dkim.public_key_record(tmp_path / "1.pem", domain=DOMAIN, selector=SELECTOR)
+    assert b"".join(txt_strings(record)) == txt_value_of(private)
+    signed = signer8.sign(message("test_pkcs8_and_pkcs1_are_the_same_key"))
+    assert verify(signed, dnsfunc=FakeDns({KEY_NAME: b"".join(txt_strings(record))}))[0].passed
 
 
 def test_crlf_key_file_loads(tmp_path: Path, key: tuple[Path, str], fake_dns: FakeDns) -> None:
