@@ -85,6 +85,11 @@ def open_database(url: str) -> peewee.Database:
                 "busy_timeout": 10000,
             },
             timeout=10,
+            # BEGIN IMMEDIATE: take the write lock up front. A deferred BEGIN
+            # that reads and then writes fails at once with "database is
+            # locked" (no busy wait) when another connection committed in
+            # between, e.g. the outbox recording a sent message.
+            lock_type="IMMEDIATE",
         )
     if scheme in ("postgresql", "postgres"):
         kwargs: dict[str, Any] = {

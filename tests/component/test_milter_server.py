@@ -184,7 +184,7 @@ def test_only_steps_the_mta_offers_are_requested(start: Start) -> None:
     address = start(make_policy())
     with PostfixLikeClient.open(address) as client:
         _, protocol = client.negotiate(protocol=0x3FF & ~c.SMFIP_NR_HDR)
-        assert protocol == int(Step.NOHELO | Step.NODATA | Step.NOBODY | Step.NOUNKNOWN)
+        assert protocol == int(Step.NOHELO | Step.NOBODY | Step.NOUNKNOWN)
         assert describe(client.connect_event()) == "continue"
         assert describe(client.mail("<carol@customer.example>")) == "continue"
         assert describe(client.rcpt(SUPPORT)) == "continue"
