@@ -355,7 +355,7 @@ def case_show(app: App, number: str, as_json: bool) -> None:
             "date": aware(m.created).isoformat(), "queue_id": m.queue_id,
             "authenticated": m.authenticated, "automatic": m.automatic, "text": m.text,
             "size": len(bytes(m.raw)),
-        } for m in store.messages(case)]
+        } for m in store.messages(case, raw=True)]
         row["files"] = [{"id": a.id, "message": a.message_id, "filename": a.filename,
                          "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
                         for a in store.attachments(case)]

@@ -327,8 +327,11 @@ class Store:
     def events(self, case: Case) -> list[Event]:
         return list(Event.select().where(Event.case == case).order_by(Event.at, Event.id))
 
-    def messages(self, case: Case) -> list[Message]:
-        return list(Message.select().where(Message.case == case).order_by(Message.id))
+    def messages(self, case: Case, *, raw: bool = False) -> list[Message]:
+        """A case's messages in order; without their raw bytes unless asked."""
+        fields = Message._meta.sorted_fields if raw else [
+            f for f in Message._meta.sorted_fields if f is not Message.raw]
+        return list(Message.select(*fields).where(Message.case == case).order_by(Message.id))
 
     def case_of_message_id(self, message_id: str) -> Case | None:
         """The case of a message we stored under that Message-ID, if any."""
@@ -358,8 +361,10 @@ class Store:
         )
 
     def attachments(self, case: Case) -> list[Attachment]:
+        """A case's files, without their bytes (``attachment(id)`` has those)."""
         return list(
-            Attachment.select(Attachment, Message)
+            Attachment.select(Attachment.id, Attachment.message, Attachment.filename,
+                              Attachment.content_type, Attachment.size, Attachment.sha256)
             .join(Message)
             .where(Message.case == case)
             .order_by(Attachment.id)

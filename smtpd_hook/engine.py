@@ -436,10 +436,11 @@ class Engine:
                                       sha256=part.sha256)
         return message
 
-    def _history(self, case: Case, *, exclude: Message, public_only: bool) -> list[dict[str, str]]:
+    def _history(self, case: Case, msgs: list[Message], *, exclude: Message,
+                 public_only: bool) -> list[dict[str, str]]:
         kinds = ("customer", "csr") if public_only else ("customer", "csr", "automatic", "bounce")
         items = []
-        for m in self.store.messages(case):
+        for m in msgs:
             if m.id == exclude.id or m.direction != "in" or m.kind not in kinds:
                 continue
             items.append({"date": _date(m.created), "author": self._author(case, m),
@@ -455,10 +456,10 @@ class Engine:
             return f"{case.customer_name} <{m.sender}>"
         return m.sender or "unknown"
 
-    def _thread_ids(self, case: Case) -> list[str]:
+    def _thread_ids(self, msgs: list[Message]) -> list[str]:
         """Message-IDs of the customer's thread: what they sent and we sent them."""
         ids = []
-        for m in self.store.messages(case):
+        for m in msgs:
             if m.message_id and (
                 (m.direction == "in" and m.kind == "customer") or
                 (m.direction == "out" and m.kind in ("ack", "reply"))
@@ -559,6 +560,7 @@ class Engine:
         if csr is None:
             return
         files = self.store.attachments(case)
+        msgs = self.store.messages(case)
         attached = {a.id for a in files if a.message_id == message.id}
         author = self._author(case, message)
         body = self.renderer.text("csr/notify.txt.j2", {
@@ -570,11 +572,10 @@ class Engine:
                        "size": a.size, "attached": a.id in attached} for a in files],
             "message": {"author": author, "date": _date(message.created),
                         "text": (message.text or "").strip() or "(no text)"},
-            "history": self._history(case, exclude=message, public_only=False),
+            "history": self._history(case, msgs, exclude=message, public_only=False),
             "actions": self._actions(case, mailbox),
         })
-        earlier = [m.message_id for m in self.store.messages(case)
-                   if m.direction == "out" and m.kind == "notify"]
+        earlier = [m.message_id for m in msgs if m.direction == "out" and m.kind == "notify"]
         name = case.customer_name or case.customer_address
         self._outgoing(
             case, mailbox, kind="notify",
@@ -591,6 +592,7 @@ class Engine:
         self, case: Case, message: Message, inbound: Inbound, csr: Csr, text: str
     ) -> None:
         mailbox = case.mailbox
+        msgs = self.store.messages(case)
         body = self.renderer.text("customer/reply.txt.j2", {
             "greeting": greeting(case.customer_name),
             "reply": text.strip(),
@@ -598,10 +600,10 @@ class Engine:
             "signoff": _signoff(csr.name, csr.signature or "", self._mailbox_name(mailbox)),
             "organization": self._mailbox_name(mailbox),
             "case": _case_view(case),
-            "history": self._history(case, exclude=message, public_only=True),
+            "history": self._history(case, msgs, exclude=message, public_only=True),
         })
-        thread = self._thread_ids(case)
-        customer_msgs = [m for m in self.store.messages(case)
+        thread = self._thread_ids(msgs)
+        customer_msgs = [m for m in msgs
                          if m.direction == "in" and m.kind == "customer" and m.message_id]
         in_reply_to = customer_msgs[-1].message_id if customer_msgs else (thread[-1] if thread else None)
         self._outgoing(
