@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import re
 import socket
 import weakref
 from collections.abc import Callable
@@ -32,22 +33,12 @@ Processor = Callable[[Delivery], Reply]
 Enricher = Callable[[Delivery], Delivery]
 
 
+_XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+
+
 def xtext_decode(value: str) -> str:
-    """RFC 1891 xtext: ``+XX`` is the byte with hex value XX."""
-    out = []
-    i = 0
-    while i < len(value):
-        if value[i] == "+" and _is_hex(value[i + 1 : i + 3]):
-            out.append(chr(int(value[i + 1 : i + 3], 16)))
-            i += 3
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
-
-
-def _is_hex(text: str) -> bool:
-    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
+    """RFC 3461 xtext: ``+HH`` is the character with hex value HH."""
+    return _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
 
 
 class XEnvelope(Envelope):
@@ -57,17 +48,29 @@ class XEnvelope(Envelope):
 
 
 class FilterSMTP(SMTP):
-    """aiosmtpd's SMTP with Postfix's XFORWARD extension."""
+    """aiosmtpd's SMTP plus Postfix's XFORWARD (XFORWARD_README).
+
+    The attributes live on the envelope, which aiosmtpd renews after EHLO,
+    RSET and each DATA, so they belong to the next transaction only. Postfix
+    may split them over several commands; they accumulate. ``[UNAVAILABLE]``
+    and ``[TEMPUNAVAIL]`` are kept as empty strings."""
 
     def _create_envelope(self) -> Envelope:
         return XEnvelope()
 
     @syntax("XFORWARD attribute=value ...")
-    async def smtp_XFORWARD(self, arg: str) -> None:
+    async def smtp_XFORWARD(self, arg: str | None) -> None:
+        if await self.check_helo_needed("EHLO"):
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, XEnvelope)
+        if envelope.mail_from is not None:
+            await self.push("503 5.5.1 Error: MAIL transaction in progress")
+            return
         if not arg:
             await self.push("501 5.5.4 Syntax: XFORWARD attribute=value...")
             return
-        assert isinstance(self.envelope, XEnvelope)
+        attrs: dict[str, str] = {}
         for item in arg.split():
             name, eq, value = item.partition("=")
             name = name.upper()
@@ -75,10 +78,15 @@ class FilterSMTP(SMTP):
                 await self.push(f"501 5.5.4 Bad XFORWARD attribute: {name}")
                 return
             value = xtext_decode(value)
-            if value in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
-                value = ""
-            self.envelope.xforward[name] = value
+            attrs[name] = "" if value in ("[UNAVAILABLE]", "[TEMPUNAVAIL]") else value
+        envelope.xforward.update(attrs)
         await self.push("250 2.0.0 Ok")
+
+
+def xforward_ehlo(session: Session, hostname: str, responses: list[str]) -> list[str]:
+    """The EHLO reply with XFORWARD advertised (for a 5-argument handle_EHLO)."""
+    session.host_name = hostname  # the 5-argument hook must do this itself
+    return [*responses[:-1], "250-XFORWARD " + " ".join(XFORWARD_ATTRS), responses[-1]]
 
 
 class FilterHandler:
@@ -97,8 +105,7 @@ class FilterHandler:
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
         responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], "250-XFORWARD " + " ".join(XFORWARD_ATTRS), responses[-1]]
+        return xforward_ehlo(session, hostname, responses)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         xf = getattr(envelope, "xforward", {})

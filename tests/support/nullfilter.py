@@ -28,25 +28,18 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from smtpd_hook.server import FilterSMTP, xforward_ehlo
+from smtpd_hook.server import XEnvelope as XForwardEnvelope
 from tests.support.sink import ServerThread
 
-#: The attributes advertised in the EHLO reply (Postfix's smtp client sends
-#: those of its attributes that the server lists).
-XFORWARD_ATTRS = ("NAME", "ADDR", "PROTO", "HELO", "IDENT", "SOURCE")
 REINJECT_SUFFIX = ".reinjected.test"
 
 OK = "250 2.0.0 Ok: passed on by the null filter"
 TEMPFAIL = "451 4.3.0 Null filter: re-injection failed, try again later"
 
-_XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 _QUEUED_AS = re.compile(rb"queued as ([0-9A-Za-z]+)")
-
-
-def xtext_decode(value: str) -> str:
-    """RFC 3461 xtext (``+HH`` escapes), as XFORWARD values are sent."""
-    return _XTEXT.sub(lambda m: chr(int(m.group(1), 16)), value)
 
 
 def xtext_encode(value: str) -> str:
@@ -70,46 +63,6 @@ class Transaction:
     reinjected_as: str | None = None  # the queue ID the re-injection listener gave
 
 
-class XForwardEnvelope(Envelope):
-    def __init__(self) -> None:
-        super().__init__()
-        self.xforward: dict[str, str] = {}
-
-
-class XForwardSMTP(SMTP):
-    """aiosmtpd's SMTP plus the XFORWARD command (Postfix XFORWARD_README).
-
-    The attributes are kept on the envelope, which aiosmtpd renews after EHLO,
-    RSET and each DATA, so they belong to the next transaction only. Postfix
-    may split them over several XFORWARD commands; they accumulate."""
-
-    def _create_envelope(self) -> XForwardEnvelope:
-        return XForwardEnvelope()
-
-    @syntax("XFORWARD attribute=value ...")
-    async def smtp_XFORWARD(self, arg: str | None) -> None:
-        if await self.check_helo_needed("EHLO"):
-            return
-        envelope = self.envelope
-        assert isinstance(envelope, XForwardEnvelope)
-        if envelope.mail_from is not None:
-            await self.push("503 5.5.1 Error: MAIL transaction in progress")
-            return
-        if not arg:
-            await self.push("501 5.5.4 Syntax: XFORWARD attribute=value...")
-            return
-        attrs: dict[str, str] = {}
-        for item in arg.split():
-            name, sep, value = item.partition("=")
-            name = name.upper()
-            if not sep or name not in XFORWARD_ATTRS:
-                await self.push(f"501 5.5.4 Bad XFORWARD attribute: {name}")
-                return
-            attrs[name] = xtext_decode(value)
-        envelope.xforward.update(attrs)
-        await self.push("250 2.0.0 Ok")
-
-
 class _Handler:
     def __init__(self, nf: NullFilter) -> None:
         self._nf = nf
@@ -122,8 +75,7 @@ class _Handler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname  # the 5-argument hook must do this itself
-        return [*responses[:-1], "250-XFORWARD " + " ".join(XFORWARD_ATTRS), responses[-1]]
+        return xforward_ehlo(session, hostname, responses)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope, XForwardEnvelope)
@@ -165,7 +117,7 @@ class NullFilter:
         self._executor: ThreadPoolExecutor | None = None
         handler = _Handler(self)
         self._server = ServerThread(
-            lambda loop: XForwardSMTP(
+            lambda loop: FilterSMTP(
                 handler,
                 hostname="nullfilter.test",
                 decode_data=False,
@@ -243,8 +195,8 @@ class NullFilter:
         ) as smtp:
             smtp.ehlo()
             if self.forward_xforward and envelope.xforward and smtp.has_extn("xforward"):
-                args = " ".join(f"{k}={xtext_encode(v)}" for k, v in envelope.xforward.items())
-                code, resp = smtp.docmd("XFORWARD", args)
+                args = " ".join(f"{k}={xtext_encode(v)}" for k, v in envelope.xforward.items() if v)
+                code, resp = smtp.docmd("XFORWARD", args) if args else (250, b"")
                 if code != 250:
                     raise smtplib.SMTPResponseException(code, resp)
             code, resp = smtp.mail(envelope.mail_from or "", mail_options)
