@@ -67,6 +67,10 @@ def load_config(path: Path, store_override: str | None) -> Config:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise click.ClickException(f"cannot read config {path}: {exc}") from exc
+    for key, kind in (("secret", str), ("store", str), ("case_prefix", str), ("organization", str),
+                      ("templates_dir", str), ("serve", dict), ("milter", dict), ("dkim", dict)):
+        if key in data and not isinstance(data[key], kind):
+            raise click.ClickException(f"{path}: {key} must be a {'table' if kind is dict else 'string'}")
     secret_hex = data.get("secret")
     try:
         secret = bytes.fromhex(secret_hex) if secret_hex else None
@@ -125,9 +129,12 @@ def write_initial_config(path: Path, store_url: str) -> bytes:
 
 
 def add_secret(path: Path) -> bytes:
+    """Put a new secret among the top-level keys (before the first [table])."""
     secret = secrets.token_bytes(32)
-    with path.open("a") as fh:
-        fh.write(f'\nsecret = "{secret.hex()}"\n')
+    lines = path.read_text().splitlines(keepends=True)
+    at = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+    lines.insert(at, f'secret = "{secret.hex()}"\n')
+    path.write_text("".join(lines))
     return secret
 
 
@@ -147,6 +154,8 @@ class App:
                     self._store.check_schema()
             except StoreError as exc:
                 raise click.ClickException(str(exc)) from exc
+            except OSError as exc:
+                raise click.ClickException(f"cannot open the store {self.config.store}: {exc}") from exc
         return self._store
 
 
@@ -164,7 +173,11 @@ def valid_address(value: str) -> str:
                                 test_environment=True)
     except EmailNotValidError as exc:
         raise click.BadParameter(f"{value!r} is not a valid email address: {exc}") from None
-    return str(result.normalized).lower()
+    # The domain as Postfix sees it (IDNA A-labels); a non-ASCII local part
+    # (SMTPUTF8) stays as it is.
+    local = str(result.local_part)
+    domain = str(result.ascii_domain or result.domain)
+    return f"{local}@{domain}".lower()
 
 
 def hostport(value: str, what: str) -> tuple[str, int]:
@@ -254,9 +267,14 @@ def mailbox_add(app: App, address: str, pool: str, display_name: str) -> None:
     if "+" in address.partition("@")[0]:
         raise click.BadParameter("a supervised address has no +tag (plus-addresses route to it)")
     with store_errors():
-        app.store().add_mailbox(address, pool, display_name)
+        store = app.store()
+        store.add_mailbox(address, pool, display_name)
+        staffed = bool(store.open_load(store.pool(pool, create=False)))
     click.echo(f"supervising {address} (pool {pool}); add to Postfix's transport map:\n"
                f"  {address}  casegate:[127.0.0.1]:10025")
+    if not staffed:
+        click.echo(f"warning: pool {pool!r} has no available CSR yet: its cases stay unassigned "
+                   f"until you run `casegate csr add ADDRESS --name NAME --pool {pool}`", err=True)
 
 
 @mailbox.command("list")
@@ -390,7 +408,10 @@ def case_file(app: App, file_id: int, output: Path | None) -> None:
             raise click.ClickException(f"no file with id {file_id}")
         data = bytes(att.data)
     if output:
-        output.write_bytes(data)
+        try:
+            output.write_bytes(data)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc}") from exc
         click.echo(f"wrote {att.filename} ({len(data)} bytes) to {output}", err=True)
     else:
         sys.stdout.buffer.write(data)
@@ -417,12 +438,16 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
     if cfg.secret is None:
         raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
     conf = cfg.serve
-    listen_at = hostport(listen or conf.get("listen", "127.0.0.1:10025"), "--listen")
-    reinject_at = hostport(reinject or conf.get("reinject", "127.0.0.1:10026"), "--reinject")
+    listen_at = hostport(listen or str(conf.get("listen", "127.0.0.1:10025")), "--listen")
+    reinject_at = hostport(reinject or str(conf.get("reinject", "127.0.0.1:10026")), "--reinject")
+    configured = conf.get("trusted_networks", [])
+    if isinstance(configured, str):
+        configured = [configured]
     try:
-        networks = parse_networks(list(trusted) or list(conf.get("trusted_networks", [])))
+        networks = parse_networks(list(trusted) or [str(n) for n in configured])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--trusted-network") from None
+    milter_at = milter_listen or conf.get("milter")
     settings = Settings(
         secret=cfg.secret,
         case_prefix=cfg.case_prefix,
@@ -431,10 +456,12 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         templates_dir=cfg.templates_dir,
         reinject_host=reinject_at[0],
         reinject_port=reinject_at[1],
+        # With the milter in front (here, or `casegate milter` with
+        # milter_stamps = true), a client address counts only from its stamp.
+        require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),
     )
     store = app.store()
     sign, dkim_verify = dkim_functions(cfg)
-    milter_at = milter_listen or conf.get("milter")
     extras = [milter_task(app, milter_at, cfg.secret)] if milter_at else []
     listener = setup_logging(log_level)
     try:
@@ -647,7 +674,8 @@ def blacklist_import(app: App, file: Any) -> None:
     text = file.read()
     try:
         data = json.loads(text)
-        rows = [(str(d["pattern"]), d.get("subject"), str(d.get("reason", ""))) for d in data]
+        rows = [(str(d["pattern"]), None if d.get("subject") is None else str(d["subject"]),
+                 str(d.get("reason", ""))) for d in data]
     except (json.JSONDecodeError, TypeError, KeyError):
         rows = [(line.split("#", 1)[0].strip(), None, "") for line in text.splitlines()]
         rows = [r for r in rows if r[0]]

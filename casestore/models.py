@@ -110,6 +110,13 @@ class Message(BaseModel):
     dkim = CharField(max_length=500, default="")  # e.g. "pass:example.com fail:other.test"
     created = DateTimeField()
 
+    class Meta:
+        # The rate caps count our acknowledgements per recipient and per case.
+        indexes = (
+            (("kind", "recipients", "created"), False),
+            (("case", "kind", "created"), False),
+        )
+
 
 class Attachment(BaseModel):
     message = ForeignKeyField(Message, backref="attachments", on_delete="CASCADE")

@@ -108,6 +108,14 @@ def open_database(url: str) -> peewee.Database:
     )
 
 
+def _safe(value: Any) -> Any:
+    """Strings the databases accept: no NUL (PostgreSQL refuses it), no lone
+    surrogates (8-bit garbage decoded with surrogateescape)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "")
+    return value
+
+
 def _naive(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC).replace(tzinfo=None)
 
@@ -274,9 +282,9 @@ class Store:
         now = self.now()
         case = Case.create(
             mailbox=mailbox,
-            customer_address=customer_address,
-            customer_name=customer_name,
-            subject=subject,
+            customer_address=_safe(customer_address),
+            customer_name=_safe(customer_name),
+            subject=_safe(subject),
             status="open",
             created=now,
             updated=now,
@@ -300,16 +308,17 @@ class Store:
     def add_participant(self, case: Case, address: str, role: str) -> None:
         if not Participant.select().where((Participant.case == case)
                                           & (Participant.address == address)).exists():
-            Participant.create(case=case, address=address, role=role)
+            Participant.create(case=case, address=_safe(address)[:320], role=role)
 
     def participants(self, case: Case) -> set[str]:
         return {p.address for p in Participant.select().where(Participant.case == case)}
 
     def touch(self, case: Case, **changes: Any) -> None:
+        """Change these columns only (another worker may have changed others)."""
         changes["updated"] = self.now()
         for key, value in changes.items():
             setattr(case, key, value)
-        case.save()
+        case.save(only=[getattr(Case, key) for key in changes])
 
     def event(
         self,
@@ -321,7 +330,8 @@ class Store:
         detail: str = "",
     ) -> Event:
         return Event.create(
-            case=case, message=message, at=self.now(), kind=kind, actor=actor, detail=detail
+            case=case, message=message, at=self.now(), kind=kind, actor=_safe(actor)[:320],
+            detail=_safe(detail)
         )
 
     def events(self, case: Case) -> list[Event]:
@@ -332,6 +342,17 @@ class Store:
         fields = Message._meta.sorted_fields if raw else [
             f for f in Message._meta.sorted_fields if f is not Message.raw]
         return list(Message.select(*fields).where(Message.case == case).order_by(Message.id))
+
+    def case_numbers_of_message_ids(self, message_ids: Sequence[str]) -> list[str]:
+        """Cases of stored messages with these Message-IDs, in the order given."""
+        if not message_ids:
+            return []
+        rows = (Message.select(Message.message_id, Case.number).join(Case)
+                .where(Message.message_id.in_(list(message_ids)[:500])))
+        by_id: dict[str, str] = {}
+        for row in rows:
+            by_id.setdefault(row.message_id, row.case.number)
+        return list(dict.fromkeys(by_id[m] for m in message_ids if m in by_id))
 
     def case_of_message_id(self, message_id: str) -> Case | None:
         """The case of a message we stored under that Message-ID, if any."""
@@ -346,15 +367,15 @@ class Store:
 
     def add_message(self, **fields: Any) -> Message:
         fields.setdefault("created", self.now())
-        return Message.create(**fields)
+        return Message.create(**{k: _safe(v) for k, v in fields.items()})
 
     def add_attachment(
         self, message: Message, *, filename: str, content_type: str, data: bytes, sha256: str
     ) -> Attachment:
         return Attachment.create(
             message=message,
-            filename=filename,
-            content_type=content_type,
+            filename=_safe(filename)[:255],
+            content_type=_safe(content_type)[:255],
             size=len(data),
             sha256=sha256,
             data=data,
@@ -425,7 +446,7 @@ class Store:
     def automatic_sent(self, *, since: dt.datetime, recipient: str | None = None,
                        case: Case | None = None) -> int:
         """How many automatic messages (acknowledgements) we wrote since then."""
-        query = Message.select().where(
+        query = Message.select(Message.id).where(
             (Message.direction == "out") & (Message.kind == "ack")
             & (Message.created >= _naive(since))
         )
@@ -441,7 +462,7 @@ class Store:
         return Outbox.create(
             message=message,
             mail_from=mail_from,
-            rcpt_to=",".join(rcpt_to),
+            rcpt_to="\n".join(rcpt_to),  # a quoted local part may hold a comma
             status="pending",
             next_attempt=self.now(),
         )

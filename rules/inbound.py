@@ -17,6 +17,16 @@ from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 
 _POLICY = email.policy.default
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def clean(text: str, limit: int = 998) -> str:
+    """One line of valid Unicode: 8-bit garbage (surrogate escapes) replaced,
+    control characters (CR, LF, NUL …) dropped, at most ``limit`` characters.
+    Everything the store keeps or a template prints from a header goes
+    through here; the raw bytes keep the original."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub("", text)[:limit]
 
 
 @dataclass(frozen=True)
@@ -66,8 +76,7 @@ def header_text(msg: Message, name: str) -> str:
             text = str(make_header(decode_header(text)))
         except Exception:
             pass
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return " ".join(text.split())
+    return " ".join(clean(text, 10_000).split())
 
 
 def raw_header(msg: Message, name: str) -> str:
@@ -92,16 +101,32 @@ def addresses(msg: Message, name: str) -> list[tuple[str, str]]:
                 display = str(make_header(decode_header(display)))
             except Exception:
                 pass
-        display = display.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        pairs.append((" ".join(display.split()), addr.strip().lower()))
+        addr = ascii_domain(clean(addr.strip().lower(), 320))
+        if "@" not in addr:
+            continue
+        pairs.append((" ".join(clean(display, 200).split()), addr))
     return pairs
+
+
+def ascii_domain(address: str) -> str:
+    """``ana@bär.test`` → ``ana@xn--br-via.test``: the form Postfix routes and
+    the CLI stores; unchanged when the domain is ASCII or not valid IDNA."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return address
 
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 
 
-def message_ids(value: str) -> tuple[str, ...]:
-    return tuple(_MSGID.findall(value or ""))
+def message_ids(value: str, limit: int = 200) -> tuple[str, ...]:
+    """Message-IDs in a header (at most ``limit``, the newest of References kept)."""
+    found = [clean(m, 998) for m in _MSGID.findall(value or "")]
+    return tuple(found[-limit:])
 
 
 def _part_data(part: Message) -> bytes:
@@ -141,7 +166,7 @@ def attachments(msg: Message) -> tuple[Part, ...]:
                     data = part.as_bytes()
                 except Exception:
                     data = b""
-            found.append(Part(filename or "attachment", ctype, data))
+            found.append(Part(clean(filename, 255) or "attachment", clean(ctype, 255), data))
     return tuple(found)
 
 

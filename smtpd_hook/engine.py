@@ -14,6 +14,7 @@ import contextvars
 import datetime as dt
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,7 +34,7 @@ from rules.match import Match, match_case
 from rules.names import greeting
 from rules.quotes import REPLY_MARKER, body_text, extract_reply
 from rules.replies import Reply
-from rules.stamp import STAMP_HEADER, verify_stamp
+from rules.stamp import STAMP_HEADER, Stamp, verify_stamp
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.render import OutgoingFile, Renderer, build_message, format_address
 from smtpd_hook.settings import Settings
@@ -48,7 +49,9 @@ LIMIT_DEFAULTS = {
     "autoreply_window_hours": 24,  # ... within this many hours (Znuny: 40 a day)
 }
 STAMP_MAX_AGE = 5 * 24 * 3600  # Postfix's default maximal_queue_lifetime
+BLACKLIST_TTL = 5.0  # seconds; the milter refreshes its copy as often
 COMMANDS = ("#blacklist-subject", "#blacklist")  # longest first
+OWN_MAIL_RULES = frozenset({"own_loop_header", "own_message_id", "hop_limit"})
 
 # The loop-header hop count of the message being processed (per thread/task).
 _hops: contextvars.ContextVar[int] = contextvars.ContextVar("hops", default=0)
@@ -65,6 +68,8 @@ class Engine:
         self.settings = settings
         self.renderer = renderer or Renderer(settings.templates_dir)
         self.sign = sign  # DKIM-signs outgoing bytes before they are stored
+        self._lock = threading.Lock()
+        self._cached_blacklist: tuple[float, Blacklist] | None = None
 
     # -- entry point ---------------------------------------------------------
 
@@ -85,7 +90,8 @@ class Engine:
         return outcome
 
     def _process_one(self, delivery: Delivery, rcpt: str) -> Reply:
-        key = delivery.key(rcpt)
+        # support@ and support+CS0000123@ in one message are one delivery.
+        key = delivery.key(tokens.base_address(rcpt))
         store = self.store
         with store.atomic():
             seen = store.delivery_seen(key)
@@ -119,12 +125,21 @@ class Engine:
         log.info("stored: %s", outcome)
         return replies.OK
 
+    def _blacklist(self) -> Blacklist:
+        """The blacklist, compiled, re-read at most every BLACKLIST_TTL seconds."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cached_blacklist
+            if cached is not None and now - cached[0] < BLACKLIST_TTL:
+                return cached[1]
+        entries = [Entry(e.pattern, e.subject, e.reason) for e in self.store.blacklist()]
+        blacklist = Blacklist(entries, strict=False)
+        with self._lock:
+            self._cached_blacklist = (now, blacklist)
+        return blacklist
+
     def _blacklisted(self, delivery: Delivery, inbound: Inbound) -> Entry | None:
-        entries = self.store.blacklist()
-        if not entries:
-            return None
-        blacklist = Blacklist(
-            [Entry(e.pattern, e.subject, e.reason) for e in entries], strict=False)
+        blacklist = self._blacklist()
         for address in dict.fromkeys(a for a in (delivery.mail_from.lower(),
                                                  inbound.from_address) if a):
             hit = blacklist.match_sender(address) or blacklist.match(address, inbound.subject)
@@ -134,8 +149,8 @@ class Engine:
 
     # -- decisions -----------------------------------------------------------
 
-    def _sasl_login(self, delivery: Delivery, inbound: Inbound) -> str | None:
-        """The SASL identity from the milter's stamp, if one verifies for this message."""
+    def _stamp(self, delivery: Delivery, inbound: Inbound) -> Stamp | None:
+        """The milter's stamp of this very message (signed, and naming its queue ID)."""
         try:
             values = [str(v) for v in inbound.msg.get_all(STAMP_HEADER, [])]
         except Exception:
@@ -146,25 +161,35 @@ class Engine:
             if stamp is None:
                 log.warning("ignoring an %s header that does not verify", STAMP_HEADER)
                 continue
-            if delivery.queue_id and stamp.queue_id and stamp.queue_id != delivery.queue_id:
+            if not delivery.queue_id or stamp.queue_id != delivery.queue_id:
                 log.warning("ignoring an %s stamp of another message (%s)", STAMP_HEADER,
-                            stamp.queue_id)
+                            stamp.queue_id or "no queue ID")
                 continue
-            return stamp.authen or None
+            return stamp
         return None
 
     def _identify(self, delivery: Delivery, inbound: Inbound) -> tuple[Identity, Csr | None]:
         s = self.settings
         verdict = detect(inbound.msg, delivery.mail_from, secret=s.secret, prefix=s.case_prefix)
         csr = self.store.csr(inbound.from_address) if inbound.from_address else None
-        login = self._sasl_login(delivery, inbound)
+        stamp = self._stamp(delivery, inbound)
+        login = stamp.authen if stamp is not None and stamp.authen else None
+        # The client address: the milter's signed word for it when there is a
+        # stamp; XFORWARD's only when the milter is not in use (any local
+        # process may speak XFORWARD to the filter's port).
+        if stamp is not None:
+            client_addr = stamp.client_addr
+        elif s.require_stamp:
+            client_addr = ""
+        else:
+            client_addr = delivery.client_addr
         staff_domain = inbound.from_address.rpartition("@")[2]
         dkim_domain = next((d for d, ok, _ in delivery.dkim if ok and d == staff_domain), None)
         identity = classify(
             from_address=inbound.from_address,
             csr_known=csr is not None,
             automatic_reason=f"{verdict.rule}: {verdict.reason}" if verdict else None,
-            client_addr=delivery.client_addr,
+            client_addr=client_addr,
             trusted_networks=s.trusted_networks,
             sasl_login=login,
             sasl_login_is_csr=bool(login and csr and login.lower() == csr.address),
@@ -179,14 +204,14 @@ class Engine:
         refs = list(reversed(inbound.references)) + list(inbound.in_reply_to)
         signed: list[str] = []
         stored: list[str] = []
+        others: list[str] = []
         for mid in dict.fromkeys(list(inbound.in_reply_to) + refs):
             number = tokens.message_id_number(secret, mid, prefix)
             if number is not None:
                 signed.append(number)
-                continue
-            case = self.store.case_of_message_id(mid)
-            if case is not None and case.number:
-                stored.append(case.number)
+            else:
+                others.append(mid)
+        stored = self.store.case_numbers_of_message_ids(others)
 
         def participants(number: str) -> set[str] | None:
             case = Case.get_or_none(Case.number == number)
@@ -197,7 +222,10 @@ class Engine:
             is_csr=identity.role is Role.CSR,
             signed_numbers=signed,
             stored_numbers=stored,
-            address_number=tokens.address_number(rcpt, prefix),
+            # A DKIM-proven message can be replayed to any RCPT TO: its case
+            # must come from what the signature covers, not the plus-address.
+            address_number=None if identity.proof.startswith("dkim:")
+            else tokens.address_number(rcpt, prefix),
             subject_numbers=tokens.subject_numbers(inbound.subject, prefix),
             participants=participants,
         )
@@ -239,7 +267,7 @@ class Engine:
         store = self.store
         new = case is None
         if case is None:
-            case = self._open_case(mailbox, inbound, match)
+            case = self._open_case(mailbox, inbound, match, delivery.mail_from)
         message = self._store_inbound(delivery, inbound, case, kind="customer", identity=identity,
                                       text=body_text(inbound.msg))
         if not new:
@@ -287,6 +315,15 @@ class Engine:
     ) -> tuple[Message, str]:
         store = self.store
         kind = "bounce" if identity.proof == "bounce" else "automatic"
+        if identity.rule in OWN_MAIL_RULES:
+            # Our own mail came back (a forward, a forged sender, another
+            # casegate): kept, but it never opens a case or tells anyone, or
+            # it could go round for ever.
+            message = self._store_inbound(delivery, inbound, case, kind="automatic",
+                                          identity=identity, text=body_text(inbound.msg))
+            store.event("own_mail", case=case, message=message, actor=inbound.from_address,
+                        detail=f"{identity.rule}: {identity.reason}")
+            return message, "own_mail"
         if case is None and kind == "bounce":
             # A bounce never opens a case; keep it, unattached, with the reason.
             message = self._store_inbound(delivery, inbound, None, kind=kind, identity=identity,
@@ -296,7 +333,7 @@ class Engine:
             return message, "bounce_unmatched"
         new = case is None
         if case is None:
-            case = self._open_case(mailbox, inbound, None)
+            case = self._open_case(mailbox, inbound, None, delivery.mail_from)
         message = self._store_inbound(delivery, inbound, case, kind=kind, identity=identity,
                                       text=body_text(inbound.msg))
         store.event("automatic", case=case, message=message, actor=inbound.from_address,
@@ -344,9 +381,16 @@ class Engine:
     ) -> tuple[Message, str]:
         message = self._store_inbound(delivery, inbound, case, kind="command", identity=identity,
                                       text=extract_reply(inbound.msg))
+        if not case.customer_address or self._is_ours(case.customer_address):
+            self.store.event("command_refused", case=case, message=message, actor=csr.address,
+                             detail=f"{command}: {case.customer_address or 'no address'} is ours")
+            log.warning("%s: not blacklisting %s (one of our addresses)", command,
+                        case.customer_address)
+            return message, "csr_command_refused"
         subject = None
-        if command == "#blacklist-subject":
-            subject = "^" + re.escape(case.subject) + "$" if case.subject else None
+        if command == "#blacklist-subject" and case.subject:
+            head = case.subject[:200]  # the column holds 500; a long subject matches by its start
+            subject = "^" + re.escape(head) + ("$" if head == case.subject else "")
         # The customer's address: the one on the case (never the CSR's).
         self.store.add_blacklist(case.customer_address, subject,
                                  reason=f"by {csr.address} on {case.number}", by=csr.address)
@@ -358,6 +402,8 @@ class Engine:
 
     def _actions(self, case: Case, mailbox: Mailbox) -> list[dict[str, str]]:
         """One-click mailto links for the notification (honoured only from a CSR)."""
+        if not case.customer_address or self._is_ours(case.customer_address):
+            return []
         to = tokens.plus_address(mailbox.address, case.number)
         subject = quote(tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix))
         return [
@@ -369,12 +415,19 @@ class Engine:
 
     # -- pieces ---------------------------------------------------------------
 
-    def _open_case(self, mailbox: Mailbox, inbound: Inbound, match: Match | None) -> Case:
+    def _is_ours(self, address: str) -> bool:
+        """A CSR's or a supervised address: never a customer to answer or blacklist."""
+        return bool(address) and (self.store.csr(address) is not None or
+                                  self.store.mailbox(tokens.base_address(address)) is not None)
+
+    def _open_case(self, mailbox: Mailbox, inbound: Inbound, match: Match | None,
+                   envelope_sender: str) -> Case:
         subject = tokens.clean_subject(inbound.subject, self.settings.case_prefix) or "(no subject)"
         case = self.store.new_case(
             mailbox=mailbox,
             prefix=self.settings.case_prefix,
-            customer_address=inbound.from_address or "unknown@invalid",
+            # No From: address: the envelope sender, else nobody to answer.
+            customer_address=inbound.from_address or envelope_sender.lower(),
             customer_name=inbound.from_name,
             subject=subject,
         )
@@ -531,7 +584,9 @@ class Engine:
 
     def _acknowledge(self, case: Case, mailbox: Mailbox, inbound: Inbound, message: Message) -> None:
         address = case.customer_address
-        reason = (never_autoreply_to(address) or suppresses_autoreply(inbound.msg)
+        reason = (("no address to answer" if not address else None)
+                  or ("never to our own addresses" if self._is_ours(address) else None)
+                  or never_autoreply_to(address) or suppresses_autoreply(inbound.msg)
                   or self._over_rate_cap(case, address))
         if reason:
             self.store.event("no_ack", case=case, message=message, detail=reason)

@@ -54,7 +54,7 @@ def send_batch(
         return
     try:
         for n, item in enumerate(items):
-            rcpts = [r for r in item.rcpt_to.split(",") if r]
+            rcpts = [r for r in item.rcpt_to.split("\n") if r]
             try:
                 _xforward_ident(client, item.message.queue_id)
                 refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw))
@@ -74,6 +74,12 @@ def send_batch(
                 for rest in items[n:]:
                     on_result(rest, exc)
                 return
+            except Exception as exc:
+                # Something about this message itself (an address smtplib
+                # cannot encode …): it never goes, the others must.
+                on_result(item, PermanentSendError(f"cannot send: {type(exc).__name__}: {exc}"))
+                _rset(client)
+                continue
             if refused:
                 # Postfix took the other recipients; re-sending would double
                 # their copy, so this counts as sent, with a log line.
@@ -151,7 +157,15 @@ class OutboxWorker:
         return len(items)
 
     def _record(self, item: Outbox, error: Exception | None) -> None:
-        """Runs in the sending thread, right after each message."""
+        """Called in the sending thread right after each message; the write
+        runs on the store's thread (and the sender waits for it)."""
+        if self.db_executor is None:
+            self._write_result(item, error)
+        else:
+            self.db_executor.submit(contextvars.copy_context().run, self._write_result, item,
+                                    error).result()
+
+    def _write_result(self, item: Outbox, error: Exception | None) -> None:
         s = self.settings
         token = queue_id.set(item.message.queue_id or f"out:{item.id}")
         try:

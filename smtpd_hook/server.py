@@ -55,6 +55,10 @@ class FilterSMTP(SMTP):
     may split them over several commands; they accumulate. ``[UNAVAILABLE]``
     and ``[TEMPUNAVAIL]`` are kept as empty strings."""
 
+    # aiosmtpd answers "500 Line too long" past 1001 bytes: after the queue
+    # that would bounce. Postfix folds at 998 unless smtp_line_length_limit = 0.
+    line_length_limit = 1 << 20
+
     def _create_envelope(self) -> Envelope:
         return XEnvelope()
 

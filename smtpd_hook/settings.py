@@ -14,6 +14,8 @@ class Settings:
     case_prefix: str = "CS"
     organization: str = "Customer Support"
     trusted_networks: tuple[Network, ...] = ()
+    # With the milter in front: trust a client address only from its stamp.
+    require_stamp: bool = False
     templates_dir: Path | None = None
     history_limit: int = 50
     # outbox

@@ -25,7 +25,7 @@ def run(tmp_path: Path):
 
 def test_init_is_idempotent_and_writes_a_private_config(run, tmp_path: Path) -> None:
     first = run("init")
-    assert first.exit_code == 0 and "applied 0001_initial, 0002_gatekeeping" in first.output
+    assert first.exit_code == 0 and "applied 0001_initial, 0002_gatekeeping, 0003_rate_cap_indexes" in first.output
     config = tmp_path / "casegate.toml"
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     secret_line = [l for l in config.read_text().splitlines() if l.startswith("secret")]
@@ -108,3 +108,44 @@ def test_serve_refuses_a_bad_trusted_network(run) -> None:
     run("init")
     result = run("serve", "--trusted-network", "10.0.0.300/8")
     assert result.exit_code == 2 and "not a network" in result.output
+
+
+def test_idn_domains_are_stored_as_postfix_sees_them(run) -> None:
+    run("init")
+    assert run("mailbox", "add", "support@bär.test").exit_code == 0
+    assert json.loads(run("mailbox", "list", "--json").output)[0]["address"] == "support@xn--br-via.test"
+
+
+def test_a_pool_without_csrs_is_warned_about(run) -> None:
+    run("init")
+    result = run("mailbox", "add", "support@example.com", "--pool", "defualt")
+    assert result.exit_code == 0 and "no available CSR" in result.output
+
+
+def test_a_removed_secret_is_made_again_in_the_right_place(run, tmp_path: Path) -> None:
+    import tomllib
+
+    run("init")
+    config = tmp_path / "casegate.toml"
+    config.write_text("".join(l for l in config.read_text().splitlines(keepends=True)
+                              if not l.startswith("secret")))
+    assert "added a secret" in run("init").output
+    data = tomllib.loads(config.read_text())
+    assert len(bytes.fromhex(data["secret"])) == 32 and "secret" not in data["dkim"]
+    assert run("init").exit_code == 0 and config.read_text().count("secret =") == 1
+
+
+def test_config_and_path_errors_are_messages_not_tracebacks(run, tmp_path: Path) -> None:
+    run("init")
+    out = run("case", "file", "1", "-o", str(tmp_path / "no" / "such" / "dir" / "f"))
+    assert out.exit_code == 1 and "no file with id 1" in out.output
+    runner = CliRunner()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = runner.invoke(cli.main, ["--config", str(tmp_path / "casegate.toml"), "--store",
+                                 f"sqlite:///{blocker}/sub/c.db", "case", "list"])
+    assert r.exit_code == 1 and "cannot open the store" in r.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("secret = 123\n")
+    r = runner.invoke(cli.main, ["--config", str(bad), "case", "list"])
+    assert r.exit_code == 1 and "secret must be a string" in r.output

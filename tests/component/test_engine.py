@@ -360,3 +360,87 @@ def test_html_only_mail_from_outlook_and_gmail(engine: Engine) -> None:
     assert text.startswith("Hello Ana,\n\nYour parcel left today.")
     assert "Old notification text" not in text and "divRplyFwdMsg" not in text
     assert "<" not in text.split("----")[0]  # no markup reaches the customer
+
+
+# -- regressions from review -----------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [
+    # UTF-8 in address headers and Message-IDs (SMTPUTF8), 8-bit garbage in References
+    "From: Jörg <jörg@bär.test>\r\nTo: support@example.com\r\nSubject: eai\r\n"
+    "Message-ID: <ü@b.test>\r\nReferences: <\xff\xfe@x>\r\n\r\nhallo\r\n".encode("utf-8", "surrogateescape"),
+    # CR/LF hidden in an attachment file name (RFC 2231 and RFC 2047 forms)
+    b"From: a@customer.test\r\nTo: support@example.com\r\nSubject: crlf\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+    b"--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename*=utf-8''a%0D%0Ab.pdf\r\n\r\n"
+    b"PDF\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; "
+    b"filename=\"=?utf-8?q?c=0D=0Ad.pdf?=\"\r\n\r\nPDF\r\n--b--\r\n",
+    # NUL in the subject and body (PostgreSQL refuses NUL in text)
+    b"From: a@customer.test\r\nTo: support@example.com\r\nSubject: nul\x00here\r\n\r\nbody\x00text\r\n",
+    # values longer than the columns
+    ("From: \"" + "N" * 400 + "\" <" + "l" * 60 + "@customer.test>\r\nTo: support@example.com\r\n"
+     "Subject: long\r\nMessage-ID: <" + "m" * 1200 + "@x>\r\n\r\nhi\r\n").encode(),
+], ids=["eai", "crlf-filename", "nul", "too-long"])
+def test_hostile_input_is_stored_not_deferred(engine: Engine, raw: bytes) -> None:
+    reply = deliver(engine, raw)
+    assert reply == replies.OK, reply
+    assert bytes(Message.get(Message.direction == "in").raw) == raw
+    assert len(outgoing("notify")) == 1
+
+
+def test_own_mail_coming_back_never_opens_a_case(engine: Engine) -> None:
+    _, note = _open_case(engine)
+    # The assignee's mailbox forwards the notification back to support@.
+    deliver(engine, bytes(note.raw), mail_from="jane@example.com", client="127.0.0.2")
+    assert Case.select().count() == 1 and len(outgoing("notify")) == 1
+    assert Event.get(Event.kind == "own_mail").detail.startswith("own_")
+
+
+def test_forged_xforward_is_ignored_when_the_milter_stamps(store_url: str) -> None:
+    store = Store(store_url)
+    store.migrate()
+    store.add_mailbox("support@example.com", "default")
+    store.add_csr("jane@example.com", "Jane Doe", ["default"])
+    engine = Engine(store, Settings(secret=SECRET, require_stamp=True,
+                                    trusted_networks=parse_networks(["127.0.0.1/32"])))
+    case, note = _open_case(engine)
+    reply = make(from_="jane@example.com", subject=f"Re: [Case #{case.number}]", body="x\n",
+                 in_reply_to=note.message_id)
+    deliver(engine, reply, client="127.0.0.1")  # XFORWARD ADDR=127.0.0.1, but no stamp
+    assert outgoing("reply") == []
+
+
+def test_our_own_addresses_are_never_customers_to_answer_or_blacklist(engine: Engine) -> None:
+    case, note = _open_case(engine, from_="Jane Doe <jane@example.com>", subject="test_csr_from")
+    assert outgoing("ack") == [] and "Blacklist" not in text_of(parse(bytes(note.raw)))
+    deliver(engine, make(from_="support@example.com", subject="test_mailbox_from"))
+    assert outgoing("ack") == []
+    cmd = make(from_="jane@example.com", subject=f"Re: [Case #{case.number}]", body="#blacklist\n",
+               in_reply_to=note.message_id)
+    deliver(engine, cmd, client="127.0.0.1")
+    assert engine.store.blacklist() == []
+
+
+def test_plus_address_and_base_address_are_one_delivery(engine: Engine) -> None:
+    case, _ = _open_case(engine)
+    raw = make(from_="jose@customer.test", subject=f"[Case #{case.number}] more",
+               to=f"support@example.com, support+{case.number}@example.com")
+    assert deliver(engine, raw, rcpt="support@example.com") == replies.OK
+    assert deliver(engine, raw, rcpt=f"support+{case.number}@example.com") == replies.OK_DUPLICATE
+    assert Message.select().where((Message.direction == "in") & (Message.case == case)).count() == 2
+
+
+def test_no_from_address_falls_back_to_the_envelope_sender(engine: Engine) -> None:
+    raw = b"To: support@example.com\r\nSubject: test_no_from\r\n\r\nwho am I\r\n"
+    assert deliver(engine, raw, mail_from="real@customer.test") == replies.OK
+    assert Case.get().customer_address == "real@customer.test"
+    assert parse(bytes(outgoing("ack")[0].raw))["To"] == "real@customer.test"
+
+
+def test_dkim_proven_csr_cannot_pick_a_case_by_plus_address(engine: Engine) -> None:
+    case, _ = _open_case(engine)
+    old = make(from_="jane@example.com", subject="lunch on friday?", body="Pizza?\n")
+    engine.process(Delivery(mail_from="jane@example.com", rcpt_tos=(f"support+{case.number}@example.com",),
+                            data=old, client_addr="127.0.0.2", queue_id="R1",
+                            dkim=(("example.com", True, "pass"),)))
+    assert outgoing("reply") == []

@@ -96,3 +96,22 @@ def test_leases_of_a_dead_process_are_released(sqlite_url: str) -> None:
     assert store.release_dead_leases("thishost", lambda pid: pid != 999999) == 1
     assert [r.id for r in store.claim_outbox(10, 600, "thishost:2")] == [row.id]
     assert store.release_dead_leases("thishost", lambda pid: True) == 0
+
+
+def test_an_unsendable_message_fails_alone(sqlite_url: str) -> None:
+    clock = Clock()
+    store, first = make_store(sqlite_url, clock)
+    with store.atomic():
+        msg = store.add_message(direction="out", kind="notify", sender="support@example.com",
+                                recipients="ana@bär.test", raw=RAW, message_id="<x@y>")
+        bad = store.enqueue(msg, mail_from="support@example.com", rcpt_to=["ana@bär.test"])
+        msg2 = store.add_message(direction="out", kind="ack", sender="support@example.com",
+                                 recipients='"a,b"@client.test', raw=RAW, message_id="<z@y>")
+        comma = store.enqueue(msg2, mail_from="support@example.com", rcpt_to=['"a,b"@client.test'])
+    with Sink() as sink:
+        worker = OutboxWorker(store, Settings(secret=b"x" * 32, reinject_port=sink.port), None)
+        assert asyncio.run(worker.run_once()) == 3
+        got = sink.wait_for(count=2, timeout=5)
+    assert Outbox.get_by_id(bad.id).status == "failed"
+    assert {Outbox.get_by_id(i).status for i in (first.id, comma.id)} == {"sent"}
+    assert sorted(d.rcpt_tos for d in got) == [('"a,b"@client.test',), ("john@customer.test",)]

@@ -13,7 +13,7 @@ from casestore.store import HISTORY_TABLE, MIGRATIONS, Store, StoreError
 
 def test_migrations_build_the_models_schema(store_url: str) -> None:
     store = Store(store_url)
-    assert store.migrate() == ["0001_initial", "0002_gatekeeping"]
+    assert store.migrate() == ["0001_initial", "0002_gatekeeping", "0003_rate_cap_indexes"]
     assert store.migrate() == []
     assert not diff_models(store.db, list(MODELS)), diff_models(store.db, list(MODELS))
     store.check_schema()
@@ -23,9 +23,9 @@ def test_migrations_build_the_models_schema(store_url: str) -> None:
 def test_an_old_store_is_refused_with_what_to_do(sqlite_url: str) -> None:
     store = Store(sqlite_url)
     Runner(store.db, str(MIGRATIONS), table_name=HISTORY_TABLE).up("0001_initial")
-    with pytest.raises(StoreError, match=r"needs migrations \(0002_gatekeeping\).*casegate init"):
+    with pytest.raises(StoreError, match=r"needs migrations \(0002_gatekeeping, 0003.*casegate init"):
         store.check_schema()
-    assert store.migrate() == ["0002_gatekeeping"]
+    assert store.migrate() == ["0002_gatekeeping", "0003_rate_cap_indexes"]
     store.check_schema()
 
 
