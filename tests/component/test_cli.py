@@ -149,3 +149,41 @@ def test_config_and_path_errors_are_messages_not_tracebacks(run, tmp_path: Path)
     bad.write_text("secret = 123\n")
     r = runner.invoke(cli.main, ["--config", str(bad), "case", "list"])
     assert r.exit_code == 1 and "secret must be a string" in r.output
+
+
+def test_casegate_milter_runs_alone_and_rejects_a_blacklisted_sender(run, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.support.casegate import casegate_cmd
+    from tests.support.milterclient import PostfixLikeClient, describe
+    from tests.support.postfix import free_port
+
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("blacklist", "add", "@spammer.test")
+    port = free_port()
+    proc = subprocess.Popen(
+        [*casegate_cmd(), "--config", str(tmp_path / "casegate.toml"), "--store",
+         f"sqlite:///{tmp_path / 'c.db'}", "milter", "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ})
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client = PostfixLikeClient.open(f"127.0.0.1:{port}")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                time.sleep(0.05)
+        with client:
+            client.negotiate()
+            client.connect_event()
+            assert describe(client.mail("<boss@spammer.test>")).startswith("550 5.7.1")
+            client.abort()
+            assert describe(client.mail("<nice@customer.test>")) == "continue"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
