@@ -354,15 +354,6 @@ class Store:
             by_id.setdefault(row.message_id, row.case.number)
         return list(dict.fromkeys(by_id[m] for m in message_ids if m in by_id))
 
-    def case_of_message_id(self, message_id: str) -> Case | None:
-        """The case of a message we stored under that Message-ID, if any."""
-        row = (
-            Message.select(Message.case)
-            .where((Message.message_id == message_id) & Message.case.is_null(False))
-            .first()
-        )
-        return row.case if row is not None else None
-
     # -- messages, attachments, deliveries ----------------------------------
 
     def add_message(self, **fields: Any) -> Message:
@@ -538,13 +529,6 @@ class Store:
                 message=item.message,
                 detail=error[:1000],
             )
-
-    def outbox_counts(self) -> dict[str, int]:
-        with self.guard():
-            rows = Outbox.select(Outbox.status, fn.COUNT(Outbox.id).alias("n")).group_by(
-                Outbox.status
-            )
-            return {row.status: int(row.n) for row in rows}
 
     def next_outbox_due(self) -> dt.datetime | None:
         with self.guard():

@@ -20,10 +20,6 @@ def number_pattern(prefix: str) -> str:
     return re.escape(prefix) + rf"\d{{{NUMBER_DIGITS},}}"
 
 
-def format_number(prefix: str, case_id: int) -> str:
-    return f"{prefix}{case_id:0{NUMBER_DIGITS}d}"
-
-
 def subject_tag(number: str) -> str:
     return f"[Case #{number}]"
 
