@@ -183,6 +183,22 @@ def test_bounce_of_our_reply_lands_on_its_case(env: Env) -> None:
     failed = [e for e in events if e["kind"] == "delivery_failed"]
     assert failed and "ack to gone@bounce.test" in failed[0]["detail"]
     assert "5.1.1" in failed[0]["detail"]
+    # The CSR answers (SASL-proven); that reply bounces too and lands on the case.
+    number = cases[0]["number"]
+    note = env.wait(cases[0]["assignee"], lambda d: subject in str(d.message["Subject"]))[0]
+    login = (JANE, "jane-secret") if cases[0]["assignee"] == JANE else (BOB, "bob-secret")
+    answer = make(from_=login[0], to=f"support+{number}@example.com", subject=f"Re: [Case #{number}]",
+                  body="We will call you.\n", in_reply_to=note.message["Message-ID"])
+    env.pf.submit(login, login[0], [f"support+{number}@example.com"], answer)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        events = env.a.json("case", "show", number)["events"]
+        if any(e["kind"] == "delivery_failed" and "reply to gone@bounce.test" in e["detail"]
+               for e in events):
+            break
+        time.sleep(0.3)
+    assert any(e["kind"] == "delivery_failed" and "reply to gone@bounce.test" in e["detail"]
+               for e in events), events
     # The bounce opened no case and got no answer.
     assert len([c for c in env.a.json("case", "list") if "Undelivered" in c["subject"]
                 or "MAILER-DAEMON" in c["customer"].upper()]) == 0
