@@ -707,7 +707,8 @@ def limits_show(app: App, as_json: bool) -> None:
     from smtpd_hook.engine import LIMIT_DEFAULTS
 
     with store_errors():
-        rows = {k: int(app.store().setting(k, str(v))) for k, v in LIMIT_DEFAULTS.items()}
+        stored = app.store().settings({k: str(v) for k, v in LIMIT_DEFAULTS.items()})
+        rows = {k: int(v) for k, v in stored.items()}
     emit(rows, as_json, "\n".join(f"{k} = {v}" for k, v in rows.items()))
 
 

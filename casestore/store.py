@@ -244,6 +244,13 @@ class Store:
     def csr(self, address: str) -> Csr | None:
         return Csr.get_or_none(Csr.address == address)
 
+    def csr_names(self, addresses: set[str]) -> dict[str, str]:
+        """address -> name for those of these addresses that are CSRs (one query)."""
+        if not addresses:
+            return {}
+        rows = Csr.select(Csr.address, Csr.name).where(Csr.address.in_(sorted(addresses)))
+        return {row.address: row.name for row in rows}
+
     def csr_pools(self, csr: Csr) -> list[str]:
         return [
             m.pool.name
@@ -428,6 +435,12 @@ class Store:
         with self.guard():
             row = Setting.get_or_none(Setting.key == key)
             return row.value if row is not None else default
+
+    def settings(self, defaults: dict[str, str]) -> dict[str, str]:
+        """Several settings in one query, each with its default."""
+        with self.guard():
+            rows = Setting.select().where(Setting.key.in_(list(defaults)))
+            return {**defaults, **{row.key: row.value for row in rows}}
 
     def set_setting(self, key: str, value: str) -> None:
         with self.atomic():

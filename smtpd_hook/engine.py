@@ -492,19 +492,19 @@ class Engine:
     def _history(self, case: Case, msgs: list[Message], *, exclude: Message,
                  public_only: bool) -> list[dict[str, str]]:
         kinds = ("customer", "csr") if public_only else ("customer", "csr", "automatic", "bounce")
+        names = self.store.csr_names({m.sender for m in msgs if m.kind == "csr"})
         items = []
         for m in msgs:
             if m.id == exclude.id or m.direction != "in" or m.kind not in kinds:
                 continue
-            items.append({"date": _date(m.created), "author": self._author(case, m),
+            items.append({"date": _date(m.created), "author": self._author(case, m, names),
                           "text": (m.text or "").strip() or "(no text)"})
         items.reverse()  # newest first
         return items[: self.settings.history_limit]
 
-    def _author(self, case: Case, m: Message) -> str:
+    def _author(self, case: Case, m: Message, csr_names: dict[str, str]) -> str:
         if m.kind == "csr":
-            csr = self.store.csr(m.sender)
-            return csr.name if csr else m.sender
+            return csr_names.get(m.sender, m.sender)
         if m.sender == case.customer_address and case.customer_name:
             return f"{case.customer_name} <{m.sender}>"
         return m.sender or "unknown"
@@ -565,16 +565,17 @@ class Engine:
             LOOP_HEADER: make_loop_header(self.settings.secret, _hops.get() + 1),
         }
 
-    def _limit(self, key: str) -> int:
-        value = self.store.setting(key, str(LIMIT_DEFAULTS[key]))
-        return int(value) if value.isdigit() else LIMIT_DEFAULTS[key]
+    def _limits(self) -> dict[str, int]:
+        stored = self.store.settings({k: str(v) for k, v in LIMIT_DEFAULTS.items()})
+        return {k: int(v) if v.isdigit() else LIMIT_DEFAULTS[k] for k, v in stored.items()}
 
     def _over_rate_cap(self, case: Case, address: str) -> str | None:
-        since = self.store.clock() - dt.timedelta(hours=self._limit("autoreply_window_hours"))
-        per_rcpt = self._limit("autoreply_per_recipient")
+        limits = self._limits()
+        since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
+        per_rcpt = limits["autoreply_per_recipient"]
         if self.store.automatic_sent(since=since, recipient=address) >= per_rcpt:
             return f"rate cap: {per_rcpt} automatic replies to {address} already sent"
-        per_case = self._limit("autoreply_per_case")
+        per_case = limits["autoreply_per_case"]
         if self.store.automatic_sent(since=since, case=case) >= per_case:
             return f"rate cap: {per_case} automatic replies on {case.number} already sent"
         return None
@@ -617,7 +618,7 @@ class Engine:
         files = self.store.attachments(case)
         msgs = self.store.messages(case)
         attached = {a.id for a in files if a.message_id == message.id}
-        author = self._author(case, message)
+        author = self._author(case, message, {})  # a notification is never about a CSR's message
         body = self.renderer.text("csr/notify.txt.j2", {
             "marker": REPLY_MARKER,
             "headline": headline,
