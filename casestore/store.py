@@ -431,11 +431,6 @@ class Store:
             return list(BlacklistEntry.select().order_by(BlacklistEntry.pattern,
                                                           BlacklistEntry.id))
 
-    def setting(self, key: str, default: str) -> str:
-        with self.guard():
-            row = Setting.get_or_none(Setting.key == key)
-            return row.value if row is not None else default
-
     def settings(self, defaults: dict[str, str]) -> dict[str, str]:
         """Several settings in one query, each with its default."""
         with self.guard():
