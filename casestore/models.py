@@ -21,6 +21,9 @@ from peewee import (
     TextField,
 )
 
+from rules import defaults
+from rules.vocab import Status
+
 
 class BaseModel(Model):
     class Meta:
@@ -31,8 +34,13 @@ class Pool(BaseModel):
     """A group of CSRs that serves one or more supervised addresses."""
 
     name = CharField(max_length=64, unique=True)
-    rule = CharField(max_length=32, default="least_load")
+    rule = CharField(max_length=32, default=defaults.POOL_RULE)
     created = DateTimeField()
+    # What a customer's mail to a closed case does: reopen | new_linked | new_linked_after:N
+    closed_policy = CharField(max_length=32, default=defaults.CLOSED_POLICY)
+    close_on_reply = BooleanField(default=defaults.CLOSE_ON_REPLY)
+    remind_after = IntegerField(null=True, default=defaults.REMIND_AFTER)  # seconds; NULL: off
+    autoclose_after = IntegerField(null=True, default=defaults.AUTOCLOSE_AFTER)
 
 
 class Mailbox(BaseModel):
@@ -68,11 +76,14 @@ class Case(BaseModel):
     customer_address = CharField(max_length=320, index=True)
     customer_name = CharField(max_length=200, default="")
     subject = TextField(default="")
-    status = CharField(max_length=16, default="open", index=True)
+    status = CharField(max_length=32, default=Status.RECEIVED.value, index=True)  # rules.vocab.Status
     assignee = ForeignKeyField(Csr, null=True, backref="cases", on_delete="SET NULL")
     created = DateTimeField()
     updated = DateTimeField()
     closed = DateTimeField(null=True)
+    follow_up_of = ForeignKeyField("self", null=True, backref="follow_ups", on_delete="SET NULL")
+    rating = IntegerField(null=True)  # the customer's survey answer, 1-5
+    rating_comment = TextField(default="")
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
@@ -178,6 +189,25 @@ class BlacklistEntry(BaseModel):
         indexes = ((("pattern", "subject"), True),)
 
 
+class Timer(BaseModel):
+    """Something due on a case at a time (rules.vocab.TimerKind); claimed with
+    a lease like the outbox, so with several hosts each fires once."""
+
+    case = ForeignKeyField(Case, backref="timers", on_delete="CASCADE")
+    kind = CharField(max_length=32)
+    due = DateTimeField()
+    status = CharField(max_length=12, default="pending")  # pending | done | cancelled
+    attempts = IntegerField(default=0)
+    lease_until = DateTimeField(null=True)
+    lease_owner = CharField(max_length=128, default="")
+    created = DateTimeField()
+    fired = DateTimeField(null=True)
+    last_error = TextField(default="")
+
+    class Meta:
+        indexes = ((("status", "due"), False), (("case", "kind", "status"), False))
+
+
 class Setting(BaseModel):
     """Settings an admin changes at run time (rate caps …), shared by every host."""
 
@@ -198,5 +228,6 @@ MODELS: tuple[type[BaseModel], ...] = (
     Delivery,
     Outbox,
     BlacklistEntry,
+    Timer,
     Setting,
 )

@@ -37,7 +37,10 @@ from casestore.models import (
     Participant,
     Pool,
     Setting,
+    Timer,
 )
+from rules.decision import CaseState, CsrInfo, Directory, MailboxInfo, PoolInfo
+from rules.vocab import AUTOMATIC_OUT, OPEN_STATUSES, ClosedPolicy, MessageKind, Status
 
 log = logging.getLogger("casegate.store")
 
@@ -267,7 +270,7 @@ class Store:
             .join(
                 Case,
                 JOIN.LEFT_OUTER,
-                on=((Case.assignee == Csr.id) & (Case.status == "open")),
+                on=((Case.assignee == Csr.id) & (Case.status.in_(OPEN_STATUSES))),
             )
             .where((Membership.pool == pool) & (Csr.available == True))  # noqa: E712
             .group_by(Csr.id)
@@ -285,20 +288,24 @@ class Store:
         customer_address: str,
         customer_name: str,
         subject: str,
+        status: Status = Status.RECEIVED,
+        follow_up_of: Case | None = None,
     ) -> Case:
         now = self.now()
         case = Case.create(
             mailbox=mailbox,
-            customer_address=_safe(customer_address),
-            customer_name=_safe(customer_name),
+            customer_address=_safe(customer_address)[:320],
+            customer_name=_safe(customer_name)[:200],
             subject=_safe(subject),
-            status="open",
+            status=status.value,
             created=now,
             updated=now,
+            follow_up_of=follow_up_of,
         )
         case.number = f"{prefix}{case.id:07d}"
         case.save(only=[Case.number])
-        Participant.create(case=case, address=customer_address, role="customer")
+        if customer_address:
+            Participant.create(case=case, address=_safe(customer_address)[:320], role="customer")
         return case
 
     def case(self, number: str) -> Case | None:
@@ -306,9 +313,12 @@ class Store:
             return Case.get_or_none(Case.number == number)
 
     def cases(self, *, status: str | None = None) -> list[Case]:
+        """Cases by number; ``status`` is a Status name, or ``open`` for every open one."""
         with self.guard():
             query = Case.select(Case, Csr).join(Csr, JOIN.LEFT_OUTER).order_by(Case.id)
-            if status:
+            if status == "open":
+                query = query.where(Case.status.in_(OPEN_STATUSES))
+            elif status:
                 query = query.where(Case.status == status)
             return list(query)
 
@@ -319,6 +329,65 @@ class Store:
 
     def participants(self, case: Case) -> set[str]:
         return {p.address for p in Participant.select().where(Participant.case == case)}
+
+    def participants_of(self, numbers: Sequence[str]) -> dict[str, set[str]]:
+        """number -> participants, for those of these numbers that are cases (one query)."""
+        if not numbers:
+            return {}
+        found: dict[str, set[str]] = {}
+        rows = (Case.select(Case.number, Participant.address)
+                .join(Participant, JOIN.LEFT_OUTER, on=(Participant.case == Case.id))
+                .where(Case.number.in_(list(dict.fromkeys(numbers))[:200])).tuples())
+        for number, address in rows:
+            people = found.setdefault(number, set())
+            if address:
+                people.add(address)
+        return found
+
+    # -- facts for the rules -------------------------------------------------
+
+    def directory(self) -> Directory:
+        return self.load_directory()[0]
+
+    def load_directory(self) -> tuple[Directory, dict[str, Mailbox]]:
+        """CSRs (with their pools) and supervised addresses (with their pool),
+        in two queries; the mailbox rows too, by address."""
+        pools: dict[str, set[str]] = {}
+        csrs: dict[str, Csr] = {}
+        rows = (Csr.select(Csr, Pool.name.alias("pool_name"))
+                .join(Membership, JOIN.LEFT_OUTER).join(Pool, JOIN.LEFT_OUTER)
+                .order_by(Csr.id).objects())
+        for row in rows:
+            csrs.setdefault(row.address, row)
+            if row.pool_name:
+                pools.setdefault(row.address, set()).add(row.pool_name)
+        rows_mb = {m.address: m for m in Mailbox.select(Mailbox, Pool).join(Pool)}
+        mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool)) for a, m in rows_mb.items()}
+        return Directory(
+            csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),
+                             frozenset(pools.get(a, ()))) for a, c in csrs.items()},
+            mailboxes=mailboxes,
+        ), rows_mb
+
+    def case_state(self, case: Case, *, participants: set[str] | None = None) -> CaseState:
+        if participants is None:
+            participants = self.participants(case)
+        survey = False
+        if case.status == Status.CLOSED:
+            survey = Message.select(Message.id).where(
+                (Message.case == case) & (Message.kind == MessageKind.SURVEY)).exists()
+        return CaseState(
+            number=case.number, status=Status(case.status), mailbox="",
+            customer_address=case.customer_address, customer_name=case.customer_name,
+            subject=case.subject,
+            assignee=None if case.assignee_id is None else self.csr_address(case.assignee_id),
+            created=aware(case.created) or self.clock(), closed=aware(case.closed),
+            participants=frozenset(participants), survey_sent=survey,
+        )
+
+    def csr_address(self, csr_id: int) -> str | None:
+        row = Csr.select(Csr.address).where(Csr.id == csr_id).first()
+        return row.address if row is not None else None
 
     def touch(self, case: Case, **changes: Any) -> None:
         """Change these columns only (another worker may have changed others)."""
@@ -340,6 +409,10 @@ class Store:
             case=case, message=message, at=self.now(), kind=kind, actor=_safe(actor)[:320],
             detail=_safe(detail)
         )
+
+    def notes(self, case: Case) -> list[Event]:
+        return list(Event.select().where((Event.case == case) & (Event.kind == "note"))
+                    .order_by(Event.at, Event.id))
 
     def events(self, case: Case) -> list[Event]:
         return list(Event.select().where(Event.case == case).order_by(Event.at, Event.id))
@@ -444,9 +517,9 @@ class Store:
 
     def automatic_sent(self, *, since: dt.datetime, recipient: str | None = None,
                        case: Case | None = None) -> int:
-        """How many automatic messages (acknowledgements) we wrote since then."""
+        """How many automatic messages to customers we wrote since then."""
         query = Message.select(Message.id).where(
-            (Message.direction == "out") & (Message.kind == "ack")
+            (Message.direction == "out") & (Message.kind.in_([k.value for k in AUTOMATIC_OUT]))
             & (Message.created >= _naive(since))
         )
         if recipient is not None:
@@ -454,6 +527,70 @@ class Store:
         if case is not None:
             query = query.where(Message.case == case)
         return int(query.count())
+
+    # -- pools ---------------------------------------------------------------
+
+    def pools(self) -> list[Pool]:
+        with self.guard():
+            return list(Pool.select().order_by(Pool.name))
+
+    def set_pool(self, name: str, **changes: Any) -> Pool:
+        with self.atomic():
+            pool = self.pool(name, create=False)
+            for key, value in changes.items():
+                setattr(pool, key, value)
+            pool.save(only=[getattr(Pool, key) for key in changes])
+            return pool
+
+    # -- timers --------------------------------------------------------------
+
+    def schedule(self, case: Case, kind: str, due: dt.datetime) -> Timer:
+        return Timer.create(case=case, kind=kind, due=_naive(due), created=self.now())
+
+    def cancel_timers(self, case: Case, kinds: Sequence[str]) -> int:
+        return int(Timer.update(status="cancelled").where(
+            (Timer.case == case) & (Timer.status == "pending") & Timer.kind.in_(list(kinds))
+        ).execute())
+
+    def timers(self, case: Case) -> list[Timer]:
+        return list(Timer.select().where(Timer.case == case).order_by(Timer.due, Timer.id))
+
+    def claim_timers(self, limit: int, lease_seconds: int, owner: str = "") -> list[Timer]:
+        """Due timers, leased to ``owner`` so that another host skips them."""
+        now = self.now()
+        with self.atomic():
+            query = (Timer.select(Timer.id)
+                     .where((Timer.status == "pending") & (Timer.due <= now)
+                            & (Timer.lease_until.is_null() | (Timer.lease_until < now)))
+                     .order_by(Timer.due, Timer.id).limit(limit))
+            if not self.is_sqlite:
+                query = query.for_update(skip_locked=True)
+            ids = [row.id for row in query]
+            if not ids:
+                return []
+            Timer.update(lease_until=now + dt.timedelta(seconds=lease_seconds),
+                         lease_owner=owner).where(Timer.id.in_(ids)).execute()
+        with self.guard():
+            return list(Timer.select().where(Timer.id.in_(ids)).order_by(Timer.due, Timer.id))
+
+    def timer_done(self, timer: Timer, owner: str) -> bool:
+        """Mark it fired, inside the caller's transaction; False if another
+        host took it over (our lease ran out) or it was cancelled meanwhile."""
+        return bool(Timer.update(status="done", fired=self.now(), lease_until=None,
+                                 attempts=Timer.attempts + 1).where(
+            (Timer.id == timer.id) & (Timer.status == "pending") & (Timer.lease_owner == owner)
+        ).execute())
+
+    def timer_failed(self, timer: Timer, error: str, delay_seconds: float) -> None:
+        with self.atomic():
+            Timer.update(attempts=Timer.attempts + 1, lease_until=None, last_error=error[:1000],
+                         due=self.now() + dt.timedelta(seconds=delay_seconds)).where(
+                Timer.id == timer.id).execute()
+
+    def next_timer_due(self) -> dt.datetime | None:
+        with self.guard():
+            row = Timer.select(fn.MIN(Timer.due).alias("due")).where(Timer.status == "pending").first()
+            return aware(row.due) if row is not None and row.due is not None else None
 
     # -- outbox ------------------------------------------------------------
 
@@ -546,3 +683,14 @@ class Store:
                 .first()
             )
             return aware(row.due) if row is not None and row.due is not None else None
+
+
+def pool_info(pool: Pool) -> PoolInfo:
+    try:
+        policy = ClosedPolicy.parse(pool.closed_policy)
+    except ValueError:
+        log.warning("pool %s: unknown closed-case policy %r, using reopen", pool.name, pool.closed_policy)
+        policy = ClosedPolicy()
+    return PoolInfo(name=pool.name, rule=pool.rule, closed_policy=policy,
+                    close_on_reply=bool(pool.close_on_reply),
+                    remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None)

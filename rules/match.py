@@ -25,6 +25,7 @@ class Match:
     rule: str
     reason: str
     mentioned: tuple[str, ...] = ()  # numbers mentioned but not joined
+    participants: frozenset[str] | None = None  # of the matched case, when the caller knows them
 
 
 def match_case(

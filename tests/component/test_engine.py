@@ -52,7 +52,7 @@ def test_new_case_ack_and_notification(engine: Engine) -> None:
     case = Case.get()
     assert re.fullmatch(r"CS\d{7}", case.number)
     assert (case.customer_address, case.customer_name, case.status) == (
-        "john@customer.test", "John Smith", "open")
+        "john@customer.test", "John Smith", "received")
     assert case.assignee.address == "jane@example.com"  # least load, tie -> first added
     stored = Message.get(Message.direction == "in")
     assert bytes(stored.raw) == raw and stored.queue_id == "QID1"
@@ -73,7 +73,7 @@ def test_new_case_ack_and_notification(engine: Engine) -> None:
     body = text_of(note)
     assert body.startswith(REPLY_MARKER)
     for needle in ("John Smith", "john@customer.test", "test_new_case printer", case.number,
-                   "photo.jpg", "my printer is on fire", "Status:    open"):
+                   "photo.jpg", "my printer is on fire", "Status:    received"):
         assert needle in body
     assert attachment_names(note) == ["photo.jpg"]
     assert Outbox.select().where(Outbox.status == "pending").count() == 2
@@ -148,9 +148,10 @@ def test_customer_reply_by_message_id_appends_and_reopens(engine: Engine) -> Non
                  in_reply_to=ack.message_id, references=[ack.message_id])
     assert deliver(engine, again) == replies.OK
     case = Case.get_by_id(case.id)
-    assert case.status == "open" and Case.select().count() == 1
-    kinds = [e.kind for e in engine.store.events(case)]
-    assert "customer_replied" in kinds and "reopened" in kinds
+    assert case.status == "reopened" and Case.select().count() == 1
+    kinds = [(e.kind, e.detail) for e in engine.store.events(case)]
+    assert ("customer_replied", "signed_message_id") in kinds
+    assert ("status", "closed -> reopened: the customer wrote to the closed case") in kinds
     fwd = text_of(parse(bytes(outgoing("notify")[-1].raw)))
     assert "Still broken." in fwd and "my printer is on fire" in fwd
     assert len(outgoing("ack")) == 1  # no second acknowledgement

@@ -13,7 +13,8 @@ from casestore.store import HISTORY_TABLE, MIGRATIONS, Store, StoreError
 
 def test_migrations_build_the_models_schema(store_url: str) -> None:
     store = Store(store_url)
-    assert store.migrate() == ["0001_initial", "0002_gatekeeping", "0003_rate_cap_indexes"]
+    assert store.migrate() == ["0001_initial", "0002_gatekeeping", "0003_rate_cap_indexes",
+                               "0004_case_life"]
     assert store.migrate() == []
     assert not diff_models(store.db, list(MODELS)), diff_models(store.db, list(MODELS))
     store.check_schema()
@@ -25,8 +26,32 @@ def test_an_old_store_is_refused_with_what_to_do(sqlite_url: str) -> None:
     Runner(store.db, str(MIGRATIONS), table_name=HISTORY_TABLE).up("0001_initial")
     with pytest.raises(StoreError, match=r"needs migrations \(0002_gatekeeping, 0003.*casegate init"):
         store.check_schema()
-    assert store.migrate() == ["0002_gatekeeping", "0003_rate_cap_indexes"]
+    assert store.migrate() == ["0002_gatekeeping", "0003_rate_cap_indexes", "0004_case_life"]
     store.check_schema()
+
+
+def test_open_cases_get_their_named_status(store_url: str) -> None:
+    """0004: "open" becomes in_progress when a CSR answered, else received."""
+    store = Store(store_url)
+    runner = Runner(store.db, str(MIGRATIONS), table_name=HISTORY_TABLE)
+    for name in ("0001_initial", "0002_gatekeeping", "0003_rate_cap_indexes"):
+        runner.up(name)
+    db = store.db
+    db.execute_sql("INSERT INTO pool (name, rule, created) VALUES ('default', 'least_load', '2026-01-01')")
+    db.execute_sql("INSERT INTO mailbox (address, pool_id, display_name, created) "
+                   "VALUES ('support@example.com', 1, '', '2026-01-01')")
+    for n, status in ((1, "open"), (2, "open"), (3, "closed")):
+        db.execute_sql("INSERT INTO support_case (number, mailbox_id, customer_address, customer_name, "
+                       "subject, status, created, updated) VALUES "
+                       f"('CS000000{n}', 1, 'c@x.test', '', 's', '{status}', '2026-01-01', '2026-01-01')")
+    db.execute_sql("INSERT INTO message (case_id, direction, kind, sender, recipients, message_id, "
+                   "in_reply_to, subject, text, raw, queue_id, client_addr, authenticated, automatic, "
+                   "dkim, created) VALUES (2, 'in', 'csr', 'j@example.com', '', '', '', '', '', %s, "
+                   "'', '', '', '', '', '2026-01-01')" % ("x''" if store.is_sqlite else "''::bytea"))
+    assert store.migrate() == ["0004_case_life"]
+    rows = dict(db.execute_sql("SELECT number, status FROM support_case").fetchall())
+    assert rows == {"CS0000001": "received", "CS0000002": "in_progress", "CS0000003": "closed"}
+    store.close()
 
 
 def test_a_missing_store_is_refused(sqlite_url: str) -> None:

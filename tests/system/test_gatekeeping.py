@@ -165,7 +165,7 @@ def test_vacation_reply_to_our_ack_gets_no_answer(env: Env) -> None:
     assert [m["kind"] for m in msgs if m["direction"] == "in"] == ["customer", "automatic"]
     time.sleep(1)
     assert len(env.sink.messages(to="away@customer.test")) == 1  # just the first ack
-    assert env.a.json("case", "show", case["number"])["status"] == "open"
+    assert env.a.json("case", "show", case["number"])["status"] == "received"
 
 
 def test_bounce_of_our_reply_lands_on_its_case(env: Env) -> None:

@@ -86,7 +86,7 @@ def test_customer_writes_gets_ack_and_csr_is_notified(env: Env) -> None:
     case, ack, note = _open(env, "John Smith", "john@customer.test", subject,
                             files=[("photo.png", "image/png", b"\x89PNG fake")])
     assert re.fullmatch(r"CS\d{7}", case["number"])
-    assert case["status"] == "open" and case["assignee"] == JANE
+    assert case["status"] == "received" and case["assignee"] == JANE
     assert case["customer"] == "john@customer.test"
     a = ack.message
     assert a["Subject"] == f"[Case #{case['number']}] {subject}"
@@ -96,7 +96,7 @@ def test_customer_writes_gets_ack_and_csr_is_notified(env: Env) -> None:
     n = note.message
     assert case["number"] in n["Subject"]
     body = text_of(n)
-    for needle in ("John Smith", "john@customer.test", subject, "Status:    open", "photo.png",
+    for needle in ("John Smith", "john@customer.test", subject, "Status:    received", "photo.png",
                    "my printer is on fire", "reply above this line"):
         assert needle in body, needle
     assert attachment_names(n) == ["photo.png"]

@@ -1,0 +1,487 @@
+"""Commands CSRs give by mail (``#close`` …) and by shell (``casegate case close``).
+
+A proven CSR's reply may start with command lines, each one line beginning
+with ``#``; the text below them is the answer, the note or the solution,
+depending on the commands. Each command is a small object with a name, a
+parser for its argument and a rule that returns actions; :func:`decide`
+checks them all first and applies none when any is wrong (nothing is
+half-done), answering the CSR with what was wrong and what would work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+from rules.decision import (
+    CANCEL_WAITING,
+    Action,
+    AddNote,
+    AnswerCustomer,
+    Assign,
+    Blacklist,
+    CaseState,
+    CsrInfo,
+    Decision,
+    Directory,
+    Hit,
+    Notify,
+    OpenCase,
+    PoolInfo,
+    Record,
+    SetStatus,
+    StoreMessage,
+    TellCsr,
+    closing,
+    decision,
+    timers_after_answer,
+)
+from rules.vocab import EventKind, MessageKind, Outcome, Status
+
+_COMMAND_LINE = re.compile(r"^#([a-z][a-z-]*)\b[ \t]*(.*)$", re.IGNORECASE)
+
+# What a command does with the text under the command lines.
+ANSWER, NOTE, SOLUTION, NONE = "answer", "note", "solution", "none"
+
+
+@dataclass(frozen=True)
+class Given:
+    """One command line as written: ``#assign bob@example.com``."""
+
+    name: str
+    arg: str = ""
+
+    def __str__(self) -> str:
+        return f"#{self.name}{' ' + self.arg if self.arg else ''}"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    commands: tuple[Given, ...]
+    text: str  # what stands under the command lines
+
+
+def parse(text: str) -> Parsed:
+    """Leading ``#word`` lines (blank lines between them allowed) and the rest.
+
+    A command's own line may carry text after its argument-less name
+    (``#note call back Monday``): that text leads the body."""
+    lines = (text or "").replace("\r\n", "\n").split("\n")
+    commands: list[Given] = []
+    i = 0
+    inline = ""
+    while i < len(lines):
+        line = lines[i].strip()
+        if not line:
+            i += 1
+            continue
+        m = _COMMAND_LINE.match(line)
+        if m is None:
+            break
+        name, rest = m.group(1).lower(), m.group(2).strip()
+        command = COMMANDS.get(name)
+        if command is not None and not command.takes_arg and rest:
+            commands.append(Given(name))
+            inline = rest
+            i += 1
+            break
+        commands.append(Given(name, rest))
+        i += 1
+    if not commands:
+        return Parsed((), (text or "").strip())
+    body = "\n".join(lines[i:]).strip()
+    if inline:
+        body = f"{inline}\n{body}".strip()
+    return Parsed(tuple(commands), body)
+
+
+# -- the facts a command reads ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who gives the command: a proven CSR, or an admin at the shell."""
+
+    address: str  # "" for an admin without --csr
+    csr: CsrInfo | None
+
+    @property
+    def label(self) -> str:
+        return self.address or "admin"
+
+
+@dataclass(frozen=True)
+class CommandFacts:
+    actor: Actor
+    case: CaseState | None
+    pool: PoolInfo | None
+    directory: Directory
+    subject: str = ""  # of the CSR's message (#new uses it)
+    has_files: bool = False
+    by_mail: bool = True  # False: the shell; errors go back as text, not mail
+
+
+class Command:
+    name = ""
+    takes_arg = False
+    text_role = NONE  # what the text under the commands becomes
+    needs_case = True
+    needs_csr = False  # the actor must be a CSR (the shell needs --csr)
+    help = ""
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        return []
+
+
+class Close(Command):
+    name = "close"
+    text_role = ANSWER
+    help = "#close: close the case; text below it goes to the customer first"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        if f.case.status is Status.CLOSED:
+            return f"{f.case.number} is already closed"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        return closing(f"closed by {f.actor.label}")
+
+
+class Reopen(Command):
+    name = "reopen"
+    text_role = ANSWER
+    help = "#reopen: reopen a closed case"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        if f.case.status is not Status.CLOSED:
+            return f"#reopen applies to closed cases; {f.case.number} is {f.case.status}"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        return [SetStatus(Status.REOPENED, f"reopened by {f.actor.label}")]
+
+
+class Note(Command):
+    name = "note"
+    text_role = NOTE
+    help = "#note: everything below is an internal note, never sent to the customer"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        return None if text.strip() else "#note needs the note's text below it (or on its line)"
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        return [AddNote(f.actor.label, text.strip())]
+
+
+class AssignTo(Command):
+    name = "assign"
+    takes_arg = True
+    text_role = NOTE
+    help = "#assign ADDRESS: give the case to another CSR (text below: a note for them)"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        address = parseaddr(arg)[1].lower() if arg else ""
+        if not address:
+            return "#assign needs a CSR's address, e.g. #assign bob@example.com"
+        target = f.directory.csr(address)
+        if target is None:
+            names = ", ".join(sorted(c.address for c in f.directory.pool_members(f.pool.name)))\
+                if f.pool else ""
+            return f"{address} is not a CSR" + (f" (the pool's CSRs: {names})" if names else "")
+        if f.case.assignee == target.address:
+            return f"{f.case.number} is already assigned to {target.address}"
+        if f.case.status is Status.CLOSED:
+            return f"{f.case.number} is closed: #reopen it first"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        target = parseaddr(arg)[1].lower()
+        note = text.strip()
+        out: list[Action] = [Assign(target, f"assigned by {f.actor.label}", note=note)]
+        if note:
+            out.append(AddNote(f.actor.label, note))
+        out.append(Notify(f"Assigned to you by {f.actor.label}", note=note))
+        return out
+
+
+class Take(Command):
+    name = "take"
+    text_role = ANSWER
+    needs_csr = True
+    help = "#take: assign the case to yourself"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        if f.case.assignee == f.actor.address:
+            return f"{f.case.number} is already yours"
+        if f.case.status is Status.CLOSED:
+            return f"{f.case.number} is closed: #reopen it first"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        out: list[Action] = [Assign(f.actor.address, "took it")]
+        assert f.case is not None
+        if f.case.status in (Status.RECEIVED, Status.REOPENED):
+            out.append(SetStatus(Status.IN_PROGRESS, f"taken by {f.actor.label}"))
+        return out
+
+
+class Solution(Command):
+    name = "solution"
+    text_role = SOLUTION
+    needs_csr = True
+    help = "#solution: the text below is a proposed solution the customer accepts or rejects"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        if f.case.status is Status.CLOSED:
+            return f"{f.case.number} is closed: #reopen it first"
+        if not text.strip():
+            return "#solution needs the solution's text below it"
+        if not f.case.customer_address:
+            return f"{f.case.number} has no customer address to send a solution to"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        assert f.pool is not None
+        return [AnswerCustomer(f.actor.address, text.strip(), MessageKind.SOLUTION),
+                SetStatus(Status.SOLUTION_PROPOSED, f"solution proposed by {f.actor.label}"),
+                *timers_after_answer(f.pool)]
+
+
+class BlacklistSender(Command):
+    name = "blacklist"
+    text_role = NOTE
+    help = "#blacklist: reject the customer's address from now on"
+    subject_only = False
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        address = f.case.customer_address
+        local, at, domain = address.rpartition("@")
+        if not at or not local or not domain:
+            return f"{address or 'no address'} is not a full address: a command never blacklists a domain"
+        if f.directory.is_ours(address):
+            return f"{address} is one of our own addresses (a CSR or a supervised address)"
+        if f.actor.csr is not None and domain == f.actor.address.rpartition("@")[2]:
+            return f"{address} is in the staff domain {domain}: blacklist it from the shell if you must"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        assert f.case is not None
+        subject = None
+        if self.subject_only and f.case.subject:
+            head = f.case.subject[:200]  # the column holds 500; a long subject matches by its start
+            subject = "^" + re.escape(head) + ("$" if head == f.case.subject else "")
+        out: list[Action] = [Blacklist(f.case.customer_address, subject, f.actor.label)]
+        if text.strip():
+            out.append(AddNote(f.actor.label, text.strip()))
+        return out
+
+
+class BlacklistSubject(BlacklistSender):
+    name = "blacklist-subject"
+    help = "#blacklist-subject: reject the customer's address with this case's subject"
+    subject_only = True
+
+
+class New(Command):
+    name = "new"
+    takes_arg = True
+    text_role = ANSWER
+    needs_case = False
+    needs_csr = True
+    help = "#new customer@example.org: (to the support address) open a case and write to them"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        _, address = parseaddr(arg) if arg else ("", "")
+        address = address.lower()
+        if f.case is not None:
+            return f"#new opens a case: write it to the support address, not to {f.case.number}"
+        if "@" not in address or not address.rpartition("@")[0]:
+            return "#new needs the customer's address, e.g. #new customer@example.org"
+        if f.directory.is_ours(address):
+            return f"{address} is one of our own addresses: a CSR is never a case's customer"
+        if not text.strip() and not f.has_files:
+            return "#new needs your first message to the customer below it"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        assert f.pool is not None
+        name, address = parseaddr(arg)
+        return [OpenCase(address.lower(), name, f.subject or "(no subject)",
+                         status=Status.IN_PROGRESS, reason=f"opened by {f.actor.label}"),
+                StoreMessage(MessageKind.CSR, text),
+                Assign(f.actor.address, "opened it"),
+                AnswerCustomer(f.actor.address, text.strip()),
+                Record(EventKind.REPLIED, actor=f.actor.address),
+                *timers_after_answer(f.pool)]
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), BlacklistSender(),
+    BlacklistSubject(), New())}
+
+HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
+
+_EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"close", "solution"},
+              {"note", "solution"}, {"new", "close"}, {"new", "solution"})
+
+
+def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
+    """Every reason the commands cannot be carried out (empty: all can)."""
+    errors: list[str] = []
+    names = [g.name for g in commands]
+    for g in commands:
+        command = COMMANDS.get(g.name)
+        if command is None:
+            errors.append(f"{g}: unknown command")
+            continue
+        if names.count(g.name) > 1:
+            errors.append(f"#{g.name} is given twice")
+            continue
+        if command.takes_arg and not g.arg:
+            errors.append(f"#{g.name} needs an argument: {command.help}")
+            continue
+        if not command.takes_arg and g.arg:
+            errors.append(f"{g}: #{g.name} takes no argument")
+            continue
+        if command.needs_case and f.case is None:
+            errors.append(f"#{g.name} needs a case: reply to the case's notification")
+            continue
+        if command.needs_csr and f.actor.csr is None:
+            errors.append(f"#{g.name} is for a CSR (at the shell: --csr ADDRESS)")
+            continue
+        problem = command.check(g.arg, text, f)
+        if problem:
+            errors.append(problem)
+    for pair in _EXCLUSIVE:
+        if pair <= set(names):
+            a, b = sorted(pair)
+            errors.append(f"#{a} and #{b} cannot be given together")
+    if (f.actor.csr is None and text.strip() and not errors
+            and _text_role(names) == ANSWER and f.case is not None):
+        errors.append("text for the customer needs a CSR to sign it (at the shell: --csr ADDRESS)")
+    return list(dict.fromkeys(errors))
+
+
+def _text_role(names: Sequence[str]) -> str:
+    roles = {COMMANDS[n].text_role for n in names if n in COMMANDS}
+    for role in (NOTE, SOLUTION, ANSWER):
+        if role in roles:
+            return role
+    return ANSWER
+
+
+# The order in which commands act, whatever order they were written in.
+_ORDER = ("new", "reopen", "take", "assign", "note", "solution", "close", "blacklist",
+          "blacklist-subject")
+
+
+def decide(commands: Sequence[Given], text: str, f: CommandFacts,
+           *, store: StoreMessage | None = None) -> Decision:
+    """The decision for a CSR's (or an admin's) commands. ``store`` is the
+    action that keeps the CSR's own message (by mail), placed first."""
+    hits = [Hit("commands", " ".join(str(g) for g in commands) + f" by {f.actor.label}")]
+    errors = check(commands, text, f)
+    if errors:
+        hits.append(Hit("command_refused", "; ".join(errors)))
+        refused: list[Action] = [store] if store is not None else []
+        if f.case is not None:
+            refused.append(Record(EventKind.COMMAND_REFUSED, "; ".join(errors), f.actor.label))
+        if f.by_mail:
+            refused.append(TellCsr(f.actor.address, "Not done: " + ", ".join(
+                str(g) for g in commands), refusal_text(commands, errors)))
+        return decision(Outcome.CSR_COMMAND_REFUSED, refused, hits, errors)
+
+    names = [g.name for g in commands]
+    role = _text_role(names)
+    by_name = {g.name: g for g in commands}
+    actions: list[Action] = []
+    if "new" in by_name:
+        g = by_name["new"]
+        return decision(Outcome.PROACTIVE_CASE, COMMANDS["new"].actions(g.arg, text, f), hits)
+    if store is not None:
+        # What the customer may later see in the history: the answer, never a note.
+        public = role in (ANSWER, SOLUTION) and text.strip()
+        actions.append(StoreMessage(MessageKind.CSR, text.strip()) if public
+                       else StoreMessage(MessageKind.COMMAND, store.text))
+    actions.append(Record(EventKind.COMMAND, " ".join(str(g) for g in commands), f.actor.label))
+    answered = False
+    for name in _ORDER:
+        g = by_name.get(name)
+        if g is None:
+            continue
+        if name == "close" and role == ANSWER and text.strip():
+            actions += _answer(text, f, wait=False)
+            answered = True
+        actions += COMMANDS[name].actions(g.arg, text if COMMANDS[name].text_role == role else "", f)
+    if role == ANSWER and text.strip() and not answered:
+        actions += _answer(text, f)
+    return decision(Outcome.CSR_COMMAND, actions, hits)
+
+
+def _answer(text: str, f: CommandFacts, *, wait: bool = True) -> list[Action]:
+    assert f.case is not None and f.pool is not None and f.actor.csr is not None
+    out: list[Action] = [AnswerCustomer(f.actor.address, text.strip()),
+                         Record(EventKind.REPLIED, actor=f.actor.address)]
+    if wait and f.case.status is not Status.CLOSED:
+        out += timers_after_answer(f.pool)
+    return out
+
+
+def refusal_text(commands: Sequence[Given], errors: Sequence[str]) -> str:
+    lines = ["Nothing was done with your message:", ""]
+    lines += [f"  - {e}" for e in errors]
+    lines += ["", "Commands go at the top of your reply, one per line:", HELP,
+              "", "Your message is stored on the case; nothing was sent to the customer."]
+    return "\n".join(lines)
+
+
+def csr_reply(text: str, has_files: bool, f: CommandFacts, *, store: StoreMessage) -> Decision:
+    """A CSR's plain answer (no commands) on a case."""
+    assert f.case is not None and f.pool is not None
+    hits = [Hit("csr_reply", f"answer by {f.actor.label}")]
+    actions: list[Action] = [store]
+    if f.case.assignee is None:
+        actions.append(Assign(f.actor.address, f"{f.actor.address} answered"))
+    if not text.strip() and not has_files:
+        actions.append(Record(EventKind.EMPTY_REPLY, "nothing above the quoted text: "
+                              "nothing sent to the customer", f.actor.address))
+        return decision(Outcome.CSR_EMPTY_REPLY, actions, hits)
+    actions += [AnswerCustomer(f.actor.address, text.strip()),
+                Record(EventKind.REPLIED, actor=f.actor.address)]
+    if f.case.status in (Status.RECEIVED, Status.REOPENED, Status.SOLUTION_PROPOSED):
+        actions.append(SetStatus(Status.IN_PROGRESS, f"answered by {f.actor.label}"))
+    if f.case.status is Status.CLOSED:
+        hits.append(Hit("closed_case", "an answer on a closed case keeps it closed"))
+    elif f.pool.close_on_reply:
+        hits.append(Hit("close_on_reply", f"pool {f.pool.name} closes a case on each answer"))
+        actions += closing(f"pool {f.pool.name}: close on reply")
+    else:
+        actions += timers_after_answer(f.pool)
+    return decision(Outcome.CSR_REPLY, actions, hits)
+
+
+def no_case(f: CommandFacts, *, store: StoreMessage) -> Decision:
+    """A proven CSR wrote to the support address about no case and without #new."""
+    text = ("Your message to the support address names no case, so nothing was sent.\n\n"
+            "To write to a customer, start your message with\n\n"
+            "  #new customer@example.org\n\n"
+            "and your text below it: a case opens with them as the customer.\n"
+            "To answer a case, reply to its notification.\n\n"
+            "Your message is stored.")
+    return decision(Outcome.CSR_NO_CASE, [store, TellCsr(f.actor.address, "Not sent: no case", text)],
+                    [Hit("csr_no_case", "a CSR is never the customer of a case")])
+
+
+__all__ = ["CANCEL_WAITING", "COMMANDS", "Actor", "CommandFacts", "Given", "Parsed", "check",
+           "csr_reply", "decide", "no_case", "parse"]

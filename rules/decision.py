@@ -1,0 +1,261 @@
+"""Decisions as values: what the rules say to do, and the facts they read.
+
+A rule takes plain facts (the message as the rules see it, the case's
+state, the directory of CSRs, pools and mailboxes, ``now``) and returns a
+:class:`Decision`: an outcome, the actions to take in order, and the rule
+hits that explain them. One executor (``smtpd_hook.executor``) applies a
+decision inside one transaction; nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from rules.vocab import ClosedPolicy, EventKind, MessageKind, Outcome, Status, TimerKind
+
+# -- facts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    name: str
+    rule: str = "least_load"
+    closed_policy: ClosedPolicy = field(default_factory=ClosedPolicy)
+    close_on_reply: bool = False
+    remind_after: int | None = None  # seconds; None: off
+    autoclose_after: int | None = None
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    address: str
+    display_name: str
+    pool: PoolInfo
+
+
+@dataclass(frozen=True)
+class CsrInfo:
+    address: str
+    name: str
+    signature: str = ""
+    available: bool = True
+    pools: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Who is who: CSRs and supervised addresses, loaded once per event."""
+
+    csrs: Mapping[str, CsrInfo]
+    mailboxes: Mapping[str, MailboxInfo]
+
+    def csr(self, address: str) -> CsrInfo | None:
+        return self.csrs.get((address or "").lower())
+
+    def mailbox(self, address: str) -> MailboxInfo | None:
+        return self.mailboxes.get(base_address(address))
+
+    def is_ours(self, address: str) -> bool:
+        """A CSR's or a supervised address (any +tag): never a customer."""
+        return bool(address) and (self.csr(address) is not None or self.mailbox(address) is not None)
+
+    def pool_members(self, pool: str) -> list[CsrInfo]:
+        return [c for c in self.csrs.values() if pool in c.pools]
+
+
+def base_address(address: str) -> str:
+    """The address without a ``+tag``, lower-cased: the one definition of
+    "the same mailbox" (``support+CS0000001@`` is ``support@``)."""
+    local, at, domain = (address or "").strip().rpartition("@")
+    if not at:
+        return (address or "").strip().lower()
+    if "+" in local[1:]:
+        local = local[: local.index("+", 1)]
+    return f"{local}@{domain}".lower()
+
+
+@dataclass(frozen=True)
+class CaseState:
+    number: str
+    status: Status
+    mailbox: str
+    customer_address: str
+    customer_name: str
+    subject: str
+    assignee: str | None  # a CSR's address
+    created: dt.datetime
+    closed: dt.datetime | None = None
+    participants: frozenset[str] = frozenset()
+    survey_sent: bool = False
+    follow_up_of: str | None = None
+
+
+# -- hits and actions --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    rule: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.reason}"
+
+
+class Action:
+    """Base of every action; the executor dispatches on the class."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class OpenCase(Action):
+    customer_address: str
+    customer_name: str
+    subject: str
+    status: Status = Status.RECEIVED
+    participants: tuple[str, ...] = ()  # Cc's who may write on the case
+    follow_up_of: str | None = None
+    mentions: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StoreMessage(Action):
+    """Store the inbound message (raw bytes, attachments) on the case (or none)."""
+
+    kind: MessageKind
+    text: str
+    attach: bool = True  # False: keep it unattached (a bounce about nothing we know)
+
+
+@dataclass(frozen=True)
+class SetStatus(Action):
+    status: Status
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Assign(Action):
+    """To ``csr``, or by the pool's rule when None (nobody: unassigned, retried)."""
+
+    csr: str | None
+    rule: str
+    note: str = ""  # a private note for the new assignee
+
+
+@dataclass(frozen=True)
+class Notify(Action):
+    """Tell the case's assignee (whoever that is once the actions before ran)."""
+
+    headline: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Acknowledge(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class AnswerCustomer(Action):
+    """A CSR's words to the customer: greeting, text, signature, history."""
+
+    csr: str
+    text: str
+    kind: MessageKind = MessageKind.REPLY  # or SOLUTION
+    with_files: bool = True  # the inbound message's attachments travel along
+
+
+@dataclass(frozen=True)
+class SendCustomer(Action):
+    """Automatic mail to the customer from a template (closing, survey, …)."""
+
+    kind: MessageKind
+
+
+@dataclass(frozen=True)
+class TellCsr(Action):
+    """A short mail to a CSR: what a command did, or why nothing was done."""
+
+    to: str
+    subject: str
+    text: str
+
+
+@dataclass(frozen=True)
+class AddNote(Action):
+    author: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SetRating(Action):
+    rating: int
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class Schedule(Action):
+    kind: TimerKind
+    after: int  # seconds from now
+
+
+@dataclass(frozen=True)
+class Cancel(Action):
+    kinds: tuple[TimerKind, ...]
+
+
+@dataclass(frozen=True)
+class Blacklist(Action):
+    pattern: str
+    subject: str | None
+    by: str
+
+
+@dataclass(frozen=True)
+class Record(Action):
+    """An event on the case's history."""
+
+    kind: EventKind
+    detail: str = ""
+    actor: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    actions: tuple[Action, ...] = ()
+    hits: tuple[Hit, ...] = ()
+    errors: tuple[str, ...] = field(default=())  # for the shell: why nothing was done
+
+    def explain(self) -> str:
+        """The rule hits as one line (log lines, the X-Casegate-Rules header)."""
+        return "; ".join(str(h) for h in self.hits)
+
+
+def decision(outcome: Outcome, actions: Iterable[Action], hits: Iterable[Hit],
+             errors: Iterable[str] = ()) -> Decision:
+    return Decision(outcome, tuple(actions), tuple(hits), tuple(errors))
+
+
+def timers_after_answer(pool: PoolInfo) -> list[Action]:
+    """Once we answered: remind the customer, then close, unless they write."""
+    actions: list[Action] = [Cancel((TimerKind.REMIND, TimerKind.AUTOCLOSE))]
+    if pool.remind_after:
+        actions.append(Schedule(TimerKind.REMIND, pool.remind_after))
+    if pool.autoclose_after:
+        actions.append(Schedule(TimerKind.AUTOCLOSE, pool.autoclose_after))
+    return actions
+
+
+CANCEL_WAITING = Cancel((TimerKind.REMIND, TimerKind.AUTOCLOSE))
+
+
+def closing(reason: str) -> list[Action]:
+    """Close, tell the customer, ask for a rating (and stop waiting)."""
+    return [SetStatus(Status.CLOSED, reason),
+            Cancel((TimerKind.REMIND, TimerKind.AUTOCLOSE, TimerKind.ASSIGN_RETRY)),
+            SendCustomer(MessageKind.CLOSED), SendCustomer(MessageKind.SURVEY)]

@@ -1,0 +1,28 @@
+"""Every default in one place: what an installation gets until an admin says otherwise."""
+
+from __future__ import annotations
+
+# Rate caps on automatic mail to customers (acknowledgements, closing notices,
+# surveys, reminders, thank-yous): `casegate limits set`, shared by hosts.
+LIMIT_DEFAULTS: dict[str, int] = {
+    "autoreply_per_recipient": 40,  # automatic mails to one address ...
+    "autoreply_per_case": 10,  # ... and on one case ...
+    "autoreply_window_hours": 24,  # ... within this many hours (Znuny: 40 a day)
+}
+
+# Per pool (`casegate pool set`).
+POOL_RULE = "least_load"
+CLOSED_POLICY = "reopen"
+CLOSE_ON_REPLY = False
+REMIND_AFTER = 3 * 86400  # seconds without the customer's answer before a reminder
+AUTOCLOSE_AFTER = 14 * 86400  # ... before the case closes by itself
+
+# The scheduler (`[serve] tick`, `serve --tick`).
+TICK_SECONDS = 30.0
+ASSIGN_RETRY_SECONDS = 300  # a case that found nobody is tried again this often
+TIMER_LEASE_SECONDS = 120
+
+# The filter.
+STAMP_MAX_AGE = 5 * 24 * 3600  # Postfix's default maximal_queue_lifetime
+BLACKLIST_TTL = 5.0  # seconds; the milter refreshes its copy as often
+HISTORY_LIMIT = 50  # earlier messages quoted in a notification or answer

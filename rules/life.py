@@ -1,0 +1,249 @@
+"""A case's life: what a customer's message, automatic mail, a bounce or a
+due timer does. Pure: facts in, a :class:`~rules.decision.Decision` out.
+
+CSRs' commands and answers are in :mod:`rules.commands`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from rules.automatic import never_autoreply_to
+from rules.decision import (
+    CANCEL_WAITING,
+    Acknowledge,
+    Action,
+    Assign,
+    CaseState,
+    Decision,
+    Directory,
+    Hit,
+    MailboxInfo,
+    Notify,
+    OpenCase,
+    PoolInfo,
+    Record,
+    SendCustomer,
+    SetRating,
+    SetStatus,
+    StoreMessage,
+    closing,
+    decision,
+)
+from rules.durations import format_duration
+from rules.match import Match
+from rules.vocab import ClosedPolicyKind, EventKind, MessageKind, Outcome, Status, TimerKind
+
+_RATING = re.compile(r"^\s*([1-5])(?![\d.,])\s*(?:/\s*5|stars?|[-–:.)!]|$|\s)", re.IGNORECASE)
+_ACCEPT = re.compile(r"^\s*(?:accept(?:ed)?|yes,? accept)\b", re.IGNORECASE)
+_REJECT = re.compile(r"^\s*(?:reject(?:ed)?|no,? reject)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CustomerFacts:
+    """A human's message to a supervised address (not a proven CSR's)."""
+
+    mailbox: MailboxInfo
+    directory: Directory
+    case: CaseState | None
+    match: Match
+    sender: str
+    sender_name: str
+    subject: str
+    cc: tuple[str, ...]
+    text: str  # the whole readable text (stored)
+    reply_text: str  # the new text, quotes stripped (first-line answers: Accept, 3 …)
+    no_ack_reason: str | None  # the sender asked for no automatic replies
+    now: dt.datetime
+
+
+def first_line(text: str) -> str:
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def rating_of(text: str) -> tuple[int, str] | None:
+    """``4`` / ``4 - quick and kind`` / ``5/5`` on the first line: (grade, comment)."""
+    line = first_line(text)
+    m = _RATING.match(line)
+    if m is None:
+        return None
+    rest = (line[m.end():].strip(" -–:.)!") + "\n" + "\n".join(
+        (text or "").strip().splitlines()[1:])).strip()
+    return int(m.group(1)), rest[:2000]
+
+
+def on_customer(f: CustomerFacts) -> Decision:
+    hits = [Hit(f.match.rule, f.match.reason)]
+    case, pool = f.case, f.mailbox.pool
+    if case is None:
+        return _new_case(f, hits)
+    if case.status is Status.CLOSED:
+        rated = rating_of(f.reply_text) if case.survey_sent else None
+        if rated is not None:
+            hits.append(Hit("survey_rating", f"first line rates {rated[0]} of 5"))
+            return decision(Outcome.RATING, [
+                StoreMessage(MessageKind.RATING, f.text), SetRating(*rated),
+                Record(EventKind.RATED, f"{rated[0]}/5", f.sender),
+                SendCustomer(MessageKind.THANKS)], hits)
+        policy = pool.closed_policy
+        closed_for = (f.now - case.closed) if case.closed else dt.timedelta(0)
+        follow_up = policy.kind is ClosedPolicyKind.NEW_LINKED or (
+            policy.kind is ClosedPolicyKind.NEW_LINKED_AFTER
+            and closed_for > dt.timedelta(days=policy.days))
+        hits.append(Hit("closed_policy", f"pool {pool.name}: {policy}; closed "
+                        f"{format_duration(int(closed_for.total_seconds()))} ago"))
+        if follow_up:
+            return _new_case(f, hits, follow_up_of=case.number)
+        return decision(Outcome.REOPENED, [
+            StoreMessage(MessageKind.CUSTOMER, f.text),
+            Record(EventKind.CUSTOMER_REPLIED, f.match.rule, f.sender),
+            SetStatus(Status.REOPENED, "the customer wrote to the closed case"),
+            *_ensure_assignee(f),
+            Notify("The customer wrote to a closed case: it is reopened")], hits)
+    actions: list[Action] = [StoreMessage(MessageKind.CUSTOMER, f.text),
+                             Record(EventKind.CUSTOMER_REPLIED, f.match.rule, f.sender)]
+    if case.status is Status.SOLUTION_PROPOSED:
+        line = first_line(f.reply_text)
+        if _ACCEPT.match(line):
+            hits.append(Hit("solution_accepted", "first line: Accept"))
+            return decision(Outcome.SOLUTION_ACCEPTED, [
+                *actions, Record(EventKind.SOLUTION_ACCEPTED, actor=f.sender),
+                *closing("the customer accepted the solution"),
+                Notify("The customer accepted your solution: the case is closed")], hits)
+        if _REJECT.match(line):
+            hits.append(Hit("solution_rejected", "first line: Reject"))
+            return decision(Outcome.SOLUTION_REJECTED, [
+                *actions, Record(EventKind.SOLUTION_REJECTED, actor=f.sender), CANCEL_WAITING,
+                SetStatus(Status.REOPENED, "the customer rejected the solution"),
+                *_ensure_assignee(f),
+                Notify("The customer rejected your solution")], hits)
+        actions.append(SetStatus(Status.IN_PROGRESS, "the customer answered the solution"))
+    actions += [CANCEL_WAITING, *_ensure_assignee(f), Notify("The customer wrote again")]
+    return decision(Outcome.APPENDED, actions, hits)
+
+
+def _ensure_assignee(f: CustomerFacts) -> list[Action]:
+    """Nobody on the case, or its CSR gone or away: the pool's rule picks one."""
+    assert f.case is not None
+    who = f.directory.csr(f.case.assignee) if f.case.assignee else None
+    if who is not None and who.available:
+        return []
+    return [Assign(None, f.mailbox.pool.rule)]
+
+
+def _new_case(f: CustomerFacts, hits: list[Hit], *, follow_up_of: str | None = None) -> Decision:
+    cc = tuple(dict.fromkeys(a for a in f.cc if a != f.sender and not f.directory.is_ours(a)))
+    actions: list[Action] = [
+        OpenCase(f.sender, f.sender_name, f.subject, participants=cc, follow_up_of=follow_up_of,
+                 mentions=f.match.mentioned, reason=f.match.reason),
+        StoreMessage(MessageKind.CUSTOMER, f.text),
+        Assign(None, f.mailbox.pool.rule),
+    ]
+    no_ack = ack_refusal(f.sender, f.directory) or f.no_ack_reason
+    if no_ack:
+        hits.append(Hit("no_ack", no_ack))
+        actions.append(Record(EventKind.NO_ACK, no_ack))
+    else:
+        actions.append(Acknowledge())
+    headline = f"New case (follow-up of {follow_up_of})" if follow_up_of else "New case"
+    actions.append(Notify(headline))
+    return decision(Outcome.FOLLOW_UP if follow_up_of else Outcome.NEW_CASE, actions, hits)
+
+
+def ack_refusal(address: str, directory: Directory) -> str | None:
+    """Why this address gets no automatic mail at all, or None."""
+    if not address:
+        return "no address to answer"
+    if directory.is_ours(address):
+        return "never to our own addresses"
+    return never_autoreply_to(address)
+
+
+# -- automatic mail and bounces -------------------------------------------------
+
+
+OWN_MAIL_RULES = frozenset({"own_loop_header", "own_message_id", "hop_limit"})
+
+
+@dataclass(frozen=True)
+class AutomaticFacts:
+    mailbox: MailboxInfo
+    case: CaseState | None
+    rule: str
+    reason: str
+    is_bounce: bool
+    sender: str
+    sender_name: str
+    subject: str
+    text: str
+
+
+def on_automatic(f: AutomaticFacts) -> Decision:
+    hits = [Hit(f.rule, f.reason)]
+    kind = MessageKind.BOUNCE if f.is_bounce else MessageKind.AUTOMATIC
+    detail = f"{f.rule}: {f.reason}"
+    if f.rule in OWN_MAIL_RULES:
+        # Our own mail came back (a forward, a forged sender, another
+        # casegate): kept, but it never opens a case or tells anyone.
+        return decision(Outcome.OWN_MAIL, [
+            StoreMessage(MessageKind.AUTOMATIC, f.text, attach=f.case is not None),
+            Record(EventKind.OWN_MAIL, detail, f.sender)], hits)
+    if f.case is None and f.is_bounce:
+        return decision(Outcome.BOUNCE_UNMATCHED, [
+            StoreMessage(kind, f.text, attach=False),
+            Record(EventKind.BOUNCE_UNMATCHED, detail, f.sender)], hits)
+    if f.case is not None:
+        return decision(Outcome.AUTOMATIC_APPENDED, [
+            StoreMessage(kind, f.text), Record(EventKind.AUTOMATIC, detail, f.sender)], hits)
+    # Automatic mail about no case still gets one (a real system's alert may
+    # need a person), never an acknowledgement.
+    return decision(Outcome.NEW_CASE_AUTOMATIC, [
+        OpenCase(f.sender, f.sender_name, f.subject, reason="automatic mail"),
+        StoreMessage(kind, f.text), Record(EventKind.AUTOMATIC, detail, f.sender),
+        Assign(None, f.mailbox.pool.rule), Notify("New case (automatic mail)")], hits)
+
+
+def on_bounce(case_known: bool, detail: str, sender: str, text: str) -> Decision:
+    """A bounce to our VERP address: a delivery failure on its case, exactly."""
+    return decision(Outcome.BOUNCE_MATCHED, [
+        StoreMessage(MessageKind.BOUNCE, text, attach=case_known),
+        Record(EventKind.DELIVERY_FAILED, detail, sender)],
+        [Hit("verp_bounce", "bounce to our VERP address")])
+
+
+# -- timers -----------------------------------------------------------------------
+
+
+_WAITING = (Status.IN_PROGRESS, Status.SOLUTION_PROPOSED)
+
+
+def on_timer(kind: TimerKind, case: CaseState, pool: PoolInfo) -> Decision:
+    """What a due timer does; a timer whose reason has passed does nothing."""
+    if kind is TimerKind.REMIND:
+        if case.status not in _WAITING:
+            return decision(Outcome.TIMER_SKIPPED, [], [Hit("remind", f"case is {case.status}")])
+        waited = format_duration(pool.remind_after)
+        return decision(Outcome.TIMER_FIRED, [
+            SendCustomer(MessageKind.REMINDER),
+            Record(EventKind.REMINDED, f"no answer from the customer for {waited}")],
+            [Hit("remind", f"no answer for {waited}")])
+    if kind is TimerKind.AUTOCLOSE:
+        if case.status not in _WAITING:
+            return decision(Outcome.TIMER_SKIPPED, [], [Hit("autoclose", f"case is {case.status}")])
+        waited = format_duration(pool.autoclose_after)
+        return decision(Outcome.TIMER_FIRED, [
+            Record(EventKind.AUTOCLOSED, f"no answer from the customer for {waited}"),
+            *closing(f"no answer from the customer for {waited}")],
+            [Hit("autoclose", f"no answer for {waited}")])
+    if kind is TimerKind.ASSIGN_RETRY:
+        if case.status is Status.CLOSED or case.assignee is not None:
+            return decision(Outcome.TIMER_SKIPPED, [], [Hit("assign_retry", "nothing to assign")])
+        return decision(Outcome.TIMER_FIRED, [
+            Assign(None, pool.rule), Notify("New case (assigned on retry)")],
+            [Hit("assign_retry", "the case found nobody before")])
+    raise ValueError(f"unknown timer {kind!r}")

@@ -1,0 +1,502 @@
+"""The executor: applies a decision's actions, in order, inside the caller's
+transaction, and writes the outgoing mail they cause into the outbox.
+
+Rules decide (``rules.life``, ``rules.commands``); this module only does what
+they say. The one judgement it keeps is a guard every automatic mail passes
+at the last moment: the rate caps, which need counts from the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from casestore.models import Case, Csr, Event, Mailbox, Message
+from casestore.store import Store, aware
+from rules import decision as d
+from rules import defaults, tokens
+from rules.assign import Candidate, least_load
+from rules.classify import Identity, Role
+from rules.decision import Directory
+from rules.inbound import Inbound
+from rules.life import ack_refusal
+from rules.logctx import queue_id as current_queue_id
+from rules.loop import LOOP_HEADER, make_loop_header, verp_address
+from rules.names import greeting
+from rules.quotes import REPLY_MARKER
+from rules.vocab import CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
+from smtpd_hook.delivery import Delivery
+from smtpd_hook.render import OutgoingFile, Renderer, build_message, format_address
+from smtpd_hook.settings import Settings
+
+log = logging.getLogger("casegate.executor")
+
+RULES_HEADER = "X-Casegate-Rules"
+
+
+@dataclass
+class Context:
+    """What one event's actions work on; the executor fills in what they create."""
+
+    mailbox: Mailbox
+    directory: Directory
+    case: Case | None = None
+    delivery: Delivery | None = None
+    inbound: Inbound | None = None
+    message: Message | None = None  # the inbound message, once stored
+    identity: Identity | None = None  # who wrote the inbound message
+    suppress: str | None = None  # the inbound message asked for no automatic replies
+    hops: int = 0  # loop-header hops of the inbound message
+    explain: str = ""  # the decision's rule hits
+    actor: str = ""  # at the shell: who gives the command
+    sent: list[Message] = field(default_factory=list)
+
+
+class Executor:
+    def __init__(self, store: Store, settings: Settings, renderer: Renderer,
+                 sign: Callable[[bytes], bytes] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.renderer = renderer
+        self.sign = sign
+
+    def apply(self, decision: d.Decision, ctx: Context) -> Context:
+        ctx.explain = decision.explain()
+        for action in decision.actions:
+            handler = getattr(self, "_" + type(action).__name__.lower())
+            handler(action, ctx)
+        return ctx
+
+    # -- case changes ------------------------------------------------------------
+
+    def _opencase(self, a: d.OpenCase, ctx: Context) -> None:
+        store = self.store
+        previous = store.case(a.follow_up_of) if a.follow_up_of else None
+        case = store.new_case(mailbox=ctx.mailbox, prefix=self.settings.case_prefix,
+                              customer_address=a.customer_address,
+                              customer_name=a.customer_name,
+                              subject=tokens.clean_subject(a.subject, self.settings.case_prefix)
+                              or "(no subject)",
+                              status=a.status, follow_up_of=previous)
+        ctx.case = case
+        self._event(ctx, EventKind.OPENED, a.reason, a.customer_address)
+        for address in a.participants:
+            store.add_participant(case, address, "cc")
+        if a.mentions:
+            self._event(ctx, EventKind.MENTIONS, ", ".join(a.mentions), a.customer_address)
+        if previous is not None:
+            self._event(ctx, EventKind.FOLLOW_UP_OF, f"follow-up of {previous.number}")
+            store.event(EventKind.FOLLOW_UP_CREATED, case=previous,
+                        detail=f"follow-up {case.number} created")
+
+    def _storemessage(self, a: d.StoreMessage, ctx: Context) -> None:
+        delivery, inbound = ctx.delivery, ctx.inbound
+        if delivery is None or inbound is None:
+            # From the shell: what the CSR said, kept like a message (no bytes).
+            ctx.message = self.store.add_message(
+                case=ctx.case if a.attach else None, direction="in", kind=a.kind.value,
+                sender=ctx.actor, text=a.text, raw=b"", client_addr="shell")
+            return
+        identity = ctx.identity
+        message = self.store.add_message(
+            case=ctx.case if a.attach else None,
+            direction="in",
+            kind=a.kind.value,
+            sender=inbound.from_address or delivery.mail_from.lower(),
+            recipients=",".join(delivery.rcpt_tos),
+            message_id=inbound.message_id,
+            in_reply_to=" ".join(inbound.in_reply_to),
+            subject=inbound.subject,
+            text=a.text,
+            raw=delivery.data,
+            queue_id=delivery.queue_id,
+            client_addr=delivery.client_addr,
+            authenticated=identity.proof if identity is not None and identity.role is Role.CSR else "",
+            automatic=f"{identity.rule}: {identity.reason}"[:200]
+            if identity is not None and identity.role is Role.AUTOMATIC else "",
+            dkim=" ".join(f"{'pass' if ok else 'fail'}:{dom}" for dom, ok, _ in delivery.dkim)[:500],
+        )
+        for part in inbound.attachments:
+            self.store.add_attachment(message, filename=part.filename,
+                                      content_type=part.content_type, data=part.data,
+                                      sha256=part.sha256)
+        ctx.message = message
+
+    def _setstatus(self, a: d.SetStatus, ctx: Context) -> None:
+        case = self._case(ctx)
+        old = case.status
+        if old == a.status:
+            return
+        changes: dict[str, Any] = {"status": a.status.value}
+        if a.status is Status.CLOSED:
+            changes["closed"] = self.store.now()
+        elif old == Status.CLOSED:
+            changes["closed"] = None
+        self.store.touch(case, **changes)
+        self._event(ctx, EventKind.STATUS, f"{old} -> {a.status}" + (f": {a.reason}" if a.reason else ""))
+
+    def _assign(self, a: d.Assign, ctx: Context) -> None:
+        case, store = self._case(ctx), self.store
+        csr: Csr | None
+        if a.csr:
+            csr = store.csr(a.csr)
+            detail = a.rule
+        else:
+            loads = store.open_load(ctx.mailbox.pool)
+            chosen = least_load([Candidate(c.id, load) for c, load in loads])
+            csr = next((c for c, _ in loads if c.id == chosen), None)
+            detail = a.rule or defaults.POOL_RULE
+        if csr is None:
+            pool = ctx.mailbox.pool.name
+            self._event(ctx, EventKind.UNASSIGNED, f"no available CSR in pool {pool}")
+            log.warning("case %s: no available CSR in pool %s", case.number, pool)
+            store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
+            store.schedule(case, TimerKind.ASSIGN_RETRY,
+                           self.store.clock() + dt.timedelta(seconds=defaults.ASSIGN_RETRY_SECONDS))
+            return
+        store.touch(case, assignee=csr)
+        store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
+        self._event(ctx, EventKind.ASSIGNED, detail, csr.address)
+
+    def _addnote(self, a: d.AddNote, ctx: Context) -> None:
+        self._event(ctx, EventKind.NOTE, a.text, a.author)
+
+    def _setrating(self, a: d.SetRating, ctx: Context) -> None:
+        self.store.touch(self._case(ctx), rating=a.rating, rating_comment=a.comment)
+
+    def _schedule(self, a: d.Schedule, ctx: Context) -> None:
+        case = self._case(ctx)
+        self.store.cancel_timers(case, [a.kind])
+        self.store.schedule(case, a.kind, self.store.clock() + dt.timedelta(seconds=a.after))
+
+    def _cancel(self, a: d.Cancel, ctx: Context) -> None:
+        self.store.cancel_timers(self._case(ctx), list(a.kinds))
+
+    def _blacklist(self, a: d.Blacklist, ctx: Context) -> None:
+        case = self._case(ctx)
+        self.store.add_blacklist(a.pattern, a.subject, reason=f"by {a.by} on {case.number}", by=a.by)
+        self._event(ctx, EventKind.BLACKLISTED, a.pattern + (f" subject /{a.subject}/" if a.subject else ""),
+                    a.by)
+        log.info("%s blacklisted %s%s", a.by, a.pattern, " with the case's subject" if a.subject else "")
+
+    def _record(self, a: d.Record, ctx: Context) -> None:
+        self._event(ctx, a.kind, a.detail, a.actor)
+
+    # -- mail ------------------------------------------------------------------------
+
+    def _acknowledge(self, a: d.Acknowledge, ctx: Context) -> None:
+        case = self._case(ctx)
+        refused = self._automatic_refused(ctx, case.customer_address)
+        if refused:
+            self._event(ctx, EventKind.NO_ACK, refused)
+            log.info("case %s: no acknowledgement: %s", case.number, refused)
+            return
+        inbound = ctx.inbound
+        subject = inbound.subject if inbound is not None else case.subject
+        refs = [*inbound.references, inbound.message_id] if inbound and inbound.message_id else []
+        body = self.renderer.text("customer/ack.txt.j2", self._customer_context(case, ctx))
+        self._outgoing(ctx, kind=MessageKind.ACK, from_=self._from_mailbox(ctx),
+                       to=[case.customer_address],
+                       subject=tokens.tagged_subject(case.number, subject, self.settings.case_prefix),
+                       body=body, in_reply_to=inbound.message_id if inbound else None,
+                       references=refs, headers=self._automatic_headers(ctx, "auto-replied"))
+        self._event(ctx, EventKind.ACKNOWLEDGED, actor=case.customer_address)
+
+    def _sendcustomer(self, a: d.SendCustomer, ctx: Context) -> None:
+        case = self._case(ctx)
+        refused = self._automatic_refused(ctx, case.customer_address)
+        if refused:
+            self._event(ctx, EventKind.NOT_SENT, f"{a.kind}: {refused}")
+            log.info("case %s: no %s mail: %s", case.number, a.kind, refused)
+            return
+        context = self._customer_context(case, ctx)
+        context["links"] = self._customer_links(case, ctx, a.kind)
+        body = self.renderer.text(f"customer/{a.kind}.txt.j2", context)
+        msgs = self.store.messages(case)
+        in_reply_to, thread = self._threading(msgs)
+        self._outgoing(ctx, kind=a.kind, from_=self._from_mailbox(ctx), to=[case.customer_address],
+                       subject=tokens.tagged_subject(case.number, case.subject,
+                                                     self.settings.case_prefix, reply=True),
+                       body=body, in_reply_to=in_reply_to, references=thread,
+                       headers=self._automatic_headers(ctx, "auto-replied"))
+
+    def _answercustomer(self, a: d.AnswerCustomer, ctx: Context) -> None:
+        case = self._case(ctx)
+        csr = ctx.directory.csr(a.csr)
+        assert csr is not None, a.csr
+        msgs = self.store.messages(case)
+        organization = self._organization(ctx)
+        context = self._customer_context(case, ctx)
+        context.update({
+            "reply": a.text,
+            "csr": {"name": csr.name, "signature": csr.signature.strip()},
+            "signoff": _signoff(csr.name, csr.signature, organization),
+            "history": self._history(case, msgs, exclude=ctx.message, public_only=True),
+            "links": self._customer_links(case, ctx, a.kind),
+        })
+        body = self.renderer.text(f"customer/{a.kind}.txt.j2", context)
+        in_reply_to, thread = self._threading(msgs)
+        files = ctx.inbound.attachments if (a.with_files and ctx.inbound is not None) else ()
+        self._outgoing(ctx, kind=a.kind,
+                       from_=format_address(f"{csr.name} ({organization})", ctx.mailbox.address),
+                       to=[case.customer_address],
+                       subject=tokens.tagged_subject(case.number, case.subject,
+                                                     self.settings.case_prefix, reply=True),
+                       body=body, in_reply_to=in_reply_to, references=thread,
+                       files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files])
+
+    def _notify(self, a: d.Notify, ctx: Context) -> None:
+        case = self._case(ctx)
+        if case.assignee_id is None:
+            return
+        csr = case.assignee
+        store = self.store
+        files = store.attachments(case)
+        msgs = store.messages(case)
+        message = ctx.message
+        about = message is not None and message.kind in (
+            MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE)
+        attached = {f.id for f in files if about and message is not None and f.message_id == message.id}
+        body = self.renderer.text("csr/notify.txt.j2", {
+            "marker": REPLY_MARKER,
+            "headline": a.headline,
+            "note": a.note,
+            "case": self._case_view(case),
+            "assignee": f"{csr.name} <{csr.address}>",
+            "files": [{"id": f.id, "filename": f.filename, "content_type": f.content_type,
+                       "size": f.size, "attached": f.id in attached} for f in files],
+            "message": {"author": self._author(case, message, {}), "date": _date(message.created),
+                        "text": (message.text or "").strip() or "(no text)"}
+            if about and message is not None else None,
+            "history": self._history(case, msgs, exclude=message if about else None,
+                                     public_only=False),
+            "actions": self._actions(case, ctx),
+        })
+        earlier = [m.message_id for m in msgs if m.direction == "out" and m.kind == MessageKind.NOTIFY]
+        name = case.customer_name or case.customer_address or "unknown sender"
+        headers = self._automatic_headers(ctx, "auto-generated")
+        if ctx.explain:
+            headers[RULES_HEADER] = " ".join(ctx.explain.split())[:900]
+        files_out = ctx.inbound.attachments if (about and ctx.inbound is not None) else ()
+        self._outgoing(ctx, kind=MessageKind.NOTIFY,
+                       from_=format_address(f"{name} via {self._organization(ctx)}",
+                                            tokens.plus_address(ctx.mailbox.address, case.number)),
+                       to=[csr.address],
+                       subject=tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix),
+                       body=body, in_reply_to=earlier[-1] if earlier else None, references=earlier,
+                       headers=headers,
+                       files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files_out])
+
+    def _tellcsr(self, a: d.TellCsr, ctx: Context) -> None:
+        case = ctx.case
+        inbound = ctx.inbound
+        body = self.renderer.text("csr/notice.txt.j2", {
+            "text": a.text, "case": self._case_view(case) if case is not None else None})
+        subject = a.subject
+        if inbound is not None and inbound.subject:
+            subject = f"{a.subject}: {tokens.clean_subject(inbound.subject, self.settings.case_prefix)}"
+        if case is not None:
+            subject = tokens.tagged_subject(case.number, subject, self.settings.case_prefix)
+        headers = self._automatic_headers(ctx, "auto-replied")
+        if ctx.explain:
+            headers[RULES_HEADER] = " ".join(ctx.explain.split())[:900]
+        self._outgoing(ctx, kind=MessageKind.CSR_NOTICE, from_=self._from_mailbox(ctx), to=[a.to],
+                       subject=subject, body=body,
+                       in_reply_to=inbound.message_id if inbound and inbound.message_id else None,
+                       references=[inbound.message_id] if inbound and inbound.message_id else [],
+                       headers=headers)
+
+    # -- pieces ----------------------------------------------------------------------
+
+    def _case(self, ctx: Context) -> Case:
+        assert ctx.case is not None, "an action on a case before the case exists"
+        return ctx.case
+
+    def _event(self, ctx: Context, kind: EventKind, detail: str = "", actor: str = "") -> Event:
+        return self.store.event(kind.value, case=ctx.case, message=ctx.message, actor=actor,
+                                detail=detail)
+
+    def _organization(self, ctx: Context) -> str:
+        return ctx.mailbox.display_name or self.settings.organization
+
+    def _from_mailbox(self, ctx: Context) -> str:
+        return format_address(self._organization(ctx), ctx.mailbox.address)
+
+    def _automatic_refused(self, ctx: Context, address: str) -> str | None:
+        """The last guard of automatic mail to a customer: who and how many."""
+        refused = ack_refusal(address, ctx.directory)
+        if refused:
+            return refused
+        if ctx.suppress:
+            return ctx.suppress
+        return self._over_rate_cap(self._case(ctx), address)
+
+    def _limits(self) -> dict[str, int]:
+        stored = self.store.settings({k: str(v) for k, v in defaults.LIMIT_DEFAULTS.items()})
+        return {k: int(v) if v.isdigit() else defaults.LIMIT_DEFAULTS[k] for k, v in stored.items()}
+
+    def _over_rate_cap(self, case: Case, address: str) -> str | None:
+        limits = self._limits()
+        since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
+        per_rcpt = limits["autoreply_per_recipient"]
+        if self.store.automatic_sent(since=since, recipient=address) >= per_rcpt:
+            return f"rate cap: {per_rcpt} automatic mails to {address} already sent"
+        per_case = limits["autoreply_per_case"]
+        if self.store.automatic_sent(since=since, case=case) >= per_case:
+            return f"rate cap: {per_case} automatic mails on {case.number} already sent"
+        return None
+
+    def _automatic_headers(self, ctx: Context, auto_submitted: str) -> dict[str, str]:
+        """What marks our automatic mail; a CSR's answer carries none of it."""
+        return {
+            "Auto-Submitted": auto_submitted,
+            "X-Auto-Response-Suppress": "All",
+            "Precedence": "auto_reply",
+            LOOP_HEADER: make_loop_header(self.settings.secret, ctx.hops + 1),
+        }
+
+    def _case_view(self, case: Case) -> dict[str, Any]:
+        follow_up_of = None
+        if case.follow_up_of_id is not None:
+            row = Case.select(Case.number).where(Case.id == case.follow_up_of_id).first()
+            follow_up_of = row.number if row is not None else None
+        return {
+            "number": case.number,
+            "status": case.status,
+            "subject": case.subject,
+            "customer_name": case.customer_name,
+            "customer_address": case.customer_address,
+            "created": _date(case.created),
+            "follow_up_of": follow_up_of,
+        }
+
+    def _customer_context(self, case: Case, ctx: Context) -> dict[str, Any]:
+        return {"greeting": greeting(case.customer_name), "case": self._case_view(case),
+                "organization": self._organization(ctx), "links": {}}
+
+    def _mailto(self, ctx: Context, case: Case, subject: str, body: str) -> str:
+        to = tokens.plus_address(ctx.mailbox.address, case.number)
+        return f"mailto:{to}?subject={quote(subject)}&body={quote(body)}"
+
+    def _customer_links(self, case: Case, ctx: Context, kind: MessageKind) -> dict[str, Any]:
+        subject = tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix, reply=True)
+        if kind is MessageKind.SOLUTION:
+            return {"accept": self._mailto(ctx, case, subject, "Accept"),
+                    "reject": self._mailto(ctx, case, subject, "Reject")}
+        if kind is MessageKind.SURVEY:
+            return {"grades": [{"grade": g, "url": self._mailto(ctx, case, subject, str(g))}
+                               for g in range(5, 0, -1)]}
+        return {}
+
+    def _actions(self, case: Case, ctx: Context) -> list[dict[str, str]]:
+        """One-click mailto links for the notification: each a command, pre-filled.
+        They carry nothing secret: only a proven CSR's mail is obeyed."""
+        subject = tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix, reply=True)
+        links: list[tuple[str, str]] = []
+        if case.status == Status.CLOSED:
+            links.append(("Reopen", "#reopen"))
+        else:
+            links += [("Close (text below goes to the customer first)", "#close\n\n"),
+                      ("Propose a solution", "#solution\n\n"),
+                      ("Add an internal note", "#note\n\n"),
+                      ("Take it", "#take")]
+            pool = ctx.mailbox.pool.name
+            for csr in ctx.directory.pool_members(pool):
+                if case.assignee_id is None or csr.address != case.assignee.address:
+                    links.append((f"Assign to {csr.name} <{csr.address}>", f"#assign {csr.address}\n\n"))
+        customer = case.customer_address
+        local, at, _ = customer.rpartition("@")
+        if at and local and not ctx.directory.is_ours(customer):
+            links += [(f"Blacklist {customer}", "#blacklist"),
+                      (f"Blacklist {customer} for this subject only", "#blacklist-subject")]
+        return [{"label": label, "url": self._mailto(ctx, case, subject, body)} for label, body in links]
+
+    def _history(self, case: Case, msgs: Sequence[Message], *, exclude: Message | None,
+                 public_only: bool) -> list[dict[str, str]]:
+        """Earlier messages, newest first: for the customer what they and we
+        said; for CSRs automatic mail and internal notes too."""
+        kinds = {MessageKind.CUSTOMER, MessageKind.CSR} if public_only else {
+            MessageKind.CUSTOMER, MessageKind.CSR, MessageKind.AUTOMATIC, MessageKind.BOUNCE,
+            MessageKind.RATING}
+        names = self.store.csr_names({m.sender for m in msgs if m.kind == MessageKind.CSR})
+        items: list[tuple[dt.datetime, int, dict[str, str]]] = []
+        for m in msgs:
+            if (exclude is not None and m.id == exclude.id) or m.direction != "in" or m.kind not in kinds:
+                continue
+            items.append((aware(m.created) or dt.datetime.min.replace(tzinfo=dt.UTC), m.id, {
+                "date": _date(m.created), "author": self._author(case, m, names),
+                "text": (m.text or "").strip() or "(no text)"}))
+        if not public_only:
+            for e in self.store.notes(case):
+                items.append((aware(e.at) or dt.datetime.min.replace(tzinfo=dt.UTC), 0, {
+                    "date": _date(e.at), "author": f"Internal note by {e.actor or 'admin'}",
+                    "text": e.detail.strip()}))
+        items.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        return [item for _, _, item in items][: self.settings.history_limit]
+
+    def _author(self, case: Case, m: Message | None, csr_names: dict[str, str]) -> str:
+        if m is None:
+            return ""
+        if m.kind == MessageKind.CSR:
+            return csr_names.get(m.sender, m.sender)
+        if m.sender == case.customer_address and case.customer_name:
+            return f"{case.customer_name} <{m.sender}>"
+        return m.sender or "unknown"
+
+    def _threading(self, msgs: Sequence[Message]) -> tuple[str | None, list[str]]:
+        """In-Reply-To and References that keep our mail in the customer's thread."""
+        thread = [m.message_id for m in msgs if m.message_id and (
+            (m.direction == "in" and m.kind == MessageKind.CUSTOMER)
+            or (m.direction == "out" and m.kind in CUSTOMER_THREAD_OUT))]
+        customer = [m.message_id for m in msgs
+                    if m.direction == "in" and m.kind == MessageKind.CUSTOMER and m.message_id]
+        in_reply_to = customer[-1] if customer else (thread[-1] if thread else None)
+        return in_reply_to, thread
+
+    def _outgoing(self, ctx: Context, *, kind: MessageKind, from_: str, to: Sequence[str], subject: str,
+                  body: str, in_reply_to: str | None, references: Sequence[str],
+                  headers: dict[str, str] | None = None, files: Sequence[OutgoingFile] = ()) -> Message:
+        case, mailbox = ctx.case, ctx.mailbox
+        domain = mailbox.address.partition("@")[2]
+        if case is not None:
+            message_id = tokens.make_message_id(self.settings.secret, case.number, domain)
+            reply_to = tokens.plus_address(mailbox.address, case.number)
+        else:
+            message_id = email.utils.make_msgid(domain=domain)
+            reply_to = mailbox.address
+        raw = build_message(from_=from_, to=list(to), subject=subject, body=body,
+                            message_id=message_id, date=self.store.clock(), reply_to=reply_to,
+                            in_reply_to=in_reply_to, references=references, headers=headers,
+                            files=files)
+        if self.sign is not None:
+            raw = self.sign(raw)
+        qid = current_queue_id.get()
+        message = self.store.add_message(
+            case=case, direction="out", kind=kind.value, sender=mailbox.address,
+            recipients=",".join(to), message_id=message_id, in_reply_to=in_reply_to or "",
+            subject=subject, text=body, raw=raw, queue_id=qid if qid != "-" else "")
+        # VERP: a bounce of this message names its case and the message exactly.
+        envelope = (verp_address(self.settings.secret, mailbox.address, case.number, message.id)
+                    if case is not None else mailbox.address)
+        self.store.enqueue(message, mail_from=envelope, rcpt_to=to)
+        ctx.sent.append(message)
+        return message
+
+
+def _signoff(name: str, signature: str, organization: str) -> str:
+    """Name, signature and organisation, without saying anything twice."""
+    lines = [name] if name not in signature else []
+    lines += [line.rstrip() for line in signature.strip().splitlines()]
+    if organization and organization not in signature:
+        lines.append(organization)
+    return "\n".join(lines)
+
+
+def _date(value: Any) -> str:
+    when = aware(value)
+    return when.strftime("%Y-%m-%d %H:%M UTC") if when else ""
