@@ -29,6 +29,7 @@ from email_validator import EmailNotValidError, validate_email
 from casestore.store import Store, StoreError, aware, default_store_url
 from rules.classify import parse_networks
 from rules.logctx import LOG_FORMAT, QueueIdFilter
+from rules.vocab import Status
 
 log = logging.getLogger("casegate")
 
@@ -59,6 +60,30 @@ class Config:
     dkim: dict[str, Any] = field(default_factory=dict)
 
 
+# Every key the config file may hold, by table ("" is the top level).
+CONFIG_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"store", "secret", "case_prefix", "organization", "templates_dir", "serve",
+                   "milter", "dkim"}),
+    "serve": frozenset({"listen", "reinject", "trusted_networks", "milter", "milter_stamps", "tick"}),
+    "milter": frozenset({"listen", "rate"}),
+    "dkim": frozenset({"verify", "domain", "selector", "key"}),
+}
+
+
+def check_config_keys(path: Path, data: dict[str, Any]) -> None:
+    """An unknown key is an error naming the key and the file (a typo must not
+    silently fall back to a default)."""
+    for table, known in CONFIG_KEYS.items():
+        section = data if not table else data.get(table, {})
+        if not isinstance(section, dict):
+            continue
+        for key in section:
+            if key not in known:
+                where = f"[{table}] " if table else ""
+                raise click.ClickException(
+                    f"{path}: unknown key {where}{key!r} (known: {', '.join(sorted(known))})")
+
+
 def load_config(path: Path, store_override: str | None) -> Config:
     data: dict[str, Any] = {}
     exists = path.exists()
@@ -67,6 +92,7 @@ def load_config(path: Path, store_override: str | None) -> Config:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise click.ClickException(f"cannot read config {path}: {exc}") from exc
+        check_config_keys(path, data)
     for key, kind in (("secret", str), ("store", str), ("case_prefix", str), ("organization", str),
                       ("templates_dir", str), ("serve", dict), ("milter", dict), ("dkim", dict)):
         if key in data and not isinstance(data[key], kind):
@@ -112,6 +138,7 @@ def write_initial_config(path: Path, store_url: str) -> bytes:
         'listen = "127.0.0.1:10025"\n'
         'reinject = "127.0.0.1:10026"\n'
         "trusted_networks = []\n"
+        '# tick = "30s"                  # how often the scheduler looks for due timers\n'
         '# milter = "127.0.0.1:10027"   # run the milter in the same process\n'
         "\n[milter]\n"
         '# listen = "127.0.0.1:10027"   # for `casegate milter` alone\n'
@@ -323,27 +350,95 @@ def csr_list(app: App, as_json: bool) -> None:
         f"{r['address']}\t{r['name']}\tpools={','.join(r['pools'])}" for r in rows))
 
 
+@main.group()
+def pool() -> None:
+    """Pools of CSRs and their policies."""
+
+
+def pool_row(p: Any) -> dict[str, Any]:
+    from rules.durations import format_duration
+
+    return {"name": p.name, "rule": p.rule, "closed_policy": p.closed_policy,
+            "close_on_reply": bool(p.close_on_reply),
+            "remind_after": format_duration(p.remind_after or None),
+            "autoclose_after": format_duration(p.autoclose_after or None)}
+
+
+@pool.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def pool_list(app: App, as_json: bool) -> None:
+    """List pools with their policies."""
+    with store_errors():
+        rows = [pool_row(p) for p in app.store().pools()]
+    emit(rows, as_json, "\n".join(
+        f"{r['name']}\tclosed={r['closed_policy']}\tclose_on_reply={r['close_on_reply']}\t"
+        f"remind={r['remind_after']}\tautoclose={r['autoclose_after']}" for r in rows))
+
+
+def _duration(value: str | None, option: str) -> int | None:
+    from rules.durations import parse_duration
+
+    try:
+        seconds = parse_duration(value or "")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    return seconds
+
+
+@pool.command("set")
+@click.argument("name")
+@click.option("--closed-policy", default=None,
+              help="A customer's mail to a closed case: reopen, new_linked, new_linked_after:DAYS.")
+@click.option("--close-on-reply/--no-close-on-reply", default=None,
+              help="Close the case each time a CSR answers.")
+@click.option("--remind-after", default=None, metavar="DURATION",
+              help="Remind the customer after this long without an answer (3d, 12h, off).")
+@click.option("--autoclose-after", default=None, metavar="DURATION",
+              help="Close the case after this long without an answer (14d, off).")
+@click.pass_obj
+def pool_set(app: App, name: str, closed_policy: str | None, close_on_reply: bool | None,
+             remind_after: str | None, autoclose_after: str | None) -> None:
+    """Change a pool's policies."""
+    from rules.vocab import ClosedPolicy
+
+    changes: dict[str, Any] = {}
+    if closed_policy is not None:
+        try:
+            changes["closed_policy"] = str(ClosedPolicy.parse(closed_policy))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--closed-policy") from None
+    if close_on_reply is not None:
+        changes["close_on_reply"] = close_on_reply
+    if remind_after is not None:
+        changes["remind_after"] = _duration(remind_after, "--remind-after")
+    if autoclose_after is not None:
+        changes["autoclose_after"] = _duration(autoclose_after, "--autoclose-after")
+    if not changes:
+        raise click.UsageError("nothing to set: give --closed-policy, --close-on-reply, "
+                               "--remind-after or --autoclose-after")
+    with store_errors():
+        row = pool_row(app.store().set_pool(name, **changes))
+    click.echo(", ".join(f"{k} = {row[k]}" for k in row if k in changes or k == "name"))
+
+
 @main.group("case")
 def case_group() -> None:
     """Cases."""
 
 
 def case_row(case: Any) -> dict[str, Any]:
-    return {
-        "number": case.number,
-        "status": case.status,
-        "customer": case.customer_address,
-        "customer_name": case.customer_name,
-        "assignee": case.assignee.address if case.assignee_id else None,
-        "subject": case.subject,
-        "mailbox": case.mailbox.address,
-        "created": aware(case.created).isoformat(),
-        "updated": aware(case.updated).isoformat(),
-    }
+    from casestore.store import case_dict
+
+    return case_dict(case)
+
+
+STATUS_CHOICES = ["open", *[s.value for s in Status]]
 
 
 @case_group.command("list")
-@click.option("--status", type=click.Choice(["open", "closed"]), default=None)
+@click.option("--status", type=click.Choice(STATUS_CHOICES), default=None,
+              help="Only cases with this status (open: every status but closed).")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj
 def case_list(app: App, status: str | None, as_json: bool) -> None:
@@ -360,39 +455,233 @@ def case_list(app: App, status: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj
 def case_show(app: App, number: str, as_json: bool) -> None:
-    """Show a case with its messages, files and events."""
+    """Show a case: its whole history in time order (messages, notes, events), files, links."""
     with store_errors():
         store = app.store()
         case = store.case(number.upper())
         if case is None:
             raise click.ClickException(f"no case {number}; `casegate case list` shows them")
-        row = case_row(case)
-        row["messages"] = [{
-            "id": m.id, "direction": m.direction, "kind": m.kind, "from": m.sender,
-            "to": m.recipients, "subject": m.subject, "message_id": m.message_id,
-            "date": aware(m.created).isoformat(), "queue_id": m.queue_id,
-            "authenticated": m.authenticated, "automatic": m.automatic, "text": m.text,
-            "size": len(bytes(m.raw)),
-        } for m in store.messages(case, raw=True)]
-        row["files"] = [{"id": a.id, "message": a.message_id, "filename": a.filename,
-                         "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
-                        for a in store.attachments(case)]
-        row["events"] = [{"at": aware(e.at).isoformat(), "kind": e.kind, "actor": e.actor,
-                          "detail": e.detail} for e in store.events(case)]
+        row = store.case_history(case)
     if as_json:
         emit(row, True, "")
         return
     lines = [f"{row['number']}  [{row['status']}]  {row['subject']}",
              f"customer: {row['customer_name']} <{row['customer']}>",
-             f"assignee: {row['assignee'] or '-'}   created: {row['created']}", ""]
-    for m in row["messages"]:
-        lines.append(f"--- #{m['id']} {m['direction']} {m['kind']} {m['date']} from {m['from']}")
-        lines.append(m["text"].rstrip())
+             f"assignee: {row['assignee'] or '-'}   created: {row['created']}"
+             + (f"   closed: {row['closed']}" if row["closed"] else "")]
+    if row["follow_up_of"]:
+        lines.append(f"follow-up of: {row['follow_up_of']}")
+    if row["follow_ups"]:
+        lines.append(f"follow-ups: {', '.join(row['follow_ups'])}")
+    if row["rating"] is not None:
+        lines.append(f"rating: {row['rating']}/5" + (f" ({row['rating_comment']})"
+                                                      if row["rating_comment"] else ""))
+    lines.append("")
+    for item in row["history"]:
+        if item["type"] == "message":
+            m = item
+            lines.append(f"--- {m['date']}  message #{m['id']} {m['direction']} {m['kind']} "
+                         f"from {m['from'] or '-'} to {m['to'] or '-'}")
+            if m["text"].strip():
+                lines.append(m["text"].rstrip())
+        elif item["kind"] == "note":
+            lines.append(f"--- {item['at']}  internal note by {item['actor'] or 'admin'}")
+            lines.append(item["detail"].rstrip())
+        else:
+            lines.append(f"  * {item['at']}  {item['kind']}"
+                         + (f" ({item['actor']})" if item["actor"] else "")
+                         + (f": {item['detail']}" if item["detail"] else ""))
     if row["files"]:
         lines.append("")
         lines += [f"file {f['id']}: {f['filename']} ({f['content_type']}, {f['size']} bytes)"
                   for f in row["files"]]
+    pending = [t for t in row["timers"] if t["status"] == "pending"]
+    if pending:
+        lines.append("")
+        lines += [f"timer: {t['kind']} due {t['due']}" for t in pending]
     click.echo("\n".join(lines))
+
+
+def _engine(app: App) -> Any:
+    from smtpd_hook.engine import Engine
+    from smtpd_hook.settings import Settings
+
+    cfg = app.config
+    if cfg.secret is None:
+        raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
+    sign, _ = dkim_functions(cfg)
+    settings = Settings(secret=cfg.secret, case_prefix=cfg.case_prefix,
+                        organization=cfg.organization, templates_dir=cfg.templates_dir)
+    return Engine(app.store(), settings, sign=sign)
+
+
+def _text(text: str | None, text_file: Any) -> str:
+    if text is not None and text_file is not None:
+        raise click.UsageError("give --text or --text-file, not both")
+    if text_file is not None:
+        return str(text_file.read())
+    return (text or "").replace("\\n", "\n")
+
+
+def run_commands(app: App, number: str, actor: str | None, given: list[Any], text: str,
+                 as_json: bool) -> None:
+    """One or more commands on a case through the engine, as if a CSR mailed them."""
+    if actor:
+        actor = valid_address(actor)
+    with store_errors():
+        engine = _engine(app)
+        result = engine.command(number, actor=actor, commands=given, text=text)
+        case = app.store().case(result.number) if result.number else None
+    if not result.ok:
+        raise click.ClickException("nothing done: " + "; ".join(result.errors))
+    row = {"number": result.number, "outcome": str(result.outcome),
+           "status": case.status if case is not None else None,
+           "assignee": case.assignee.address if case is not None and case.assignee_id else None,
+           "sent": list(result.sent)}
+    emit(row, as_json, f"{row['number']}: {row['outcome']}, status {row['status']}"
+         + (f", sent {', '.join(row['sent'])}" if row["sent"] else ""))
+
+
+def _given(name: str, arg: str = "") -> Any:
+    from rules.commands import Given
+
+    return Given(name, arg)
+
+
+_csr_option = click.option("--csr", "actor", default=None, metavar="ADDRESS",
+                           help="The CSR who acts (signs any text to the customer); default: admin.")
+_text_options = [
+    click.option("--text", default=None, help="Text for the customer (\\n for new lines)."),
+    click.option("--text-file", type=click.File("r"), default=None, help="... or read it from a file."),
+]
+_json_option = click.option("--json", "as_json", is_flag=True, help="JSON output.")
+
+
+def _with(options: list[Any]) -> Any:
+    def wrap(fn: Any) -> Any:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return wrap
+
+
+@case_group.command("close")
+@click.argument("number")
+@_csr_option
+@_with(_text_options)
+@_json_option
+@click.pass_obj
+def case_close(app: App, number: str, actor: str | None, text: str | None, text_file: Any,
+               as_json: bool) -> None:
+    """Close a case: the customer gets the closing notice and the survey (any text first)."""
+    run_commands(app, number, actor, [_given("close")], _text(text, text_file), as_json)
+
+
+@case_group.command("reopen")
+@click.argument("number")
+@_csr_option
+@_with(_text_options)
+@_json_option
+@click.pass_obj
+def case_reopen(app: App, number: str, actor: str | None, text: str | None, text_file: Any,
+                as_json: bool) -> None:
+    """Reopen a closed case."""
+    run_commands(app, number, actor, [_given("reopen")], _text(text, text_file), as_json)
+
+
+@case_group.command("note")
+@click.argument("number")
+@click.argument("words", nargs=-1)
+@_csr_option
+@click.option("--text-file", type=click.File("r"), default=None, help="Read the note from a file.")
+@_json_option
+@click.pass_obj
+def case_note(app: App, number: str, words: tuple[str, ...], actor: str | None, text_file: Any,
+              as_json: bool) -> None:
+    """Add an internal note (never sent to the customer): casegate case note CS0000001 Called him."""
+    text = _text(" ".join(words) if words else None, text_file)
+    run_commands(app, number, actor, [_given("note")], text, as_json)
+
+
+@case_group.command("assign")
+@click.argument("number")
+@click.argument("address")
+@_csr_option
+@click.option("--note", default="", help="A private note for the new assignee.")
+@_json_option
+@click.pass_obj
+def case_assign(app: App, number: str, address: str, actor: str | None, note: str,
+                as_json: bool) -> None:
+    """Assign a case to the CSR at ADDRESS (who is notified)."""
+    run_commands(app, number, actor, [_given("assign", valid_address(address))],
+                 note.replace("\\n", "\n"), as_json)
+
+
+@case_group.command("take")
+@click.argument("number")
+@click.option("--csr", "actor", required=True, metavar="ADDRESS", help="The CSR who takes it.")
+@_json_option
+@click.pass_obj
+def case_take(app: App, number: str, actor: str, as_json: bool) -> None:
+    """Assign a case to --csr."""
+    run_commands(app, number, actor, [_given("take")], "", as_json)
+
+
+@case_group.command("solution")
+@click.argument("number")
+@click.option("--csr", "actor", required=True, metavar="ADDRESS", help="The CSR who proposes it.")
+@_with(_text_options)
+@_json_option
+@click.pass_obj
+def case_solution(app: App, number: str, actor: str, text: str | None, text_file: Any,
+                  as_json: bool) -> None:
+    """Propose a solution: the customer answers Accept or Reject."""
+    run_commands(app, number, actor, [_given("solution")], _text(text, text_file), as_json)
+
+
+@case_group.command("status")
+@click.argument("number")
+@click.argument("status", required=False, type=click.Choice(STATUS_CHOICES[1:]))
+@_csr_option
+@_json_option
+@click.pass_obj
+def case_status(app: App, number: str, status: str | None, actor: str | None, as_json: bool) -> None:
+    """Show a case's status, or set it (closed: as `case close`; reopened: as `case reopen`)."""
+    if status is None:
+        with store_errors():
+            case = app.store().case(number.upper())
+        if case is None:
+            raise click.ClickException(f"no case {number}; `casegate case list` shows them")
+        emit({"number": case.number, "status": case.status}, as_json, case.status)
+        return
+    given = {"closed": _given("close"), "reopened": _given("reopen")}.get(status) or \
+        _given("status", status)
+    run_commands(app, number, actor, [given], "", as_json)
+
+
+@case_group.command("open")
+@click.option("--customer", required=True, help="The customer's address (\"Name <addr>\" works too).")
+@click.option("--mailbox", required=True, help="The supervised address the case belongs to.")
+@click.option("--csr", "actor", required=True, metavar="ADDRESS", help="The CSR who writes first.")
+@click.option("--subject", required=True)
+@click.option("--body-file", type=click.File("r"), required=True, help="The first message ('-': stdin).")
+@_json_option
+@click.pass_obj
+def case_open(app: App, customer: str, mailbox: str, actor: str, subject: str, body_file: Any,
+              as_json: bool) -> None:
+    """Open a case proactively: the CSR's text goes to the customer, whose answers come back to it."""
+    from email.utils import formataddr, parseaddr
+
+    name, address = parseaddr(customer)
+    customer = formataddr((name, valid_address(address))) if name else valid_address(address)
+    with store_errors():
+        result = _engine(app).open_case(customer=customer, mailbox=valid_address(mailbox),
+                                        csr=valid_address(actor), subject=subject,
+                                        text=body_file.read())
+    if not result.ok:
+        raise click.ClickException("nothing done: " + "; ".join(result.errors))
+    emit({"number": result.number, "outcome": str(result.outcome), "sent": list(result.sent)},
+         as_json, f"opened {result.number}; sent {', '.join(result.sent)}")
 
 
 @case_group.command("file")
@@ -426,10 +715,12 @@ def case_file(app: App, file_id: int, output: Path | None) -> None:
               help="CIDR whose clients may answer as CSRs (repeatable).")
 @click.option("--milter", "milter_listen", default=None,
               help="Also run the milter, on HOST:PORT or unix:/path.")
+@click.option("--tick", default=None, metavar="DURATION",
+              help="How often the scheduler fires due timers (default 30s; [serve] tick).")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_obj
 def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str, ...],
-          milter_listen: str | None, log_level: str) -> None:
+          milter_listen: str | None, tick: str | None, log_level: str) -> None:
     """Run the content filter (and the milter) until SIGTERM."""
     from smtpd_hook.app import serve as run_serve
     from smtpd_hook.settings import Settings
@@ -448,6 +739,16 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--trusted-network") from None
     milter_at = milter_listen or conf.get("milter")
+    from rules import defaults
+    from rules.durations import parse_duration
+
+    tick_text = tick or str(conf.get("tick", f"{defaults.TICK_SECONDS:g}s"))
+    try:
+        tick_seconds = parse_duration(tick_text, allow_off=False)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tick") from None
+    if not tick_seconds:
+        raise click.BadParameter("the tick must be at least 1s", param_hint="--tick")
     settings = Settings(
         secret=cfg.secret,
         case_prefix=cfg.case_prefix,
@@ -456,6 +757,7 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         templates_dir=cfg.templates_dir,
         reinject_host=reinject_at[0],
         reinject_port=reinject_at[1],
+        tick_seconds=float(tick_seconds),
         # With the milter in front (here, or `casegate milter` with
         # milter_stamps = true), a client address counts only from its stamp.
         require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),
@@ -704,7 +1006,7 @@ def limits() -> None:
 @click.pass_obj
 def limits_show(app: App, as_json: bool) -> None:
     """Show the caps."""
-    from smtpd_hook.engine import LIMIT_DEFAULTS
+    from rules.defaults import LIMIT_DEFAULTS
 
     with store_errors():
         stored = app.store().settings({k: str(v) for k, v in LIMIT_DEFAULTS.items()})

@@ -410,6 +410,33 @@ class Store:
             detail=_safe(detail)
         )
 
+    def case_history(self, case: Case) -> dict[str, Any]:
+        """The whole case as one value (``case show --json``): messages, notes
+        and events in time order, files, timers, links."""
+        row = case_dict(case)
+        row["follow_ups"] = [c.number for c in Case.select(Case.number).where(
+            Case.follow_up_of == case).order_by(Case.id)]
+        messages = [{
+            "type": "message", "id": m.id, "direction": m.direction, "kind": m.kind,
+            "from": m.sender, "to": m.recipients, "subject": m.subject, "message_id": m.message_id,
+            "date": _iso(m.created), "queue_id": m.queue_id, "authenticated": m.authenticated,
+            "automatic": m.automatic, "text": m.text, "size": len(bytes(m.raw)),
+        } for m in self.messages(case, raw=True)]
+        events = [{"type": "event", "at": _iso(e.at), "kind": e.kind, "actor": e.actor,
+                   "detail": e.detail, "message": e.message_id} for e in self.events(case)]
+        row["messages"] = messages
+        row["events"] = events
+        row["notes"] = [{"at": e["at"], "by": e["actor"], "text": e["detail"]}
+                        for e in events if e["kind"] == "note"]
+        row["history"] = sorted(messages + events, key=lambda i: (
+            i["date"] if i["type"] == "message" else i["at"], 0 if i["type"] == "message" else 1))
+        row["files"] = [{"id": a.id, "message": a.message_id, "filename": a.filename,
+                         "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
+                        for a in self.attachments(case)]
+        row["timers"] = [{"kind": t.kind, "due": _iso(t.due), "status": t.status,
+                          "fired": _iso(t.fired)} for t in self.timers(case)]
+        return row
+
     def notes(self, case: Case) -> list[Event]:
         return list(Event.select().where((Event.case == case) & (Event.kind == "note"))
                     .order_by(Event.at, Event.id))
@@ -694,3 +721,31 @@ def pool_info(pool: Pool) -> PoolInfo:
     return PoolInfo(name=pool.name, rule=pool.rule, closed_policy=policy,
                     close_on_reply=bool(pool.close_on_reply),
                     remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    when = aware(value)
+    return when.isoformat() if when is not None else None
+
+
+def case_dict(case: Case) -> dict[str, Any]:
+    """A case as plain values: the one shape the CLI, JSON and templates start from."""
+    follow_up_of = None
+    if case.follow_up_of_id is not None:
+        row = Case.select(Case.number).where(Case.id == case.follow_up_of_id).first()
+        follow_up_of = row.number if row is not None else None
+    return {
+        "number": case.number,
+        "status": case.status,
+        "customer": case.customer_address,
+        "customer_name": case.customer_name,
+        "assignee": case.assignee.address if case.assignee_id else None,
+        "subject": case.subject,
+        "mailbox": case.mailbox.address,
+        "created": _iso(case.created),
+        "updated": _iso(case.updated),
+        "closed": _iso(case.closed),
+        "follow_up_of": follow_up_of,
+        "rating": case.rating,
+        "rating_comment": case.rating_comment,
+    }

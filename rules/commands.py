@@ -326,13 +326,37 @@ class New(Command):
                 *timers_after_answer(f.pool)]
 
 
+class SetTo(Command):
+    name = "status"
+    takes_arg = True
+    help = "#status STATUS: set the status (received, in_progress, solution_proposed, reopened)"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        try:
+            status = Status(arg.strip().lower())
+        except ValueError:
+            return f"{arg!r} is not a status: use {', '.join(s.value for s in Status)}"
+        if status is Status.CLOSED:
+            return "use #close to close a case (the customer is told)"
+        if f.case.status is Status.CLOSED:
+            return f"{f.case.number} is closed: #reopen it first"
+        if status is f.case.status:
+            return f"{f.case.number} is already {status}"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        return [SetStatus(Status(arg.strip().lower()), f"set by {f.actor.label}")]
+
+
 COMMANDS: dict[str, Command] = {c.name: c for c in (
-    Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), BlacklistSender(),
+    Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), SetTo(), BlacklistSender(),
     BlacklistSubject(), New())}
 
 HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
 
-_EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"close", "solution"},
+_EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"close", "solution"}, {"status", "close"},
+              {"status", "solution"}, {"status", "reopen"},
               {"note", "solution"}, {"new", "close"}, {"new", "solution"})
 
 
@@ -382,7 +406,7 @@ def _text_role(names: Sequence[str]) -> str:
 
 
 # The order in which commands act, whatever order they were written in.
-_ORDER = ("new", "reopen", "take", "assign", "note", "solution", "close", "blacklist",
+_ORDER = ("new", "reopen", "take", "assign", "status", "note", "solution", "close", "blacklist",
           "blacklist-subject")
 
 

@@ -19,6 +19,7 @@ from rules.replies import Reply
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.engine import Engine
 from smtpd_hook.outbox import OutboxWorker
+from smtpd_hook.scheduler import Scheduler
 from smtpd_hook.server import FilterHandler, FilterServer
 from smtpd_hook.settings import Settings
 
@@ -69,7 +70,10 @@ async def serve(
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
 
-    tasks = [asyncio.create_task(outbox.run(stop), name="outbox")]
+    scheduler = Scheduler(engine, db_executor, tick=settings.tick_seconds,
+                          after=lambda: loop.call_soon_threadsafe(outbox.poke))
+    tasks = [asyncio.create_task(outbox.run(stop), name="outbox"),
+             asyncio.create_task(scheduler.run(stop), name="scheduler")]
     tasks += [asyncio.create_task(extra(stop)) for extra in extras or []]
     if ready is not None:
         ready(bound)

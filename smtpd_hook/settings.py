@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rules import defaults
 from rules.classify import Network
 
 
@@ -17,7 +18,8 @@ class Settings:
     # With the milter in front: trust a client address only from its stamp.
     require_stamp: bool = False
     templates_dir: Path | None = None
-    history_limit: int = 50
+    history_limit: int = defaults.HISTORY_LIMIT
+    tick_seconds: float = defaults.TICK_SECONDS  # the scheduler's period
     # outbox
     reinject_host: str = "127.0.0.1"
     reinject_port: int = 10026
