@@ -1006,11 +1006,8 @@ def limits() -> None:
 @click.pass_obj
 def limits_show(app: App, as_json: bool) -> None:
     """Show the caps."""
-    from rules.defaults import LIMIT_DEFAULTS
-
     with store_errors():
-        stored = app.store().settings({k: str(v) for k, v in LIMIT_DEFAULTS.items()})
-        rows = {k: int(v) for k, v in stored.items()}
+        rows = app.store().limits()
     emit(rows, as_json, "\n".join(f"{k} = {v}" for k, v in rows.items()))
 
 

@@ -39,6 +39,7 @@ from casestore.models import (
     Setting,
     Timer,
 )
+from rules import defaults
 from rules.decision import CaseState, CsrInfo, Directory, MailboxInfo, PoolInfo
 from rules.vocab import AUTOMATIC_OUT, OPEN_STATUSES, ClosedPolicy, MessageKind, Status
 
@@ -536,6 +537,11 @@ class Store:
         with self.guard():
             rows = Setting.select().where(Setting.key.in_(list(defaults)))
             return {**defaults, **{row.key: row.value for row in rows}}
+
+    def limits(self) -> dict[str, int]:
+        """The rate caps on automatic mail (``casegate limits``), each with its default."""
+        stored = self.settings({k: str(v) for k, v in defaults.LIMIT_DEFAULTS.items()})
+        return {k: int(v) if v.isdigit() else defaults.LIMIT_DEFAULTS[k] for k, v in stored.items()}
 
     def set_setting(self, key: str, value: str) -> None:
         with self.atomic():

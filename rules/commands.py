@@ -435,9 +435,12 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
         return decision(Outcome.PROACTIVE_CASE, COMMANDS["new"].actions(g.arg, text, f), hits)
     if store is not None:
         # What the customer may later see in the history: the answer, never a note.
+        # (At the shell there is no message to keep but an answer's text.)
         public = role in (ANSWER, SOLUTION) and text.strip()
-        actions.append(StoreMessage(MessageKind.CSR, text.strip()) if public
-                       else StoreMessage(MessageKind.COMMAND, store.text))
+        if public:
+            actions.append(StoreMessage(MessageKind.CSR, text.strip()))
+        elif f.by_mail:
+            actions.append(StoreMessage(MessageKind.COMMAND, store.text))
     actions.append(Record(EventKind.COMMAND, " ".join(str(g) for g in commands), f.actor.label))
     answered = False
     for name in _ORDER:

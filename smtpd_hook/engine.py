@@ -44,9 +44,6 @@ from smtpd_hook.settings import Settings
 
 log = logging.getLogger("casegate.filter")
 
-# Kept importable for the CLI's `limits show`.
-LIMIT_DEFAULTS = defaults.LIMIT_DEFAULTS
-
 
 class Misrouted(Exception):
     """Postfix sent us mail for an address we do not supervise."""

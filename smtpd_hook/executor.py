@@ -336,12 +336,8 @@ class Executor:
             return ctx.suppress
         return self._over_rate_cap(self._case(ctx), address)
 
-    def _limits(self) -> dict[str, int]:
-        stored = self.store.settings({k: str(v) for k, v in defaults.LIMIT_DEFAULTS.items()})
-        return {k: int(v) if v.isdigit() else defaults.LIMIT_DEFAULTS[k] for k, v in stored.items()}
-
     def _over_rate_cap(self, case: Case, address: str) -> str | None:
-        limits = self._limits()
+        limits = self.store.limits()
         since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
         per_rcpt = limits["autoreply_per_recipient"]
         if self.store.automatic_sent(since=since, recipient=address) >= per_rcpt:

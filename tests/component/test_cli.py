@@ -187,3 +187,60 @@ def test_casegate_milter_runs_alone_and_rejects_a_blacklisted_sender(run, tmp_pa
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("text,named", [
+    ("stroe = \"sqlite:///x.db\"\n", "unknown key 'stroe'"),
+    ("[serve]\nlisten = \"127.0.0.1:10025\"\ntick_seconds = 2\n", "unknown key [serve] 'tick_seconds'"),
+    ("[dkim]\nselektor = \"x\"\n", "unknown key [dkim] 'selektor'"),
+])
+def test_config_rejects_unknown_keys_naming_key_and_file(tmp_path: Path, text: str, named: str) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text(text)
+    r = CliRunner().invoke(cli.main, ["--config", str(path), "case", "list"])
+    assert r.exit_code == 1 and named in r.output and str(path) in r.output
+
+
+def test_pool_set_and_list(run) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    out = run("pool", "set", "default", "--closed-policy", "new_linked_after:7", "--close-on-reply",
+              "--remind-after", "36h", "--autoclose-after", "off")
+    assert out.exit_code == 0, out.output
+    pools = json.loads(run("pool", "list", "--json").output)
+    assert pools == [{"name": "default", "rule": "least_load", "closed_policy": "new_linked_after:7",
+                      "close_on_reply": True, "remind_after": "36h", "autoclose_after": "off"}]
+    for args, message in ((["--closed-policy", "sometimes"], "unknown closed-case policy"),
+                          (["--remind-after", "3x"], "not a duration"),
+                          ([], "nothing to set")):
+        bad = run("pool", "set", "default", *args)
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+    missing = run("pool", "set", "nosuch", "--close-on-reply")
+    assert missing.exit_code == 1 and "no pool named 'nosuch'" in missing.output
+
+
+def test_case_commands_at_the_shell(run, tmp_path: Path) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("csr", "add", "jane@example.com", "--name", "Jane Doe")
+    body = tmp_path / "body.txt"
+    body.write_text("Your parcel is on its way.\n")
+    opened = run("case", "open", "--customer", "Ann <ann@customer.test>", "--mailbox",
+                 "support@example.com", "--csr", "jane@example.com", "--subject", "Parcel",
+                 "--body-file", str(body), "--json")
+    assert opened.exit_code == 0, opened.output
+    number = json.loads(opened.output)["number"]
+    assert run("case", "status", number).output.strip() == "in_progress"
+    assert run("case", "note", number, "Called", "her").exit_code == 0
+    refused = run("case", "take", number, "--csr", "jane@example.com")
+    assert refused.exit_code == 1 and "already yours" in refused.output
+    not_csr = run("case", "take", number, "--csr", "eve@example.com")
+    assert not_csr.exit_code == 1 and "eve@example.com is not a CSR" in not_csr.output
+    closed = json.loads(run("case", "status", number, "closed", "--json").output)
+    assert closed["status"] == "closed" and closed["sent"] == ["closed", "survey"]
+    shown = json.loads(run("case", "show", number, "--json").output)
+    assert shown["notes"][0]["text"] == "Called her"
+    assert [i["kind"] for i in shown["history"] if i["type"] == "message"] == [
+        "csr", "reply", "closed", "survey"]
+    text = run("case", "show", number).output
+    assert "internal note by admin" in text and "in_progress -> closed" in text
