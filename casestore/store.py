@@ -248,13 +248,6 @@ class Store:
     def csr(self, address: str) -> Csr | None:
         return Csr.get_or_none(Csr.address == address)
 
-    def csr_names(self, addresses: set[str]) -> dict[str, str]:
-        """address -> name for those of these addresses that are CSRs (one query)."""
-        if not addresses:
-            return {}
-        rows = Csr.select(Csr.address, Csr.name).where(Csr.address.in_(sorted(addresses)))
-        return {row.address: row.name for row in rows}
-
     def csr_pools(self, csr: Csr) -> list[str]:
         return [
             m.pool.name
@@ -311,7 +304,18 @@ class Store:
 
     def case(self, number: str) -> Case | None:
         with self.guard():
-            return Case.get_or_none(Case.number == number)
+            return self.load_case(Case.number == number)
+
+    def load_case(self, where: Any, mailboxes: dict[str, Mailbox] | None = None) -> Case | None:
+        """One case with its assignee in one query (and its mailbox row from
+        ``mailboxes`` when the caller has them), so nothing loads lazily later."""
+        case = (Case.select(Case, Csr).join(Csr, JOIN.LEFT_OUTER, on=(Case.assignee == Csr.id))
+                .where(where).first())
+        if case is not None and mailboxes:
+            row = next((m for m in mailboxes.values() if m.id == case.mailbox_id), None)
+            if row is not None:
+                case.mailbox = row
+        return case
 
     def cases(self, *, status: str | None = None) -> list[Case]:
         """Cases by number; ``status`` is a Status name, or ``open`` for every open one."""
@@ -381,14 +385,11 @@ class Store:
             number=case.number, status=Status(case.status), mailbox="",
             customer_address=case.customer_address, customer_name=case.customer_name,
             subject=case.subject,
-            assignee=None if case.assignee_id is None else self.csr_address(case.assignee_id),
+            assignee=None if case.assignee_id is None else case.assignee.address,
             created=aware(case.created) or self.clock(), closed=aware(case.closed),
             participants=frozenset(participants), survey_sent=survey,
         )
 
-    def csr_address(self, csr_id: int) -> str | None:
-        row = Csr.select(Csr.address).where(Csr.id == csr_id).first()
-        return row.address if row is not None else None
 
     def touch(self, case: Case, **changes: Any) -> None:
         """Change these columns only (another worker may have changed others)."""

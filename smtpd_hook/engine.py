@@ -36,7 +36,7 @@ from rules.match import Match, match_case
 from rules.quotes import body_text, extract_reply
 from rules.replies import Reply
 from rules.stamp import STAMP_HEADER, Stamp, verify_stamp
-from rules.vocab import MessageKind, Outcome, TimerKind
+from rules.vocab import MessageKind, Outcome, Status, TimerKind
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.executor import Context, Executor
 from smtpd_hook.render import Renderer
@@ -141,10 +141,10 @@ class Engine:
         if verp is not None:
             return self._bounce(inbound, verp.number, verp.message_id, ctx, mailboxes)
         match = self._match(rcpt, inbound, identity)
-        case = (Case.get_or_none(Case.number == match.number) if match.number else None)
+        case = self.store.load_case(Case.number == match.number, mailboxes) if match.number else None
         if case is not None:
             ctx.case = case
-            ctx.mailbox = next((m for m in mailboxes.values() if m.id == case.mailbox_id), ctx.mailbox)
+            ctx.mailbox = case.mailbox
         state = self.store.case_state(case, participants=match.participants) if case else None
         info = directory.mailbox(ctx.mailbox.address)
         assert info is not None
@@ -179,16 +179,18 @@ class Engine:
                 sender=inbound.from_address or delivery.mail_from.lower(),
                 sender_name=inbound.from_name, subject=inbound.subject,
                 cc=tuple(a for _, a in inbound.cc), text=body_text(inbound.msg),
-                reply_text=extract_reply(inbound.msg) if state is not None else "",
+                # The first line means something (Accept, a rating) only here.
+                reply_text=extract_reply(inbound.msg) if state is not None and state.status in (
+                    Status.CLOSED, Status.SOLUTION_PROPOSED) else "",
                 no_ack_reason=ctx.suppress, now=self.store.clock()))
         return Decision(decision.outcome, decision.actions, hits + decision.hits, decision.errors)
 
     def _bounce(self, inbound: Inbound, number: str, message_id: int, ctx: Context,
                 mailboxes: dict[str, Mailbox]) -> Decision:
-        case = Case.get_or_none(Case.number == number)
+        case = self.store.load_case(Case.number == number, mailboxes)
         ctx.case = case
         if case is not None:
-            ctx.mailbox = next((m for m in mailboxes.values() if m.id == case.mailbox_id), ctx.mailbox)
+            ctx.mailbox = case.mailbox
         failed = Message.get_or_none((Message.id == message_id) & (Message.case == case))
         detail = (f"{failed.kind} to {failed.recipients} ({failed.message_id}) bounced"
                   if failed is not None else f"message {message_id} bounced")
@@ -313,10 +315,10 @@ class Engine:
         store = self.store
         with store.atomic():
             directory, mailboxes = store.load_directory()
-            case = Case.get_or_none(Case.number == number.upper())
+            case = store.load_case(Case.number == number.upper(), mailboxes)
             if case is None:
                 raise StoreError(f"no case {number}; `casegate case list` shows them")
-            mailbox = next(m for m in mailboxes.values() if m.id == case.mailbox_id)
+            mailbox = case.mailbox
             who = self._actor(directory, actor)
             facts = cmd.CommandFacts(actor=who, case=store.case_state(case), pool=pool_info(mailbox.pool),
                                      directory=directory, by_mail=False)
@@ -371,8 +373,9 @@ class Engine:
                     if not store.timer_done(timer, owner):
                         continue  # cancelled meanwhile, or another host took it over
                     directory, mailboxes = store.load_directory()
-                    case = Case.get_by_id(timer.case_id)
-                    mailbox = next(m for m in mailboxes.values() if m.id == case.mailbox_id)
+                    case = store.load_case(Case.id == timer.case_id, mailboxes)
+                    assert case is not None
+                    mailbox = case.mailbox
                     info: MailboxInfo | None = directory.mailbox(mailbox.address)
                     assert info is not None
                     decision = life.on_timer(TimerKind(timer.kind), store.case_state(case), info.pool)

@@ -54,6 +54,7 @@ class Context:
     hops: int = 0  # loop-header hops of the inbound message
     explain: str = ""  # the decision's rule hits
     actor: str = ""  # at the shell: who gives the command
+    opened: bool = False  # the case was opened by this decision
     sent: list[Message] = field(default_factory=list)
 
 
@@ -84,6 +85,7 @@ class Executor:
                               or "(no subject)",
                               status=a.status, follow_up_of=previous)
         ctx.case = case
+        ctx.opened = True
         self._event(ctx, EventKind.OPENED, a.reason, a.customer_address)
         for address in a.participants:
             store.add_participant(case, address, "cc")
@@ -160,7 +162,8 @@ class Executor:
                            self.store.clock() + dt.timedelta(seconds=defaults.ASSIGN_RETRY_SECONDS))
             return
         store.touch(case, assignee=csr)
-        store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
+        if not ctx.opened:
+            store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
         self._event(ctx, EventKind.ASSIGNED, detail, csr.address)
 
     def _addnote(self, a: d.AddNote, ctx: Context) -> None:
@@ -236,7 +239,7 @@ class Executor:
             "reply": a.text,
             "csr": {"name": csr.name, "signature": csr.signature.strip()},
             "signoff": _signoff(csr.name, csr.signature, organization),
-            "history": self._history(case, msgs, exclude=ctx.message, public_only=True),
+            "history": self._history(case, msgs, ctx.directory, exclude=ctx.message, public_only=True),
             "links": self._customer_links(case, ctx, a.kind),
         })
         body = self.renderer.text(f"customer/{a.kind}.txt.j2", context)
@@ -273,7 +276,7 @@ class Executor:
             "message": {"author": self._author(case, message, {}), "date": _date(message.created),
                         "text": (message.text or "").strip() or "(no text)"}
             if about and message is not None else None,
-            "history": self._history(case, msgs, exclude=message if about else None,
+            "history": self._history(case, msgs, ctx.directory, exclude=message if about else None,
                                      public_only=False),
             "actions": self._actions(case, ctx),
         })
@@ -402,14 +405,14 @@ class Executor:
                       (f"Blacklist {customer} for this subject only", "#blacklist-subject")]
         return [{"label": label, "url": self._mailto(ctx, case, subject, body)} for label, body in links]
 
-    def _history(self, case: Case, msgs: Sequence[Message], *, exclude: Message | None,
-                 public_only: bool) -> list[dict[str, str]]:
+    def _history(self, case: Case, msgs: Sequence[Message], directory: Directory, *,
+                 exclude: Message | None, public_only: bool) -> list[dict[str, str]]:
         """Earlier messages, newest first: for the customer what they and we
         said; for CSRs automatic mail and internal notes too."""
         kinds = {MessageKind.CUSTOMER, MessageKind.CSR} if public_only else {
             MessageKind.CUSTOMER, MessageKind.CSR, MessageKind.AUTOMATIC, MessageKind.BOUNCE,
             MessageKind.RATING}
-        names = self.store.csr_names({m.sender for m in msgs if m.kind == MessageKind.CSR})
+        names = {address: csr.name for address, csr in directory.csrs.items()}
         items: list[tuple[dt.datetime, int, dict[str, str]]] = []
         for m in msgs:
             if (exclude is not None and m.id == exclude.id) or m.direction != "in" or m.kind not in kinds:
