@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parseaddr
 
 from rules.decision import (
@@ -364,6 +364,12 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
     """Every reason the commands cannot be carried out (empty: all can)."""
     errors: list[str] = []
     names = [g.name for g in commands]
+    if "reopen" in names and f.case is not None and f.case.status is Status.CLOSED:
+        # #reopen acts first: the others are checked against the reopened case.
+        reopened = replace(f.case, status=Status.REOPENED)
+        after = replace(f, case=reopened)
+    else:
+        after = f
     for g in commands:
         command = COMMANDS.get(g.name)
         if command is None:
@@ -384,7 +390,7 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
         if command.needs_csr and f.actor.csr is None:
             errors.append(f"#{g.name} is for a CSR (at the shell: --csr ADDRESS)")
             continue
-        problem = command.check(g.arg, text, f)
+        problem = command.check(g.arg, text, f if g.name == "reopen" else after)
         if problem:
             errors.append(problem)
     for pair in _EXCLUSIVE:
@@ -453,7 +459,8 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
         actions += COMMANDS[name].actions(g.arg, text if COMMANDS[name].text_role == role else "", f)
     if role == ANSWER and text.strip() and not answered:
         actions += _answer(text, f)
-    return decision(Outcome.CSR_COMMAND, actions, hits)
+    # #assign's or #blacklist's note and #note's are the same text: once.
+    return decision(Outcome.CSR_COMMAND, list(dict.fromkeys(actions)), hits)
 
 
 def _answer(text: str, f: CommandFacts, *, wait: bool = True) -> list[Action]:

@@ -227,6 +227,8 @@ def on_timer(kind: TimerKind, case: CaseState, pool: PoolInfo) -> Decision:
     if kind is TimerKind.REMIND:
         if case.status not in _WAITING:
             return decision(Outcome.TIMER_SKIPPED, [], [Hit("remind", f"case is {case.status}")])
+        if pool.remind_after is None:
+            return decision(Outcome.TIMER_SKIPPED, [], [Hit("remind", f"reminders are off in pool {pool.name}")])
         waited = format_duration(pool.remind_after)
         return decision(Outcome.TIMER_FIRED, [
             SendCustomer(MessageKind.REMINDER),
@@ -235,6 +237,9 @@ def on_timer(kind: TimerKind, case: CaseState, pool: PoolInfo) -> Decision:
     if kind is TimerKind.AUTOCLOSE:
         if case.status not in _WAITING:
             return decision(Outcome.TIMER_SKIPPED, [], [Hit("autoclose", f"case is {case.status}")])
+        if pool.autoclose_after is None:
+            return decision(Outcome.TIMER_SKIPPED, [],
+                            [Hit("autoclose", f"auto-close is off in pool {pool.name}")])
         waited = format_duration(pool.autoclose_after)
         return decision(Outcome.TIMER_FIRED, [
             Record(EventKind.AUTOCLOSED, f"no answer from the customer for {waited}"),
