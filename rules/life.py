@@ -228,7 +228,8 @@ def on_timer(kind: TimerKind, case: CaseState, pool: PoolInfo) -> Decision:
         if case.status not in _WAITING:
             return decision(Outcome.TIMER_SKIPPED, [], [Hit("remind", f"case is {case.status}")])
         if pool.remind_after is None:
-            return decision(Outcome.TIMER_SKIPPED, [], [Hit("remind", f"reminders are off in pool {pool.name}")])
+            return decision(Outcome.TIMER_SKIPPED, [],
+                            [Hit("remind", f"reminders are off in pool {pool.name}")])
         waited = format_duration(pool.remind_after)
         return decision(Outcome.TIMER_FIRED, [
             SendCustomer(MessageKind.REMINDER),
