@@ -1014,18 +1014,21 @@ def limits_show(app: App, as_json: bool) -> None:
 @limits.command("set")
 @click.option("--per-recipient", type=click.IntRange(0), default=None,
               help="Automatic replies to one address per window.")
+@click.option("--per-domain", type=click.IntRange(0), default=None,
+              help="Automatic replies to one domain per window.")
 @click.option("--per-case", type=click.IntRange(0), default=None,
               help="Automatic replies on one case per window.")
 @click.option("--window-hours", type=click.IntRange(1), default=None, help="The window.")
 @click.pass_obj
-def limits_set(app: App, per_recipient: int | None, per_case: int | None,
+def limits_set(app: App, per_recipient: int | None, per_domain: int | None, per_case: int | None,
                window_hours: int | None) -> None:
     """Change the caps (shared by every host on the store)."""
-    changes = {"autoreply_per_recipient": per_recipient, "autoreply_per_case": per_case,
+    changes = {"autoreply_per_recipient": per_recipient, "autoreply_per_domain": per_domain,
+               "autoreply_per_case": per_case,
                "autoreply_window_hours": window_hours}
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
-        raise click.UsageError("nothing to set: give --per-recipient, --per-case or --window-hours")
+        raise click.UsageError("nothing to set: give --per-recipient, --per-domain, --per-case or --window-hours")
     with store_errors():
         for key, value in changes.items():
             app.store().set_setting(key, str(value))

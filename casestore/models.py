@@ -120,12 +120,18 @@ class Message(BaseModel):
     automatic = CharField(max_length=200, default="")  # the loop rule that fired
     dkim = CharField(max_length=500, default="")  # e.g. "pass:example.com fail:other.test"
     created = DateTimeField()
+    # Outgoing mail: the recipient as the rate caps count it (plus-tag and
+    # case stripped), and its domain.
+    rcpt_key = CharField(max_length=320, default="")
+    rcpt_domain = CharField(max_length=255, default="")
 
     class Meta:
-        # The rate caps count our acknowledgements per recipient and per case.
+        # The rate caps count our automatic mail per recipient, per domain and per case.
         indexes = (
             (("kind", "recipients", "created"), False),
             (("case", "kind", "created"), False),
+            (("rcpt_key", "created"), False),
+            (("rcpt_domain", "created"), False),
         )
 
 

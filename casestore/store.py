@@ -550,14 +550,17 @@ class Store:
                 conflict_target=[Setting.key], update={Setting.value: value}).execute()
 
     def automatic_sent(self, *, since: dt.datetime, recipient: str | None = None,
-                       case: Case | None = None) -> int:
-        """How many automatic messages to customers we wrote since then."""
+                       domain: str | None = None, case: Case | None = None) -> int:
+        """How many automatic messages to customers we wrote since then: to one
+        canonical mailbox (``recipient``: a ``base_address``), a domain, or on a case."""
         query = Message.select(Message.id).where(
             (Message.direction == "out") & (Message.kind.in_([k.value for k in AUTOMATIC_OUT]))
             & (Message.created >= _naive(since))
         )
         if recipient is not None:
-            query = query.where(Message.recipients == recipient)
+            query = query.where(Message.rcpt_key == recipient)
+        if domain is not None:
+            query = query.where(Message.rcpt_domain == domain)
         if case is not None:
             query = query.where(Message.case == case)
         return int(query.count())

@@ -22,7 +22,7 @@ from rules import decision as d
 from rules import defaults, tokens
 from rules.assign import Candidate, least_load
 from rules.classify import Identity, Role
-from rules.decision import Directory
+from rules.decision import Directory, base_address
 from rules.inbound import Inbound
 from rules.life import ack_refusal
 from rules.logctx import queue_id as current_queue_id
@@ -342,9 +342,14 @@ class Executor:
     def _over_rate_cap(self, case: Case, address: str) -> str | None:
         limits = self.store.limits()
         since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
+        key = base_address(address)
         per_rcpt = limits["autoreply_per_recipient"]
-        if self.store.automatic_sent(since=since, recipient=address) >= per_rcpt:
-            return f"rate cap: {per_rcpt} automatic mails to {address} already sent"
+        if self.store.automatic_sent(since=since, recipient=key) >= per_rcpt:
+            return f"rate cap: {per_rcpt} automatic mails to {key} already sent"
+        domain = key.rpartition("@")[2]
+        per_domain = limits["autoreply_per_domain"]
+        if self.store.automatic_sent(since=since, domain=domain) >= per_domain:
+            return f"rate cap: {per_domain} automatic mails to @{domain} already sent"
         per_case = limits["autoreply_per_case"]
         if self.store.automatic_sent(since=since, case=case) >= per_case:
             return f"rate cap: {per_case} automatic mails on {case.number} already sent"
@@ -468,7 +473,9 @@ class Executor:
         message = self.store.add_message(
             case=case, direction="out", kind=kind.value, sender=mailbox.address,
             recipients=",".join(to), message_id=message_id, in_reply_to=in_reply_to or "",
-            subject=subject, text=body, raw=raw, queue_id=qid if qid != "-" else "")
+            subject=subject, text=body, raw=raw, queue_id=qid if qid != "-" else "",
+            rcpt_key=base_address(to[0])[:320] if to else "",
+            rcpt_domain=base_address(to[0]).rpartition("@")[2][:255] if to else "")
         # VERP: a bounce of this message names its case and the message exactly.
         envelope = (verp_address(self.settings.secret, mailbox.address, case.number, message.id)
                     if case is not None else mailbox.address)

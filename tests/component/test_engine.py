@@ -257,6 +257,21 @@ def test_rate_cap_on_acknowledgements(engine: Engine) -> None:
     assert Event.select().where(Event.kind == "no_ack").get().detail.startswith("rate cap")
 
 
+def test_rate_cap_counts_a_mailbox_not_a_string_and_a_domain(engine: Engine) -> None:
+    """300 forged From: victim+N@ used to get 300 acknowledgements (issue 8)."""
+    engine.store.set_setting("autoreply_per_recipient", "3")
+    engine.store.set_setting("autoreply_per_domain", "5")
+    for i in range(6):
+        deliver(engine, make(from_=f"Victim+{i}@victim.test", subject=f"test_cap_plus {i}"))
+    assert len(outgoing("ack")) == 3
+    for i in range(4):
+        deliver(engine, make(from_=f"other{i}@victim.test", subject=f"test_cap_domain {i}"))
+    assert len(outgoing("ack")) == 5
+    details = [e.detail for e in Event.select().where(Event.kind == "no_ack")]
+    assert "rate cap: 3 automatic mails to victim@victim.test already sent" in details
+    assert "rate cap: 5 automatic mails to @victim.test already sent" in details
+
+
 def test_automatic_mail_is_marked_and_a_reply_is_not(engine: Engine) -> None:
     case, note = _open_case(engine)
     ack = parse(bytes(outgoing("ack")[-1].raw))
