@@ -1028,7 +1028,8 @@ def limits_set(app: App, per_recipient: int | None, per_domain: int | None, per_
                "autoreply_window_hours": window_hours}
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
-        raise click.UsageError("nothing to set: give --per-recipient, --per-domain, --per-case or --window-hours")
+        raise click.UsageError("nothing to set: give --per-recipient, --per-domain, --per-case "
+                               "or --window-hours")
     with store_errors():
         for key, value in changes.items():
             app.store().set_setting(key, str(value))

@@ -188,9 +188,11 @@ class AssignTo(Command):
 
     def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
         assert f.case is not None
-        address = parseaddr(arg)[1].lower() if arg else ""
+        address = _address(arg)
         if not address:
             return "#assign needs a CSR's address, e.g. #assign bob@example.com"
+        if len(arg.split()) > 1 and "<" not in arg:
+            return f"#assign takes one address ({arg!r}): put your note for them below the line"
         target = f.directory.csr(address)
         if target is None:
             names = ", ".join(sorted(c.address for c in f.directory.pool_members(f.pool.name)))\
@@ -203,7 +205,7 @@ class AssignTo(Command):
         return None
 
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
-        target = parseaddr(arg)[1].lower()
+        target = _address(arg)
         note = text.strip()
         out: list[Action] = [Assign(target, f"assigned by {f.actor.label}", note=note)]
         if note:
@@ -355,6 +357,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
 
 HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
 
+def _address(arg: str) -> str:
+    return parseaddr(arg)[1].lower() if arg else ""
+
+
 _EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"close", "solution"}, {"status", "close"},
               {"status", "solution"}, {"status", "reopen"},
               {"note", "solution"}, {"new", "close"}, {"new", "solution"})
@@ -458,16 +464,18 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
             answered = True
         actions += COMMANDS[name].actions(g.arg, text if COMMANDS[name].text_role == role else "", f)
     if role == ANSWER and text.strip() and not answered:
-        actions += _answer(text, f)
+        actions += _answer(text, f, reopened="reopen" in by_name)
     # #assign's or #blacklist's note and #note's are the same text: once.
     return decision(Outcome.CSR_COMMAND, list(dict.fromkeys(actions)), hits)
 
 
-def _answer(text: str, f: CommandFacts, *, wait: bool = True) -> list[Action]:
+def _answer(text: str, f: CommandFacts, *, wait: bool = True, reopened: bool = False) -> list[Action]:
     assert f.case is not None and f.pool is not None and f.actor.csr is not None
     out: list[Action] = [AnswerCustomer(f.actor.address, text.strip()),
                          Record(EventKind.REPLIED, actor=f.actor.address)]
-    if wait and f.case.status is not Status.CLOSED:
+    if reopened:  # #reopen with an answer: the case is being worked on again
+        out.append(SetStatus(Status.IN_PROGRESS, f"answered by {f.actor.label}"))
+    if wait and (reopened or f.case.status is not Status.CLOSED):
         out += timers_after_answer(f.pool)
     return out
 

@@ -52,7 +52,9 @@ class Directory:
     mailboxes: Mapping[str, MailboxInfo]
 
     def csr(self, address: str) -> CsrInfo | None:
-        return self.csrs.get((address or "").lower())
+        """The CSR with this address (a +tag of it included: jane+x@ is Jane)."""
+        key = (address or "").lower()
+        return self.csrs.get(key) or self.csrs.get(base_address(key))
 
     def mailbox(self, address: str) -> MailboxInfo | None:
         return self.mailboxes.get(base_address(address))

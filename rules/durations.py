@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_PART = re.compile(r"(\d+)\s*([smhdw])", re.IGNORECASE)
+_PART = re.compile(r"([0-9]+)\s*([smhdw])", re.IGNORECASE)
 
 
 def parse_duration(text: str, *, allow_off: bool = True) -> int | None:
@@ -15,7 +15,7 @@ def parse_duration(text: str, *, allow_off: bool = True) -> int | None:
     value = (text or "").strip().lower()
     if allow_off and value in ("off", "never", "none"):
         return None
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]+", value):
         return int(value)
     compact = value.replace(" ", "")
     if compact and _PART.sub("", compact) == "":

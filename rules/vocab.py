@@ -3,6 +3,7 @@ outcomes, timers and closed-case policies. Stored as their string values."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -137,7 +138,7 @@ class ClosedPolicy:
         value = (text or "").strip().lower()
         name, _, days = value.partition(":")
         if name == ClosedPolicyKind.NEW_LINKED_AFTER:
-            if not days.isdigit() or int(days) < 1:
+            if not re.fullmatch(r"[0-9]+", days) or int(days) < 1:
                 raise ValueError(f"new_linked_after takes a number of days, e.g. new_linked_after:7,"
                                  f" not {text!r}")
             return cls(ClosedPolicyKind.NEW_LINKED_AFTER, int(days))

@@ -198,9 +198,10 @@ CSR_TEXT = "text for the customer needs a CSR to sign it (at the shell: --csr AD
                  id="assign-not-a-csr"),
     pytest.param(cmds("assign nobody@example.com"), "", {"pool": None},
                  ["nobody@example.com is not a CSR"], id="assign-not-a-csr-no-pool"),
-    # Text after the address is glued to it by parseaddr: refused as not a CSR.
+    # Words after the address: refused, saying where a note for them goes.
     pytest.param(cmds("assign bob@example.com please"), "", {},
-                 ["bob@example.complease is not a CSR (the pool's CSRs: bob@example.com, jane@example.com)"], id="assign-trailing-words"),
+                 ["#assign takes one address ('bob@example.com please'): put your note for them "
+                  "below the line"], id="assign-trailing-words"),
     pytest.param(cmds("assign jane@example.com"), "", {},
                  ["CS0000001 is already assigned to jane@example.com"], id="assign-already"),
     pytest.param([Given("assign", "Jane Doe <JANE@Example.com>")], "", {},
@@ -391,10 +392,11 @@ LONG_SUBJECT = "x" * 250
         *answer("Do this.", BOB, MessageKind.SOLUTION),
         SetStatus(SOLUTION_PROPOSED, "solution proposed by bob@example.com"), *TIMERS],
                  id="take-then-solution"),
-    # The case is closed when the rule reads it: no timers (and the status stays reopened).
+    # Reopened and answered: in progress again, waiting for the customer.
     pytest.param(cmds("reopen"), "We look again.", {"status": CLOSED}, [
         StoreMessage(MessageKind.CSR, "We look again."), command_record("#reopen"),
-        SetStatus(REOPENED, "reopened by jane@example.com"), *answer("We look again.")],
+        SetStatus(REOPENED, "reopened by jane@example.com"), *answer("We look again."),
+        SetStatus(IN_PROGRESS, "answered by jane@example.com"), *TIMERS],
                  id="reopen-with-text"),
     pytest.param(cmds("status in_progress"), "", {}, [
         STORE, command_record("#status in_progress"),
