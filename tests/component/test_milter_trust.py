@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -323,3 +324,70 @@ def test_a_csrs_own_mail_to_a_customer_is_not_stamped(start: Start) -> None:
         assert (stamp.authen, stamp.client_addr, stamp.queue_id) == (
             "jane@example.com", "203.0.113.5", "S2",
         )  # fmt: skip
+
+
+# --------------------------------------------------------------------------
+# 3. The recipient gate: a Postfix policy service on the milter's own socket
+
+
+def policy_query(sock: socket.socket, **attrs: str) -> str:
+    """One policy request the way Postfix's smtpd sends it; the action returned."""
+    request = {
+        "request": "smtpd_access_policy",
+        "protocol_state": "RCPT",
+        "protocol_name": "ESMTP",
+        "client_address": "127.0.0.2",
+        "client_port": "40000",
+        "recipient": "support@example.com",
+        "server_port": "25",
+        **attrs,
+    }
+    sock.sendall("".join(f"{k}={v}\n" for k, v in request.items()).encode() + b"\n")
+    reply = b""
+    while not reply.endswith(b"\n\n"):
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed after {reply!r}"
+        reply += chunk
+    (line,) = reply.decode().split("\n\n")[:1]
+    assert line.startswith("action="), reply
+    return line[len("action="):]
+
+
+def test_gate_lets_a_recipient_in_only_while_the_clients_milter_session_is_open(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    address = start(policy())
+    host, _, port = address.rpartition(":")
+    caplog.set_level(logging.WARNING, logger="casegate")
+    with socket.create_connection((host, int(port)), timeout=5) as gate:
+        # No milter session for this client: the supervised recipient waits.
+        assert policy_query(gate) == "451 4.3.0 casegate milter not in this session, try again later"
+        milter = PostfixLikeClient.open(address)
+        milter.negotiate()
+        milter.connect_event(address="127.0.0.2", port=40000)
+        milter.mail("<carol@customer.example>")  # answered: the connect was seen
+        # Several requests on one connection, as Postfix keeps it open.
+        assert policy_query(gate) == "DUNNO"
+        assert policy_query(gate, recipient="support+CS0000001@example.com") == "DUNNO"
+        # Another SMTP client from the same address (another port): not this session.
+        assert policy_query(gate, client_port="40001").startswith("451 4.3.0")
+        assert policy_query(gate, request="something_else") == "DUNNO"
+        milter.quit()
+        milter.close()
+        deadline = time.monotonic() + 5
+        while policy_query(gate) == "DUNNO":
+            assert time.monotonic() < deadline, "milter session still counted after QUIT"
+            time.sleep(0.01)
+        assert policy_query(gate).startswith("451 4.3.0")
+    assert "gate: no milter session for client [127.0.0.2]:40000 (server port 25)" in caplog.text
+
+
+def test_policy_and_milter_connections_share_the_socket_without_confusion(start: Start) -> None:
+    address = start(policy([Entry("@spam.example")]))
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as bad:
+        bad.sendall(b"request=smtpd_access_policy\nno equals sign here\n\n")
+        assert bad.recv(100) == b""  # a malformed request closes the connection
+    with client_for(address) as client:
+        out = client.message("<a@spam.example>", [SUPPORT], HEADERS)
+        assert out.rcpt_replies[0].startswith("550 5.7.1")
