@@ -3,10 +3,13 @@
 :class:`Policy` is what a :class:`milter.session.Session` asks; :class:`StaticPolicy`
 is the one the CLI builds from the store and the one tests build by hand.
 
-Decisions are typed by where they are allowed: a recipient-time decision can
-only be a :class:`~milter.protocol.TempFailCode` (the rate limit holds a
-sender, it never bounces one), sender and header decisions are
-:class:`~milter.protocol.RejectCode` values. Each carries the name of the rule
+The milter judges only mail for supervised addresses; everything else on the
+server is none of its business. So decisions are per recipient where SMTP
+allows it: at RCPT TO a supervised recipient may be refused (blacklisted
+sender: 5xx) or held (flood: 4xx) while every other recipient of the same
+message is accepted untouched. Header rules (several From: addresses, a
+From: or subject on the blacklist) run at the end of the headers only when a
+supervised recipient was accepted. Each decision carries the name of the rule
 that fired and a detail for the log.
 """
 
@@ -25,7 +28,7 @@ from email.utils import parseaddr
 from typing import Generic, Protocol, TypeVar, cast
 
 from milter.protocol import RejectCode, TempFailCode
-from rules.blacklist import Blacklist, Entry, canonical_address, normalize_pattern, strip_tag
+from rules.blacklist import Blacklist, Entry, canonical_address, normalize_address, strip_tag
 from rules.replies import REJECT_POLICY, TEMPFAIL_POLICY
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "StaticPolicy",
     "from_header_problem",
     "parse_from",
+    "rate_key",
 ]
 
 log = logging.getLogger("casegate.milter.policy")
@@ -72,6 +76,9 @@ class Message:
     auth_type: str = ""
     queue_id: str = ""
     recipients: list[str] = field(default_factory=list)  # accepted so far
+    # The accepted recipients that are supervised, as the client wrote them
+    # in RCPT TO (the form Postfix wants back to delete one).
+    supervised: list[str] = field(default_factory=list)
     from_values: list[str] = field(default_factory=list)  # raw From: values
     subjects: list[str] = field(default_factory=list)  # raw Subject: values
 
@@ -81,14 +88,21 @@ class Policy(Protocol):
         """Called on the event loop before each MAIL FROM. Refresh what needs
         refreshing; must never raise for a transient problem, nor block."""
 
-    def check_sender(self, message: Message) -> Decision[RejectCode] | None:
-        """At MAIL FROM."""
+    def is_supervised(self, address: str) -> bool:
+        """Whether mail for ``address`` is casegate's business."""
 
-    def check_recipient(self, message: Message, recipient: str) -> Decision[TempFailCode] | None:
-        """At each RCPT TO; ``recipient`` without brackets."""
+    def check_sender(self, message: Message) -> Decision[RejectCode] | None:
+        """At MAIL FROM. Whatever it says applies to every recipient, so a
+        policy that judges only supervised mail answers None here."""
+
+    def check_recipient(
+        self, message: Message, recipient: str
+    ) -> Decision[TempFailCode] | Decision[RejectCode] | None:
+        """At each RCPT TO; ``recipient`` without brackets. Refuses that recipient only."""
 
     def check_headers(self, message: Message) -> Decision[RejectCode] | None:
-        """At the end of the headers."""
+        """At the end of the headers; the session asks only when a supervised
+        recipient was accepted."""
 
     def accepted(self, message: Message) -> None:
         """At the end of a message that passed every check (count it)."""
@@ -195,22 +209,32 @@ def _addresses(values: list[str]) -> list[str]:
     return out
 
 
-def _decoded_subject(value: str) -> str:
-    text = _unfold(value)
-    if "=?" not in text:  # no encoded words: nothing to decode
-        return text
-    try:
-        return str(_HEADERS("Subject", text))
-    except Exception:
-        return text
+# Senders that speak for a mail system, not a person: every bounce (null
+# sender) and most delivery reports share them. Counting them as one sender
+# would let the first 30 bounces of the hour, from anywhere, hold all others.
+_SYSTEM_SENDERS = frozenset({"", "postmaster", "mailer-daemon"})
 
 
-def _rate_key(sender: str) -> str:
+def rate_key(sender: str, client_addr: str) -> str:
+    """The flood counter a message counts against.
+
+    A person's address (plus-tags and case ignored) for ordinary mail. The
+    null sender and ``postmaster@``/``MAILER-DAEMON@`` senders are counted per
+    reporting client (the SMTP client's address): each MTA that sends us
+    bounces has its own allowance, and no single bucket for the whole
+    internet exists.
+    """
     parts = canonical_address(sender)
     if parts is None:
-        return sender.lower() or "<>"
+        local = sender.strip().strip("<>").lower()
+        if local and local not in _SYSTEM_SENDERS:
+            return local  # an unparsable sender: counted as itself
+        return f"<>@[{client_addr or 'unknown'}]"
     local, domain = parts
-    return f"{strip_tag(local)}@{domain}"
+    untagged = strip_tag(local)
+    if untagged in _SYSTEM_SENDERS:
+        return f"<>@[{client_addr or 'unknown'}]"
+    return f"{untagged}@{domain}"
 
 
 class StaticPolicy:
@@ -225,10 +249,13 @@ class StaticPolicy:
     logged, never fatal.
 
     ``supervised`` holds ``user@domain`` and ``@domain`` patterns (the
-    support addresses). ``rate_limit`` counts messages per envelope sender
-    (plus-tags ignored) accepted for a supervised address; once a sender has
-    used the allowance, further supervised recipients get a 451 at RCPT TO
-    until the window slides past. ``None`` disables it.
+    support addresses); one that :func:`~rules.blacklist.normalize_address`
+    refuses is skipped and logged, as are invalid blacklist entries.
+    ``rate_limit`` counts messages per envelope sender (plus-tags ignored;
+    bounces per reporting client, :func:`rate_key`) accepted for a supervised
+    address; once a sender has used the allowance, further supervised
+    recipients get a 451 at RCPT TO until the window slides past. ``None``
+    disables it.
     SASL-authenticated senders are exempt unless ``exempt_authenticated`` is
     False: they are staff, and a busy CSR writes to the support address a lot.
     """
@@ -249,11 +276,19 @@ class StaticPolicy:
         self._addresses: set[str] = set()
         self._domains: set[str] = set()
         for pattern in supervised:
-            p = normalize_pattern(pattern)
+            try:
+                p = normalize_address(pattern, allow_domain=True, what="supervised address")
+            except ValueError as exc:
+                # A bad row in the store must never stop the milter (and with
+                # it, all mail): leave it out and say so.
+                log.error("%s: skipped; fix or remove it", exc)
+                continue
             if p.startswith("@"):
                 self._domains.add(p[1:])
             else:
                 self._addresses.add(p)
+        for entry, why in blacklist.skipped:
+            log.error("blacklist entry %r skipped: %s", entry.pattern, why)
         self._rate_limit = rate_limit
         self._window = _SlidingWindow(rate_limit, clock) if rate_limit else None
         self._clock = clock
@@ -263,7 +298,7 @@ class StaticPolicy:
         self._exempt_authenticated = exempt_authenticated
         self._next_refresh: float | None = None  # None: refresh at the first message
         self._refreshing: asyncio.Task[None] | None = None
-        self._last_skipped: tuple[tuple[Entry, str], ...] = ()
+        self._last_skipped: tuple[tuple[Entry, str], ...] = blacklist.skipped
         self.refresh_failures = 0
 
     @property
@@ -332,27 +367,31 @@ class StaticPolicy:
             self._refreshing = None
         if blacklist.skipped != self._last_skipped:
             for entry, why in blacklist.skipped:
-                log.warning("blacklist entry %r skipped: %s", entry.pattern, why)
+                log.error("blacklist entry %r skipped: %s", entry.pattern, why)
             self._last_skipped = blacklist.skipped
         self._blacklist = blacklist
 
     # -- decisions --------------------------------------------------------
 
     def check_sender(self, message: Message) -> Decision[RejectCode] | None:
-        entry = self._blacklist.match_sender(message.sender)
-        if entry is None:
-            return None
-        return Decision(REJECT_BLACKLIST, "blacklist", _describe(entry))
+        # The sender alone decides nothing: the same sender may write to
+        # anyone else on this server. The blacklist applies per recipient.
+        return None
 
     def _rate_limited(self, message: Message) -> bool:
         return self._window is not None and not (self._exempt_authenticated and message.authen)
 
-    def check_recipient(self, message: Message, recipient: str) -> Decision[TempFailCode] | None:
-        if self._window is None or self._rate_limit is None:
+    def check_recipient(
+        self, message: Message, recipient: str
+    ) -> Decision[TempFailCode] | Decision[RejectCode] | None:
+        if not self.is_supervised(recipient):
             return None
-        if not self._rate_limited(message) or not self.is_supervised(recipient):
+        entry = self._blacklist.match_sender(message.sender)
+        if entry is not None:
+            return Decision(REJECT_BLACKLIST, "blacklist", _describe(entry))
+        if self._window is None or self._rate_limit is None or not self._rate_limited(message):
             return None
-        key = _rate_key(message.sender)
+        key = rate_key(message.sender, message.client_addr)
         if not self._window.full(key):
             return None
         limit = self._rate_limit
@@ -364,35 +403,27 @@ class StaticPolicy:
         )
 
     def check_headers(self, message: Message) -> Decision[RejectCode] | None:
+        if not message.supervised:
+            return None  # not our business (the session does not even ask)
         problem, from_addresses = parse_from(message.from_values)
         if problem is not None:
             return Decision(MULTIPLE_FROM, "multiple-from", problem)
         # An address entry also applies to the From: header, which MAIL FROM
         # could not see (forwarders and lists rewrite the envelope sender).
-        for address in from_addresses:
-            entry = self._blacklist.match_sender(address)
-            if entry is not None:
-                return Decision(REJECT_BLACKLIST, "blacklist", f"From: {_describe(entry)}")
-        if not self._blacklist.has_subject_entries:
+        entry = self._blacklist.verdict([*from_addresses, message.sender], message.subjects)
+        if entry is None:
             return None
-        subjects = [_decoded_subject(s) for s in message.subjects] or [""]
-        for address in (message.sender, *from_addresses):
-            for subject in subjects:
-                entry = self._blacklist.match(address, subject)
-                if entry is not None:
-                    return Decision(
-                        REJECT_BLACKLIST, "blacklist-subject", f"{_describe(entry)} subject match"
-                    )
-        return None
+        rule = "blacklist-subject" if entry.subject else "blacklist"
+        return Decision(REJECT_BLACKLIST, rule, _describe(entry))
 
     def accepted(self, message: Message) -> None:
         # Counted when accepted, so that rejected or abandoned attempts do not
         # use up a sender's allowance; one message counts once however many
-        # supervised addresses it reaches.
+        # supervised addresses it reaches, and not at all if it reaches none.
         if self._window is None or not self._rate_limited(message):
             return
-        if any(self.is_supervised(r) for r in message.recipients):
-            self._window.record(_rate_key(message.sender))
+        if message.supervised:
+            self._window.record(rate_key(message.sender, message.client_addr))
 
 
 def _load(source: Callable[[], Iterable[Entry]]) -> Blacklist:

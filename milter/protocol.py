@@ -50,6 +50,7 @@ __all__ = [
     "Continue",
     "Data",
     "DefineMacro",
+    "DeleteRecipient",
     "Discard",
     "EndOfHeaders",
     "EndOfMessage",
@@ -433,6 +434,19 @@ class ChangeHeader:
             raise ValueError(f"header index out of range: {self.index}")
 
 
+@dataclass(frozen=True, slots=True)
+class DeleteRecipient:
+    """``SMFIR_DELRCPT`` at end of message: remove one envelope recipient, named
+    as the client wrote it in RCPT TO (Postfix compares with that form)."""
+
+    address: str
+
+    def __post_init__(self) -> None:
+        _check_no_nul(self.address)
+        if not self.address.strip("<> "):
+            raise ValueError("no address to delete")
+
+
 Response: TypeAlias = (
     OptNegReply
     | Continue
@@ -447,6 +461,7 @@ Response: TypeAlias = (
     | AddHeader
     | InsertHeader
     | ChangeHeader
+    | DeleteRecipient
 )
 
 
@@ -736,6 +751,10 @@ def decode_response(frame: Frame) -> Response:
             if code == "i":
                 return InsertHeader(index, name, value)
             return ChangeHeader(index, name, value)
+        if code == "-":
+            address = c.string()
+            c.end()
+            return DeleteRecipient(address)
     except ValueError as exc:  # a field the value types refuse
         raise c.fail(str(exc)) from None
     simple = _SIMPLE_RESPONSES.get(code)
@@ -824,6 +843,8 @@ def _payload(message: Command | Response) -> tuple[str, bytes]:
         return "i", _U32.pack(message.index) + _z(message.name) + _z(message.value)
     if isinstance(message, ChangeHeader):
         return "m", _U32.pack(message.index) + _z(message.name) + _z(message.value)
+    if isinstance(message, DeleteRecipient):
+        return "-", _z(message.address)
     for code, response in _SIMPLE_RESPONSES.items():
         if message == response:
             return code, b""

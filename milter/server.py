@@ -13,8 +13,13 @@ silence (Postfix keeps the connection for the whole SMTP session, so allow
 for ``smtpd_timeout`` between commands). Every log line carries the queue ID
 through :data:`rules.logctx.queue_id` ("NOQUEUE" until Postfix has one, as in
 its own log). A protocol error closes the connection, and Postfix applies
-``milter_default_action = tempfail``; any other error is logged and answered
-with a 451 for the message in progress.
+``milter_default_action``; any other error is logged and answered with a 451
+for the message in progress.
+
+The same socket also answers Postfix policy requests: the recipient gate of
+:mod:`milter.gate` (a supervised recipient is let in only while a milter
+session from that very client is open here). The first bytes of a
+connection tell the protocols apart.
 """
 
 from __future__ import annotations
@@ -29,13 +34,16 @@ import stat
 import time
 from collections.abc import Callable
 
+from milter.gate import MAX_REQUEST_BYTES, Gate, looks_like_policy_request, parse_request
 from milter.policy import Policy
 from milter.protocol import (
     MAX_FRAME_LENGTH,
     Command,
+    Connect,
     FrameReader,
     MailFrom,
     ProtocolError,
+    QuitNewConnection,
     TempFailCode,
     decode,
     encode,
@@ -125,6 +133,7 @@ class MilterServer:
         self._server: asyncio.Server | None = None
         self._unix_inode: tuple[int, int] | None = None
         self._connections: set[asyncio.Task[object]] = set()
+        self.gate = Gate()
 
     @property
     def server(self) -> asyncio.Server:
@@ -196,9 +205,15 @@ class MilterServer:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "unix socket"
         session = Session(self._policy, secret=self._secret, wall_clock=self._wall_clock)
-        log.debug("milter connection from %s", peer)
         try:
-            await self._converse(session, reader, writer)
+            async with asyncio.timeout(self._read_timeout):
+                first = await reader.read(_READ_SIZE)
+            if looks_like_policy_request(first):
+                log.debug("policy connection from %s", peer)
+                await self._serve_policy(first, reader, writer)
+            else:
+                log.debug("milter connection from %s", peer)
+                await self._converse(session, first, reader, writer)
         except asyncio.CancelledError:
             log.debug("milter connection from %s cancelled", peer)
             raise
@@ -220,28 +235,70 @@ class MilterServer:
             log.debug("milter connection from %s closed", peer)
 
     async def _converse(
-        self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        session: Session,
+        data: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> None:
         frames = FrameReader(self._max_frame)
-        while not session.closed:
-            async with asyncio.timeout(self._read_timeout):
-                data = await reader.read(_READ_SIZE)
-            if not data:
-                if frames.pending or session.in_message:
-                    log.info("milter connection closed by the MTA in the middle of a message")
-                return
-            out = bytearray()
-            for frame in frames.feed(data):
-                command = decode(frame)
-                if isinstance(command, MailFrom):
-                    await self._prepare()
-                out += self._answer(session, command)
+        client: tuple[str, int] | None = None  # registered with the gate
+        try:
+            while not session.closed:
+                if not data:
+                    if frames.pending or session.in_message:
+                        log.info("milter connection closed by the MTA in the middle of a message")
+                    return
+                out = bytearray()
+                for frame in frames.feed(data):
+                    command = decode(frame)
+                    if isinstance(command, MailFrom):
+                        await self._prepare()
+                    out += self._answer(session, command)
+                    if isinstance(command, Connect | QuitNewConnection) and client is not None:
+                        self.gate.closed(client)
+                        client = None
+                    if isinstance(command, Connect):
+                        client = self.gate.opened(command.address, command.port)
+                    if session.closed:
+                        break
+                if out:
+                    writer.write(bytes(out))
+                    async with asyncio.timeout(self._write_timeout):
+                        await writer.drain()
                 if session.closed:
-                    break
-            if out:
-                writer.write(bytes(out))
-                async with asyncio.timeout(self._write_timeout):
-                    await writer.drain()
+                    return
+                async with asyncio.timeout(self._read_timeout):
+                    data = await reader.read(_READ_SIZE)
+        finally:
+            if client is not None:
+                self.gate.closed(client)
+
+    async def _serve_policy(
+        self, data: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Postfix policy requests on this connection, until Postfix closes it."""
+        buffer = bytearray(data)
+        while True:
+            end = buffer.find(b"\n\n")
+            while end < 0:
+                if len(buffer) > MAX_REQUEST_BYTES:
+                    raise ProtocolError(f"policy request longer than {MAX_REQUEST_BYTES} bytes")
+                async with asyncio.timeout(self._read_timeout):
+                    more = await reader.read(_READ_SIZE)
+                if not more:
+                    return
+                buffer += more
+                end = buffer.find(b"\n\n")
+            try:
+                request = parse_request(bytes(buffer[:end]))
+            except ValueError as exc:
+                raise ProtocolError(str(exc)) from None
+            del buffer[: end + 2]
+            logctx.queue_id.set(request.get("queue_id") or NOQUEUE)
+            writer.write(f"action={self.gate.answer(request)}\n\n".encode())
+            async with asyncio.timeout(self._write_timeout):
+                await writer.drain()
 
     async def _prepare(self) -> None:
         try:

@@ -7,6 +7,13 @@ headers), asks a :class:`~milter.policy.Policy` at MAIL FROM, RCPT TO and end
 of headers, and at end of message deletes every incoming ``X-Casegate-*``
 header and adds a signed ``X-Casegate-Auth`` stamp.
 
+Only mail for a supervised address is casegate's business. A message none of
+whose accepted recipients is supervised passes untouched: no header check, no
+stamp (it would tell the recipients a CSR's SASL login and address), no
+header deleted. A header rule that fires on a message that also goes to
+others does not reject it: at end of message the supervised recipients are
+deleted (``SMFIR_DELRCPT``) and the others get the message as sent.
+
 It answers exactly the commands the negotiated protocol says must be
 answered (Postfix reads one reply per event, none for ``MACRO``, ``ABORT``,
 ``QUIT`` and the ``SMFIP_NR_*`` events): one reply too many or too few and
@@ -36,6 +43,7 @@ from milter.protocol import (
     Continue,
     Data,
     DefineMacro,
+    DeleteRecipient,
     EndOfHeaders,
     EndOfMessage,
     Header,
@@ -63,7 +71,8 @@ log = logging.getLogger("casegate.milter")
 
 CONTROL_HEADER_PREFIX = "x-casegate-"
 
-WANTED_ACTIONS = Action.ADDHDRS | Action.CHGHDRS
+EDIT_ACTIONS = Action.ADDHDRS | Action.CHGHDRS
+WANTED_ACTIONS = EDIT_ACTIONS | Action.DELRCPT
 # Events we do not need (HELO, body, unknown commands) and replies Postfix
 # need not wait for (connect, each header): fewer round trips. DATA is taken
 # (and answered at once) on purpose: declined, Postfix still sends its DATA
@@ -133,11 +142,13 @@ class Session:
         self._wall_clock = wall_clock
         self._steps: Step | None = None  # negotiated; None until OPTNEG
         self._can_edit = False
+        self._can_delete_rcpt = False
         self._macros: dict[str, dict[str, str]] = {}
         self._client_addr = ""
         self._client_name = ""
         self._message: Message | None = None
         self._control_headers: dict[str, tuple[str, int]] = {}
+        self._drop_supervised: Decision[RejectCode] | None = None
         self._failed = False
         self.closed = False
 
@@ -233,7 +244,8 @@ class Session:
             raise ProtocolError(f"milter protocol version {offer.version} is too old")
         version = min(offer.version, PROTOCOL_VERSION)
         actions = WANTED_ACTIONS & offer.actions
-        self._can_edit = actions == WANTED_ACTIONS
+        self._can_edit = actions & EDIT_ACTIONS == EDIT_ACTIONS
+        self._can_delete_rcpt = bool(actions & Action.DELRCPT)
         if not self._can_edit:
             log.warning(
                 "MTA does not allow header changes (actions 0x%x): no stamp, no stripping",
@@ -291,6 +303,7 @@ class Session:
     def _reset_message(self) -> None:
         self._message = None
         self._control_headers = {}
+        self._drop_supervised = None
         self._failed = False
         for stage in ("M", *_MESSAGE_STAGES_AFTER_MAIL):
             self._macros.pop(stage, None)
@@ -335,6 +348,8 @@ class Session:
             self._log_decision(f"RCPT TO:<{recipient}>", decision, message)
             return self._reply(command, decision.code)
         message.recipients.append(recipient)
+        if self._policy.is_supervised(recipient):
+            message.supervised.append(_unbracket(address) or recipient)
         return self._reply(command)
 
     def _header(self, name: str, value: str) -> None:
@@ -351,17 +366,52 @@ class Session:
     def _end_of_headers(self, command: EndOfHeaders) -> list[Response]:
         message = self._current()
         message.queue_id = self.queue_id or message.queue_id
+        if not message.supervised:
+            return self._reply(command)  # not casegate's mail
         decision = self._policy.check_headers(message)
-        if decision is not None:
+        if decision is None:
+            return self._reply(command)
+        if len(message.supervised) == len(message.recipients):
             self._log_decision("end of headers", decision, message)
             self._reset_message()
             return self._reply(command, decision.code)
+        # Others get this message too: refuse it for the supervised addresses
+        # only, by deleting them at end of message.
+        others = len(message.recipients) - len(message.supervised)
+        if self._can_delete_rcpt:
+            self._drop_supervised = decision
+            self._log_decision(
+                f"end of headers (deleting {', '.join(message.supervised)}; "
+                f"{others} other recipient(s) keep the message)",
+                decision,
+                message,
+                verb="drop",
+            )
+        else:
+            log.warning(
+                "%s (rule %s) for a message to %d other recipient(s) as well, and the MTA"
+                " does not allow deleting recipients: let through, the filter decides",
+                decision.detail or decision.rule,
+                decision.rule,
+                others,
+            )
         return self._reply(command)
 
     def _end_of_message(self) -> list[Response]:
         message = self._current()
         message.queue_id = self.queue_id or message.queue_id
         responses: list[Response] = []
+        if self._drop_supervised is not None:
+            responses.extend(DeleteRecipient(a) for a in message.supervised)
+            responses.append(_CONTINUE)
+            self._reset_message()
+            return responses
+        if not message.supervised:
+            # Not casegate's mail: no stamp (it would leak a CSR's login and
+            # address to the recipients), no header changed, not counted.
+            responses.append(_CONTINUE)
+            self._reset_message()
+            return responses
         if self._can_edit:
             removed = 0
             # Postfix counts only the headers still there: delete from the
@@ -391,11 +441,16 @@ class Session:
         return responses
 
     def _log_decision(
-        self, where: str, decision: Decision[RejectCode] | Decision[TempFailCode], message: Message
+        self,
+        where: str,
+        decision: Decision[RejectCode] | Decision[TempFailCode],
+        message: Message,
+        *,
+        verb: str = "",
     ) -> None:
         log.info(
             "%s at %s: from=<%s> client=[%s] authen=%s rule=%s%s: %s",
-            "tempfail" if isinstance(decision.code, TempFailCode) else "reject",
+            verb or ("tempfail" if isinstance(decision.code, TempFailCode) else "reject"),
             where,
             message.sender,
             message.client_addr or "?",

@@ -16,8 +16,16 @@ Matching rules (one place, so the CLI's help and the tests can quote them):
   ``john+x@d`` and ``JOHN+anything@D``. A pattern that itself has a tag
   (``john+x@d``) matches only that tagged address.
 * A subject pattern is a Python regular expression, searched (not anchored)
-  case-insensitively in the decoded subject. An empty subject pattern means
-  "no subject pattern".
+  case-insensitively in the decoded subject (:func:`decode_subject`: unfolded,
+  RFC 2047 decoded, runs of white space made one space). An empty subject
+  pattern means "no subject pattern".
+* :meth:`Blacklist.verdict` is the one question both the milter and the
+  filter ask: given the sender addresses (envelope and From:) and the raw
+  Subject: value(s), which entry applies, if any.
+
+Addresses typed by an admin (supervised mailboxes, CSRs, departments,
+blacklist patterns) are checked by one function, :func:`normalize_address`.
+The milter skips (and logs) a stored row it refuses, it never refuses to start.
 """
 
 from __future__ import annotations
@@ -25,11 +33,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.headerregistry import HeaderRegistry
 
 __all__ = [
     "Blacklist",
     "Entry",
     "canonical_address",
+    "decode_subject",
+    "normalize_address",
     "normalize_domain",
     "normalize_pattern",
     "strip_tag",
@@ -111,36 +123,83 @@ def canonical_address(address: str) -> tuple[str, str] | None:
     return local.lower(), d
 
 
-def normalize_pattern(p: str) -> str:
-    """A blacklist pattern in canonical form: ``user@domain`` or ``@domain``, lower-case.
+def normalize_address(value: str, *, allow_domain: bool = False, what: str = "address") -> str:
+    """An address typed by an admin in canonical form: ``user@domain`` (or
+    ``@domain`` when ``allow_domain``), local part and domain lower-case, the
+    domain in ASCII (IDNA) form, surrounding ``<>`` and white space removed.
 
-    Raises ``ValueError`` with a message meant for the admin who typed it.
+    The one validator for every address the CLI stores (supervised mailbox,
+    CSR, department, blacklist pattern), and the one the milter applies to
+    rows it reads back: what this refuses, the milter skips. Refused: no
+    ``@``, an empty local part (unless ``allow_domain``), a domain without a
+    dot (``help@example``: no mail for it comes from the internet, and
+    Postfix would qualify it with ``$mydomain``), bad characters, over-long
+    parts. Raises ``ValueError`` with a message meant for the admin, starting
+    with ``what`` and the value.
     """
-    s = p.strip()
+    shape = "user@domain or @domain" if allow_domain else "user@domain"
+    s = value.strip()
     if not s:
-        raise ValueError("empty blacklist pattern: use user@domain or @domain")
+        raise ValueError(f"empty {what}: use {shape}")
     if s.startswith("<") and s.endswith(">"):
         s = s[1:-1].strip()
     local, at, domain = s.rpartition("@")
     if not at:
-        raise ValueError(f"blacklist pattern {p!r} has no '@': use user@domain or @domain")
+        raise ValueError(f"{what} {value!r} has no '@': use {shape}")
     if not domain:
-        raise ValueError(f"blacklist pattern {p!r} has no domain: use user@domain or @domain")
+        raise ValueError(f"{what} {value!r} has no domain: use {shape}")
     try:
         d = normalize_domain(domain)
     except ValueError as exc:
-        raise ValueError(f"blacklist pattern {p!r}: {exc}") from None
+        raise ValueError(f"{what} {value!r}: {exc}") from None
     if "." not in d:
-        raise ValueError(f"blacklist pattern {p!r}: domain {d!r} has no dot")
+        raise ValueError(f"{what} {value!r}: domain {d!r} has no dot")
     if not local:
-        return "@" + d
-    if "@" in local and not (local.startswith('"') and local.endswith('"')):
-        raise ValueError(f"blacklist pattern {p!r} has more than one '@'")
+        if allow_domain:
+            return "@" + d
+        raise ValueError(f"{what} {value!r} has no local part: use {shape}")
+    quoted = local.startswith('"') and local.endswith('"') and len(local) > 1
+    if "@" in local and not quoted:
+        raise ValueError(f"{what} {value!r} has more than one '@'")
     if len(local) > _MAX_LOCAL:
-        raise ValueError(f"blacklist pattern {p!r}: local part longer than {_MAX_LOCAL}")
-    if not (local.startswith('"') and local.endswith('"')) and _FORBIDDEN_LOCAL.search(local):
-        raise ValueError(f"blacklist pattern {p!r}: spaces, <, >, ',' or ';' in the local part")
+        raise ValueError(f"{what} {value!r}: local part longer than {_MAX_LOCAL}")
+    if not quoted and _FORBIDDEN_LOCAL.search(local):
+        raise ValueError(f"{what} {value!r}: spaces, <, >, ',' or ';' in the local part")
     return f"{local.lower()}@{d}"
+
+
+def normalize_pattern(p: str) -> str:
+    """A blacklist pattern in canonical form: ``user@domain`` or ``@domain``, lower-case.
+
+    :func:`normalize_address` with ``allow_domain=True``; raises ``ValueError``
+    with a message meant for the admin who typed it.
+    """
+    return normalize_address(p, allow_domain=True, what="blacklist pattern")
+
+
+_HEADERS = HeaderRegistry()
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def decode_subject(raw: str) -> str:
+    """A Subject: value as the blacklist matches it: unfolded, RFC 2047 encoded
+    words decoded, runs of white space made one space, stripped. Never raises.
+
+    Idempotent on decoded text that has no ``=?`` in it, so a caller that only
+    has the decoded subject gets the same answer as one with the raw bytes.
+    """
+    text = _FOLD.sub("", raw)
+    if "=?" in text:
+        try:
+            text = str(_HEADERS("Subject", text))
+        except Exception:  # the registry records defects; be safe anyway
+            pass
+        if "=?" in text:
+            try:
+                text = str(make_header(decode_header(text)))
+            except Exception:
+                pass
+    return " ".join(text.split())
 
 
 def compile_subject(subject: str) -> re.Pattern[str]:
@@ -224,9 +283,39 @@ class Blacklist:
         return None
 
     def match(self, address: str, subject: str) -> Entry | None:
-        """The first entry with a subject pattern that matches both."""
+        """The first entry with a subject pattern that matches both (``subject`` decoded)."""
         text = subject[:MAX_SUBJECT_CHARS]
         for c in self._candidates(address):
             if c.subject is not None and c.subject.search(text):
                 return c.entry
+        return None
+
+    def verdict(
+        self, sender_addresses: Iterable[str], raw_subject: str | Iterable[str] = ()
+    ) -> Entry | None:
+        """The entry that blacklists this message, or None: the one verdict of
+        the milter (end of headers) and the filter (after the queue).
+
+        ``sender_addresses`` are the envelope sender and the From: addresses
+        (any form :func:`canonical_address` accepts; empty ones are ignored).
+        ``raw_subject`` is the Subject: value as received (or several, if the
+        message has several), decoded here with :func:`decode_subject`; a
+        message without a subject is matched as an empty subject. Entries
+        without a subject pattern win over those with one; among equals, the
+        first address in ``sender_addresses`` decides.
+        """
+        addresses = list(dict.fromkeys(a for a in sender_addresses if a))
+        for address in addresses:
+            entry = self.match_sender(address)
+            if entry is not None:
+                return entry
+        if not self._subject_entries or not addresses:
+            return None
+        raws = [raw_subject] if isinstance(raw_subject, str) else list(raw_subject)
+        subjects = list(dict.fromkeys(decode_subject(r) for r in raws)) or [""]
+        for address in addresses:
+            for subject in subjects:
+                entry = self.match(address, subject)
+                if entry is not None:
+                    return entry
         return None

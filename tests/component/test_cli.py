@@ -181,9 +181,13 @@ def test_casegate_milter_runs_alone_and_rejects_a_blacklisted_sender(run, tmp_pa
         with client:
             client.negotiate()
             client.connect_event()
-            assert describe(client.mail("<boss@spammer.test>")).startswith("550 5.7.1")
+            # Refused for the supervised address only (issue 8: judged per recipient).
+            assert describe(client.mail("<boss@spammer.test>")) == "continue"
+            assert describe(client.rcpt("<support@example.com>")).startswith("550 5.7.1")
+            assert describe(client.rcpt("<bob@example.com>")) == "continue"
             client.abort()
             assert describe(client.mail("<nice@customer.test>")) == "continue"
+            assert describe(client.rcpt("<support@example.com>")) == "continue"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0

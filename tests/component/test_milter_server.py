@@ -165,7 +165,9 @@ def test_negotiates_version_6_actions_and_macros(start: Start) -> None:
     with PostfixLikeClient.open(address) as client:
         actions, protocol = client.negotiate()
         assert client.version == 6
-        assert actions == int(Action.ADDHDRS | Action.CHGHDRS | Action.SETSYMLIST)
+        assert actions == int(
+            Action.ADDHDRS | Action.CHGHDRS | Action.DELRCPT | Action.SETSYMLIST
+        )
         assert actions & c.SMFIF_QUARANTINE == 0
         assert protocol == int(WANTED_STEPS)
         assert protocol & (c.SMFIP_NOMAIL | c.SMFIP_NORCPT | c.SMFIP_NOHDRS | c.SMFIP_NOEOH) == 0
@@ -202,7 +204,7 @@ def test_mta_without_symlist_still_gets_a_stamp(start: Start) -> None:
         actions, _ = client.negotiate(actions=0x3F, version=2)
         assert client.version == 2
         assert client.macro_lists == {}
-        assert actions == int(Action.ADDHDRS | Action.CHGHDRS)
+        assert actions == int(Action.ADDHDRS | Action.CHGHDRS | Action.DELRCPT)
         client.connect_event()
         outcome = clean_message(client, qid="V2QID", **{"{auth_authen}": "alice@example.com"})
         stamp = verify_stamp(outcome.added_headers[0][1], secret=SECRET, max_age=None, now=WALL)
@@ -214,14 +216,14 @@ def test_mta_without_symlist_still_gets_a_stamp(start: Start) -> None:
 # Blacklist
 
 
-def test_blacklisted_sender_is_rejected_at_mail_from(start: Start) -> None:
+def test_blacklisted_sender_is_rejected_at_rcpt_to_a_supervised_address(start: Start) -> None:
     address = start(make_policy([Entry("@spam.example", reason="junk")]))
     with open_client(address) as client:
         outcome = client.message(
             "<Anyone+tag@SPAM.example>", [SUPPORT], CLEAN_HEADERS, macros={"i": "4AbC"}
         )
         assert (outcome.stage, outcome.reply) == (
-            "mail",
+            "rcpt",
             "550 5.7.1 Message rejected by the recipient's policy",
         )
         # The same connection carries on with the next message.
@@ -698,7 +700,7 @@ def test_every_log_line_carries_the_queue_id(
     ]
     expected = [
         ("Q1", "blacklist source failed"),
-        ("Q1", "reject at MAIL FROM"),
+        ("Q1", "reject at RCPT TO"),
         ("Q2", "reject at end of headers"),
         ("Q3", "stamp authen=-"),
         ("Q4", "tempfail at RCPT TO"),

@@ -52,8 +52,17 @@ CONTRIB = REPO / "contrib" / "postfix"
 FILTER_NEXTHOP = "casegate:[127.0.0.1]:10025"
 #: main.cf: where the transport map lives.
 TRANSPORT_MAP = "hash:/etc/postfix/casegate_transport"
-#: main.cf: the milter line, commented out until the milter runs.
-MILTER_LINE = "#smtpd_milters = inet:127.0.0.1:10027"
+#: main.cf: the milter line, commented out until the milter runs (its start:
+#: the per-milter settings that follow are kept).
+MILTER_LINE = "#smtpd_milters = { inet:127.0.0.1:10027,"
+#: main.cf: the recipient gate's lines, commented out until the milter runs.
+GATE_LINES = (
+    "#smtpd_restriction_classes = casegate_gate",
+    "#casegate_gate = check_policy_service { inet:127.0.0.1:10027,",
+    "#smtpd_recipient_restrictions = check_recipient_access hash:/etc/postfix/casegate_recipients",
+)
+#: main.cf: where the gate's map lives.
+GATE_MAP = "hash:/etc/postfix/casegate_recipients"
 #: master.cf: the re-injection listener's address.
 REINJECT_LISTENER = "127.0.0.1:10026 inet"
 #: master.cf: first line of the commented submission block; the block goes on
@@ -64,7 +73,8 @@ SUBMISSION_OPTION = "#  -o "
 SUBSTITUTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "casegate_transport": (FILTER_NEXTHOP,),
-        "main.cf": (TRANSPORT_MAP, MILTER_LINE),
+        "main.cf": (TRANSPORT_MAP, MILTER_LINE, *GATE_LINES),
+        "casegate_recipients": ("casegate_gate",),
         "master.cf": (REINJECT_LISTENER, SUBMISSION_LINE),
     }
 )
@@ -328,8 +338,10 @@ class PostfixInstance:
         (self.etc / "main.cf").write_text(self.main_cf())
         (self.etc / "master.cf").write_text(self.master_cf())
         (self.etc / "casegate_transport").write_text(self.transport_map())
+        (self.etc / "casegate_recipients").write_text(self.recipients_map())
         self._age_config()
-        self._run(["postmap", "-c", str(self.etc), f"hash:{self.etc / 'casegate_transport'}"])
+        for name in ("casegate_transport", "casegate_recipients"):
+            self._run(["postmap", "-c", str(self.etc), f"hash:{self.etc / name}"])
         self._built = True
 
     def main_cf(self) -> str:
@@ -368,8 +380,12 @@ class PostfixInstance:
         contrib = require((CONTRIB / "main.cf").read_text(), SUBSTITUTIONS["main.cf"], "main.cf")
         replacements = {TRANSPORT_MAP: f"hash:{self.etc / 'casegate_transport'}"}
         if self.milter:
-            replacements[MILTER_LINE] = f"smtpd_milters = {self.milter}"
+            replacements[MILTER_LINE] = f"smtpd_milters = {{ {self.milter},"
+            for line in GATE_LINES:
+                replacements[line] = line[1:].replace("inet:127.0.0.1:10027", self.milter)
         contrib = substitute(contrib, replacements, "main.cf")
+        if self.milter:
+            contrib = contrib.replace(GATE_MAP, f"hash:{self.etc / 'casegate_recipients'}")
         text = (
             "# Private test instance written by tests/support/postfix.py\n"
             + _settings(base)
@@ -413,14 +429,28 @@ class PostfixInstance:
         lines += [f"{domain}\t{self.sink_nexthop}\n" for domain in self.domains]
         return comments + "".join(lines)
 
+    def recipients_map(self) -> str:
+        """contrib/postfix/casegate_recipients for the ``supervised`` addresses."""
+        text = require(
+            (CONTRIB / "casegate_recipients").read_text(),
+            SUBSTITUTIONS["casegate_recipients"],
+            "casegate_recipients",
+        )
+        comments = "".join(
+            line + "\n" for line in text.splitlines() if line.lstrip().startswith("#")
+        )
+        return comments + "".join(f"{addr}\tcasegate_gate\n" for addr in self.supervised)
+
     def set_supervised(self, addresses: Sequence[str]) -> None:
         """Route exactly ``addresses`` to the filter from now on, the way
         contrib/postfix/README.md tells the admin: rewrite the map, postmap,
         reload (running daemons keep the old map until then)."""
         self.supervised = tuple(addresses)
         (self.etc / "casegate_transport").write_text(self.transport_map())
+        (self.etc / "casegate_recipients").write_text(self.recipients_map())
         self._age_config()
-        self._run(["postmap", "-c", str(self.etc), f"hash:{self.etc / 'casegate_transport'}"])
+        for name in ("casegate_transport", "casegate_recipients"):
+            self._run(["postmap", "-c", str(self.etc), f"hash:{self.etc / name}"])
         if self._running:
             self.reload()
 
@@ -429,7 +459,7 @@ class PostfixInstance:
         table or main.cf modified within the current second, 300 ms at a time,
         until it is older (it might be half-written): 1.5 s per command."""
         past = time.time() - 60
-        for name in ("main.cf", "master.cf", "casegate_transport"):
+        for name in ("main.cf", "master.cf", "casegate_transport", "casegate_recipients"):
             path = self.etc / name
             if path.exists():
                 os.utime(path, (past, past))

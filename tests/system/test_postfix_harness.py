@@ -107,8 +107,10 @@ def test_contrib_snippets_make_a_clean_configuration(
     ("name", "old", "new"),
     [
         ("master.cf", "127.0.0.1:10026 inet", "127.0.0.1:2526 inet"),
-        ("main.cf", "#smtpd_milters = inet:127.0.0.1:10027", "#smtpd_milters = unix:/m"),
+        ("main.cf", "#smtpd_milters = { inet:127.0.0.1:10027,", "#smtpd_milters = unix:/m"),
+        ("main.cf", "hash:/etc/postfix/casegate_recipients", "hash:/etc/casegate_gate"),
         ("casegate_transport", "casegate:[127.0.0.1]:10025", "casegate:[::1]:10025"),
+        ("casegate_recipients", "casegate_gate", "casegate_check"),
     ],
 )
 def test_a_contrib_file_that_drifted_from_the_harness_fails_loudly(
@@ -123,6 +125,7 @@ def test_a_contrib_file_that_drifted_from_the_harness_fails_loudly(
         pf.main_cf()
         pf.master_cf()
         pf.transport_map()
+        pf.recipients_map()
 
 
 def test_supervised_mail_passes_the_filter_once(setup: Callable[..., Setup]) -> None:
@@ -270,15 +273,21 @@ def test_sasl_login_on_submission(setup: Callable[..., Setup]) -> None:
                      starttls=True)  # fmt: skip
 
 
-def test_dead_milter_tempfails_the_public_listener_only(setup: Callable[..., Setup]) -> None:
-    nobody = free_port()  # nothing listens there: the milter is "down"
+def test_dead_milter_holds_supervised_recipients_only(setup: Callable[..., Setup]) -> None:
+    nobody = free_port()  # nothing listens there: the milter (and its gate) is "down"
     pf, nf, sink = setup(milter=f"inet:127.0.0.1:{nobody}")
+    assert pf.config_warnings() == []
 
-    with pytest.raises(smtplib.SMTPResponseException) as err:
+    # The gate: the supervised recipient is told to retry, at RCPT TO.
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as err:
         pf.send(CUSTOMER, ["support@example.com"], message("milter down"))
-    assert 400 <= err.value.smtp_code < 500  # milter_default_action = tempfail
+    ((code, text),) = err.value.recipients.values()
+    assert code == 451 and text.startswith(b"4.3.0")
     pf.wait_for_log(rf"connect to Milter service inet:127\.0\.0\.1:{nobody}: Connection refused")
-    pf.wait_for_log(r"milter-reject: MAIL from unknown\[127\.0\.0\.2\]: 451 4\.7\.1")
+    pf.wait_for_log(r"reject: RCPT from unknown\[127\.0\.0\.2\]: 451 4\.3\.0 <support@example\.com>")
+    # Everyone else's mail is none of casegate's business: accepted (default_action=accept).
+    pf.send(CUSTOMER, ["staff@example.com"], message("to staff while the milter is down"))
+    sink.wait_for(lambda d: d.rcpt_tos == ("staff@example.com",), timeout=10)
 
     # The re-injection listener has no milters: casegate's own mail still flows.
     qid = send_message("127.0.0.1", pf.reinject_port, "support@example.com", [CUSTOMER],

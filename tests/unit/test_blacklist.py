@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from rules.blacklist import Blacklist, Entry, canonical_address, normalize_pattern
+from rules.blacklist import (
+    Blacklist,
+    Entry,
+    canonical_address,
+    decode_subject,
+    normalize_address,
+    normalize_pattern,
+)
 
 
 @pytest.mark.parametrize(
@@ -180,3 +187,98 @@ def test_has_subject_entries() -> None:
     assert BLACKLIST.has_subject_entries
     assert not Blacklist([Entry("@spam.example")]).has_subject_entries
     assert not Blacklist([Entry("@spam.example", subject="")]).has_subject_entries
+
+
+# --------------------------------------------------------------------------
+# One address validator for everything the CLI stores (issue 8)
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("Support@Example.COM", "support@example.com"),
+        (" <help@example.com> ", "help@example.com"),
+        ("jane+x@example.com", "jane+x@example.com"),
+        ("info@b\u00fccher.example", "info@xn--bcher-kva.example"),
+    ],
+)
+def test_normalize_address(raw: str, normalized: str) -> None:
+    assert normalize_address(raw) == normalized
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("help@example", "supervised address 'help@example': domain 'example' has no dot"),
+        ("@example.com", "has no local part"),  # a mailbox is not a domain
+        ("help", "no '@'"),
+        ("", "empty supervised address"),
+        ("a b@example.com", "spaces"),
+    ],
+)
+def test_normalize_address_refuses(raw: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        normalize_address(raw, what="supervised address")
+
+
+def test_normalize_address_allows_a_domain_on_request() -> None:
+    assert normalize_address("@Example.com", allow_domain=True) == "@example.com"
+    with pytest.raises(ValueError, match="domain 'example' has no dot"):
+        normalize_address("@example", allow_domain=True)
+
+
+def test_what_the_validator_accepts_the_blacklist_accepts() -> None:
+    # The CLI validates with normalize_address; the milter builds from the
+    # stored rows with the same rules, so nothing the CLI stored is skipped.
+    for raw in ("a@example.com", "@example.com", '"a b"@example.com', "x+y@b\u00fccher.example"):
+        assert not Blacklist([Entry(normalize_address(raw, allow_domain=True))]).skipped
+
+
+# --------------------------------------------------------------------------
+# One verdict for the milter and the filter (issue 8)
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        ("plain subject", "plain subject"),
+        ("folded\r\n subject", "folded subject"),
+        ("=?utf-8?q?cheap_VIAGRA?=", "cheap VIAGRA"),
+        ("=?utf-8?b?Q0FTSU5PIHdpbg==?=", "CASINO win"),
+        ("Re: =?iso-8859-1?q?caf=E9?=  now", "Re: caf\u00e9 now"),
+        ("  many   spaces\there ", "many spaces here"),
+        ("=?bogus?q?x?=", "x"),  # an unknown charset: the bytes as they come
+        ("", ""),
+    ],
+)
+def test_decode_subject(raw: str, decoded: str) -> None:
+    assert decode_subject(raw) == decoded
+    assert decode_subject(decoded) == decoded  # decoded text stays as it is
+
+
+@pytest.mark.parametrize(
+    ("senders", "subject", "pattern"),
+    [
+        (["spammer@example.com"], "anything", "spammer@example.com"),
+        (["srs0=x@fwd.example", "Spammer+x@example.com"], "", "spammer@example.com"),
+        (["x@example.net"], "=?utf-8?q?cheap_VIAGRA?=", "@example.net"),
+        (["x@example.net"], "cheap VIAGRA", "@example.net"),  # decoded already: same verdict
+        (["x@example.net"], ["hello", "=?utf-8?q?viagra?="], "@example.net"),  # two Subject:
+        (["boss@example.com"], "  URGENT:\r\n wire", "boss@example.com"),
+        (["boss@example.com"], "re: urgent", None),
+        (["x@example.net"], "hello", None),
+        (["", "<>"], "viagra", None),
+        ([], "viagra", None),
+        # An address entry wins over a subject entry of an earlier address.
+        (["x@example.net", "anyone@spam.example"], "viagra", "@spam.example"),
+    ],
+)
+def test_verdict(senders: list[str], subject: str | list[str], pattern: str | None) -> None:
+    entry = BLACKLIST.verdict(senders, subject)
+    assert (entry.pattern if entry else None) == pattern
+
+
+def test_verdict_without_a_subject_matches_an_empty_subject() -> None:
+    bl = Blacklist([Entry("@example.net", subject="^$")])
+    assert bl.verdict(["a@example.net"]) is not None
+    assert bl.verdict(["a@example.net"], "hi") is None
