@@ -297,8 +297,9 @@ def mailbox_add(app: App, address: str, pool: str, display_name: str) -> None:
         store = app.store()
         store.add_mailbox(address, pool, display_name)
         staffed = bool(store.open_load(store.pool(pool, create=False)))
-    click.echo(f"supervising {address} (pool {pool}); add to Postfix's transport map:\n"
-               f"  {address}  casegate:[127.0.0.1]:10025")
+    click.echo(f"supervising {address} (pool {pool}); add it to Postfix's maps (then postmap each):\n"
+               f"  casegate_transport:   {address}  casegate:[127.0.0.1]:10025\n"
+               f"  casegate_recipients:  {address}  casegate_gate")
     if not staffed:
         click.echo(f"warning: pool {pool!r} has no available CSR yet: its cases stay unassigned "
                    f"until you run `casegate csr add ADDRESS --name NAME --pool {pool}`", err=True)
@@ -820,7 +821,8 @@ def build_milter(app: App, listen: str, secret: bytes, rate: str | None) -> Any:
         supervised = [m.address for m in store.mailboxes()]
         initial = Blacklist(entries(), strict=False)
     policy = StaticPolicy(initial, supervised, rate_limit=parse_rate(rate),
-                          entries_source=entries)
+                          entries_source=entries,
+                          supervised_source=lambda: [m.address for m in store.mailboxes()])
     if listen.startswith("unix:"):
         target = listen
     else:
@@ -925,7 +927,8 @@ def blacklist_add(app: App, pattern: str, subject: str | None, reason: str) -> N
     pattern, subject = valid_pattern(pattern), valid_regex(subject)
     with store_errors():
         app.store().add_blacklist(pattern, subject, reason, by="cli")
-    click.echo(f"blacklisted {pattern}" + (f" with subject /{subject}/" if subject else ""))
+    click.echo(f"blacklisted {pattern}" + (f" with subject /{subject}/" if subject else "")
+               + " (the milter applies it within 5 s)")
 
 
 @blacklist.command("remove")

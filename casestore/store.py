@@ -565,6 +565,18 @@ class Store:
             query = query.where(Message.case == case)
         return int(query.count())
 
+    def automatic_sent_to(self, *, since: dt.datetime, recipient: str) -> tuple[int, int]:
+        """(to this canonical mailbox, to its domain) since then, in one query."""
+        domain = recipient.rpartition("@")[2]
+        row = (Message.select(fn.COUNT(Message.id).alias("domain"),
+                              fn.SUM(peewee.Case(None, [(Message.rcpt_key == recipient, 1)], 0))
+                              .alias("mailbox"))
+               .where((Message.rcpt_domain == domain) & (Message.created >= _naive(since))
+                      & (Message.direction == "out")
+                      & (Message.kind.in_([k.value for k in AUTOMATIC_OUT])))
+               .dicts().first())
+        return int((row or {}).get("mailbox") or 0), int((row or {}).get("domain") or 0)
+
     # -- pools ---------------------------------------------------------------
 
     def pools(self) -> list[Pool]:

@@ -268,6 +268,7 @@ class StaticPolicy:
         rate_limit: RateLimit | None = None,
         clock: Callable[[], float] = time.monotonic,
         entries_source: EntriesSource | None = None,
+        supervised_source: Callable[[], Iterable[str]] | None = None,
         refresh_interval: float = 5.0,
         refresh_timeout: float = 1.0,
         exempt_authenticated: bool = True,
@@ -275,18 +276,9 @@ class StaticPolicy:
         self._blacklist = blacklist
         self._addresses: set[str] = set()
         self._domains: set[str] = set()
-        for pattern in supervised:
-            try:
-                p = normalize_address(pattern, allow_domain=True, what="supervised address")
-            except ValueError as exc:
-                # A bad row in the store must never stop the milter (and with
-                # it, all mail): leave it out and say so.
-                log.error("%s: skipped; fix or remove it", exc)
-                continue
-            if p.startswith("@"):
-                self._domains.add(p[1:])
-            else:
-                self._addresses.add(p)
+        self._supervised_patterns: tuple[str, ...] = ()
+        self._set_supervised(supervised)
+        self._supervised_source = supervised_source
         for entry, why in blacklist.skipped:
             log.error("blacklist entry %r skipped: %s", entry.pattern, why)
         self._rate_limit = rate_limit
@@ -304,6 +296,27 @@ class StaticPolicy:
     @property
     def blacklist(self) -> Blacklist:
         return self._blacklist
+
+    def _set_supervised(self, supervised: Iterable[str]) -> None:
+        patterns = tuple(supervised)
+        if patterns == self._supervised_patterns:
+            return
+        addresses: set[str] = set()
+        domains: set[str] = set()
+        for pattern in patterns:
+            try:
+                p = normalize_address(pattern, allow_domain=True, what="supervised address")
+            except ValueError as exc:
+                # A bad row in the store must never stop the milter (and with
+                # it, all mail): leave it out and say so.
+                log.error("%s: skipped; fix or remove it", exc)
+                continue
+            if p.startswith("@"):
+                domains.add(p[1:])
+            else:
+                addresses.add(p)
+        self._addresses, self._domains = addresses, domains
+        self._supervised_patterns = patterns
 
     def is_supervised(self, address: str) -> bool:
         parts = canonical_address(address)
@@ -365,6 +378,12 @@ class StaticPolicy:
             return
         finally:
             self._refreshing = None
+        if self._supervised_source is not None:
+            # Mailboxes added since start are judged (and stamped) too.
+            try:
+                self._set_supervised(await asyncio.to_thread(lambda: list(self._supervised_source())))
+            except Exception as exc:
+                log.warning("supervised addresses could not be re-read (%s): keeping the last list", exc)
         if blacklist.skipped != self._last_skipped:
             for entry, why in blacklist.skipped:
                 log.error("blacklist entry %r skipped: %s", entry.pattern, why)

@@ -30,7 +30,7 @@ from rules.automatic import suppresses_autoreply
 from rules.blacklist import Blacklist, Entry
 from rules.classify import Identity, Role, classify
 from rules.decision import Decision, Directory, Hit, MailboxInfo, StoreMessage, base_address
-from rules.inbound import Inbound, parse
+from rules.inbound import Inbound, parse, raw_header
 from rules.loop import detect, hops_of, read_verp
 from rules.match import Match, match_case
 from rules.quotes import body_text, extract_reply
@@ -217,13 +217,9 @@ class Engine:
         return blacklist
 
     def _blacklisted(self, delivery: Delivery, inbound: Inbound) -> Entry | None:
-        blacklist = self._blacklist()
-        for address in dict.fromkeys(a for a in (delivery.mail_from.lower(),
-                                                 inbound.from_address) if a):
-            hit = blacklist.match_sender(address) or blacklist.match(address, inbound.subject)
-            if hit is not None:
-                return hit
-        return None
+        """The milter's verdict, by the same function (should it be down or bypassed)."""
+        return self._blacklist().verdict([delivery.mail_from, inbound.from_address],
+                                         raw_header(inbound.msg, "Subject"))
 
     def _stamp(self, delivery: Delivery, inbound: Inbound) -> Stamp | None:
         """The milter's stamp of this very message (signed, and naming its queue ID)."""

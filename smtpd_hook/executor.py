@@ -343,13 +343,13 @@ class Executor:
         limits = self.store.limits()
         since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
         key = base_address(address)
+        to_mailbox, to_domain = self.store.automatic_sent_to(since=since, recipient=key)
         per_rcpt = limits["autoreply_per_recipient"]
-        if self.store.automatic_sent(since=since, recipient=key) >= per_rcpt:
+        if to_mailbox >= per_rcpt:
             return f"rate cap: {per_rcpt} automatic mails to {key} already sent"
-        domain = key.rpartition("@")[2]
         per_domain = limits["autoreply_per_domain"]
-        if self.store.automatic_sent(since=since, domain=domain) >= per_domain:
-            return f"rate cap: {per_domain} automatic mails to @{domain} already sent"
+        if to_domain >= per_domain:
+            return f"rate cap: {per_domain} automatic mails to @{key.rpartition('@')[2]} already sent"
         per_case = limits["autoreply_per_case"]
         if self.store.automatic_sent(since=since, case=case) >= per_case:
             return f"rate cap: {per_case} automatic mails on {case.number} already sent"
