@@ -377,17 +377,17 @@ class Store:
     def case_state(self, case: Case, *, participants: set[str] | None = None) -> CaseState:
         if participants is None:
             participants = self.participants(case)
-        survey = False
+        surveys: frozenset[str] = frozenset()
         if case.status == Status.CLOSED:
-            survey = Message.select(Message.id).where(
-                (Message.case == case) & (Message.kind == MessageKind.SURVEY)).exists()
+            surveys = frozenset(m.message_id for m in Message.select(Message.message_id).where(
+                (Message.case == case) & (Message.kind == MessageKind.SURVEY)))
         return CaseState(
             number=case.number, status=Status(case.status), mailbox="",
             customer_address=case.customer_address, customer_name=case.customer_name,
             subject=case.subject,
             assignee=None if case.assignee_id is None else case.assignee.address,
             created=aware(case.created) or self.clock(), closed=aware(case.closed),
-            participants=frozenset(participants), survey_sent=survey,
+            participants=frozenset(participants), survey_sent=bool(surveys), survey_ids=surveys,
         )
 
 

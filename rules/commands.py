@@ -31,6 +31,7 @@ from rules.decision import (
     OpenCase,
     PoolInfo,
     Record,
+    SendCustomer,
     SetStatus,
     StoreMessage,
     TellCsr,
@@ -341,6 +342,8 @@ class SetTo(Command):
             return f"{arg!r} is not a status: use {', '.join(s.value for s in Status)}"
         if status is Status.CLOSED:
             return "use #close to close a case (the customer is told)"
+        if status is Status.UNDER_CONSULTATION:
+            return "under_consultation is set by consulting a department, not by #status"
         if f.case.status is Status.CLOSED:
             return f"{f.case.number} is closed: #reopen it first"
         if status is f.case.status:
@@ -465,6 +468,9 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
         actions += COMMANDS[name].actions(g.arg, text if COMMANDS[name].text_role == role else "", f)
     if role == ANSWER and text.strip() and not answered:
         actions += _answer(text, f, reopened="reopen" in by_name)
+    if {"blacklist", "blacklist-subject"} & set(by_name):
+        # Never write to an address just blacklisted (closing notice, survey).
+        actions = [a for a in actions if not isinstance(a, SendCustomer)]
     # #assign's or #blacklist's note and #note's are the same text: once.
     return decision(Outcome.CSR_COMMAND, list(dict.fromkeys(actions)), hits)
 

@@ -91,6 +91,7 @@ class CaseState:
     closed: dt.datetime | None = None
     participants: frozenset[str] = frozenset()
     survey_sent: bool = False
+    survey_ids: frozenset[str] = frozenset()  # Message-IDs of the survey mails we sent
     follow_up_of: str | None = None
 
 

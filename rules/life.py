@@ -37,6 +37,8 @@ from rules.match import Match
 from rules.vocab import ClosedPolicyKind, EventKind, MessageKind, Outcome, Status, TimerKind
 
 _RATING = re.compile(r"^\s*([1-5])(?![\d.,])\s*(?:/\s*5|stars?|[-–:.)!]|$|\s)", re.IGNORECASE)
+# A grade alone on the line (what the survey's mailto links send).
+_BARE_RATING = re.compile(r"^\s*([1-5])\s*(?:/\s*5|stars?)?\s*[!.]?\s*$", re.IGNORECASE)
 _ACCEPT = re.compile(r"^\s*(?:accept(?:ed)?|yes,? accept)\b", re.IGNORECASE)
 _REJECT = re.compile(r"^\s*(?:reject(?:ed)?|no,? reject)\b", re.IGNORECASE)
 
@@ -57,6 +59,7 @@ class CustomerFacts:
     reply_text: str  # the new text, quotes stripped (first-line answers: Accept, 3 …)
     no_ack_reason: str | None  # the sender asked for no automatic replies
     now: dt.datetime
+    answers_survey: bool = False  # In-Reply-To/References name the case's survey mail
 
 
 def first_line(text: str) -> str:
@@ -66,10 +69,14 @@ def first_line(text: str) -> str:
     return ""
 
 
-def rating_of(text: str) -> tuple[int, str] | None:
-    """``4`` / ``4 - quick and kind`` / ``5/5`` on the first line: (grade, comment)."""
+def rating_of(text: str, *, answers_survey: bool = True) -> tuple[int, str] | None:
+    """``4`` / ``4 - quick and kind`` / ``5/5`` on the first line: (grade, comment).
+
+    Only a reply to the survey mail itself may say more on the grade's line;
+    otherwise ("3 printers broke again" to a closed case) the grade must stand
+    alone on its line, as the survey's links send it."""
     line = first_line(text)
-    m = _RATING.match(line)
+    m = (_RATING if answers_survey else _BARE_RATING).match(line)
     if m is None:
         return None
     rest = (line[m.end():].strip(" -–:.)!") + "\n" + "\n".join(
@@ -83,7 +90,7 @@ def on_customer(f: CustomerFacts) -> Decision:
     if case is None:
         return _new_case(f, hits)
     if case.status is Status.CLOSED:
-        rated = rating_of(f.reply_text) if case.survey_sent else None
+        rated = rating_of(f.reply_text, answers_survey=f.answers_survey) if case.survey_sent else None
         if rated is not None:
             hits.append(Hit("survey_rating", f"first line rates {rated[0]} of 5"))
             return decision(Outcome.RATING, [

@@ -182,7 +182,9 @@ class Engine:
                 # The first line means something (Accept, a rating) only here.
                 reply_text=extract_reply(inbound.msg) if state is not None and state.status in (
                     Status.CLOSED, Status.SOLUTION_PROPOSED) else "",
-                no_ack_reason=ctx.suppress, now=self.store.clock()))
+                no_ack_reason=ctx.suppress, now=self.store.clock(),
+                answers_survey=state is not None and bool(
+                    state.survey_ids & {*inbound.in_reply_to, *inbound.references})))
         return Decision(decision.outcome, decision.actions, hits + decision.hits, decision.errors)
 
     def _bounce(self, inbound: Inbound, number: str, message_id: int, ctx: Context,

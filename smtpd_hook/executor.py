@@ -398,7 +398,8 @@ class Executor:
             links += [("Close (text below goes to the customer first)", "#close\n\n"),
                       ("Propose a solution", "#solution\n\n"),
                       ("Add an internal note", "#note\n\n"),
-                      ("Take it", "#take")]
+                      ("Take it (for a colleague this is forwarded to)", "#take"),
+                      ("Set a status", "#status in_progress")]
             pool = ctx.mailbox.pool.name
             for csr in ctx.directory.pool_members(pool):
                 if case.assignee_id is None or csr.address != case.assignee.address:

@@ -437,3 +437,21 @@ def test_statements_per_event(engine: Engine) -> None:
     print("statements per event:", counts)
     for event, budget in STATEMENT_BUDGET.items():
         assert counts[event] <= budget, (event, counts[event], budget)
+
+
+def test_blacklist_and_close_write_nothing_to_the_blacklisted_address(engine: Engine) -> None:
+    case = open_case(engine, sender="deals@spam.test")
+    csr_says(engine, case, "#blacklist-subject\n#close\n")
+    assert case_of(case.number).status == "closed"
+    assert [m.kind for m in out(to="deals@spam.test")] == ["ack"]
+    assert any(k == "blacklisted" for k, _ in events(case))
+
+
+def test_a_new_question_to_a_closed_case_is_no_rating(engine: Engine) -> None:
+    case = open_case(engine)
+    engine.command(case.number, actor=JANE, commands=[Given("close")])
+    raw = make(from_="john@customer.test", to=f"support+{case.number}@example.com",
+               subject="Another thing", body="2 more questions about my invoice\n")
+    deliver(engine, raw, rcpt=f"support+{case.number}@example.com", mail_from="john@customer.test")
+    case = case_of(case.number)
+    assert case.rating is None and case.status == "reopened"

@@ -74,12 +74,14 @@ def case(status: Status = IN_PROGRESS, *, assignee: str | None = JANE, closed_da
 
 def customer(state: CaseState | None = None, *, text: str = TEXT, reply_text: str | None = None,
              sender: str = JOHN, cc: tuple[str, ...] = (), no_ack: str | None = None,
-             policy: str = "reopen", match: Match | None = None) -> CustomerFacts:
+             policy: str = "reopen", match: Match | None = None,
+             answers_survey: bool = True) -> CustomerFacts:
     box = MailboxInfo(SUPPORT, "Example Support", pool(policy))
     return CustomerFacts(mailbox=box, directory=DIRECTORY, case=state,
                          match=match or (NEW if state is None else JOINED), sender=sender,
                          sender_name="John Smith", subject="Printer on fire", cc=cc, text=text,
-                         reply_text=text if reply_text is None else reply_text, no_ack_reason=no_ack, now=NOW)
+                         reply_text=text if reply_text is None else reply_text, no_ack_reason=no_ack, now=NOW,
+                         answers_survey=answers_survey)
 
 
 CLOSING_ACTIONS = [Cancel((TimerKind.REMIND, TimerKind.AUTOCLOSE, TimerKind.ASSIGN_RETRY)),
@@ -174,6 +176,19 @@ def test_closed_case_rating(survey_sent: bool, reply: str, outcome: Outcome,
                                  Record(EventKind.RATED, f"{rating[0]}/5", JOHN),
                                  SendCustomer(MessageKind.THANKS)]
     assert got.hits[-1] == Hit("survey_rating", f"first line rates {rating[0]} of 5")
+
+
+@pytest.mark.parametrize(("reply", "outcome"), [
+    ("5", Outcome.RATING), ("4/5", Outcome.RATING), ("3 stars", Outcome.RATING),
+    ("2 more questions about my invoice", Outcome.REOPENED),
+    ("3 printers are broken again", Outcome.REOPENED),
+    ("1) it broke again", Outcome.REOPENED),
+])
+def test_rating_outside_a_reply_to_the_survey_is_the_grade_alone(reply: str, outcome: Outcome) -> None:
+    """A new question to a closed case is no rating (found writing docs/cases.md)."""
+    got = on_customer(customer(case(CLOSED, closed_days_ago=1, survey_sent=True), text=reply,
+                               answers_survey=False))
+    assert got.outcome is outcome
 
 
 def test_rating_reads_the_reply_not_the_quoted_survey() -> None:
