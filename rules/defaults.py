@@ -26,4 +26,8 @@ TIMER_LEASE_SECONDS = 120
 # The filter.
 STAMP_MAX_AGE = 5 * 24 * 3600  # Postfix's default maximal_queue_lifetime
 BLACKLIST_TTL = 5.0  # seconds; the milter refreshes its copy as often
-HISTORY_LIMIT = 50  # earlier messages quoted in a notification or answer
+HISTORY_LIMIT = 50  # earlier messages quoted in a notification or answer ...
+HISTORY_MAX_CHARS = 64_000  # ... and at most this much of their text in all ...
+HISTORY_ITEM_CHARS = 16_000  # ... and of any one of them
+MESSAGE_TEXT_CHARS = 100_000  # the new message's text shown in a notification
+FORWARD_FILES_BYTES = 5_000_000  # files attached to one outgoing mail (Postfix's limit is 10 MB)

@@ -239,12 +239,14 @@ class Executor:
             "reply": a.text,
             "csr": {"name": csr.name, "signature": csr.signature.strip()},
             "signoff": _signoff(csr.name, csr.signature, organization),
-            "history": self._history(case, msgs, ctx.directory, exclude=ctx.message, public_only=True),
             "links": self._customer_links(case, ctx, a.kind),
         })
+        context["history"], context["history_omitted"] = self._history(
+            case, msgs, ctx.directory, exclude=ctx.message, public_only=True)
         body = self.renderer.text(f"customer/{a.kind}.txt.j2", context)
         in_reply_to, thread = self._threading(msgs)
-        files = ctx.inbound.attachments if (a.with_files and ctx.inbound is not None) else ()
+        parts = ctx.inbound.attachments if (a.with_files and ctx.inbound is not None) else ()
+        files = [p for p, ok in zip(parts, _forwardable(parts), strict=True) if ok]
         self._outgoing(ctx, kind=a.kind,
                        from_=format_address(f"{csr.name} ({organization})", ctx.mailbox.address),
                        to=[case.customer_address],
@@ -264,7 +266,17 @@ class Executor:
         message = ctx.message
         about = message is not None and message.kind in (
             MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE)
-        attached = {f.id for f in files if about and message is not None and f.message_id == message.id}
+        parts = ctx.inbound.attachments if (about and ctx.inbound is not None) else ()
+        fits = _forwardable(parts)
+        mine = [f.id for f in files if about and message is not None and f.message_id == message.id]
+        attached = {fid for fid, ok in zip(mine, fits, strict=False) if ok}
+        history, omitted = self._history(case, msgs, ctx.directory, exclude=message if about else None,
+                                         public_only=False)
+        text = (message.text or "").strip() if message is not None else ""
+        if len(text) > defaults.MESSAGE_TEXT_CHARS:
+            text = (text[: defaults.MESSAGE_TEXT_CHARS]
+                    + f"\n[... {len(text) - defaults.MESSAGE_TEXT_CHARS} more characters: "
+                    f"`casegate case show {case.number}`]")
         body = self.renderer.text("csr/notify.txt.j2", {
             "marker": REPLY_MARKER,
             "headline": a.headline,
@@ -274,10 +286,10 @@ class Executor:
             "files": [{"id": f.id, "filename": f.filename, "content_type": f.content_type,
                        "size": f.size, "attached": f.id in attached} for f in files],
             "message": {"author": self._author(case, message, {}), "date": _date(message.created),
-                        "text": (message.text or "").strip() or "(no text)"}
+                        "text": text or "(no text)"}
             if about and message is not None else None,
-            "history": self._history(case, msgs, ctx.directory, exclude=message if about else None,
-                                     public_only=False),
+            "history": history,
+            "history_omitted": omitted,
             "actions": self._actions(case, ctx),
         })
         earlier = [m.message_id for m in msgs if m.direction == "out" and m.kind == MessageKind.NOTIFY]
@@ -285,7 +297,7 @@ class Executor:
         headers = self._automatic_headers(ctx, "auto-generated")
         if ctx.explain:
             headers[RULES_HEADER] = " ".join(ctx.explain.split())[:900]
-        files_out = ctx.inbound.attachments if (about and ctx.inbound is not None) else ()
+        files_out = [p for p, ok in zip(parts, fits, strict=True) if ok]
         self._outgoing(ctx, kind=MessageKind.NOTIFY,
                        from_=format_address(f"{name} via {self._organization(ctx)}",
                                             tokens.plus_address(ctx.mailbox.address, case.number)),
@@ -412,7 +424,7 @@ class Executor:
         return [{"label": label, "url": self._mailto(ctx, case, subject, body)} for label, body in links]
 
     def _history(self, case: Case, msgs: Sequence[Message], directory: Directory, *,
-                 exclude: Message | None, public_only: bool) -> list[dict[str, str]]:
+                 exclude: Message | None, public_only: bool) -> tuple[list[dict[str, str]], int]:
         """Earlier messages, newest first: for the customer what they and we
         said; for CSRs automatic mail and internal notes too."""
         kinds = {MessageKind.CUSTOMER, MessageKind.CSR} if public_only else {
@@ -432,7 +444,19 @@ class Executor:
                     "date": _date(e.at), "author": f"Internal note by {e.actor or 'admin'}",
                     "text": e.detail.strip()}))
         items.sort(key=lambda item: (item[0], item[1]), reverse=True)
-        return [item for _, _, item in items][: self.settings.history_limit]
+        # Bounded by count and size: 30 appended 1 MB messages must not make
+        # every notification 30 MB (the case holds them all).
+        shown: list[dict[str, str]] = []
+        budget = defaults.HISTORY_MAX_CHARS
+        for _, _, item in items[: self.settings.history_limit]:
+            text = item["text"]
+            if len(text) > defaults.HISTORY_ITEM_CHARS:
+                text = text[: defaults.HISTORY_ITEM_CHARS] + "\n[...]"
+            if len(text) > budget:
+                break
+            budget -= len(text)
+            shown.append({**item, "text": text})
+        return shown, len(items) - len(shown)
 
     def _author(self, case: Case, m: Message | None, csr_names: dict[str, str]) -> str:
         if m is None:
@@ -483,6 +507,21 @@ class Executor:
         self.store.enqueue(message, mail_from=envelope, rcpt_to=to)
         ctx.sent.append(message)
         return message
+
+
+def _forwardable(parts: Sequence[Any]) -> list[bool]:
+    """Which files travel with a mail: each file once, within the size budget
+    (a larger one stays stored and is listed, not attached)."""
+    seen: set[str] = set()
+    budget = defaults.FORWARD_FILES_BYTES
+    fits = []
+    for part in parts:
+        ok = part.sha256 not in seen and len(part.data) <= budget
+        if ok:
+            seen.add(part.sha256)
+            budget -= len(part.data)
+        fits.append(ok)
+    return fits
 
 
 def _signoff(name: str, signature: str, organization: str) -> str:

@@ -455,3 +455,25 @@ def test_a_new_question_to_a_closed_case_is_no_rating(engine: Engine) -> None:
     deliver(engine, raw, rcpt=f"support+{case.number}@example.com", mail_from="john@customer.test")
     case = case_of(case.number)
     assert case.rating is None and case.status == "reopened"
+
+
+def test_history_in_mail_is_bounded_and_files_travel_once_within_a_budget(engine: Engine) -> None:
+    """30 appended 1 MB messages made 507 MB of outgoing mail (issue 8): the
+    history carried in mail is capped by count and size; the case keeps all."""
+    case = open_case(engine)
+    big = "All work and no play. " * 10_000  # 220 KB of text
+    for _ in range(8):
+        customer_says(engine, case, big)
+    sizes = [len(bytes(m.raw)) for m in out("notify")]
+    assert max(sizes) < 400_000, sizes
+    last = text_of(parse(bytes(out("notify")[-1].raw)))
+    assert "earlier message(s) not shown" in last and f"casegate case show {case.number}" in last
+    assert Message.select().where((Message.case == case) & (Message.kind == "customer")).count() == 9
+    # The same file twice, and one over the budget: attached once, the big one listed only.
+    blob, huge = b"%PDF-1.4 same" * 10, b"\0" * 5_100_000
+    customer_says(engine, case, "files\n", files=[("a.pdf", "application/pdf", blob),
+                                                  ("b.pdf", "application/pdf", blob),
+                                                  ("huge.bin", "application/octet-stream", huge)])
+    note = parse(bytes(out("notify")[-1].raw))
+    assert [p.get_filename() for p in note.iter_attachments()] == ["a.pdf"]
+    assert "huge.bin (application/octet-stream, 5100000 bytes) [id" in text_of(note)
