@@ -60,6 +60,7 @@ class CustomerFacts:
     no_ack_reason: str | None  # the sender asked for no automatic replies
     now: dt.datetime
     answers_survey: bool = False  # In-Reply-To/References name the case's survey mail
+    answers_our_mail: bool = False  # ... name any mail we wrote (signed Message-IDs)
 
 
 def first_line(text: str) -> str:
@@ -151,7 +152,10 @@ def _new_case(f: CustomerFacts, hits: list[Hit], *, follow_up_of: str | None = N
         StoreMessage(MessageKind.CUSTOMER, f.text),
         Assign(None, f.mailbox.pool.rule),
     ]
-    no_ack = ack_refusal(f.sender, f.directory) or f.no_ack_reason
+    no_ack = ack_refusal(f.sender, f.directory) or f.no_ack_reason or (
+        # A responder answering from a new address each time would loop.
+        "answers our own mail without taking part in its case: no acknowledgement"
+        if f.answers_our_mail else None)
     if no_ack:
         hits.append(Hit("no_ack", no_ack))
         actions.append(Record(EventKind.NO_ACK, no_ack))

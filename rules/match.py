@@ -26,6 +26,7 @@ class Match:
     reason: str
     mentioned: tuple[str, ...] = ()  # numbers mentioned but not joined
     participants: frozenset[str] | None = None  # of the matched case, when the caller knows them
+    signed: bool = False  # the message referred to mail we wrote (our signed Message-IDs)
 
 
 def match_case(

@@ -184,7 +184,8 @@ class Engine:
                     Status.CLOSED, Status.SOLUTION_PROPOSED) else "",
                 no_ack_reason=ctx.suppress, now=self.store.clock(),
                 answers_survey=state is not None and bool(
-                    state.survey_ids & {*inbound.in_reply_to, *inbound.references})))
+                    state.survey_ids & {*inbound.in_reply_to, *inbound.references}),
+                answers_our_mail=match.signed))
         return Decision(decision.outcome, decision.actions, hits + decision.hits, decision.errors)
 
     def _bounce(self, inbound: Inbound, number: str, message_id: int, ctx: Context,
@@ -300,10 +301,9 @@ class Engine:
             subject_numbers=subject_numbers,
             participants=known.get,
         )
-        if match.number is not None:
-            return Match(match.number, match.rule, match.reason, match.mentioned,
-                         participants=frozenset(known.get(match.number, ())))
-        return match
+        return Match(match.number, match.rule, match.reason, match.mentioned,
+                     participants=frozenset(known.get(match.number, ())) if match.number else None,
+                     signed=bool(signed))
 
     # -- the shell ------------------------------------------------------------------------
 

@@ -477,3 +477,16 @@ def test_history_in_mail_is_bounded_and_files_travel_once_within_a_budget(engine
     note = parse(bytes(out("notify")[-1].raw))
     assert [p.get_filename() for p in note.iter_attachments()] == ["a.pdf"]
     assert "huge.bin (application/octet-stream, 5100000 bytes) [id" in text_of(note)
+
+
+def test_a_responder_answering_from_new_addresses_gets_no_acknowledgement(engine: Engine) -> None:
+    """A non-participant replying to our signed acknowledgement looped 300 times (issue 8)."""
+    open_case(engine)
+    for i in range(5):
+        last = out("ack")[-1]
+        raw = make(from_=f"responder{i}@bot.test", subject="Re: " + parse(bytes(last.raw))["Subject"],
+                   body="Thank you for your message.\n", in_reply_to=last.message_id,
+                   references=[last.message_id])
+        deliver(engine, raw, mail_from=f"responder{i}@bot.test")
+    assert len(out("ack")) == 1 and Case.select().count() == 6
+    assert Event.select().where(Event.kind == "no_ack").count() == 5
