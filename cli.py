@@ -996,6 +996,131 @@ def blacklist_import(app: App, file: Any) -> None:
     click.echo(f"imported {len(checked)} entr{'y' if len(checked) == 1 else 'ies'}")
 
 
+# -- quarantine and status ---------------------------------------------------------
+
+
+@main.group("quarantine")
+def quarantine_group() -> None:
+    """Deliveries whose processing kept failing, held whole (answered 250 to Postfix)."""
+
+
+def quarantine_row(q: Any) -> dict[str, Any]:
+    return {"id": q.id, "status": q.status, "queue_id": q.queue_id, "from": q.mail_from,
+            "to": [r for r in q.rcpt_to.split("\n") if r], "attempts": q.attempts,
+            "error": q.error, "first_seen": aware(q.first_seen).isoformat(),
+            "last_seen": aware(q.last_seen).isoformat()}
+
+
+@quarantine_group.command("list")
+@click.option("--all", "all_statuses", is_flag=True, help="Also failing, released and dropped ones.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def quarantine_list(app: App, all_statuses: bool, as_json: bool) -> None:
+    """List held deliveries."""
+    from casestore import quarantine
+
+    with store_errors():
+        rows = [quarantine_row(q) for q in quarantine.held(app.store(), all_statuses=all_statuses)]
+    emit(rows, as_json, "\n".join(
+        f"{r['id']}\t{r['status']}\t{r['queue_id'] or '-'}\t{r['from'] or '<>'}\t{r['attempts']}\t"
+        f"{r['error'].splitlines()[0] if r['error'] else ''}" for r in rows))
+
+
+def _quarantined(app: App, item_id: int) -> Any:
+    from casestore import quarantine
+
+    with store_errors():
+        item = quarantine.get(app.store(), item_id)
+    if item is None:
+        raise click.ClickException(f"nothing in the quarantine with id {item_id}")
+    return item
+
+
+@quarantine_group.command("show")
+@click.argument("item_id", type=int)
+@click.option("--raw", "raw_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the message's bytes to this file.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def quarantine_show(app: App, item_id: int, raw_out: Path | None, as_json: bool) -> None:
+    """Show a held delivery: envelope, attempts, the error."""
+    item = _quarantined(app, item_id)
+    row = {**quarantine_row(item), "size": len(bytes(item.raw))}
+    if raw_out is not None:
+        try:
+            raw_out.write_bytes(bytes(item.raw))
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {raw_out}: {exc}") from exc
+    emit(row, as_json, "\n".join(f"{k}: {v}" for k, v in row.items()))
+
+
+@quarantine_group.command("retry")
+@click.argument("item_id", type=int)
+@click.pass_obj
+def quarantine_retry(app: App, item_id: int) -> None:
+    """Process a held delivery again (after a fix): released when it goes through."""
+    from casestore import quarantine
+    from smtpd_hook.delivery import Delivery
+
+    item = _quarantined(app, item_id)
+    if item.status not in ("held", "failing"):
+        raise click.ClickException(f"quarantine {item_id} is {item.status}, not held")
+    delivery = Delivery(mail_from=item.mail_from, rcpt_tos=tuple(r for r in item.rcpt_to.split("\n") if r),
+                        data=bytes(item.raw), client_addr=item.client_addr, queue_id=item.queue_id)
+    with store_errors():
+        engine = _engine(app)
+        reply = engine.process(delivery)
+        again = quarantine.get(app.store(), item_id)
+        if reply.code == 250 and again is not None and again.attempts == item.attempts:
+            quarantine.set_status(app.store(), item, "released")
+            click.echo(f"quarantine {item_id}: processed ({reply})")
+            return
+    raise click.ClickException(f"quarantine {item_id} failed again: "
+                               f"{again.error if again is not None else reply}")
+
+
+@quarantine_group.command("drop")
+@click.argument("item_id", type=int)
+@click.pass_obj
+def quarantine_drop(app: App, item_id: int) -> None:
+    """Give up on a held delivery (it stays in the store, marked dropped)."""
+    from casestore import quarantine
+
+    item = _quarantined(app, item_id)
+    with store_errors():
+        quarantine.set_status(app.store(), item, "dropped")
+    click.echo(f"quarantine {item_id}: dropped (kept in the store, not processed)")
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def status_cmd(app: App, as_json: bool) -> None:
+    """What a monitoring check wants; exit 1 when something needs a person."""
+    from casestore import quarantine
+
+    with store_errors():
+        store = app.store()
+        row = {**store.health(), "quarantine": quarantine.counts(store)}
+    problems = []
+    if row["quarantine"].get("held"):
+        problems.append(f"{row['quarantine']['held']} delivery(ies) held in the quarantine "
+                        "(`casegate quarantine list`)")
+    if row["outbox_failed"]:
+        problems.append(f"{row['outbox_failed']} outgoing message(s) failed for good")
+    if row["outbox_oldest_pending_seconds"] and row["outbox_oldest_pending_seconds"] > 600:
+        problems.append(f"the oldest unsent message waits for {row['outbox_oldest_pending_seconds']:.0f}s "
+                        "(is the re-injection listener up?)")
+    if row["timers_overdue"]:
+        problems.append(f"{row['timers_overdue']} timer(s) overdue by more than 10 minutes "
+                        "(is `casegate serve` running?)")
+    row["problems"] = problems
+    emit(row, as_json, "\n".join([f"{k}: {v}" for k, v in row.items() if k != "problems"]
+                                 + [f"PROBLEM: {p}" for p in problems]))
+    if problems:
+        sys.exit(1)
+
+
 # -- limits ----------------------------------------------------------------------
 
 

@@ -214,6 +214,27 @@ class Timer(BaseModel):
         indexes = ((("status", "due"), False), (("case", "kind", "status"), False))
 
 
+class Quarantine(BaseModel):
+    """A delivery whose processing failed (a bug its content triggers): after
+    ``defaults.QUARANTINE_AFTER`` attempts it is kept here whole and answered
+    250, so Postfix stops retrying; never bounced, lost or silently dropped."""
+
+    key = CharField(max_length=64, unique=True)  # the delivery's idempotency key
+    queue_id = CharField(max_length=32, default="")
+    mail_from = CharField(max_length=320, default="")
+    rcpt_to = TextField(default="")  # newline-separated
+    client_addr = CharField(max_length=64, default="")
+    raw = BlobField()
+    attempts = IntegerField(default=0)
+    error = TextField(default="")
+    status = CharField(max_length=12, default="failing")  # failing | held | released | dropped
+    first_seen = DateTimeField()
+    last_seen = DateTimeField()
+
+    class Meta:
+        indexes = ((("status", "last_seen"), False),)
+
+
 class Setting(BaseModel):
     """Settings an admin changes at run time (rate caps …), shared by every host."""
 
@@ -235,5 +256,6 @@ MODELS: tuple[type[BaseModel], ...] = (
     Outbox,
     BlacklistEntry,
     Timer,
+    Quarantine,
     Setting,
 )

@@ -577,6 +577,27 @@ class Store:
                .dicts().first())
         return int((row or {}).get("mailbox") or 0), int((row or {}).get("domain") or 0)
 
+    def health(self) -> dict[str, Any]:
+        """Figures for `casegate status`: the outbox, timers, unassigned cases."""
+        now = self.now()
+        with self.guard():
+            pending = Outbox.select(fn.COUNT(Outbox.id).alias("n"),
+                                    fn.MIN(Outbox.next_attempt).alias("oldest")).where(
+                Outbox.status == "pending").dicts().first() or {}
+            oldest = aware(pending.get("oldest")) if pending.get("oldest") else None
+            return {
+                "outbox_pending": int(pending.get("n") or 0),
+                "outbox_oldest_pending_seconds": (now.replace(tzinfo=dt.UTC) - oldest).total_seconds()
+                if oldest else 0,
+                "outbox_failed": Outbox.select().where(Outbox.status == "failed").count(),
+                "timers_due": Timer.select().where((Timer.status == "pending") & (Timer.due <= now)).count(),
+                "timers_overdue": Timer.select().where(
+                    (Timer.status == "pending") & (Timer.due <= now - dt.timedelta(minutes=10))).count(),
+                "cases_open": Case.select().where(Case.status.in_(OPEN_STATUSES)).count(),
+                "cases_unassigned": Case.select().where(
+                    Case.status.in_(OPEN_STATUSES) & Case.assignee.is_null()).count(),
+            }
+
     # -- pools ---------------------------------------------------------------
 
     def pools(self) -> list[Pool]:

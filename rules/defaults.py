@@ -24,6 +24,7 @@ ASSIGN_RETRY_SECONDS = 300  # a case that found nobody is tried again this often
 TIMER_LEASE_SECONDS = 120
 
 # The filter.
+QUARANTINE_AFTER = 5  # failed attempts at one delivery before it is held (and answered 250)
 STAMP_MAX_AGE = 5 * 24 * 3600  # Postfix's default maximal_queue_lifetime
 BLACKLIST_TTL = 5.0  # seconds; the milter refreshes its copy as often
 HISTORY_LIMIT = 50  # earlier messages quoted in a notification or answer ...

@@ -43,6 +43,7 @@ class Reply:
 OK = Reply(250, "2.0.0", "Ok: queued by casegate")
 OK_DUPLICATE = Reply(250, "2.0.0", "Ok: already stored")
 OK_DISCARDED = Reply(250, "2.0.0", "Ok: discarded")
+OK_QUARANTINED = Reply(250, "2.0.0", "Ok: held in casegate's quarantine")
 TEMPFAIL = Reply(451, "4.3.0", "Temporary failure, try again later")
 TEMPFAIL_POLICY = Reply(451, "4.7.1", "Rate limit exceeded, try again later")
 REJECT_POLICY = Reply(550, "5.7.1", "Message rejected")

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from casestore import quarantine
 from casestore.models import Case, Mailbox, Message
 from casestore.store import Store, StoreError, StoreUnavailable, pool_info
 from rules import commands as cmd
@@ -73,6 +74,7 @@ class Engine:
         self.executor = Executor(store, settings, self.renderer, sign)
         self._lock = threading.Lock()
         self._cached_blacklist: tuple[float, Blacklist] | None = None
+        self._failing: set[str] = set()  # keys of deliveries that failed in this process
 
     # -- a delivery from Postfix ----------------------------------------------------
 
@@ -91,9 +93,34 @@ class Engine:
             except Misrouted as exc:
                 log.error("%s", exc)
                 return replies.TEMPFAIL.because(str(exc))
+            except Exception as exc:
+                return self._failed(delivery, rcpt, exc)
             if outcome is replies.OK:
                 outcome = result  # keep the first non-plain outcome (duplicate, discarded)
         return outcome
+
+    def _failed(self, delivery: Delivery, rcpt: str, exc: Exception) -> Reply:
+        """A bug this message triggers: 451 so Postfix retries, and after
+        QUARANTINE_AFTER attempts keep it whole in the quarantine and answer
+        250, so it is neither retried for ever nor bounced."""
+        log.exception("processing failed: %s", exc)
+        key = delivery.key(base_address(rcpt))
+        try:
+            row = quarantine.record_failure(
+                self.store, key=key, queue_id=delivery.queue_id, mail_from=delivery.mail_from,
+                rcpt_to=list(delivery.rcpt_tos), client_addr=delivery.client_addr, raw=delivery.data,
+                error=f"{type(exc).__name__}: {exc}", hold_after=defaults.QUARANTINE_AFTER)
+        except Exception as store_exc:
+            log.warning("could not record the failure (%s): deferring", store_exc)
+            return replies.TEMPFAIL.because("Temporary failure in casegate, try again later")
+        with self._lock:
+            self._failing.add(key)
+        if row.status == "held":
+            log.error("held in the quarantine after %d attempts: `casegate quarantine show %d`",
+                      row.attempts, row.id)
+            return replies.OK_QUARANTINED
+        log.warning("attempt %d of %d failed; deferring", row.attempts, defaults.QUARANTINE_AFTER)
+        return replies.TEMPFAIL.because("Temporary failure in casegate, try again later")
 
     def _process_one(self, delivery: Delivery, rcpt: str, inbound: Inbound) -> Reply:
         # support@ and support+CS0000123@ in one message are one delivery.
@@ -130,6 +157,10 @@ class Engine:
             self.executor.apply(decision, ctx)
             store.record_delivery(key, queue_id=delivery.queue_id, outcome=decision.outcome,
                                   message=ctx.message)
+        if self._failing and key in self._failing:  # it failed before: nothing to keep now
+            with self._lock:
+                self._failing.discard(key)
+            quarantine.forget(store, key)
         log.info("stored %s %s: from=<%s> role=%s; %s", ctx.case.number if ctx.case else "-",
                  decision.outcome, inbound.from_address, identity.role, decision.explain())
         return replies.OK
