@@ -130,6 +130,7 @@ class Command:
     text_role = NONE  # what the text under the commands becomes
     needs_case = True
     needs_csr = False  # the actor must be a CSR (the shell needs --csr)
+    open_only = False  # refused on a closed case
     help = ""
 
     def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
@@ -183,6 +184,7 @@ class Note(Command):
 
 class AssignTo(Command):
     name = "assign"
+    open_only = True
     takes_arg = True
     text_role = NOTE
     help = "#assign ADDRESS: give the case to another CSR (text below: a note for them)"
@@ -201,8 +203,6 @@ class AssignTo(Command):
             return f"{address} is not a CSR" + (f" (the pool's CSRs: {names})" if names else "")
         if f.case.assignee == target.address:
             return f"{f.case.number} is already assigned to {target.address}"
-        if f.case.status is Status.CLOSED:
-            return f"{f.case.number} is closed: #reopen it first"
         return None
 
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
@@ -217,6 +217,7 @@ class AssignTo(Command):
 
 class Take(Command):
     name = "take"
+    open_only = True
     text_role = ANSWER
     needs_csr = True
     help = "#take: assign the case to yourself"
@@ -225,8 +226,6 @@ class Take(Command):
         assert f.case is not None
         if f.case.assignee == f.actor.address:
             return f"{f.case.number} is already yours"
-        if f.case.status is Status.CLOSED:
-            return f"{f.case.number} is closed: #reopen it first"
         return None
 
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
@@ -239,14 +238,13 @@ class Take(Command):
 
 class Solution(Command):
     name = "solution"
+    open_only = True
     text_role = SOLUTION
     needs_csr = True
     help = "#solution: the text below is a proposed solution the customer accepts or rejects"
 
     def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
         assert f.case is not None
-        if f.case.status is Status.CLOSED:
-            return f"{f.case.number} is closed: #reopen it first"
         if not text.strip():
             return "#solution needs the solution's text below it"
         if not f.case.customer_address:
@@ -331,6 +329,7 @@ class New(Command):
 
 class SetTo(Command):
     name = "status"
+    open_only = True
     takes_arg = True
     help = "#status STATUS: set the status (received, in_progress, solution_proposed, reopened)"
 
@@ -344,8 +343,6 @@ class SetTo(Command):
             return "use #close to close a case (the customer is told)"
         if status is Status.UNDER_CONSULTATION:
             return "under_consultation is set by consulting a department, not by #status"
-        if f.case.status is Status.CLOSED:
-            return f"{f.case.number} is closed: #reopen it first"
         if status is f.case.status:
             return f"{f.case.number} is already {status}"
         return None
@@ -399,7 +396,11 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
         if command.needs_csr and f.actor.csr is None:
             errors.append(f"#{g.name} is for a CSR (at the shell: --csr ADDRESS)")
             continue
-        problem = command.check(g.arg, text, f if g.name == "reopen" else after)
+        facts = f if g.name == "reopen" else after
+        if command.open_only and facts.case is not None and facts.case.status is Status.CLOSED:
+            errors.append(f"{facts.case.number} is closed: #reopen it first")
+            continue
+        problem = command.check(g.arg, text, facts)
         if problem:
             errors.append(problem)
     for pair in _EXCLUSIVE:
