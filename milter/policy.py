@@ -378,10 +378,11 @@ class StaticPolicy:
             return
         finally:
             self._refreshing = None
-        if self._supervised_source is not None:
+        supervised_source = self._supervised_source
+        if supervised_source is not None:
             # Mailboxes added since start are judged (and stamped) too.
             try:
-                self._set_supervised(await asyncio.to_thread(lambda: list(self._supervised_source())))
+                self._set_supervised(await asyncio.to_thread(lambda: list(supervised_source())))
             except Exception as exc:
                 log.warning("supervised addresses could not be re-read (%s): keeping the last list", exc)
         if blacklist.skipped != self._last_skipped:

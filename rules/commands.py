@@ -460,13 +460,13 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
     actions.append(Record(EventKind.COMMAND, " ".join(str(g) for g in commands), f.actor.label))
     answered = False
     for name in _ORDER:
-        g = by_name.get(name)
-        if g is None:
+        given = by_name.get(name)
+        if given is None:
             continue
         if name == "close" and role == ANSWER and text.strip():
             actions += _answer(text, f, wait=False)
             answered = True
-        actions += COMMANDS[name].actions(g.arg, text if COMMANDS[name].text_role == role else "", f)
+        actions += COMMANDS[name].actions(given.arg, text if COMMANDS[name].text_role == role else "", f)
     if role == ANSWER and text.strip() and not answered:
         actions += _answer(text, f, reopened="reopen" in by_name)
     if {"blacklist", "blacklist-subject"} & set(by_name):
