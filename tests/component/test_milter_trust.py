@@ -391,3 +391,22 @@ def test_policy_and_milter_connections_share_the_socket_without_confusion(start:
     with client_for(address) as client:
         out = client.message("<a@spam.example>", [SUPPORT], HEADERS)
         assert out.rcpt_replies[0].startswith("550 5.7.1")
+
+
+def test_a_mailbox_added_after_start_is_supervised_at_the_next_refresh() -> None:
+    """The milter re-reads supervised addresses with the blacklist: a mailbox
+    added while it runs is judged (and stamped) without a restart."""
+    import asyncio
+
+    from rules.blacklist import Blacklist
+
+    mailboxes = ["support@example.com"]
+    policy = StaticPolicy(Blacklist([]), list(mailboxes), entries_source=lambda: [],
+                          supervised_source=lambda: list(mailboxes))
+    assert not policy.is_supervised("billing@example.com")
+    mailboxes.append("billing@example.com")
+    asyncio.run(policy.refresh())
+    assert policy.is_supervised("billing@example.com") and policy.is_supervised("billing+CS0000001@example.com")
+    mailboxes.append("bad@nodot")  # a bad row is skipped, the rest still applies
+    asyncio.run(policy.refresh())
+    assert policy.is_supervised("support@example.com") and not policy.is_supervised("bad@nodot")
