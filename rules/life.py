@@ -60,7 +60,7 @@ class CustomerFacts:
     no_ack_reason: str | None  # the sender asked for no automatic replies
     now: dt.datetime
     answers_survey: bool = False  # In-Reply-To/References name the case's survey mail
-    answers_our_mail: bool = False  # ... name any mail we wrote (signed Message-IDs)
+    answers_our_mail: bool = False  # ... name mail we wrote, but the sender takes no part in its case
 
 
 def first_line(text: str) -> str:

@@ -216,7 +216,8 @@ class Engine:
                 no_ack_reason=ctx.suppress, now=self.store.clock(),
                 answers_survey=state is not None and bool(
                     state.survey_ids & {*inbound.in_reply_to, *inbound.references}),
-                answers_our_mail=match.signed))
+                # ... from someone who takes no part in its case (a responder).
+                answers_our_mail=match.signed and match.number is None))
         return Decision(decision.outcome, decision.actions, hits + decision.hits, decision.errors)
 
     def _bounce(self, inbound: Inbound, number: str, message_id: int, ctx: Context,

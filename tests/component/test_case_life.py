@@ -490,3 +490,13 @@ def test_a_responder_answering_from_new_addresses_gets_no_acknowledgement(engine
         deliver(engine, raw, mail_from=f"responder{i}@bot.test")
     assert len(out("ack")) == 1 and Case.select().count() == 6
     assert Event.select().where(Event.kind == "no_ack").count() == 5
+
+
+def test_a_follow_up_from_the_customer_is_acknowledged(engine: Engine) -> None:
+    """The responder guard is for strangers: the customer's own reply to our
+    survey that opens a linked follow-up still gets its acknowledgement."""
+    engine.store.set_pool("default", closed_policy="new_linked")
+    case = open_case(engine)
+    engine.command(case.number, actor=JANE, commands=[Given("close")])
+    customer_says(engine, case, "It broke again.\n")
+    assert Case.select().count() == 2 and len(out("ack", to="john@customer.test")) == 2
