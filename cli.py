@@ -319,6 +319,26 @@ def init(app: App) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def backup(app: App, file: Path) -> None:
+    """Copy the SQLite store to FILE, safely while casegate runs.
+
+    SQLite's online backup API takes a consistent snapshot (writers go on);
+    FILE is written 0600 and replaced only once complete and checked.
+    Restore: stop casegate, copy FILE over the store (and remove any old
+    -wal/-shm files), start casegate. A PostgreSQL store: use pg_dump (the
+    command prints the recipe and exits 1). See docs/operations.md."""
+    store = app.store(check=False)
+    with store_errors():
+        counts = store.backup(file)
+    size = file.stat().st_size
+    click.echo(f"backed up {store.path} to {file} ({size} bytes): "
+               f"{counts.get('support_case', 0)} cases, {counts.get('message', 0)} messages, "
+               f"{counts.get('attachment', 0)} files, {counts.get('outbox', 0)} outbox rows")
+
+
 @main.group()
 def mailbox() -> None:
     """Supervised addresses (support@, billing@ …)."""

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 import peewee
 from peewee import JOIN, fn
@@ -165,6 +165,21 @@ def _create_file(path: Path, *, folder: bool) -> None:
     except OSError as exc:
         raise StoreError(f"cannot create the store at {path}: {exc.strerror}") from exc
     os.close(fd)  # an empty file is an empty SQLite database
+
+
+def pg_backup_recipe(url: str) -> str:
+    """What to run instead of ``casegate backup`` on a PostgreSQL store."""
+    shown = display_url(url)
+    return (
+        "casegate backup copies a SQLite store; a PostgreSQL store is backed up with pg_dump "
+        "(consistent while casegate runs; the password from ~/.pgpass or $PGPASSWORD):\n"
+        f"  pg_dump --format=custom --file=casegate.dump '{shown}'\n"
+        "and restored into a new, empty database with:\n"
+        "  createdb casegate_restored\n"
+        "  pg_restore --no-owner --dbname='postgresql://USER@HOST/casegate_restored' casegate.dump\n"
+        "then `casegate --store postgresql://USER@HOST/casegate_restored init` checks it "
+        "(docs/operations.md, Backups and restore)"
+    )
 
 
 def replaced_message(path: str, how: str) -> str:
@@ -346,6 +361,67 @@ class Store:
             _create_file(self.path, folder=True)
         with self.guard():
             return list(self._runner().up())
+
+    def backup(self, target: Path) -> dict[str, int]:
+        """Copy a SQLite store to ``target`` while it is in use, with SQLite's
+        online backup API in one step: one read transaction, so the copy is a
+        consistent snapshot (every transaction committed before it began, none
+        after), and in WAL mode writers go on meanwhile. The copy is written
+        0600 next to ``target``, checked (``PRAGMA quick_check``), synced and
+        renamed into place, so ``target`` is never a half copy. Returns the
+        rows per table of the copy. PostgreSQL: StoreError with the pg_dump
+        recipe."""
+        if self.path is None:
+            raise StoreError(pg_backup_recipe(self.url))
+        source = self.path
+        if not source.exists():
+            raise StoreError(no_store_message(str(source)))
+        target = Path(os.path.abspath(target))
+        if target == source or (target.exists() and os.path.samefile(target, source)):
+            raise StoreError(f"{target} is the store itself: back it up to another file")
+        if not target.parent.is_dir():
+            raise StoreError(f"cannot write {target}: no folder {target.parent}")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            src = sqlite3.connect(f"file:{quote(str(source))}?mode=ro", uri=True, timeout=30)
+            try:
+                dst = sqlite3.connect(tmp)
+                try:
+                    src.backup(dst)  # pages=-1: all in one step, one snapshot
+                    dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+                    check = dst.execute("PRAGMA quick_check").fetchone()[0]
+                    if check != "ok":
+                        raise StoreError(f"the copy in {tmp} fails its check: {check}")
+                    tables = {row[0] for row in dst.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                    counts = {t: int(dst.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0])
+                              for t in (m._meta.table_name for m in MODELS) if t in tables}
+                finally:
+                    dst.close()
+            finally:
+                src.close()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            folder = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except sqlite3.OperationalError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreUnavailable(f"backup of {source} failed: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"backup of {source} failed: {exc}") from exc
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return counts
 
     def wide_modes(self) -> list[str]:
         """Warnings about a SQLite store other local users can read or replace."""
