@@ -218,10 +218,11 @@ def store_errors() -> Iterator[None]:
 def valid_address(value: str) -> str:
     """The CLI's one address validator (mailbox, CSR, blacklist, --csr …):
     an address the milter and the filter can read back. email_validator
-    checks the syntax; the milter's own parser (rules.blacklist) must accept
-    the result too, so ``help@example`` (no dot: the milter would refuse to
-    start on it) is refused here, with the reason."""
-    from rules.blacklist import normalize_pattern
+    checks the syntax; rules.blacklist.normalize_address, the check the milter
+    applies to the rows it reads, must accept the result too, so
+    ``help@example`` (no dot: the milter skips it) is refused here, with the
+    reason."""
+    from rules.blacklist import normalize_address
 
     try:
         result = validate_email(value, check_deliverability=False, globally_deliverable=False,
@@ -234,12 +235,11 @@ def valid_address(value: str) -> str:
     domain = str(result.ascii_domain or result.domain)
     address = f"{local}@{domain}".lower()
     try:
-        normalize_pattern(address)
+        return normalize_address(address)
     except ValueError as exc:
-        reason = str(exc).replace(f"blacklist pattern {address!r}: ", "")
+        reason = str(exc).replace(f"address {address!r}: ", "")
         raise click.BadParameter(f"{value!r} is not a valid email address: {reason} "
                                  "(use the full domain, e.g. help@example.com)") from None
-    return address
 
 
 def hostport(value: str, what: str) -> tuple[str, int]:
