@@ -26,7 +26,7 @@ from typing import Any
 import click
 from email_validator import EmailNotValidError, validate_email
 
-from casestore.store import Store, StoreError, aware, default_store_url
+from casestore.store import Store, StoreError, aware, default_store_url, display_url
 from rules.classify import parse_networks
 from rules.logctx import LOG_FORMAT, QueueIdFilter
 from rules.vocab import Status
@@ -37,13 +37,16 @@ log = logging.getLogger("casegate")
 # -- configuration -------------------------------------------------------------
 
 
-def default_config_path() -> Path:
+def config_path_and_source(given: Path | None) -> tuple[Path, str]:
+    """The config file to read, and where its name came from (for messages)."""
+    if given is not None:
+        return given, "--config"
     if os.environ.get("CASEGATE_CONFIG"):
-        return Path(os.environ["CASEGATE_CONFIG"])
+        return Path(os.environ["CASEGATE_CONFIG"]), "$CASEGATE_CONFIG"
     if os.geteuid() == 0:
-        return Path("/etc/casegate/casegate.toml")
+        return Path("/etc/casegate/casegate.toml"), "the default for root"
     base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "casegate" / "casegate.toml"
+    return base / "casegate" / "casegate.toml", "the default for a user other than root"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,12 @@ class Config:
     serve: dict[str, Any] = field(default_factory=dict)
     milter: dict[str, Any] = field(default_factory=dict)
     dkim: dict[str, Any] = field(default_factory=dict)
+    source: str = "--config"  # where the path came from: --config, $CASEGATE_CONFIG, a default
+
+    def missing(self) -> str:
+        """Why a command other than init refuses to run without the file."""
+        return (f"no config file at {self.path} (from {self.source}): run `casegate init` to create "
+                "it, or name the right one with --config or $CASEGATE_CONFIG")
 
 
 # Every key the config file may hold, by table ("" is the top level).
@@ -84,7 +93,7 @@ def check_config_keys(path: Path, data: dict[str, Any]) -> None:
                     f"{path}: unknown key {where}{key!r} (known: {', '.join(sorted(known))})")
 
 
-def load_config(path: Path, store_override: str | None) -> Config:
+def load_config(path: Path, store_override: str | None, source: str = "--config") -> Config:
     data: dict[str, Any] = {}
     exists = path.exists()
     if exists:
@@ -119,13 +128,14 @@ def load_config(path: Path, store_override: str | None) -> Config:
         serve=dict(data.get("serve", {})),
         milter=dict(data.get("milter", {})),
         dkim=dict(data.get("dkim", {})),
+        source=source,
     )
 
 
 def write_initial_config(path: Path, store_url: str) -> bytes:
     """A new config with a fresh secret; the file is private (0600)."""
     secret = secrets.token_bytes(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the last folder only
     text = (
         "# casegate configuration (made by `casegate init`).\n"
         "# The secret signs Message-IDs and control headers: keep it private and\n"
@@ -170,19 +180,30 @@ def add_secret(path: Path) -> bytes:
 
 @dataclass
 class App:
-    config: Config
+    loaded: Config
     _store: Store | None = None
 
-    def store(self, *, check: bool = True) -> Store:
+    @property
+    def config(self) -> Config:
+        """The config, which must exist: every command but init reads it
+        (a missing file is a typo or the wrong user, not "use the defaults")."""
+        if not self.loaded.exists:
+            raise click.ClickException(self.loaded.missing())
+        return self.loaded
+
+    def store(self, *, check: bool = True, create: bool = False) -> Store:
+        """The store; only init passes ``create`` (and no ``check``)."""
         if self._store is None:
+            url = self.loaded.store if create else self.config.store
             try:
-                self._store = Store(self.config.store)
+                self._store = Store(url, create=create)
                 if check:
                     self._store.check_schema()
             except StoreError as exc:
                 raise click.ClickException(str(exc)) from exc
             except OSError as exc:
-                raise click.ClickException(f"cannot open the store {self.config.store}: {exc}") from exc
+                raise click.ClickException(
+                    f"cannot open the store {display_url(url)}: {exc}") from exc
         return self._store
 
 
@@ -195,6 +216,14 @@ def store_errors() -> Iterator[None]:
 
 
 def valid_address(value: str) -> str:
+    """The CLI's one address validator (mailbox, CSR, blacklist, --csr …):
+    an address the milter and the filter can read back. email_validator
+    checks the syntax; rules.blacklist.normalize_address, the check the milter
+    applies to the rows it reads, must accept the result too, so
+    ``help@example`` (no dot: the milter skips it) is refused here, with the
+    reason."""
+    from rules.blacklist import normalize_address
+
     try:
         result = validate_email(value, check_deliverability=False, globally_deliverable=False,
                                 test_environment=True)
@@ -204,7 +233,13 @@ def valid_address(value: str) -> str:
     # (SMTPUTF8) stays as it is.
     local = str(result.local_part)
     domain = str(result.ascii_domain or result.domain)
-    return f"{local}@{domain}".lower()
+    address = f"{local}@{domain}".lower()
+    try:
+        return normalize_address(address)
+    except ValueError as exc:
+        reason = str(exc).replace(f"address {address!r}: ", "")
+        raise click.BadParameter(f"{value!r} is not a valid email address: {reason} "
+                                 "(use the full domain, e.g. help@example.com)") from None
 
 
 def hostport(value: str, what: str) -> tuple[str, int]:
@@ -251,14 +286,18 @@ def setup_logging(level: str) -> logging.handlers.QueueListener:
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, store_url: str | None) -> None:
     """casegate: a customer-service case system in the Postfix mail flow."""
-    ctx.obj = App(load_config(config_path or default_config_path(), store_url))
+    path, source = config_path_and_source(config_path)
+    ctx.obj = App(load_config(path, store_url, source))
 
 
 @main.command()
 @click.pass_obj
 def init(app: App) -> None:
-    """Create or upgrade the store, and the config file with its secret. Idempotent."""
-    cfg = app.config
+    """Create or upgrade the store, and the config file with its secret. Idempotent.
+
+    The one command that creates: the config (0600, its folder 0700 when made
+    here) and a SQLite store (its folder 0700, the file 0600)."""
+    cfg = app.loaded
     if not cfg.exists:
         try:
             write_initial_config(cfg.path, cfg.store)
@@ -269,13 +308,35 @@ def init(app: App) -> None:
     elif cfg.secret is None:
         add_secret(cfg.path)
         click.echo(f"added a secret to {cfg.path}")
-    store = app.store(check=False)
+    store = app.store(check=False, create=True)
     with store_errors():
         applied = store.migrate()
     if applied:
-        click.echo(f"store {cfg.store}: applied {', '.join(applied)}")
+        click.echo(f"store {store.display_url}: applied {', '.join(applied)}")
     else:
-        click.echo(f"store {cfg.store}: up to date")
+        click.echo(f"store {store.display_url}: up to date")
+    for warning in store.wide_modes():
+        click.echo(f"warning: {warning}", err=True)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def backup(app: App, file: Path) -> None:
+    """Copy the SQLite store to FILE, safely while casegate runs.
+
+    SQLite's online backup API takes a consistent snapshot (writers go on);
+    FILE is written 0600 and replaced only once complete and checked.
+    Restore: stop casegate, copy FILE over the store (and remove any old
+    -wal/-shm files), start casegate. A PostgreSQL store: use pg_dump (the
+    command prints the recipe and exits 1). See docs/operations.md."""
+    store = app.store(check=False)
+    with store_errors():
+        counts = store.backup(file)
+    size = file.stat().st_size
+    click.echo(f"backed up {store.path} to {file} ({size} bytes): "
+               f"{counts.get('support_case', 0)} cases, {counts.get('message', 0)} messages, "
+               f"{counts.get('attachment', 0)} files, {counts.get('outbox', 0)} outbox rows")
 
 
 @main.group()

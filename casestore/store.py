@@ -4,7 +4,16 @@ One :class:`Store` per process: it binds the models in ``casestore.models``
 to its database. SQLite runs in WAL mode with ``synchronous=FULL`` (a commit
 is on disk past a power cut); PostgreSQL as it comes. Every error from the
 database that may pass (locked, down, a dropped connection) surfaces as
-:class:`StoreUnavailable`, which the SMTP hook turns into a 451.
+:class:`StoreUnavailable`, which the SMTP hook turns into a 451; a refusal of
+the data itself (too long, a broken constraint) as :class:`StoreDataError`,
+which trying again cannot cure.
+
+Only :meth:`Store.migrate` (``casegate init``) creates a SQLite store: its
+folder 0700, its file 0600 (SQLite gives the -wal and -shm files the mode of
+the database file). Opening a missing file is an error that says to run
+``casegate init``, and a file deleted or replaced while the process runs is
+:class:`StoreUnavailable` at the next transaction, never a write into an
+unlinked file.
 """
 
 from __future__ import annotations
@@ -12,11 +21,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlparse
+from typing import Any, TypeVar
+from urllib.parse import quote, unquote, urlparse
 
 import peewee
 from peewee import JOIN, fn
@@ -49,6 +60,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 HISTORY_TABLE = "casegate_migration"
 
 Clock = Callable[[], dt.datetime]
+ModelT = TypeVar("ModelT", bound=peewee.Model)
 
 
 def utc_now() -> dt.datetime:
@@ -61,6 +73,119 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """Temporary trouble: the database is locked, down or dropped the connection."""
+
+
+class StoreDataError(StoreError):
+    """The database refused the data itself (a value too long or malformed, a
+    broken constraint): the same data fails the same way on every try, so this
+    is not a reason for a 451. An IntegrityError may also come from a race with
+    another writer (two hosts storing the same delivery), which one more try
+    resolves; ``integrity`` says which kind it was."""
+
+    def __init__(self, message: str, *, integrity: bool = False) -> None:
+        super().__init__(message)
+        self.integrity = integrity
+
+
+def display_url(url: str) -> str:
+    """A store URL fit for a terminal or a log: its password masked
+    (``postgresql://u:***@h/db``, ``...?password=***``). Shown everywhere a
+    store URL is; never raises."""
+    try:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            return url
+        netloc, slash, tail = rest.partition("/")
+        userinfo, at, host = netloc.rpartition("@")
+        if at and ":" in userinfo:
+            netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+        masked = f"{scheme}://{netloc}{slash}{tail}"
+        return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", masked)
+    except Exception:  # pragma: no cover - a URL too odd to parse: show nothing of it
+        return "(store URL)"
+
+
+def no_store_message(path: str) -> str:
+    return f"no store at {path}: run `casegate init` to create it (or check the store URL)"
+
+
+class SqliteFile(peewee.SqliteDatabase):
+    """A SQLite store file whose identity (device, inode) is the one seen by
+    the first connection. With ``create`` False a connection never creates
+    the file; with it True (a library default kept for tests and tools) it
+    creates the file 0600 when its folder exists, never the folder."""
+
+    identity: tuple[int, int] | None = None
+    create: bool = True
+
+    def _connect(self) -> sqlite3.Connection:
+        path = self.database
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            if not self.create or not os.path.isdir(os.path.dirname(path)):
+                raise StoreUnavailable(no_store_message(path)) from None
+            _create_file(Path(path), folder=False)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot open the store at {path}: {exc.strerror}") from None
+        conn = super()._connect()
+        try:
+            st = os.stat(path)
+            found = (st.st_dev, st.st_ino)
+        except OSError:
+            found = None
+        if self.identity is None and found is not None:
+            self.identity = found
+        elif found != self.identity:
+            conn.close()
+            raise StoreUnavailable(replaced_message(path, "deleted" if found is None else "replaced"))
+        return conn
+
+    def check_identity(self) -> None:
+        """StoreUnavailable when the file at the path is no longer the one the
+        connections write to (deleted or replaced); one stat."""
+        if self.identity is None:
+            return
+        try:
+            st = os.stat(self.database)
+        except OSError:
+            raise StoreUnavailable(replaced_message(self.database, "deleted")) from None
+        if (st.st_dev, st.st_ino) != self.identity:
+            raise StoreUnavailable(replaced_message(self.database, "replaced"))
+
+
+def _create_file(path: Path, *, folder: bool) -> None:
+    """An empty SQLite store, 0600 (and its folder 0700 when ``folder``)."""
+    try:
+        if folder:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create the store at {path}: {exc.strerror}") from exc
+    os.close(fd)  # an empty file is an empty SQLite database
+
+
+def pg_backup_recipe(url: str) -> str:
+    """What to run instead of ``casegate backup`` on a PostgreSQL store."""
+    shown = display_url(url)
+    return (
+        "casegate backup copies a SQLite store; a PostgreSQL store is backed up with pg_dump "
+        "(consistent while casegate runs; the password from ~/.pgpass or $PGPASSWORD):\n"
+        f"  pg_dump --format=custom --file=casegate.dump '{shown}'\n"
+        "and restored into a new, empty database with:\n"
+        "  createdb casegate_restored\n"
+        "  pg_restore --no-owner --dbname='postgresql://USER@HOST/casegate_restored' casegate.dump\n"
+        "then `casegate --store postgresql://USER@HOST/casegate_restored init` checks it "
+        "(docs/operations.md, Backups and restore)"
+    )
+
+
+def replaced_message(path: str, how: str) -> str:
+    return (f"the store file {path} was {how} while casegate was running: writes would be lost, "
+            "so mail is deferred; restore the file and restart casegate "
+            "(docs/operations.md, When the database fails)")
 
 
 def default_store_url() -> str:
@@ -79,9 +204,10 @@ def open_database(url: str) -> peewee.Database:
         # sqlite:///relative.db or sqlite:////absolute/path.db (as peewee, SQLAlchemy)
         path = unquote(url[len("sqlite:///"):]) if url[:10].lower() == "sqlite:///" else ""
         if not path:
-            raise StoreError(f"no file in store URL {url!r}: use sqlite:///path/to/casegate.db")
-        return peewee.SqliteDatabase(
-            path,
+            raise StoreError(f"no file in store URL {display_url(url)!r}: "
+                             "use sqlite:///path/to/casegate.db")
+        return SqliteFile(
+            os.path.abspath(path),
             pragmas={
                 "journal_mode": "wal",
                 "synchronous": "full",
@@ -105,10 +231,12 @@ def open_database(url: str) -> peewee.Database:
         }
         name = parsed.path.lstrip("/")
         if not name:
-            raise StoreError(f"no database name in store URL {url!r}: use postgresql://host/dbname")
+            raise StoreError(f"no database name in store URL {display_url(url)!r}: "
+                             "use postgresql://host/dbname")
         return peewee.PostgresqlDatabase(name, **{k: v for k, v in kwargs.items() if v is not None})
     raise StoreError(
-        f"unsupported store URL {url!r}: use sqlite:///path/to/casegate.db or postgresql://host/db"
+        f"unsupported store URL {display_url(url)!r}: use sqlite:///path/to/casegate.db "
+        "or postgresql://host/db"
     )
 
 
@@ -118,6 +246,27 @@ def _safe(value: Any) -> Any:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "")
     return value
+
+
+def bounded(model: type[peewee.Model], values: dict[str, Any]) -> dict[str, Any]:
+    """Values as the database stores them, after every conversion (IDNA,
+    decoding): strings made safe, and each cut to its CharField's max_length,
+    read from the model (PostgreSQL refuses a longer value on every try;
+    SQLite ignores lengths). The one place every stored value goes through."""
+    fields = model._meta.fields
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        value = _safe(value)
+        field = fields.get(name)
+        if (isinstance(value, str) and isinstance(field, peewee.CharField)
+                and field.max_length and len(value) > field.max_length):
+            value = value[:field.max_length]
+        out[name] = value
+    return out
+
+
+def _create(model: type[ModelT], **values: Any) -> ModelT:
+    return model.create(**bounded(model, values))
 
 
 def _naive(value: dt.datetime) -> dt.datetime:
@@ -134,14 +283,30 @@ def aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 class Store:
-    def __init__(self, url: str, *, clock: Clock = utc_now) -> None:
+    def __init__(self, url: str, *, clock: Clock = utc_now, create: bool = True) -> None:
+        """Opens nothing yet. With ``create`` False (the CLI, and so the server,
+        for every command but ``init``) a missing SQLite file is an error that
+        says to run ``casegate init``; :meth:`migrate` creates it either way."""
         self.url = url
         self.db = open_database(url)
+        if isinstance(self.db, SqliteFile):
+            self.db.create = create
         self.is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
         self.clock = clock
-        if self.is_sqlite:
-            Path(self.db.database).parent.mkdir(parents=True, exist_ok=True)
         self.db.bind(MODELS)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with its password masked: the only form to print or log."""
+        return display_url(self.url)
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (absolute), or None for PostgreSQL."""
+        return Path(self.db.database) if self.is_sqlite else None
+
+    def __repr__(self) -> str:
+        return f"Store({self.display_url!r})"
 
     # -- plumbing ---------------------------------------------------------
 
@@ -151,13 +316,13 @@ class Store:
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """A transaction; database trouble becomes StoreUnavailable."""
-        try:
-            with self.db.atomic():
-                yield
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            self._drop_connection()
-            raise StoreUnavailable(f"store unavailable: {exc}".strip()) from exc
+        """A transaction; database trouble becomes StoreUnavailable, a refusal
+        of the data StoreDataError. On SQLite it first checks (one stat) that
+        the file at the path is still the one the connections write to."""
+        if isinstance(self.db, SqliteFile):
+            self.db.check_identity()
+        with self.guard(), self.db.atomic():
+            yield
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -167,6 +332,9 @@ class Store:
         except (peewee.OperationalError, peewee.InterfaceError) as exc:
             self._drop_connection()
             raise StoreUnavailable(f"store unavailable: {exc}".strip()) from exc
+        except (peewee.DataError, peewee.IntegrityError) as exc:
+            raise StoreDataError(f"the store refused the data: {exc}".strip(),
+                                 integrity=isinstance(exc, peewee.IntegrityError)) from exc
 
     def _drop_connection(self) -> None:
         # A dropped PostgreSQL connection stays broken in this thread until
@@ -185,9 +353,96 @@ class Store:
         return Runner(self.db, str(MIGRATIONS), table_name=HISTORY_TABLE)
 
     def migrate(self) -> list[str]:
-        """Create or upgrade the schema; idempotent. Returns what was applied."""
+        """Create or upgrade the schema; idempotent. Returns what was applied.
+
+        The one place a SQLite store is created: its folder 0700 (when made
+        here; an existing folder is left as it is), its file 0600."""
+        if self.path is not None:
+            _create_file(self.path, folder=True)
         with self.guard():
             return list(self._runner().up())
+
+    def backup(self, target: Path) -> dict[str, int]:
+        """Copy a SQLite store to ``target`` while it is in use, with SQLite's
+        online backup API in one step: one read transaction, so the copy is a
+        consistent snapshot (every transaction committed before it began, none
+        after), and in WAL mode writers go on meanwhile. The copy is written
+        0600 next to ``target``, checked (``PRAGMA quick_check``), synced and
+        renamed into place, so ``target`` is never a half copy. Returns the
+        rows per table of the copy. PostgreSQL: StoreError with the pg_dump
+        recipe."""
+        if self.path is None:
+            raise StoreError(pg_backup_recipe(self.url))
+        source = self.path
+        if not source.exists():
+            raise StoreError(no_store_message(str(source)))
+        target = Path(os.path.abspath(target))
+        if target == source or (target.exists() and os.path.samefile(target, source)):
+            raise StoreError(f"{target} is the store itself: back it up to another file")
+        if not target.parent.is_dir():
+            raise StoreError(f"cannot write {target}: no folder {target.parent}")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            src = sqlite3.connect(f"file:{quote(str(source))}?mode=ro", uri=True, timeout=30)
+            try:
+                dst = sqlite3.connect(tmp)
+                try:
+                    src.backup(dst)  # pages=-1: all in one step, one snapshot
+                    dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+                    check = dst.execute("PRAGMA quick_check").fetchone()[0]
+                    if check != "ok":
+                        raise StoreError(f"the copy in {tmp} fails its check: {check}")
+                    tables = {row[0] for row in dst.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                    counts = {t: int(dst.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0])
+                              for t in (m._meta.table_name for m in MODELS) if t in tables}
+                finally:
+                    dst.close()
+            finally:
+                src.close()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            folder = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except sqlite3.OperationalError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreUnavailable(f"backup of {source} failed: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"backup of {source} failed: {exc}") from exc
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return counts
+
+    def wide_modes(self) -> list[str]:
+        """Warnings about a SQLite store other local users can read or replace."""
+        if self.path is None:
+            return []
+        found = []
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            try:
+                mode = path.stat().st_mode & 0o777
+            except OSError:
+                continue
+            if mode & 0o006:
+                found.append(f"{path} is readable by every local user (mode {mode:04o}): "
+                             f"chmod 600 {path}")
+        try:
+            folder = self.path.parent.stat().st_mode
+        except OSError:
+            folder = 0
+        if folder & 0o002 and not folder & 0o1000:
+            found.append(f"{self.path.parent} is writable by every local user: chmod 700 {self.path.parent}")
+        return found
 
     def pending_migrations(self) -> list[str]:
         with self.guard():
@@ -198,7 +453,7 @@ class Store:
         pending = self.pending_migrations()
         if pending:
             raise StoreError(
-                f"the store at {self.url} needs migrations ({', '.join(pending)}): "
+                f"the store at {self.display_url} needs migrations ({', '.join(pending)}): "
                 "run `casegate init` to create or upgrade it"
             )
 
@@ -209,14 +464,15 @@ class Store:
         if pool is None:
             if not create:
                 raise StoreError(f"no pool named {name!r}")
-            pool = Pool.create(name=name, created=self.now())
+            pool = _create(Pool, name=name, created=self.now())
         return pool
 
     def add_mailbox(self, address: str, pool_name: str, display_name: str = "") -> Mailbox:
         with self.atomic():
             if Mailbox.get_or_none(Mailbox.address == address) is not None:
                 raise StoreError(f"{address} is already a supervised address")
-            return Mailbox.create(
+            return _create(
+                Mailbox,
                 address=address,
                 pool=self.pool(pool_name),
                 display_name=display_name,
@@ -236,7 +492,7 @@ class Store:
         with self.atomic():
             if Csr.get_or_none(Csr.address == address) is not None:
                 raise StoreError(f"{address} is already a CSR")
-            csr = Csr.create(address=address, name=name, signature=signature, created=self.now())
+            csr = _create(Csr, address=address, name=name, signature=signature, created=self.now())
             for pool_name in pools:
                 Membership.create(csr=csr, pool=self.pool(pool_name))
             return csr
@@ -286,11 +542,12 @@ class Store:
         follow_up_of: Case | None = None,
     ) -> Case:
         now = self.now()
-        case = Case.create(
+        case = _create(
+            Case,
             mailbox=mailbox,
-            customer_address=_safe(customer_address)[:320],
-            customer_name=_safe(customer_name)[:200],
-            subject=_safe(subject),
+            customer_address=customer_address,
+            customer_name=customer_name,
+            subject=subject,
             status=status.value,
             created=now,
             updated=now,
@@ -299,7 +556,7 @@ class Store:
         case.number = f"{prefix}{case.id:07d}"
         case.save(only=[Case.number])
         if customer_address:
-            Participant.create(case=case, address=_safe(customer_address)[:320], role="customer")
+            _create(Participant, case=case, address=case.customer_address, role="customer")
         return case
 
     def case(self, number: str) -> Case | None:
@@ -328,9 +585,10 @@ class Store:
             return list(query)
 
     def add_participant(self, case: Case, address: str, role: str) -> None:
+        row = bounded(Participant, {"case": case, "address": address, "role": role})
         if not Participant.select().where((Participant.case == case)
-                                          & (Participant.address == address)).exists():
-            Participant.create(case=case, address=_safe(address)[:320], role=role)
+                                          & (Participant.address == row["address"])).exists():
+            Participant.create(**row)
 
     def participants(self, case: Case) -> set[str]:
         return {p.address for p in Participant.select().where(Participant.case == case)}
@@ -394,6 +652,7 @@ class Store:
     def touch(self, case: Case, **changes: Any) -> None:
         """Change these columns only (another worker may have changed others)."""
         changes["updated"] = self.now()
+        changes = bounded(Case, changes)
         for key, value in changes.items():
             setattr(case, key, value)
         case.save(only=[getattr(Case, key) for key in changes])
@@ -407,10 +666,8 @@ class Store:
         actor: str = "",
         detail: str = "",
     ) -> Event:
-        return Event.create(
-            case=case, message=message, at=self.now(), kind=kind, actor=_safe(actor)[:320],
-            detail=_safe(detail)
-        )
+        return _create(Event, case=case, message=message, at=self.now(), kind=kind, actor=actor,
+                       detail=detail)
 
     def case_history(self, case: Case) -> dict[str, Any]:
         """The whole case as one value (``case show --json``): messages, notes
@@ -467,15 +724,16 @@ class Store:
 
     def add_message(self, **fields: Any) -> Message:
         fields.setdefault("created", self.now())
-        return Message.create(**{k: _safe(v) for k, v in fields.items()})
+        return _create(Message, **fields)
 
     def add_attachment(
         self, message: Message, *, filename: str, content_type: str, data: bytes, sha256: str
     ) -> Attachment:
-        return Attachment.create(
+        return _create(
+            Attachment,
             message=message,
-            filename=_safe(filename)[:255],
-            content_type=_safe(content_type)[:255],
+            filename=filename,
+            content_type=content_type,
             size=len(data),
             sha256=sha256,
             data=data,
@@ -501,14 +759,18 @@ class Store:
     def record_delivery(
         self, key: str, *, queue_id: str, outcome: str, message: Message | None
     ) -> Delivery:
-        return Delivery.create(
-            key=key, queue_id=queue_id, received=self.now(), outcome=outcome, message=message
-        )
+        return _create(Delivery, key=key, queue_id=queue_id, received=self.now(), outcome=outcome,
+                       message=message)
 
     # -- blacklist and settings ------------------------------------------------
 
     def add_blacklist(self, pattern: str, subject: str | None, reason: str = "",
                       by: str = "") -> BlacklistEntry:
+        # Cutting a pattern or a regex would change what it blocks: refuse instead.
+        for name, value in (("pattern", pattern), ("subject", subject)):
+            limit = getattr(BlacklistEntry, name).max_length
+            if value is not None and len(value) > limit:
+                raise StoreError(f"blacklist {name} longer than {limit} characters: {value[:40]!r}…")
         with self.atomic():
             existing = BlacklistEntry.get_or_none(
                 (BlacklistEntry.pattern == pattern)
@@ -517,8 +779,8 @@ class Store:
             )
             if existing is not None:
                 return existing
-            return BlacklistEntry.create(pattern=pattern, subject=subject, reason=reason,
-                                         created=self.now(), created_by=by)
+            return _create(BlacklistEntry, pattern=pattern, subject=subject, reason=reason,
+                           created=self.now(), created_by=by)
 
     def remove_blacklist(self, pattern: str, subject: str | None = None) -> int:
         """Remove the entry (with that subject, or every entry of the pattern)."""
@@ -545,6 +807,8 @@ class Store:
         return {k: int(v) if v.isdigit() else defaults.LIMIT_DEFAULTS[k] for k, v in stored.items()}
 
     def set_setting(self, key: str, value: str) -> None:
+        row = bounded(Setting, {"key": key, "value": value})
+        key, value = row["key"], row["value"]
         with self.atomic():
             Setting.insert(key=key, value=value).on_conflict(
                 conflict_target=[Setting.key], update={Setting.value: value}).execute()
@@ -615,7 +879,7 @@ class Store:
     # -- timers --------------------------------------------------------------
 
     def schedule(self, case: Case, kind: str, due: dt.datetime) -> Timer:
-        return Timer.create(case=case, kind=kind, due=_naive(due), created=self.now())
+        return _create(Timer, case=case, kind=kind, due=_naive(due), created=self.now())
 
     def cancel_timers(self, case: Case, kinds: Sequence[str]) -> int:
         return int(Timer.update(status="cancelled").where(
@@ -665,7 +929,8 @@ class Store:
     # -- outbox ------------------------------------------------------------
 
     def enqueue(self, message: Message, *, mail_from: str, rcpt_to: Sequence[str]) -> Outbox:
-        return Outbox.create(
+        return _create(
+            Outbox,
             message=message,
             mail_from=mail_from,
             rcpt_to="\n".join(rcpt_to),  # a quoted local part may hold a comma

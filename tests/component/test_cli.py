@@ -248,3 +248,114 @@ def test_case_commands_at_the_shell(run, tmp_path: Path) -> None:
         "csr", "reply", "closed", "survey"]
     text = run("case", "show", number).output
     assert "internal note by admin" in text and "in_progress -> closed" in text
+
+
+# -- trust: file modes, secrets on screen, configuration mistakes ---------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_makes_the_store_and_config_folders_private(tmp_path: Path) -> None:
+    import os
+
+    from casestore.store import Store
+
+    old = os.umask(0o022)  # the usual login umask: what a sysadmin's shell has
+    try:
+        state, etc = tmp_path / "state" / "casegate", tmp_path / "etc" / "casegate"
+        url = f"sqlite:///{state / 'casegate.db'}"
+        r = CliRunner().invoke(cli.main, ["--config", str(etc / "casegate.toml"), "--store", url,
+                                          "init"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        assert (_mode(state), _mode(state / "casegate.db")) == (0o700, 0o600)
+        assert (_mode(etc), _mode(etc / "casegate.toml")) == (0o700, 0o600)
+        store = Store(url)  # the server: its -wal and -shm files are as private as the store
+        store.set_setting("probe", "1")
+        assert {p.name: _mode(p) for p in state.iterdir()} == {
+            "casegate.db": 0o600, "casegate.db-wal": 0o600, "casegate.db-shm": 0o600}
+        store.close()
+    finally:
+        os.umask(old)
+
+
+def test_init_warns_about_a_store_any_local_user_can_read(run, tmp_path: Path) -> None:
+    run("init")
+    (tmp_path / "c.db").chmod(0o644)
+    again = run("init")
+    assert again.exit_code == 0 and "readable by every local user" in again.output
+    assert "chmod 600" in again.output
+
+
+def test_a_store_password_is_never_shown(tmp_path: Path, pg_url: str) -> None:
+    from casestore.store import Store, display_url
+
+    url = pg_url.replace("postgres@", "postgres:s3cr%40t@", 1)  # trust auth ignores it
+    assert url != pg_url and display_url(url) == pg_url.replace("postgres@", "postgres:***@", 1)
+    assert display_url("postgresql://h/db?password=s3cret&sslmode=require") == (
+        "postgresql://h/db?password=***&sslmode=require")
+    base = ["--config", str(tmp_path / "casegate.toml"), "--store", url]
+    out = CliRunner().invoke(cli.main, [*base, "init"], catch_exceptions=False).output
+    assert "postgres:***@" in out and "s3cr" not in out
+    assert "s3cr" in (tmp_path / "casegate.toml").read_text()  # the config keeps it (0600)
+    old = Store(url)  # a store one migration behind
+    old.db.execute_sql("DELETE FROM casegate_migration WHERE name = '0004_case_life'")
+    old.close()
+    listed = CliRunner().invoke(cli.main, [*base, "case", "list"])
+    assert listed.exit_code == 1 and "needs migrations" in listed.output
+    assert "s3cr" not in listed.output and "postgres:***@" in listed.output
+    down = CliRunner().invoke(cli.main, [*base[:3], "postgresql://u:s3cret@127.0.0.1:1/x",
+                                         "case", "list"])
+    assert down.exit_code == 1 and "s3cret" not in down.output
+    bad = CliRunner().invoke(cli.main, [*base[:3], "postgresql://u:s3cret@127.0.0.1:1/", "case", "list"])
+    assert bad.exit_code == 1 and "no database name" in bad.output and "s3cret" not in bad.output
+    assert "s3cr" not in repr(Store(url))
+
+
+def test_a_missing_config_file_is_an_error_except_for_init(tmp_path: Path, monkeypatch) -> None:
+    store = f"sqlite:///{tmp_path / 'c.db'}"
+    missing = tmp_path / "typo.toml"
+    r = CliRunner().invoke(cli.main, ["--config", str(missing), "--store", store, "case", "list"])
+    assert r.exit_code == 1 and f"no config file at {missing}" in r.output
+    assert "casegate init" in r.output and not (tmp_path / "c.db").exists()
+    monkeypatch.setenv("CASEGATE_CONFIG", str(missing))
+    r = CliRunner().invoke(cli.main, ["--store", store, "mailbox", "list"])
+    assert r.exit_code == 1 and f"no config file at {missing}" in r.output
+    assert "$CASEGATE_CONFIG" in r.output
+    monkeypatch.delenv("CASEGATE_CONFIG")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    if __import__("os").geteuid() != 0:  # the default path: root's is /etc/casegate
+        r = CliRunner().invoke(cli.main, ["--store", store, "csr", "list"])
+        assert r.exit_code == 1 and "no config file at" in r.output
+    assert CliRunner().invoke(cli.main, ["--store", store, "case", "--help"]).exit_code == 0
+    made = CliRunner().invoke(cli.main, ["--config", str(missing), "--store", store, "init"])
+    assert made.exit_code == 0 and missing.exists()
+    ok = CliRunner().invoke(cli.main, ["--config", str(missing), "--store", store, "case", "list"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_only_init_creates_the_store(run, tmp_path: Path) -> None:
+    run("init")
+    elsewhere = tmp_path / "no" / "such" / "folder" / "c.db"
+    for args in (["case", "list"], ["mailbox", "list"], ["blacklist", "add", "x@spam.test"]):
+        r = CliRunner().invoke(cli.main, ["--config", str(tmp_path / "casegate.toml"), "--store",
+                                          f"sqlite:///{elsewhere}", *args])
+        assert r.exit_code == 1 and f"no store at {elsewhere}: run `casegate init`" in r.output, r.output
+        assert not (tmp_path / "no").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = CliRunner().invoke(cli.main, ["--config", str(tmp_path / "casegate.toml"), "--store",
+                                      f"sqlite:///{empty / 'c.db'}", "case", "list"])
+    assert r.exit_code == 1 and "no store at" in r.output and list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["mailbox", "add"], ["csr", "add", "--name", "X"],
+                                     ["blacklist", "add"]])
+@pytest.mark.parametrize("bad", ["help@example", "help@localhost", "help@exa..mple.com"])
+def test_addresses_the_milter_cannot_read_are_refused(run, command: list[str], bad: str) -> None:
+    run("init")
+    r = run(*command[:2], bad, *command[2:])
+    assert r.exit_code == 2 and "not a valid" in r.output, r.output
+    for listing in (["mailbox", "list"], ["csr", "list"], ["blacklist", "list"]):
+        assert json.loads(run(*listing, "--json").output) == []
