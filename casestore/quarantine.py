@@ -9,7 +9,7 @@ from __future__ import annotations
 from peewee import fn
 
 from casestore.models import Quarantine
-from casestore.store import Store
+from casestore.store import Store, bounded
 
 
 def record_failure(store: Store, *, key: str, queue_id: str, mail_from: str, rcpt_to: list[str],
@@ -19,14 +19,14 @@ def record_failure(store: Store, *, key: str, queue_id: str, mail_from: str, rcp
     with store.atomic():
         row = Quarantine.get_or_none(Quarantine.key == key)
         if row is None:
-            row = Quarantine.create(key=key, queue_id=queue_id[:32], mail_from=mail_from[:320],
-                                    rcpt_to="\n".join(rcpt_to), client_addr=client_addr[:64], raw=raw,
-                                    attempts=0, error="", status="failing", first_seen=now,
-                                    last_seen=now)
+            row = Quarantine.create(**bounded(Quarantine, dict(
+                key=key, queue_id=queue_id, mail_from=mail_from, rcpt_to="\n".join(rcpt_to),
+                client_addr=client_addr, raw=raw, attempts=0, error="", status="failing",
+                first_seen=now, last_seen=now)))
         row.attempts += 1
-        row.error = error[:4000]
+        values = bounded(Quarantine, {"error": error[:4000], "queue_id": queue_id or row.queue_id})
+        row.error, row.queue_id = values["error"], values["queue_id"]
         row.last_seen = now
-        row.queue_id = (queue_id or row.queue_id)[:32]
         if row.status == "failing" and row.attempts >= hold_after:
             row.status = "held"
         row.save()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from casestore import quarantine
 from casestore.models import Case, Mailbox, Message
-from casestore.store import Store, StoreError, StoreUnavailable, pool_info
+from casestore.store import Store, StoreDataError, StoreError, StoreUnavailable, pool_info
 from rules import commands as cmd
 from rules import defaults, life, replies, tokens
 from rules.automatic import suppresses_autoreply
@@ -93,13 +93,25 @@ class Engine:
             except Misrouted as exc:
                 log.error("%s", exc)
                 return replies.TEMPFAIL.because(str(exc))
+            except StoreDataError as exc:
+                # The same data fails the same way on every try: no 451 for
+                # ever. A broken constraint may be a race with another host
+                # storing this very delivery: one more try finds it a duplicate.
+                if exc.integrity:
+                    try:
+                        result = self._process_one(delivery, rcpt, inbound or parse(delivery.data))
+                    except Exception as again:
+                        return self._failed(delivery, rcpt, again, hold_after=1)
+                else:
+                    return self._failed(delivery, rcpt, exc, hold_after=1)
             except Exception as exc:
                 return self._failed(delivery, rcpt, exc)
             if outcome is replies.OK:
                 outcome = result  # keep the first non-plain outcome (duplicate, discarded)
         return outcome
 
-    def _failed(self, delivery: Delivery, rcpt: str, exc: Exception) -> Reply:
+    def _failed(self, delivery: Delivery, rcpt: str, exc: Exception,
+                hold_after: int = defaults.QUARANTINE_AFTER) -> Reply:
         """A bug this message triggers: 451 so Postfix retries, and after
         QUARANTINE_AFTER attempts keep it whole in the quarantine and answer
         250, so it is neither retried for ever nor bounced."""
@@ -109,7 +121,7 @@ class Engine:
             row = quarantine.record_failure(
                 self.store, key=key, queue_id=delivery.queue_id, mail_from=delivery.mail_from,
                 rcpt_to=list(delivery.rcpt_tos), client_addr=delivery.client_addr, raw=delivery.data,
-                error=f"{type(exc).__name__}: {exc}", hold_after=defaults.QUARANTINE_AFTER)
+                error=f"{type(exc).__name__}: {exc}", hold_after=hold_after)
         except Exception as store_exc:
             log.warning("could not record the failure (%s): deferring", store_exc)
             return replies.TEMPFAIL.because("Temporary failure in casegate, try again later")
@@ -119,7 +131,7 @@ class Engine:
             log.error("held in the quarantine after %d attempts: `casegate quarantine show %d`",
                       row.attempts, row.id)
             return replies.OK_QUARANTINED
-        log.warning("attempt %d of %d failed; deferring", row.attempts, defaults.QUARANTINE_AFTER)
+        log.warning("attempt %d of %d failed; deferring", row.attempts, hold_after)
         return replies.TEMPFAIL.because("Temporary failure in casegate, try again later")
 
     def _process_one(self, delivery: Delivery, rcpt: str, inbound: Inbound) -> Reply:

@@ -113,3 +113,19 @@ def test_drop_keeps_the_bytes(installed, monkeypatch) -> None:
     assert run("quarantine", "drop", str(item.id)).exit_code == 0
     assert Quarantine.get_by_id(item.id).status == "dropped" and bytes(item.raw) == delivery.data
     assert run("quarantine", "retry", str(item.id)).exit_code == 1
+
+
+def test_data_the_database_refuses_is_held_at_once(installed, monkeypatch) -> None:
+    """A DataError fails the same way on every try: held after one attempt, not five 451s."""
+    from casestore.store import StoreDataError
+
+    _run, engine = installed
+
+    def refuse(self, decision, ctx):
+        raise StoreDataError("value too long for type character varying(320)")
+
+    monkeypatch.setattr(Executor, "apply", refuse)
+    delivery = Delivery("y@customer.test", ("support@example.com",),
+                        make(from_="y@customer.test", subject="too long"), queue_id="4HqData")
+    assert engine.process(delivery) == replies.OK_QUARANTINED
+    assert Quarantine.get().attempts == 1
