@@ -46,6 +46,14 @@ from smtpd_hook.settings import Settings
 log = logging.getLogger("casegate.filter")
 
 
+@dataclass(frozen=True)
+class Texts:
+    """A message's readable text, read once, before the transaction."""
+
+    body: str  # the whole text (history included): what is stored
+    reply: str  # a CSR's new text, quotes stripped
+
+
 class Misrouted(Exception):
     """Postfix sent us mail for an address we do not supervise."""
 
@@ -148,6 +156,10 @@ class Engine:
             )
         identity = self._identify(delivery, inbound, directory)
         listed = self._blacklisted(delivery, inbound)
+        # The costly reading of the text, before the write transaction holds
+        # SQLite's lock (a 9 MB header storm held it for a minute).
+        texts = Texts(body=body_text(inbound.msg) if identity.role is not Role.CSR else "",
+                      reply=extract_reply(inbound.msg) if identity.role is Role.CSR else "")
         with store.atomic():
             seen = store.delivery_seen(key)
             if seen is not None:
@@ -165,7 +177,7 @@ class Engine:
                 return replies.OK_DISCARDED
             ctx = Context(mailbox=mailbox, directory=directory, delivery=delivery, inbound=inbound,
                           identity=identity, hops=hops_of(inbound.msg, self.settings.secret))
-            decision = self._decide(delivery, rcpt, inbound, identity, ctx, mailboxes)
+            decision = self._decide(delivery, rcpt, inbound, identity, ctx, mailboxes, texts)
             self.executor.apply(decision, ctx)
             store.record_delivery(key, queue_id=delivery.queue_id, outcome=decision.outcome,
                                   message=ctx.message)
@@ -178,11 +190,11 @@ class Engine:
         return replies.OK
 
     def _decide(self, delivery: Delivery, rcpt: str, inbound: Inbound, identity: Identity,
-                ctx: Context, mailboxes: dict[str, Mailbox]) -> Decision:
+                ctx: Context, mailboxes: dict[str, Mailbox], texts: Texts) -> Decision:
         directory = ctx.directory
         verp = read_verp(self.settings.secret, rcpt, self.settings.case_prefix)
         if verp is not None:
-            return self._bounce(inbound, verp.number, verp.message_id, ctx, mailboxes)
+            return self._bounce(inbound, verp.number, verp.message_id, ctx, mailboxes, texts)
         match = self._match(rcpt, inbound, identity)
         case = self.store.load_case(Case.number == match.number, mailboxes) if match.number else None
         if case is not None:
@@ -195,7 +207,7 @@ class Engine:
         if identity.role is Role.CSR:
             csr = directory.csr(inbound.from_address)
             assert csr is not None
-            text = extract_reply(inbound.msg)
+            text = texts.reply
             parsed = cmd.parse(text)
             facts = cmd.CommandFacts(
                 actor=cmd.Actor(csr.address, csr), case=state, pool=info.pool, directory=directory,
@@ -213,7 +225,7 @@ class Engine:
                 mailbox=info, case=state, rule=identity.rule, reason=identity.reason,
                 is_bounce=identity.proof == "bounce", sender=inbound.from_address or
                 delivery.mail_from.lower(), sender_name=inbound.from_name,
-                subject=inbound.subject, text=body_text(inbound.msg)))
+                subject=inbound.subject, text=texts.body))
         else:
             ctx.suppress = suppresses_autoreply(inbound.msg)
             decision = life.on_customer(life.CustomerFacts(
@@ -221,7 +233,7 @@ class Engine:
                 # No From: address: the envelope sender, else nobody to answer.
                 sender=inbound.from_address or delivery.mail_from.lower(),
                 sender_name=inbound.from_name, subject=inbound.subject,
-                cc=tuple(a for _, a in inbound.cc), text=body_text(inbound.msg),
+                cc=tuple(a for _, a in inbound.cc), text=texts.body,
                 # The first line means something (Accept, a rating) only here.
                 reply_text=extract_reply(inbound.msg) if state is not None and state.status in (
                     Status.CLOSED, Status.SOLUTION_PROPOSED) else "",
@@ -233,7 +245,7 @@ class Engine:
         return Decision(decision.outcome, decision.actions, hits + decision.hits, decision.errors)
 
     def _bounce(self, inbound: Inbound, number: str, message_id: int, ctx: Context,
-                mailboxes: dict[str, Mailbox]) -> Decision:
+                mailboxes: dict[str, Mailbox], texts: Texts) -> Decision:
         case = self.store.load_case(Case.number == number, mailboxes)
         ctx.case = case
         if case is not None:
@@ -246,7 +258,7 @@ class Engine:
         ctx.identity = Identity(Role.AUTOMATIC, "verp_bounce", "bounce to our VERP address",
                                 proof="bounce")
         return life.on_bounce(case is not None, f"{detail}{': ' + status if status else ''}",
-                              inbound.from_address, body_text(inbound.msg))
+                              inbound.from_address, texts.body)
 
     # -- who wrote, which case ---------------------------------------------------------
 
