@@ -361,6 +361,13 @@ def _walk(msg: Message) -> Iterator[tuple[Message, int]]:
         stack.extend((child, depth + 1) for child in reversed(children(part)))
 
 
+def walk_parts(msg: Message) -> Iterator[Message]:
+    """Every part of ``msg`` (itself first) in document order, attached
+    messages included: ``Message.walk`` without its recursion."""
+    for part, _ in _walk(msg):
+        yield part
+
+
 def _part_data(part: Message) -> bytes:
     if _content_type(part).startswith("message/"):
         inner = children(part)
