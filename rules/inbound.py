@@ -450,13 +450,15 @@ def _bound_headers(part: Message) -> str | None:
 
 
 _BOUNDARY_PARAM = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))""", re.I)
-_DELIMITER_LINE = re.compile(rb"^--([^\r\n]{1,200}?)[ \t]*\r?$", re.M)
+# A line that may be a delimiter: after CR or LF (the parser takes either as a
+# line end), "--" and up to 200 characters to the end of the line.
+_DELIMITER_LINE = re.compile(rb"[\r\n]--([^\r\n]{1,200}?)[ \t]*(?=[\r\n]|\Z)")
 
 
 def _count_delimiters(data: bytes) -> int:
     """How many lines of ``data`` are MIME boundary delimiters (an upper bound
     of its parts), in linear time, without parsing."""
-    if data.count(b"\n--") <= limits.MAX_MIME_PARTS:
+    if data.count(b"--") <= limits.MAX_MIME_PARTS:
         return 0  # cannot be over the limit
     boundaries = {a or b for a, b in _BOUNDARY_PARAM.findall(data)}
     count = 0
@@ -468,7 +470,7 @@ def _count_delimiters(data: bytes) -> int:
 
 
 _STATUS_PART = re.compile(rb"content-type:[ \t]*message/(?:global-)?delivery-status", re.I)
-_BLANK_LINE = re.compile(rb"\n\r?\n")
+_BLANK_LINE = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
 def _count_status_blocks(data: bytes) -> int:
@@ -478,7 +480,8 @@ def _count_status_blocks(data: bytes) -> int:
     for n, m in enumerate(_STATUS_PART.finditer(data)):
         if n >= limits.MAX_MIME_PARTS:
             return n
-        end = data.find(b"\n--", m.end())
+        end = min((i for i in (data.find(b"\n--", m.end()), data.find(b"\r--", m.end())) if i >= 0),
+                  default=-1)
         count += len(_BLANK_LINE.findall(data, m.end(), end if end >= 0 else len(data)))
         if count > limits.MAX_MIME_PARTS:
             break

@@ -78,9 +78,11 @@ MAX_MIME_DEPTH: Final = 30
 # -- text ---------------------------------------------------------------------
 
 #: Characters of HTML given to the HTML tree builder (quote stripping, text
-#: conversion), which costs about 0.6 s and 30 MB per MiB. The rest of a
-#: longer HTML part is converted by stripping tags (linear, cheap).
-MAX_HTML_CHARS: Final = 1_048_576
+#: conversion), which costs about 0.5 s per MiB of ordinary mail and up to
+#: 3 s per MiB of bare tags (10 µs an element). The rest of a longer HTML
+#: part is converted by stripping tags (linear, cheap); a reply's new text
+#: is at the top, in the part the tree builder reads.
+MAX_HTML_CHARS: Final = 262_144
 
 #: Characters of text returned by ``rules.quotes.body_text`` and handed to the
 #: reply extractor. A reply's new text is at the top, so a cut keeps it.

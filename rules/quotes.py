@@ -780,10 +780,30 @@ class _TreeBuilder(HTMLParser):
             parent.children.append(_Text(data, parent))
 
 
+def _escape_after(markup: str, closer: str, opener: str) -> str:
+    """Every ``opener`` after the last ``closer`` escaped (it can never close)."""
+    end = markup.rfind(closer)
+    cut = end + len(closer) if end >= 0 else 0
+    tail = markup[cut:]
+    if opener not in tail:
+        return markup
+    return markup[:cut] + tail.replace(opener, "&lt;" + opener[1:])
+
+
+def _defuse(markup: str) -> str:
+    """``markup`` without constructs that can never close: html.parser (before
+    CPython 3.13.4, gh-135462) rescans to the end of the text for each
+    unclosed comment, marked section or tag, which is quadratic. Escaped,
+    they read as the text they are. Linear."""
+    markup = _escape_after(markup, ">", "<")
+    markup = _escape_after(markup, "-->", "<!--")
+    return _escape_after(markup, "]>", "<![")
+
+
 def _parse_html(markup: str) -> _Element:
     builder = _TreeBuilder()
     try:
-        builder.feed(_BAD_MARKED_SECTION.sub("&lt;![", markup))
+        builder.feed(_defuse(_BAD_MARKED_SECTION.sub("&lt;![", markup)))
         builder.close()
     except Exception:  # html.parser still asserts on some broken declarations
         root = _Element("#root", {}, None)
