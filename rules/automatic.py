@@ -6,7 +6,9 @@ This module decides that, from the headers and the MIME structure only,
 never from the body text.
 
 ``detect_automatic`` walks ``RULES`` in order and returns the first hit as a
-``Verdict`` (rule name, a human reason, a kind). The rules come from the
+``Verdict`` (rule name, a human reason, a kind). It is the one walk of the
+rules: ``rules.loop.detect``, what the engine calls, is this walk with
+casegate's own-mail checks put in their place (the ``own_mail`` hook). The rules come from the
 standards first and from what real mail systems emit second:
 
 - RFC 5321 §4.5.5: notifications are sent with the null reverse-path ``<>``;
@@ -36,7 +38,10 @@ automatically (MS-OXCMAIL 2.1.3.2.20). Helpdesks that treated it as
 sisimai #491). It is honoured separately by ``suppresses_autoreply``.
 
 Nothing here raises on a malformed message: a header that the email policy
-cannot parse is read as its raw string instead.
+cannot parse is read as its raw string instead. Nothing here costs more than
+the limits of ``rules.limits`` allow: a rule reads at most
+``MAX_VALUES_READ`` values of a header, each cut to ``MAX_PARSED_CHARS``
+(comments nested too deep removed), and at most ``MAX_MIME_PARTS`` parts.
 """
 
 from __future__ import annotations
@@ -47,7 +52,10 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
+
+from rules import limits
+from rules.inbound import bounded, walk_parts
 
 __all__ = [
     "RULES",
@@ -96,7 +104,7 @@ def _printable(text: str) -> str:
 
 def _decode_raw(value: object) -> str:
     """A raw header value as text: unfolded, RFC 2047 words decoded if possible."""
-    text = str(value)
+    text = bounded(str(value))
     try:
         text = str(email.header.make_header(email.header.decode_header(text)))
     except Exception:  # malformed encoded words, unknown charsets: keep raw
@@ -104,31 +112,34 @@ def _decode_raw(value: object) -> str:
     return _printable(text)
 
 
-def _header_values(msg: Message, name: str) -> list[str]:
-    """All values of header ``name`` (case-insensitive), as printable text.
+def _header_values(msg: Message, name: str, most: int = limits.MAX_VALUES_READ) -> list[str]:
+    """The first ``most`` values of header ``name`` (case-insensitive), as
+    printable text.
 
-    Each value goes through the message's policy (``policy.default`` decodes
-    RFC 2047 and structures addresses); when that raises, the raw string is
-    used instead.
+    Each value, cut to ``limits.MAX_PARSED_CHARS``, goes through the
+    message's policy (``policy.default`` decodes RFC 2047 and structures
+    addresses); when that raises, the raw string is used instead.
     """
     wanted = name.lower()
     values: list[str] = []
     try:
-        items = list(msg.raw_items())
+        items = msg.raw_items()
+        for key, raw in items:
+            if len(values) >= most:
+                break
+            if not isinstance(key, str) or key.lower() != wanted:
+                continue
+            try:
+                values.append(_printable(str(msg.policy.header_fetch_parse(key, bounded(str(raw))))))
+            except Exception:
+                values.append(_decode_raw(raw))
     except Exception:
-        return values
-    for key, raw in items:
-        if not isinstance(key, str) or key.lower() != wanted:
-            continue
-        try:
-            values.append(_printable(str(msg.policy.header_fetch_parse(key, raw))))
-        except Exception:
-            values.append(_decode_raw(raw))
+        pass
     return values
 
 
 def _first(msg: Message, name: str) -> str | None:
-    values = _header_values(msg, name)
+    values = _header_values(msg, name, most=1)
     return values[0] if values else None
 
 
@@ -180,8 +191,12 @@ def _report_type(msg: Message) -> str:
 
 
 def _walk(msg: Message) -> Iterator[Message]:
+    """The parts of ``msg``, iteratively, at most ``limits.MAX_MIME_PARTS``."""
     try:
-        yield from msg.walk()
+        for count, part in enumerate(walk_parts(msg)):
+            if count >= limits.MAX_MIME_PARTS:
+                return
+            yield part
     except Exception:
         return
 
@@ -197,7 +212,7 @@ _DAEMON_LOCAL: Final = re.compile(r"(?:mailer[-_.]?daemon|post[-_.]?master)", re
 def _addresses(value: str) -> list[str]:
     """The addr-specs in a header value (``Name <a@b>``, ``<a>``, ``a@b (c)``)."""
     try:
-        pairs = email.utils.getaddresses([value])
+        pairs = email.utils.getaddresses([bounded(value)])
     except Exception:
         pairs = []
     found = [addr for _, addr in pairs if addr]
@@ -572,7 +587,7 @@ def _loose_daemon_from(msg: Message) -> str | None:
 
 def _name_address_pairs(value: str) -> list[tuple[str, str]]:
     try:
-        return email.utils.getaddresses([value])
+        return email.utils.getaddresses([bounded(value)])
     except Exception:
         return []
 
@@ -642,18 +657,48 @@ RULES: Final[tuple[tuple[str, Rule], ...]] = (
 )
 
 
-def detect_automatic(msg: Message, envelope_sender: str | None) -> Verdict | None:
+#: The rules that decide before an installation's own-mail checks: a bounce
+#: or a report of our own mail is a bounce first (``rules.loop``).
+EARLY_RULES: Final = frozenset({"null_sender", "multipart_report", "mailer_daemon"})
+
+
+def detect_automatic(
+    msg: Message,
+    envelope_sender: str | None,
+    *,
+    own_mail: Callable[[Message], Verdict | None] | None = None,
+) -> Verdict | None:
     """The first rule that finds ``msg`` automatic, or None for human mail.
 
     ``envelope_sender`` is the SMTP MAIL FROM: ``""`` for the null sender
-    ``<>``, None when unknown.
+    ``<>``, None when unknown. ``own_mail``, when given, runs after
+    ``EARLY_RULES`` and before the others (``rules.loop.detect`` passes
+    casegate's own-mail checks). Never raises.
     """
+    checked_own = own_mail is None
     for name, rule in RULES:
-        hit = rule(msg, envelope_sender)
+        if not checked_own and name not in EARLY_RULES:
+            checked_own = True
+            own = _safely(lambda: own_mail(msg) if own_mail else None)
+            if own is not None:
+                return own
+        hit = _safely(lambda: rule(msg, envelope_sender))  # noqa: B023 (called at once)
         if hit is not None:
             kind, reason = hit
             return Verdict(rule=name, reason=reason, kind=kind)
     return None
+
+
+_T = TypeVar("_T")
+
+
+def _safely(call: Callable[[], _T | None]) -> _T | None:
+    """``call()``, or None when it raises: a rule that trips on a message
+    does not fire, and the others still run."""
+    try:
+        return call()
+    except Exception:
+        return None
 
 
 # --------------------------------------------------------------------------

@@ -21,12 +21,11 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from rules import tokens
-from rules.automatic import RULES, Verdict
+from rules import limits, tokens
+from rules.automatic import Verdict, detect_automatic
 
 LOOP_HEADER = "Casegate-Loop"
 MAX_HOPS = 3
-_EARLY = frozenset({"null_sender", "multipart_report", "mailer_daemon"})
 
 
 def instance_id(secret: bytes) -> str:
@@ -73,11 +72,19 @@ def read_loop_headers(values: list[str], secret: bytes) -> LoopInfo | None:
 
 
 def _header_values(msg: Message, name: str) -> list[str]:
+    """The first ``limits.MAX_VALUES_READ`` values of ``name``, each cut to
+    ``limits.MAX_PARSED_CHARS``; never raises."""
+    wanted = name.lower()
+    values: list[str] = []
     try:
-        return [str(v) for v in msg.get_all(name, [])]
+        for key, raw in msg.raw_items():
+            if len(values) >= limits.MAX_VALUES_READ:
+                break
+            if isinstance(key, str) and key.lower() == wanted:
+                values.append(str(raw)[: limits.MAX_PARSED_CHARS])
     except Exception:
-        return [str(v) for k, v in msg.raw_items() if k.lower() == name.lower()] if hasattr(
-            msg, "raw_items") else []
+        pass
+    return values
 
 
 def hops_of(msg: Message, secret: bytes) -> int:
@@ -100,19 +107,15 @@ def own_mail(msg: Message, *, secret: bytes, prefix: str, max_hops: int = MAX_HO
 
 def detect(msg: Message, envelope_sender: str | None, *, secret: bytes, prefix: str,
            max_hops: int = MAX_HOPS) -> Verdict | None:
-    """``rules.automatic`` with our own-mail checks in their place."""
-    checked_own = False
-    for name, rule in RULES:
-        if name not in _EARLY and not checked_own:
-            checked_own = True
-            own = own_mail(msg, secret=secret, prefix=prefix, max_hops=max_hops)
-            if own is not None:
-                return own
-        hit = rule(msg, envelope_sender)
-        if hit is not None:
-            kind, reason = hit
-            return Verdict(rule=name, reason=reason, kind=kind)
-    return None
+    """Whether ``msg`` is automatic mail: the one entry point the engine calls.
+
+    ``rules.automatic.detect_automatic`` (the one walk of the rules) with our
+    own-mail checks after its early rules (``automatic.EARLY_RULES``).
+    Never raises."""
+    return detect_automatic(
+        msg, envelope_sender,
+        own_mail=lambda m: own_mail(m, secret=secret, prefix=prefix, max_hops=max_hops),
+    )
 
 
 # -- VERP: the envelope sender of our mail names the case and the message ----

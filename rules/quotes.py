@@ -59,6 +59,10 @@ from dataclasses import dataclass
 from email.message import Message
 from html.parser import HTMLParser
 
+from rules import limits
+from rules.inbound import children as _children
+from rules.inbound import part_role
+
 __all__ = [
     "REPLY_MARKER",
     "body_text",
@@ -776,10 +780,30 @@ class _TreeBuilder(HTMLParser):
             parent.children.append(_Text(data, parent))
 
 
+def _escape_after(markup: str, closer: str, opener: str) -> str:
+    """Every ``opener`` after the last ``closer`` escaped (it can never close)."""
+    end = markup.rfind(closer)
+    cut = end + len(closer) if end >= 0 else 0
+    tail = markup[cut:]
+    if opener not in tail:
+        return markup
+    return markup[:cut] + tail.replace(opener, "&lt;" + opener[1:])
+
+
+def _defuse(markup: str) -> str:
+    """``markup`` without constructs that can never close: html.parser (before
+    CPython 3.13.4, gh-135462) rescans to the end of the text for each
+    unclosed comment, marked section or tag, which is quadratic. Escaped,
+    they read as the text they are. Linear."""
+    markup = _escape_after(markup, ">", "<")
+    markup = _escape_after(markup, "-->", "<!--")
+    return _escape_after(markup, "]>", "<![")
+
+
 def _parse_html(markup: str) -> _Element:
     builder = _TreeBuilder()
     try:
-        builder.feed(_BAD_MARKED_SECTION.sub("&lt;![", markup))
+        builder.feed(_defuse(_BAD_MARKED_SECTION.sub("&lt;![", markup)))
         builder.close()
     except Exception:  # html.parser still asserts on some broken declarations
         root = _Element("#root", {}, None)
@@ -1395,20 +1419,34 @@ def _unflow(text: str, delsp: bool) -> str:
     return "\n".join(out)
 
 
-def _part_text(part: Message) -> str:
-    """The decoded text of a leaf part; never raises."""
+def _cut_bytes(payload: bytes, limit: int) -> bytes:
+    """At most ``limit`` bytes, not ending inside a UTF-8 sequence."""
+    if len(payload) <= limit:
+        return payload
+    cut = payload[:limit]
+    end = len(cut)
+    while end and end > limit - 4 and (cut[end - 1] & 0xC0) == 0x80:
+        end -= 1
+    if end and cut[end - 1] >= 0xC0:
+        end -= 1
+    return cut[:end]
+
+
+def _part_text(part: Message, limit: int = limits.MAX_TEXT_CHARS) -> str:
+    """The decoded text of a leaf part, at most ``limit`` characters; never raises."""
     try:
         cte = str(part.get("content-transfer-encoding", "")).strip().lower()
         charset = part.get_content_charset("us-ascii") or "us-ascii"
     except Exception:
         cte, charset = "", "us-ascii"
     text: str
+    byte_limit = limit * 4  # a character is at most 4 bytes in any charset we decode
     try:
         if cte in _DECODED_CTE:
             payload = part.get_payload(decode=True)
             if not isinstance(payload, bytes):
                 return ""
-            text = _decode_bytes(payload, charset)
+            text = _decode_bytes(_cut_bytes(payload, byte_limit), charset)
         else:
             # The stored payload: 8-bit bytes as surrogate escapes (parsed from
             # bytes) or real text (built from str). get_payload() would decode
@@ -1416,50 +1454,41 @@ def _part_text(part: Message) -> str:
             raw = getattr(part, "_payload", None)
             if not isinstance(raw, str):
                 return ""
+            raw = raw[:byte_limit]
             try:
                 data = raw.encode("ascii", "surrogateescape")
             except UnicodeEncodeError:
                 text = raw
             else:
-                text = _decode_bytes(data, charset)
+                text = _decode_bytes(_cut_bytes(data, byte_limit), charset)
     except Exception:
         return ""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text[:limit].replace("\r\n", "\n").replace("\r", "\n")
     if part.get_content_type() == "text/plain" and _param(part, "format").lower() == "flowed":
         text = _unflow(text, _param(part, "delsp").lower() == "yes")
     return text
 
 
-def _is_attachment(part: Message) -> bool:
-    try:
-        if part.get_content_disposition() == "attachment":
-            return True
-        return bool(part.get_filename())
-    except Exception:
-        return False
-
-
-def _children(part: Message) -> list[Message]:
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [p for p in payload if isinstance(p, Message)]
-    return []
+def _is_file(part: Message, root: bool = False) -> bool:
+    return part_role(part, root=root) == "file"
 
 
 def _segments(part: Message, depth: int = 0) -> list[_Segment]:
-    if depth > 20:
+    """The text of ``part``: ``rules.inbound.part_role``'s text parts, one of
+    each multipart/alternative, the root of a multipart/related."""
+    if depth > limits.MAX_MIME_DEPTH:
         return []
-    maintype = part.get_content_maintype()
+    role = part_role(part, root=depth == 0)
+    if role == "file":
+        return []  # an attachment, a forwarded or bounced message: a file
     subtype = part.get_content_subtype()
-    if maintype == "message":
-        return []  # a forwarded or bounced message is an attachment
-    if part.is_multipart():
-        children = _children(part)
+    if role == "container":
+        kids = _children(part)
         if subtype == "alternative":
             plain: str | None = None
             html: str | None = None
-            for child in children:
-                if _is_attachment(child):
+            for child in kids:
+                if _is_file(child):
                     continue
                 segs = _segments(child, depth + 1)
                 plains = [s.plain for s in segs if s.plain]
@@ -1469,38 +1498,59 @@ def _segments(part: Message, depth: int = 0) -> list[_Segment]:
                 if htmls:
                     html = "\n".join(htmls)
             return [_Segment(plain, html)] if plain is not None or html is not None else []
-        if subtype == "related" and children:
+        if subtype == "related" and kids:
             start = _param(part, "start").strip("<> ")
-            root = children[0]
+            root = kids[0]
             if start:
-                for child in children:
+                for child in kids:
                     if str(child.get("content-id", "")).strip("<> ") == start:
                         root = child
                         break
             return _segments(root, depth + 1)
         found: list[_Segment] = []
-        for child in children:
-            if not _is_attachment(child):
-                found.extend(_segments(child, depth + 1))
+        for child in kids:
+            found.extend(_segments(child, depth + 1))
         return found
-    if depth > 0 and _is_attachment(part):
-        return []
-    ctype = part.get_content_type()
-    if ctype == "text/plain" or maintype == "multipart":  # broken multipart: show it
-        return [_Segment(_part_text(part), None)]
-    if ctype == "text/html":
-        return [_Segment(None, _part_text(part))]
-    return []
+    if part.get_content_type() == "text/html":
+        return [_Segment(None, _part_text(part, limits.MAX_HTML_CHARS + limits.MAX_TEXT_CHARS))]
+    return [_Segment(_part_text(part), None)]  # text/plain, or a broken multipart shown as text
+
+
+def _html_text(html: str, strip: bool) -> str:
+    """HTML as text: the first ``limits.MAX_HTML_CHARS`` through the tree
+    builder (quotes stripped when ``strip``), the rest by stripping tags."""
+    head, rest = html[: limits.MAX_HTML_CHARS], html[limits.MAX_HTML_CHARS :]
+    text = _html_reply_text(head) if strip else html_to_text(head)
+    if rest and not strip:  # the history below a reply is not new text
+        text += "\n" + _fallback_text(rest[: limits.MAX_TEXT_CHARS])
+    return text
+
+
+_CUT_NOTE = "[casegate: the text is cut here; the whole message is stored as received]"
 
 
 def _readable(msg: Message, strip_html: bool) -> str:
+    """The text parts of ``msg``, at most ``limits.MAX_TEXT_CHARS`` characters
+    (``body_text`` ends a cut text with a note saying so)."""
     texts: list[str] = []
+    size = 0
     for seg in _segments(msg):
+        if size >= limits.MAX_TEXT_CHARS:
+            break
         if seg.plain is not None and seg.plain.strip():
             texts.append(seg.plain)
         elif seg.html is not None and seg.html.strip():
-            texts.append(_html_reply_text(seg.html) if strip_html else html_to_text(seg.html))
-    return "\n".join(texts)
+            texts.append(_html_text(seg.html, strip_html))
+        else:
+            continue
+        size += len(texts[-1]) + 1
+    text = "\n".join(texts)
+    if len(text) > limits.MAX_TEXT_CHARS:
+        cut = text.rfind("\n", 0, limits.MAX_TEXT_CHARS)
+        text = text[: cut if cut > 0 else limits.MAX_TEXT_CHARS]
+        if not strip_html:  # the stored text says so; a reply is sent as it is
+            text += "\n" + _CUT_NOTE
+    return text
 
 
 def body_text(msg: Message) -> str:

@@ -9,9 +9,15 @@ as it is or build an ``Authentication-Results`` field from it:
 
 - ``pass``
 - ``fail: ...``       the signature or the body hash does not match
+- ``policy: ...``     the signature verifies but proves nothing about what
+                      casegate reads: the message has a second instance of
+                      a signed header (a prepended Subject: or To: is read
+                      by casegate, the signed one below it is what DKIM
+                      covers), or ``l=`` leaves an unsigned tail of body
+                      (``DkimResult.duplicated``, ``DkimResult.unsigned_tail``);
+                      also for signatures past ``max_signatures``
 - ``temperror: ...``  the DNS lookup of the key failed (try again later)
 - ``permerror: ...``  malformed signature, no key, revoked or unusable key
-- ``policy: ...``     not checked (more signatures than we check per message)
 
 The key is looked up through ``dnsfunc(name, timeout)`` -- dkimpy's
 interface: ``name`` is ``b"selector._domainkey.example.com."`` (bytes, with
@@ -20,8 +26,8 @@ the trailing dot) and the answer is the TXT record's strings joined into one
 there is no record. Tests inject a fake; ``None`` means real DNS through
 dkimpy's default resolver (dnspython, a dependency of dkimpy).
 
-Alignment (``aligned_pass``) is strict: only a passing signature whose
-``d=`` *equals* the From: domain counts. A signature by a parent domain
+Alignment (``aligned_pass``, the one function the engine asks) is strict:
+only a passing signature whose ``d=`` *equals* the From: domain counts. A signature by a parent domain
 (``d=example.com`` for ``From: x@staff.example.com``) or a subdomain does
 not: the result decides whether a message comes from the staff domain, and
 relaxed alignment would need the Public Suffix List to be safe and would let
@@ -66,6 +72,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_pem_private_key,
 )
+from dkim.canonicalization import CanonicalizationPolicy
 from dkim.crypto import (
     RSASSA_PKCS1_v1_5_sign,
     RSASSA_PKCS1_v1_5_verify,
@@ -76,6 +83,8 @@ from dkim.util import DuplicateTag, InvalidTagSpec, InvalidTagValueList, parse_t
 
 __all__ = [
     "SIGNED_HEADERS",
+    "SINGLE_HEADERS",
+    "AnyResult",
     "DkimResult",
     "DnsFunc",
     "Signer",
@@ -130,17 +139,33 @@ _NAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 @dataclass(frozen=True)
 class DkimResult:
-    """One DKIM-Signature of a message and what became of it."""
+    """One DKIM-Signature of a message and what became of it.
+
+    ``passed`` means the signature verifies *and* proves what casegate reads:
+    a signature that verifies but leaves room for a replay (``duplicated``,
+    ``unsigned_tail``) has ``passed=False`` and a ``policy`` reason."""
 
     domain: str  # d= as signed ("" when the signature has none)
     selector: str  # s= as signed
     passed: bool
     reason: str  # "pass", or "<RFC 8601 result>: <why>"
+    #: Signed header fields (of ``SINGLE_HEADERS``) with more instances in the
+    #: message than the signature covers: casegate reads the topmost, DKIM
+    #: covers the bottom ones (a Subject: prepended to signed mail).
+    duplicated: tuple[str, ...] = ()
+    #: ``l=`` signs only the start of the body: text can be appended.
+    unsigned_tail: bool = False
 
     @property
     def result(self) -> str:
         """The RFC 8601 keyword: pass, fail, temperror, permerror, policy."""
         return self.reason.split(":", 1)[0]
+
+    @property
+    def verified(self) -> bool:
+        """The signature verifies cryptographically (whether or not it proves
+        anything: see ``duplicated`` and ``unsigned_tail``)."""
+        return self.passed or bool(self.duplicated) or self.unsigned_tail
 
 
 class _KeyLookup:
@@ -263,8 +288,66 @@ def verify(
             continue
         lookup.name = None
         errors.messages.clear()
-        results.append(_result(tags, *_check(checker, index, lookup, errors)))
+        passed, why = _check(checker, index, lookup, errors)
+        if not passed:
+            results.append(_result(tags, False, why))
+            continue
+        duplicated, tail, hazard = _replay_hazards(checker, tags)
+        results.append(_result(tags, not hazard, hazard or why, duplicated, tail))
     return results
+
+
+#: Header fields RFC 5322 allows once and casegate reads (or a mail client
+#: shows): a second instance of one that is signed makes the signature
+#: prove nothing about the instance casegate reads.
+SINGLE_HEADERS: tuple[str, ...] = (
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+)
+
+
+def _replay_hazards(checker: Any, tags: dict[bytes, bytes]) -> tuple[tuple[str, ...], bool, str]:
+    """(signed single headers that occur more than once, whether l= leaves
+    body unsigned, a ``policy`` reason or "") for a verifying signature."""
+    signed: dict[str, int] = {}
+    for name in tags.get(b"h", b"").decode("ascii", "replace").split(":"):
+        signed[name.strip().lower()] = signed.get(name.strip().lower(), 0) + 1
+    counts: dict[str, int] = {}
+    for name, _ in checker.headers:
+        key = name.decode("ascii", "replace").strip().lower()
+        counts[key] = counts.get(key, 0) + 1
+    # Signed, and more instances than the signature covers (h= names a field
+    # once per instance it signs, from the bottom up): the topmost, which is
+    # what casegate reads, is not signed.
+    duplicated = tuple(
+        n for n in SINGLE_HEADERS
+        if signed.get(n.lower(), 0) and counts.get(n.lower(), 0) > 1
+        and counts.get(n.lower(), 0) > signed[n.lower()]
+    )
+    tail = False
+    signed_length = tags.get(b"l")
+    if signed_length is not None:
+        try:
+            policy = CanonicalizationPolicy.from_c_value(tags.get(b"c", b"simple/simple"))
+            body_length = len(policy.canonicalize_body(checker.body))
+            tail = body_length > int(signed_length)
+        except Exception:  # an l= or c= that verified yet cannot be read again
+            tail = True
+    why = []
+    if duplicated:
+        why.append("the message has an unsigned extra " + ", ".join(f"{n}:" for n in duplicated)
+                   + " (the one read is not the one signed)")
+    if tail:
+        why.append(f"l={_text(signed_length)} leaves the end of the body unsigned")
+    return duplicated, tail, ("policy: signature verifies, but " + " and ".join(why)) if why else ""
 
 
 def _default_dnsfunc(name: bytes, timeout: int) -> bytes | None:
@@ -313,18 +396,38 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _result(tags: dict[bytes, bytes], passed: bool, reason: str) -> DkimResult:
+def _result(tags: dict[bytes, bytes], passed: bool, reason: str,
+            duplicated: tuple[str, ...] = (), unsigned_tail: bool = False) -> DkimResult:
     return DkimResult(
         _clean(_text(tags.get(b"d")), 255),
         _clean(_text(tags.get(b"s")), 255),
         passed,
         _clean(reason, 300),
+        duplicated,
+        unsigned_tail,
     )
 
 
-def passing_domains(results: Iterable[DkimResult]) -> set[str]:
+#: A result as ``verify`` gives it, or as the engine's Delivery carries it:
+#: ``(domain, passed, reason)``.
+AnyResult = DkimResult | tuple[str, bool, str]
+
+
+def _domain_passed(result: AnyResult) -> tuple[str, bool]:
+    if isinstance(result, DkimResult):
+        return result.domain, result.passed
+    domain, passed, _ = result
+    return domain, passed
+
+
+def passing_domains(results: Iterable[AnyResult]) -> set[str]:
     """The signing domains (lower-case) of the signatures that passed."""
-    return {r.domain.lower() for r in results if r.passed and r.domain}
+    found = set()
+    for result in results:
+        domain, passed = _domain_passed(result)
+        if passed and domain:
+            found.add(domain.lower())
+    return found
 
 
 def _ascii_domain(domain: str) -> str | None:
@@ -337,17 +440,24 @@ def _ascii_domain(domain: str) -> str | None:
         return None
 
 
-def aligned_pass(results: Iterable[DkimResult], from_address: str) -> str | None:
+def aligned_pass(results: Iterable[AnyResult], from_address: str) -> str | None:
     """The passing signing domain that equals the From: address's domain
     (strict alignment: parents and subdomains do not count), else None.
 
-    ``from_address`` is an address (``alice@example.com``) or a whole From:
-    value (``Alice <alice@example.com>``); a From: with several addresses has
-    no single author and gives None."""
-    addresses = [addr for _, addr in getaddresses([from_address]) if addr]
-    if len(addresses) != 1 or "@" not in addresses[0]:
-        return None
-    wanted = _ascii_domain(addresses[0].rpartition("@")[2])
+    ``results`` are ``verify``'s, or the ``(domain, passed, reason)`` tuples
+    of ``Delivery.dkim``; a signature that verifies but proves nothing
+    (``policy``: a duplicated signed header, an unsigned ``l=`` tail) has not
+    passed and never aligns. ``from_address`` is an address
+    (``alice@example.com``), a whole From: value (``Alice
+    <alice@example.com>``) or a bare domain (``example.com``); a From: with
+    several addresses has no single author and gives None."""
+    if from_address and "@" not in from_address and "<" not in from_address and "," not in from_address:
+        wanted = _ascii_domain(from_address)
+    else:
+        addresses = [addr for _, addr in getaddresses([from_address[:2000]]) if addr]
+        if len(addresses) != 1 or "@" not in addresses[0]:
+            return None
+        wanted = _ascii_domain(addresses[0].rpartition("@")[2])
     if wanted is None:
         return None
     for domain in passing_domains(results):

@@ -811,3 +811,83 @@ def test_corpus_never_raises() -> None:
         "20120113",
         "permerror",
     )
+
+
+# --------------------------------------------------------------------------
+# replays of signed mail (issue 8): what the signature covers is not what
+# casegate reads
+# --------------------------------------------------------------------------
+
+
+def sign_with_length(signer: Signer, raw: bytes) -> bytes:
+    """``raw`` signed by dkimpy with an ``l=`` body length tag (our Signer never
+    writes one; other signers do)."""
+    include = [b"From", b"To", b"Subject", b"Date", b"Message-ID"]
+    field = dkimpy.sign(raw, SELECTOR.encode(), DOMAIN.encode(), signer.private_key,
+                        include_headers=include, length=True, linesep=b"\r\n")
+    return field + raw
+
+
+REPLAYS = [
+    # (case, how the signed message is changed, duplicated, unsigned_tail)
+    ("untouched", lambda m: m, (), False),
+    ("a Subject: prepended", lambda m: b"Subject: [CS0000001] hijacked\r\n" + m, ("Subject",), False),
+    ("a To: and an In-Reply-To: prepended",
+     lambda m: b"To: victim@customer.example\r\nIn-Reply-To: <x@y>\r\n" + m, ("To",), False),
+    ("an unsigned header added", lambda m: b"X-Whatever: 1\r\n" + m, (), False),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "duplicated", "tail"), REPLAYS, ids=[r[0] for r in REPLAYS])
+def test_replayed_signed_mail_does_not_pass(signer: Signer, fake_dns: FakeDns, case: str,
+                                            change: Callable[[bytes], bytes],
+                                            duplicated: tuple[str, ...], tail: bool) -> None:
+    signed = signer.sign(message(f"test_replayed_signed_mail_does_not_pass {case}"))
+    (result,) = verify(change(signed), dnsfunc=fake_dns)
+    assert result.verified  # the cryptography still holds ...
+    assert (result.duplicated, result.unsigned_tail) == (duplicated, tail)
+    proves = not duplicated and not tail
+    assert result.passed is proves  # ... but it proves nothing about what is read
+    assert result.result == ("pass" if proves else "policy"), result.reason
+    expected = DOMAIN if proves else None
+    assert aligned_pass([result], "alice@example.com") == expected
+    assert aligned_pass([(result.domain, result.passed, result.reason)], DOMAIN) == expected
+
+
+def test_a_prepended_in_reply_to_is_caught_when_signed(signer: Signer, fake_dns: FakeDns) -> None:
+    """Our Signer signs In-Reply-To when there is one: a second one on top is
+    an unsigned extra. (When the signed mail had none, an added one is not
+    the signature's business: REPLAYS, "a To: and an In-Reply-To: prepended".)"""
+    raw = message("test_in_reply_to", extra="In-Reply-To: <a@b>\r\n")
+    signed = signer.sign(raw)
+    (result,) = verify(b"In-Reply-To: <evil@x>\r\n" + signed, dnsfunc=fake_dns)
+    assert result.duplicated == ("In-Reply-To",) and not result.passed  # our Signer signs it
+
+
+@pytest.mark.parametrize(
+    ("case", "appended", "tail"),
+    [
+        ("body as signed", b"", False),
+        ("text appended past l=", b"Click here: http://evil.example/\r\n", True),
+    ],
+)
+def test_body_length_tag(signer: Signer, fake_dns: FakeDns, case: str, appended: bytes, tail: bool) -> None:
+    signed = sign_with_length(signer, message(f"test_body_length_tag {case}"))
+    assert b"l=" in split_signature(signed)[0]
+    (result,) = verify(signed + appended, dnsfunc=fake_dns)
+    assert result.verified and result.unsigned_tail is tail
+    assert result.passed is not tail
+    assert aligned_pass([result], "Alice <alice@example.com>") == (None if tail else DOMAIN)
+    if tail:
+        assert result.result == "policy" and "l=" in result.reason
+
+
+def test_aligned_pass_takes_delivery_tuples_and_domains() -> None:
+    """What the engine holds: Delivery.dkim's (domain, passed, reason) tuples."""
+    tuples = [("customer.example", False, "fail"), ("example.com", True, "pass")]
+    assert aligned_pass(tuples, "example.com") == "example.com"
+    assert aligned_pass(tuples, "EXAMPLE.com") == "example.com"
+    assert aligned_pass(tuples, "alice@example.com") == "example.com"
+    assert aligned_pass(tuples, "customer.example") is None
+    assert aligned_pass(tuples, "staff.example.com") is None
+    assert aligned_pass(tuples, "") is None

@@ -3,7 +3,10 @@ from __future__ import annotations
 import email
 import email.policy
 
-from rules import loop, tokens
+import pytest
+
+from rules import automatic, loop, tokens
+from rules.inbound import parse
 
 SECRET, OTHER = b"a" * 32, b"b" * 32
 
@@ -56,3 +59,37 @@ def test_verp_round_trip_and_forgery() -> None:
     assert loop.read_verp(SECRET, addr.replace("-42-", "-43-"), "CS") is None
     assert loop.read_verp(SECRET, "support+CS0000123@example.com", "CS") is None
     assert loop.read_verp(SECRET, "support@example.com", "CS") is None
+
+
+# -- loop.detect is the one entry point: rules.automatic's walk with our checks --
+
+OWN = f"{loop.LOOP_HEADER}: {loop.make_loop_header(SECRET, 1)}\n"
+ORDER_CASES = [
+    # (headers, envelope sender, rule that decides)
+    (f"From: x@y.test\n{OWN}", "x@y.test", "own_loop_header"),
+    (f"From: x@y.test\nAuto-Submitted: auto-replied\n{OWN}", "x@y.test", "own_loop_header"),
+    (f"From: x@y.test\nContent-Type: multipart/report; report-type=delivery-status\n{OWN}", "x@y.test",
+     "multipart_report"),
+    (f"From: MAILER-DAEMON@mx.test\n{OWN}", "x@y.test", "mailer_daemon"),
+    ("From: x@y.test\nAuto-Submitted: auto-replied\n", "x@y.test", "auto_submitted"),
+    ("From: x@y.test\nPrecedence: bulk\n", "x@y.test", "precedence"),
+    ("From: x@y.test\nSubject: hello\n", "x@y.test", None),
+]
+
+
+@pytest.mark.parametrize(("headers", "envelope", "rule"), ORDER_CASES)
+def test_detect_puts_our_checks_after_the_early_rules(headers: str, envelope: str, rule: str | None) -> None:
+    m = parse(headers.encode()).msg
+    v = loop.detect(m, envelope, secret=SECRET, prefix="CS")
+    assert (v.rule if v else None) == rule
+    if rule not in ("own_loop_header", "own_message_id", "hop_limit"):
+        assert automatic.detect_automatic(m, envelope) == v  # the same walk without our checks
+
+
+def test_a_rule_that_raises_does_not_stop_the_others() -> None:
+    def broken(m: email.message.Message) -> None:
+        raise RuntimeError("a bug")
+
+    m = parse(b"From: x@y.test\nPrecedence: bulk\n\nhi\n").msg
+    v = automatic.detect_automatic(m, "x@y.test", own_mail=broken)
+    assert v is not None and v.rule == "precedence"
