@@ -58,7 +58,8 @@ def test_a_390_character_envelope_sender_without_from_is_stored(engine: Engine) 
     assert _deliver(engine, raw, sender, "Q390") == replies.OK
     stored = Message.get(Message.direction == "in")
     assert bytes(stored.raw) == raw
-    assert stored.sender == sender[:320] and len(stored.message_id) == 998
+    # A Message-ID longer than a header line may be is no Message-ID (rules.inbound).
+    assert stored.sender == sender[:320] and stored.message_id == ""
     assert Delivery.get().queue_id == "Q390"
     # Postfix hands it over again: the duplicate check still finds it.
     assert _deliver(engine, raw, sender, "Q390") == replies.OK_DUPLICATE
