@@ -39,6 +39,7 @@ from rules.replies import Reply
 from rules.stamp import STAMP_HEADER, Stamp, verify_stamp
 from rules.vocab import MessageKind, Outcome, Status, TimerKind
 from smtpd_hook.delivery import Delivery
+from smtpd_hook.dkim import aligned_pass
 from smtpd_hook.executor import Context, Executor
 from smtpd_hook.render import Renderer
 from smtpd_hook.settings import Settings
@@ -316,8 +317,7 @@ class Engine:
             client_addr = ""
         else:
             client_addr = delivery.client_addr
-        staff_domain = inbound.from_address.rpartition("@")[2]
-        dkim_domain = next((dom for dom, ok, _ in delivery.dkim if ok and dom == staff_domain), None)
+        dkim_domain = aligned_pass(delivery.dkim, inbound.from_address) if inbound.from_address else None
         return classify(
             from_address=inbound.from_address,
             csr_known=csr is not None,

@@ -460,3 +460,30 @@ def test_dkim_proven_csr_cannot_pick_a_case_by_plus_address(engine: Engine) -> N
                             data=old, client_addr="127.0.0.2", queue_id="R1",
                             dkim=(("example.com", True, "pass"),)))
     assert outgoing("reply") == []
+
+
+def test_a_replayed_dkim_signed_csr_mail_proves_nothing(engine: Engine, tmp_path: Path) -> None:
+    """Prepending Subject: [Case #…] to a CSR's signed mail keeps the signature
+    verifying (it covers the bottom-most Subject): it must not prove a CSR (issue 8)."""
+    from smtpd_hook import dkim
+
+    from tests.unit.test_dkim import FakeDns, txt_strings
+
+    record = dkim.keygen("example.com", "sel", tmp_path / "k.pem", bits=1024)
+    dnsfunc = FakeDns({b"sel._domainkey.example.com.": b"".join(txt_strings(record))})
+
+    signer = dkim.Signer.load("example.com", "sel", tmp_path / "k.pem")
+    case, note = _open_case(engine)
+    old = signer.sign(make(from_="jane@example.com", subject="Lunch", body="See you at noon.\n"))
+    forged = f"Subject: Re: [Case #{case.number}] x\r\n".encode() + old
+    results = tuple((r.domain.lower(), r.passed, r.reason) for r in dkim.verify(forged, dnsfunc=dnsfunc))
+    assert results and not any(ok for _, ok, _ in results)
+    engine.process(Delivery(mail_from="jane@example.com", rcpt_tos=("support@example.com",),
+                            data=forged, client_addr="127.0.0.2", queue_id="DR1", dkim=results))
+    assert outgoing("reply") == []
+    genuine = signer.sign(make(from_="jane@example.com", subject=f"Re: [Case #{case.number}] x",
+                               body="Proven.\n", in_reply_to=note.message_id))
+    results = tuple((r.domain.lower(), r.passed, r.reason) for r in dkim.verify(genuine, dnsfunc=dnsfunc))
+    engine.process(Delivery(mail_from="jane@example.com", rcpt_tos=("support@example.com",),
+                            data=genuine, client_addr="127.0.0.2", queue_id="DR2", dkim=results))
+    assert len(outgoing("reply")) == 1
