@@ -466,7 +466,6 @@ def test_a_replayed_dkim_signed_csr_mail_proves_nothing(engine: Engine, tmp_path
     """Prepending Subject: [Case #…] to a CSR's signed mail keeps the signature
     verifying (it covers the bottom-most Subject): it must not prove a CSR (issue 8)."""
     from smtpd_hook import dkim
-
     from tests.unit.test_dkim import FakeDns, txt_strings
 
     record = dkim.keygen("example.com", "sel", tmp_path / "k.pem", bits=1024)
