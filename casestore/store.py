@@ -293,6 +293,10 @@ class Store:
             self.db.create = create
         self.is_sqlite = isinstance(self.db, peewee.SqliteDatabase)
         self.clock = clock
+        # Bumped by this process's changes to pools, mailboxes and CSRs, so a
+        # cached directory (Engine) is re-read at once; other processes' changes
+        # reach it within defaults.DIRECTORY_TTL.
+        self.directory_generation = 0
         self.db.bind(MODELS)
 
     @property
@@ -468,6 +472,7 @@ class Store:
         return pool
 
     def add_mailbox(self, address: str, pool_name: str, display_name: str = "") -> Mailbox:
+        self.directory_generation += 1
         with self.atomic():
             if Mailbox.get_or_none(Mailbox.address == address) is not None:
                 raise StoreError(f"{address} is already a supervised address")
@@ -489,6 +494,7 @@ class Store:
     def add_csr(
         self, address: str, name: str, pools: Sequence[str], signature: str = ""
     ) -> Csr:
+        self.directory_generation += 1
         with self.atomic():
             if Csr.get_or_none(Csr.address == address) is not None:
                 raise StoreError(f"{address} is already a CSR")
@@ -869,6 +875,7 @@ class Store:
             return list(Pool.select().order_by(Pool.name))
 
     def set_pool(self, name: str, **changes: Any) -> Pool:
+        self.directory_generation += 1
         with self.atomic():
             pool = self.pool(name, create=False)
             for key, value in changes.items():

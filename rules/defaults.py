@@ -29,6 +29,7 @@ TIMER_LEASE_SECONDS = 120
 QUARANTINE_AFTER = 5  # failed attempts at one delivery before it is held (and answered 250)
 STAMP_MAX_AGE = 5 * 24 * 3600  # Postfix's default maximal_queue_lifetime
 BLACKLIST_TTL = 5.0  # seconds; the milter refreshes its copy as often
+DIRECTORY_TTL = 5.0  # seconds; serve re-reads mailboxes, pools and CSRs at least this often
 HISTORY_LIMIT = 50  # earlier messages quoted in a notification or answer ...
 HISTORY_MAX_CHARS = 64_000  # ... and at most this much of their text in all ...
 HISTORY_ITEM_CHARS = 16_000  # ... and of any one of them

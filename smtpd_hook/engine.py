@@ -84,6 +84,7 @@ class Engine:
         self._lock = threading.Lock()
         self._cached_blacklist: tuple[float, Blacklist] | None = None
         self._failing: set[str] = set()  # keys of deliveries that failed in this process
+        self._cached_directory: tuple[float, int, tuple[Directory, dict[str, Mailbox]]] | None = None
 
     # -- a delivery from Postfix ----------------------------------------------------
 
@@ -147,8 +148,7 @@ class Engine:
         # support@ and support+CS0000123@ in one message are one delivery.
         key = delivery.key(base_address(rcpt))
         store = self.store
-        with store.guard():
-            directory, mailboxes = store.load_directory()
+        directory, mailboxes = self._directory()
         mailbox = mailboxes.get(base_address(rcpt))
         if mailbox is None:
             raise Misrouted(
@@ -262,6 +262,22 @@ class Engine:
                               inbound.from_address, texts.body)
 
     # -- who wrote, which case ---------------------------------------------------------
+
+    def _directory(self) -> tuple[Directory, dict[str, Mailbox]]:
+        """Mailboxes, pools and CSRs, re-read at most every DIRECTORY_TTL
+        seconds (at once after this process changed them): reading them for
+        every message cost more than a millisecond."""
+        now = time.monotonic()
+        generation = self.store.directory_generation
+        with self._lock:
+            cached = self._cached_directory
+            if cached is not None and now - cached[0] < defaults.DIRECTORY_TTL and cached[1] == generation:
+                return cached[2]
+        with self.store.guard():
+            loaded = self.store.load_directory()
+        with self._lock:
+            self._cached_directory = (now, generation, loaded)
+        return loaded
 
     def _blacklist(self) -> Blacklist:
         """The blacklist, compiled, re-read at most every BLACKLIST_TTL seconds."""
