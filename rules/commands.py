@@ -520,6 +520,19 @@ def csr_reply(text: str, has_files: bool, f: CommandFacts, *, store: StoreMessag
     return decision(Outcome.CSR_REPLY, actions, hits)
 
 
+def unreadable(f: CommandFacts, why: str, *, store: StoreMessage) -> Decision:
+    """A proven CSR's message whose structure casegate could not read: never
+    forwarded to the customer as raw MIME; the CSR is told, the bytes kept."""
+    text = ("casegate could not read your message's structure, so nothing was sent to "
+            f"the customer ({why}).\n\nPlease send your answer again as an ordinary reply. "
+            "Your message is stored on the case.")
+    actions: list[Action] = [store]
+    if f.case is not None:
+        actions.append(Record(EventKind.COMMAND_REFUSED, f"unreadable: {why}", f.actor.address))
+    actions.append(TellCsr(f.actor.address, "Not sent: unreadable", text))
+    return decision(Outcome.CSR_COMMAND_REFUSED, actions, [Hit("unreadable", why)])
+
+
 def no_case(f: CommandFacts, *, store: StoreMessage) -> Decision:
     """A proven CSR wrote to the support address about no case and without #new."""
     text = ("Your message to the support address names no case, so nothing was sent.\n\n"
@@ -533,4 +546,4 @@ def no_case(f: CommandFacts, *, store: StoreMessage) -> Decision:
 
 
 __all__ = ["CANCEL_WAITING", "COMMANDS", "Actor", "CommandFacts", "Given", "Parsed", "check",
-           "csr_reply", "decide", "no_case", "parse"]
+           "csr_reply", "decide", "no_case", "parse", "unreadable"]

@@ -186,6 +186,8 @@ class Engine:
             with self._lock:
                 self._failing.discard(key)
             quarantine.forget(store, key)
+        if inbound.defects:
+            log.info("message defects: %s", ", ".join(inbound.defects[:10]))
         log.info("stored %s %s: from=<%s> role=%s; %s", ctx.case.number if ctx.case else "-",
                  decision.outcome, inbound.from_address, identity.role, decision.explain())
         return replies.OK
@@ -215,7 +217,10 @@ class Engine:
                 subject=inbound.subject, has_files=bool(inbound.attachments))
             keep = StoreMessage(MessageKind.COMMAND if parsed.commands else MessageKind.CSR,
                                 text if parsed.commands else parsed.text)
-            if parsed.commands:
+            if inbound.opaque:
+                why = "; ".join(d for d in inbound.defects if d.startswith("opaque")) or "opaque"
+                decision = cmd.unreadable(facts, why, store=StoreMessage(MessageKind.COMMAND, ""))
+            elif parsed.commands:
                 decision = cmd.decide(parsed.commands, parsed.text, facts, store=keep)
             elif state is None:
                 decision = cmd.no_case(facts, store=keep)

@@ -500,3 +500,15 @@ def test_a_follow_up_from_the_customer_is_acknowledged(engine: Engine) -> None:
     engine.command(case.number, actor=JANE, commands=[Given("close")])
     customer_says(engine, case, "It broke again.\n")
     assert Case.select().count() == 2 and len(out("ack", to="john@customer.test")) == 2
+
+
+def test_an_unreadable_csr_reply_is_never_forwarded_as_raw_mime(engine: Engine) -> None:
+    from tests.support import poison
+
+    case = open_case(engine)
+    raw = poison.nested_multipart(1000).replace(b"From: ", b"X-Old-From: ", 1)
+    raw = (f"From: {JANE}\r\nSubject: Re: [Case #{case.number}] x\r\n").encode() + raw
+    deliver(engine, raw, client="127.0.0.1", rcpt=f"support+{case.number}@example.com", mail_from=JANE)
+    assert out("reply") == []
+    notice = out("csr_notice")
+    assert len(notice) == 1 and "could not read your message" in text_of(parse(bytes(notice[0].raw)))
