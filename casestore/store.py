@@ -240,6 +240,22 @@ def open_database(url: str) -> peewee.Database:
     )
 
 
+def _first_error(exc: BaseException) -> BaseException:
+    """The error that matters. SQLite rolls a transaction back by itself on
+    some errors (disk full, I/O error); the ROLLBACK that follows then fails
+    with "cannot rollback - no transaction is active", which would hide the
+    cause (``database or disk is full``) from the log."""
+    seen = exc
+    for _ in range(4):
+        if "no transaction is active" not in str(seen):
+            return seen
+        context = seen.__context__
+        if not isinstance(context, (peewee.DatabaseError, sqlite3.Error)):
+            break
+        seen = context
+    return exc
+
+
 def _safe(value: Any) -> Any:
     """Strings the databases accept: no NUL (PostgreSQL refuses it), no lone
     surrogates (8-bit garbage decoded with surrogateescape)."""
@@ -335,7 +351,7 @@ class Store:
             yield
         except (peewee.OperationalError, peewee.InterfaceError) as exc:
             self._drop_connection()
-            raise StoreUnavailable(f"store unavailable: {exc}".strip()) from exc
+            raise StoreUnavailable(f"store unavailable: {_first_error(exc)}".strip()) from exc
         except (peewee.DataError, peewee.IntegrityError) as exc:
             raise StoreDataError(f"the store refused the data: {exc}".strip(),
                                  integrity=isinstance(exc, peewee.IntegrityError)) from exc
