@@ -133,6 +133,9 @@ class OutboxWorker:
         self.sent = 0
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}"
+        # Sent, but the store could not record it (disk full, database
+        # down): recorded at the next round, never sent again meanwhile.
+        self.unrecorded: dict[int, Outbox] = {}
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -145,6 +148,8 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Send what is due now; the number of rows handled."""
         s = self.settings
+        if self.unrecorded:
+            await self._db(self._record_unrecorded)  # StoreUnavailable: still not; claim nothing
         items = await self._db(
             self.store.claim_outbox, s.outbox_batch, s.outbox_lease_seconds, self.owner
         )
@@ -155,6 +160,13 @@ class OutboxWorker:
             ctx.run, self.send, s.reinject_host, s.reinject_port, s.helo_name, items, self._record
         )
         return len(items)
+
+    def _record_unrecorded(self) -> None:
+        for item_id, item in list(self.unrecorded.items()):
+            self.store.outbox_sent(item)
+            del self.unrecorded[item_id]
+            self.sent += 1
+            log.info("recorded outbox %s as sent (sent while the store was unavailable)", item_id)
 
     def _record(self, item: Outbox, error: Exception | None) -> None:
         """Called in the sending thread right after each message; the write
@@ -182,7 +194,11 @@ class OutboxWorker:
                 log.warning("re-injection failed (%s); retry in %.0fs", error, delay)
                 self.store.outbox_retry(item, str(error), delay)
         except StoreUnavailable as exc:
-            # The lease runs out and the row is sent again later: logged.
+            # A failure unrecorded is tried again when the lease runs out; a
+            # sent message is remembered here and recorded before anything
+            # else is claimed (only a restart meanwhile sends it again).
+            if error is None:
+                self.unrecorded[item.id] = item
             log.error("could not record outbox %s (%s): %s", item.id,
                       "sent" if error is None else "failed", exc)
         finally:
