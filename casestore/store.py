@@ -1009,11 +1009,17 @@ class Store:
                 Outbox.id == item.id
             ).execute()
 
-    def outbox_retry(self, item: Outbox, error: str, delay_seconds: float) -> None:
+    def outbox_retry(self, item: Outbox, error: str, delay_seconds: float,
+                     at: dt.datetime | None = None) -> None:
+        """Try again after ``delay_seconds``, or at ``at`` when given."""
+        if at is None:
+            when = self.now() + dt.timedelta(seconds=delay_seconds)
+        else:  # a time of now()'s kind (naive UTC), or an aware one
+            when = at if at.tzinfo is None else _naive(at)
         with self.atomic():
             Outbox.update(
                 attempts=Outbox.attempts + 1,
-                next_attempt=self.now() + dt.timedelta(seconds=delay_seconds),
+                next_attempt=when,
                 lease_until=None,
                 last_error=error[:1000],
             ).where(Outbox.id == item.id).execute()
