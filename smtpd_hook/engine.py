@@ -150,6 +150,9 @@ class Engine:
         store = self.store
         directory, mailboxes = self._directory()
         mailbox = mailboxes.get(base_address(rcpt))
+        if mailbox is None:  # perhaps added since the directory was read
+            directory, mailboxes = self._directory(fresh=True)
+            mailbox = mailboxes.get(base_address(rcpt))
         if mailbox is None:
             raise Misrouted(
                 f"{rcpt} is not a supervised address: add it with `casegate mailbox add` "
@@ -268,7 +271,7 @@ class Engine:
 
     # -- who wrote, which case ---------------------------------------------------------
 
-    def _directory(self) -> tuple[Directory, dict[str, Mailbox]]:
+    def _directory(self, *, fresh: bool = False) -> tuple[Directory, dict[str, Mailbox]]:
         """Mailboxes, pools and CSRs, re-read at most every DIRECTORY_TTL
         seconds (at once after this process changed them): reading them for
         every message cost more than a millisecond."""
@@ -276,7 +279,8 @@ class Engine:
         generation = self.store.directory_generation
         with self._lock:
             cached = self._cached_directory
-            if cached is not None and now - cached[0] < defaults.DIRECTORY_TTL and cached[1] == generation:
+            if (not fresh and cached is not None and now - cached[0] < defaults.DIRECTORY_TTL
+                    and cached[1] == generation):
                 return cached[2]
         with self.store.guard():
             loaded = self.store.load_directory()
