@@ -512,3 +512,17 @@ def test_an_unreadable_csr_reply_is_never_forwarded_as_raw_mime(engine: Engine) 
     assert out("reply") == []
     notice = out("csr_notice")
     assert len(notice) == 1 and "could not read your message" in text_of(parse(bytes(notice[0].raw)))
+
+
+@pytest.mark.parametrize("from_", ["spam@x.test gmail@gmail.com", "@gmail.com", "spam@x.test example.com"])
+def test_a_customer_is_always_a_full_address(engine: Engine, from_: str) -> None:
+    """A From: that parses as a bare domain once made the case's customer
+    "@gmail.com", and a CSR's #blacklist blocked all of gmail.com (issue 8)."""
+    raw = make(from_="x@placeholder.test", subject="test_full_address").replace(
+        b"From: x@placeholder.test", f"From: {from_}".encode())
+    deliver(engine, raw, mail_from="spam@x.test")
+    from casestore.models import BlacklistEntry
+    for case in Case.select():  # ("From: @gmail.com" reads as a null From: no case at all)
+        assert case.customer_address.rpartition("@")[0], case.customer_address
+        csr_says(engine, case, "#blacklist\n")
+    assert all(not e.pattern.startswith("@") for e in BlacklistEntry.select())
