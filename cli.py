@@ -385,7 +385,9 @@ def csr() -> None:
 @csr.command("add")
 @click.argument("address")
 @click.option("--name", required=True, help='Full name, e.g. "Jane Doe".')
-@click.option("--pool", "pools", multiple=True, help="Pool(s) to join (default: default).")
+@click.option("--pool", "pools", multiple=True, metavar="NAME[:LEVEL[:PRIORITY]]",
+              help="Pool(s) to join (default: default); level 1 gets new cases, 2 is escalation; "
+              "priority orders #next (1 first).")
 @click.option("--signature", default="", help="Signature added under the CSR's replies.")
 @click.pass_obj
 def csr_add(app: App, address: str, name: str, pools: tuple[str, ...], signature: str) -> None:
@@ -399,6 +401,33 @@ def csr_add(app: App, address: str, name: str, pools: tuple[str, ...], signature
     click.echo(f"added CSR {name.strip()} <{address}>")
 
 
+@csr.command("set")
+@click.argument("address")
+@click.option("--name", default=None, help="Full name.")
+@click.option("--pool", "pools", multiple=True, metavar="NAME[:LEVEL[:PRIORITY]]",
+              help="Replace the CSR's pools with these (repeatable).")
+@click.option("--signature", default=None, help="Signature (\\n for new lines).")
+@click.pass_obj
+def csr_set(app: App, address: str, name: str | None, pools: tuple[str, ...],
+            signature: str | None) -> None:
+    """Change a CSR: name, signature, pools with level and priority."""
+    address = valid_address(address)
+    changes: dict[str, Any] = {}
+    if name is not None:
+        if not name.strip():
+            raise click.BadParameter("--name must not be empty")
+        changes["name"] = name.strip()
+    if signature is not None:
+        changes["signature"] = signature.replace("\\n", "\n")
+    if not changes and not pools:
+        raise click.UsageError("nothing to set: give --name, --signature or --pool")
+    with store_errors():
+        store = app.store()
+        csr = store.set_csr(address, pools=list(pools) if pools else None, **changes)
+        shown = ", ".join(f"{m['pool']}:{m['level']}:{m['priority']}" for m in store.memberships(csr))
+    click.echo(f"{address}: {', '.join(changes) or 'pools'} set; pools {shown}")
+
+
 @csr.command("list")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj
@@ -407,7 +436,8 @@ def csr_list(app: App, as_json: bool) -> None:
     with store_errors():
         store = app.store()
         rows = [{"address": c.address, "name": c.name, "available": c.available,
-                 "pools": store.csr_pools(c), "signature": c.signature} for c in store.csrs()]
+                 "pools": store.csr_pools(c), "memberships": store.memberships(c),
+                 "signature": c.signature} for c in store.csrs()]
     emit(rows, as_json, "\n".join(
         f"{r['address']}\t{r['name']}\tpools={','.join(r['pools'])}" for r in rows))
 
@@ -423,7 +453,8 @@ def pool_row(p: Any) -> dict[str, Any]:
     return {"name": p.name, "rule": p.rule, "closed_policy": p.closed_policy,
             "close_on_reply": bool(p.close_on_reply),
             "remind_after": format_duration(p.remind_after or None),
-            "autoclose_after": format_duration(p.autoclose_after or None)}
+            "autoclose_after": format_duration(p.autoclose_after or None),
+            "unassigned_notify": p.unassigned_notify or None}
 
 
 @pool.command("list")
@@ -450,6 +481,10 @@ def _duration(value: str | None, option: str) -> int | None:
 
 @pool.command("set")
 @click.argument("name")
+@click.option("--assign", "assign_rule", default=None, metavar="RULE",
+              help="Who gets new cases: least_load, limit:N, random, round_robin, none, fifo.")
+@click.option("--unassigned-notify", default=None, metavar="ADDRESS",
+              help="Told once per case that found nobody ('' to stop).")
 @click.option("--closed-policy", default=None,
               help="A customer's mail to a closed case: reopen, new_linked, new_linked_after:DAYS.")
 @click.option("--close-on-reply/--no-close-on-reply", default=None,
@@ -459,12 +494,21 @@ def _duration(value: str | None, option: str) -> int | None:
 @click.option("--autoclose-after", default=None, metavar="DURATION",
               help="Close the case after this long without an answer (14d, off).")
 @click.pass_obj
-def pool_set(app: App, name: str, closed_policy: str | None, close_on_reply: bool | None,
+def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: str | None,
+             closed_policy: str | None, close_on_reply: bool | None,
              remind_after: str | None, autoclose_after: str | None) -> None:
     """Change a pool's policies."""
+    from rules.assign import AssignRule
     from rules.vocab import ClosedPolicy
 
     changes: dict[str, Any] = {}
+    if assign_rule is not None:
+        try:
+            changes["rule"] = str(AssignRule.parse(assign_rule))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--assign") from None
+    if unassigned_notify is not None:
+        changes["unassigned_notify"] = valid_address(unassigned_notify) if unassigned_notify else ""
     if closed_policy is not None:
         try:
             changes["closed_policy"] = str(ClosedPolicy.parse(closed_policy))
@@ -477,11 +521,13 @@ def pool_set(app: App, name: str, closed_policy: str | None, close_on_reply: boo
     if autoclose_after is not None:
         changes["autoclose_after"] = _duration(autoclose_after, "--autoclose-after")
     if not changes:
-        raise click.UsageError("nothing to set: give --closed-policy, --close-on-reply, "
-                               "--remind-after or --autoclose-after")
+        raise click.UsageError("nothing to set: give --assign, --unassigned-notify, --closed-policy, "
+                               "--close-on-reply, --remind-after or --autoclose-after")
     with store_errors():
         row = pool_row(app.store().set_pool(name, **changes))
-    click.echo(", ".join(f"{k} = {row[k]}" for k in row if k in changes or k == "name"))
+    shown = {"rule": "rule"}
+    click.echo(", ".join(f"{k} = {row[k]}" for k in row if k in changes or k == "name"
+                         or shown.get(k) in changes))
 
 
 @main.group("case")
@@ -719,6 +765,20 @@ def case_status(app: App, number: str, status: str | None, actor: str | None, as
     given = {"closed": _given("close"), "reopened": _given("reopen")}.get(status) or \
         _given("status", status)
     run_commands(app, number, actor, [given], "", as_json)
+
+
+@case_group.command("next")
+@click.option("--csr", "actor", required=True, metavar="ADDRESS", help="The CSR who pulls a case.")
+@_json_option
+@click.pass_obj
+def case_next(app: App, actor: str, as_json: bool) -> None:
+    """Give --csr the oldest waiting case of their pools (#next by mail)."""
+    with store_errors():
+        result = _engine(app).next_case(valid_address(actor))
+    if not result.ok:
+        raise click.ClickException("nothing done: " + "; ".join(result.errors))
+    emit({"number": result.number, "outcome": str(result.outcome), "sent": list(result.sent)},
+         as_json, f"{result.number}: assigned to {actor}; sent {', '.join(result.sent)}")
 
 
 @case_group.command("open")

@@ -41,6 +41,8 @@ class Pool(BaseModel):
     close_on_reply = BooleanField(default=defaults.CLOSE_ON_REPLY)
     remind_after = IntegerField(null=True, default=defaults.REMIND_AFTER)  # seconds; NULL: off
     autoclose_after = IntegerField(null=True, default=defaults.AUTOCLOSE_AFTER)
+    unassigned_notify = CharField(max_length=320, default="")  # told once per case nobody took
+    last_assigned = IntegerField(null=True)  # the CSR id round_robin gave the last case to
 
 
 class Mailbox(BaseModel):
@@ -63,6 +65,8 @@ class Csr(BaseModel):
 class Membership(BaseModel):
     csr = ForeignKeyField(Csr, backref="memberships", on_delete="CASCADE")
     pool = ForeignKeyField(Pool, backref="memberships", on_delete="CASCADE")
+    level = IntegerField(default=1)  # 1: first line (gets new cases); 2: escalation
+    priority = IntegerField(default=1)  # the order in which the CSR pulls from their pools (1 first)
 
     class Meta:
         indexes = ((("csr", "pool"), True),)

@@ -499,8 +499,30 @@ class Store:
             if Csr.get_or_none(Csr.address == address) is not None:
                 raise StoreError(f"{address} is already a CSR")
             csr = _create(Csr, address=address, name=name, signature=signature, created=self.now())
-            for pool_name in pools:
-                Membership.create(csr=csr, pool=self.pool(pool_name))
+            self._memberships(csr, pools)
+            return csr
+
+    def _memberships(self, csr: Csr, pools: Sequence[str]) -> None:
+        """``NAME[:LEVEL[:PRIORITY]]`` each (ValueError for a bad one)."""
+        for spec in pools:
+            name, level, priority = parse_membership(spec)
+            Membership.create(csr=csr, pool=self.pool(name), level=level, priority=priority)
+
+    def set_csr(self, address: str, *, pools: Sequence[str] | None = None,
+                **changes: Any) -> Csr:
+        """Change a CSR; ``pools`` replaces their memberships."""
+        self.directory_generation += 1
+        with self.atomic():
+            csr = Csr.get_or_none(Csr.address == address)
+            if csr is None:
+                raise StoreError(f"{address} is not a CSR (`casegate csr list`)")
+            if changes:
+                for key, value in changes.items():
+                    setattr(csr, key, value)
+                csr.save(only=[getattr(Csr, key) for key in changes])
+            if pools is not None:
+                Membership.delete().where(Membership.csr == csr).execute()
+                self._memberships(csr, pools)
             return csr
 
     def csrs(self) -> list[Csr]:
@@ -511,10 +533,43 @@ class Store:
         return Csr.get_or_none(Csr.address == address)
 
     def csr_pools(self, csr: Csr) -> list[str]:
+        return [m["pool"] for m in self.memberships(csr)]
+
+    def memberships(self, csr: Csr) -> list[dict[str, Any]]:
+        """A CSR's pools with level and priority, in pull order."""
         return [
-            m.pool.name
+            {"pool": m.pool.name, "level": m.level, "priority": m.priority}
             for m in Membership.select(Membership, Pool).join(Pool).where(Membership.csr == csr)
+            .order_by(Membership.priority, Pool.name)
         ]
+
+    def candidates(self, pool: Pool) -> list[tuple[Csr, int, int]]:
+        """Every CSR of a pool with their open cases and level, by id (one query)."""
+        open_cases = fn.COUNT(Case.id)
+        query = (
+            Csr.select(Csr, Membership.level.alias("level"), open_cases.alias("load"))
+            .join(Membership)
+            .switch(Csr)
+            .join(Case, JOIN.LEFT_OUTER,
+                  on=((Case.assignee == Csr.id) & (Case.status.in_(OPEN_STATUSES))))
+            .where(Membership.pool == pool)
+            .group_by(Csr.id, Membership.level)
+            .order_by(Csr.id)
+            .objects()
+        )
+        return [(csr, int(csr.load), int(csr.level)) for csr in query]
+
+    def waiting(self, csr_address: str, limit: int = 1) -> list[str]:
+        """Numbers of the oldest open, unassigned cases in this CSR's first-level
+        pools, pools in the CSR's priority order (what #next hands out)."""
+        with self.guard():
+            rows = (Case.select(Case.number)
+                    .join(Mailbox).join(Pool).join(Membership, on=(Membership.pool == Pool.id))
+                    .join(Csr, on=(Membership.csr == Csr.id))
+                    .where((Csr.address == csr_address) & (Membership.level == 1)
+                           & Case.assignee.is_null() & Case.status.in_(OPEN_STATUSES))
+                    .order_by(Membership.priority, Case.id).limit(limit))
+            return [r.number for r in rows]
 
     def open_load(self, pool: Pool) -> list[tuple[Csr, int]]:
         """Available CSRs of a pool with their number of open cases, by id."""
@@ -893,6 +948,13 @@ class Store:
             (Timer.case == case) & (Timer.status == "pending") & Timer.kind.in_(list(kinds))
         ).execute())
 
+    def hurry_assign_retries(self, pool: Pool) -> int:
+        """Make the pool's waiting assignment retries due now (a CSR has room)."""
+        waiting = Case.select(Case.id).join(Mailbox).where(Mailbox.pool == pool)
+        return int(Timer.update(due=self.now()).where(
+            (Timer.kind == "assign_retry") & (Timer.status == "pending") & Timer.case.in_(waiting)
+        ).execute())
+
     def timers(self, case: Case) -> list[Timer]:
         return list(Timer.select().where(Timer.case == case).order_by(Timer.due, Timer.id))
 
@@ -1064,3 +1126,17 @@ def case_dict(case: Case) -> dict[str, Any]:
         "rating": case.rating,
         "rating_comment": case.rating_comment,
     }
+
+
+def parse_membership(spec: str) -> tuple[str, int, int]:
+    """``billing``, ``billing:2`` or ``billing:1:3`` → (pool, level, priority)."""
+    name, _, rest = spec.strip().partition(":")
+    level_text, _, priority_text = rest.partition(":")
+    try:
+        level = int(level_text) if level_text else 1
+        priority = int(priority_text) if priority_text else 1
+    except ValueError:
+        raise StoreError(f"{spec!r}: a pool is NAME[:LEVEL[:PRIORITY]], e.g. billing:1:2") from None
+    if not name or level < 1 or priority < 1:
+        raise StoreError(f"{spec!r}: a pool is NAME[:LEVEL[:PRIORITY]] with LEVEL and PRIORITY from 1")
+    return name, level, priority

@@ -34,6 +34,7 @@ from rules.decision import (
     SendCustomer,
     SetStatus,
     StoreMessage,
+    SwitchCase,
     TellCsr,
     closing,
     decision,
@@ -122,6 +123,7 @@ class CommandFacts:
     subject: str = ""  # of the CSR's message (#new uses it)
     has_files: bool = False
     by_mail: bool = True  # False: the shell; errors go back as text, not mail
+    waiting: tuple[str, ...] = ()  # for #next: unassigned cases of the actor's pools, in pull order
 
 
 class Command:
@@ -327,6 +329,26 @@ class New(Command):
                 *timers_after_answer(f.pool)]
 
 
+class Next(Command):
+    name = "next"
+    needs_case = False
+    needs_csr = True
+    help = "#next: (to the support address) take the oldest waiting case of your pools"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        if f.case is not None:
+            return "#next takes a new case: write it to the support address, not to a case"
+        if not f.waiting:
+            pools = ", ".join(sorted(f.actor.csr.pools)) if f.actor.csr else ""
+            return f"nothing is waiting in your pools ({pools or 'none'})"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        return [SwitchCase(f.waiting[0]), Assign(f.actor.address, "pulled with #next"),
+                Record(EventKind.COMMAND, "#next", f.actor.address),
+                Notify(f"Your next case, {f.actor.csr.name if f.actor.csr else f.actor.address}")]
+
+
 class SetTo(Command):
     name = "status"
     open_only = True
@@ -353,13 +375,15 @@ class SetTo(Command):
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), SetTo(), BlacklistSender(),
-    BlacklistSubject(), New())}
+    BlacklistSubject(), New(), Next())}
 
 HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
 
 def _address(arg: str) -> str:
     return parseaddr(arg)[1].lower() if arg else ""
 
+
+_ALONE = ("new", "next")  # commands that take no other command beside them
 
 _EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"close", "solution"}, {"status", "close"},
               {"status", "solution"}, {"status", "reopen"},
@@ -403,6 +427,9 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
         problem = command.check(g.arg, text, facts)
         if problem:
             errors.append(problem)
+    for alone in _ALONE:
+        if alone in names and len(names) > 1:
+            errors.append(f"#{alone} is given alone")
     for pair in _EXCLUSIVE:
         if pair <= set(names):
             a, b = sorted(pair)
@@ -449,6 +476,9 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
     if "new" in by_name:
         g = by_name["new"]
         return decision(Outcome.PROACTIVE_CASE, COMMANDS["new"].actions(g.arg, text, f), hits)
+    if "next" in by_name:
+        pulled: list[Action] = [store] if store is not None else []
+        return decision(Outcome.CSR_COMMAND, [*pulled, *COMMANDS["next"].actions("", text, f)], hits)
     if store is not None:
         # What the customer may later see in the history: the answer, never a note.
         # (At the shell there is no message to keep but an answer's text.)

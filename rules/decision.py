@@ -150,6 +150,13 @@ class Assign(Action):
 
 
 @dataclass(frozen=True)
+class SwitchCase(Action):
+    """The actions after this one work on another case (``#next`` picks one)."""
+
+    number: str
+
+
+@dataclass(frozen=True)
 class Notify(Action):
     """Tell the case's assignee (whoever that is once the actions before ran)."""
 

@@ -61,6 +61,7 @@ class EventKind(StrEnum):
     STATUS = "status"
     ASSIGNED = "assigned"
     UNASSIGNED = "unassigned"
+    UNASSIGNED_NOTIFIED = "unassigned_notified"
     CUSTOMER_REPLIED = "customer_replied"
     REPLIED = "replied"
     EMPTY_REPLY = "empty_reply"

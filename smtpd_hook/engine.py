@@ -217,7 +217,8 @@ class Engine:
             parsed = cmd.parse(text)
             facts = cmd.CommandFacts(
                 actor=cmd.Actor(csr.address, csr), case=state, pool=info.pool, directory=directory,
-                subject=inbound.subject, has_files=bool(inbound.attachments))
+                subject=inbound.subject, has_files=bool(inbound.attachments),
+                waiting=self._waiting(csr.address, parsed.commands))
             keep = StoreMessage(MessageKind.COMMAND if parsed.commands else MessageKind.CSR,
                                 text if parsed.commands else parsed.text)
             if inbound.opaque:
@@ -429,6 +430,32 @@ class Engine:
             self.executor.apply(decision, ctx)
         assert ctx.case is not None
         log.info("%s %s by %s", ctx.case.number, decision.outcome, who.label)
+        return Result(decision.outcome, ctx.case.number, (), decision.hits,
+                      tuple(m.kind for m in ctx.sent))
+
+    def _waiting(self, csr: str, commands: Sequence[cmd.Given]) -> tuple[str, ...]:
+        """What #next would hand this CSR (only looked up when asked for)."""
+        return tuple(self.store.waiting(csr)) if any(g.name == "next" for g in commands) else ()
+
+    def next_case(self, csr: str) -> Result:
+        """``#next`` from the shell: the oldest waiting case of the CSR's pools."""
+        store = self.store
+        with store.atomic():
+            directory, mailboxes = store.load_directory()
+            who = self._actor(directory, csr)
+            any_mailbox = next(iter(mailboxes.values()), None)
+            if any_mailbox is None:
+                raise StoreError("no supervised address yet (`casegate mailbox add`)")
+            given = [cmd.Given("next")]
+            facts = cmd.CommandFacts(actor=who, case=None, pool=None, directory=directory,
+                                     by_mail=False, waiting=self._waiting(who.address, given))
+            decision = cmd.decide(given, "", facts)
+            if decision.errors:
+                return Result(decision.outcome, None, decision.errors, decision.hits)
+            ctx = Context(mailbox=any_mailbox, directory=directory, actor=who.label)
+            self.executor.apply(decision, ctx)
+        assert ctx.case is not None
+        log.info("%s pulled by %s with #next", ctx.case.number, who.label)
         return Result(decision.outcome, ctx.case.number, (), decision.hits,
                       tuple(m.kind for m in ctx.sent))
 

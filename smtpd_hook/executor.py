@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from casestore.models import Case, Csr, Event, Mailbox, Message
 from casestore.store import Store, aware, case_dict
 from rules import decision as d
 from rules import defaults, tokens
-from rules.assign import Candidate, least_load
+from rules.assign import AssignRule, Candidate, choose
 from rules.classify import Identity, Role
 from rules.decision import Directory, base_address
 from rules.inbound import Inbound
@@ -137,6 +138,9 @@ class Executor:
         changes: dict[str, Any] = {"status": a.status.value}
         if a.status is Status.CLOSED:
             changes["closed"] = self.store.now()
+            if case.assignee_id is not None:
+                # Room for a case that waits for a CSR with room (limit:N): now.
+                self.store.hurry_assign_retries(ctx.mailbox.pool)
         elif old == Status.CLOSED:
             changes["closed"] = None
         self.store.touch(case, **changes)
@@ -144,27 +148,63 @@ class Executor:
 
     def _assign(self, a: d.Assign, ctx: Context) -> None:
         case, store = self._case(ctx), self.store
+        pool = ctx.mailbox.pool
         csr: Csr | None
         if a.csr:
             csr = store.csr(a.csr)
             detail = a.rule
         else:
-            loads = store.open_load(ctx.mailbox.pool)
-            chosen = least_load([Candidate(c.id, load) for c, load in loads])
-            csr = next((c for c, _ in loads if c.id == chosen), None)
-            detail = a.rule or defaults.POOL_RULE
+            try:
+                rule = AssignRule.parse(pool.rule)
+            except ValueError:
+                log.warning("pool %s: unknown assignment rule %r, using least_load", pool.name, pool.rule)
+                rule = AssignRule()
+            rows = store.candidates(pool)
+            chosen = choose(rule, [Candidate(c.id, load, level, bool(c.available))
+                                   for c, load, level in rows],
+                            last=pool.last_assigned, rng=random.Random(case.number))
+            csr = next((c for c, _, _ in rows if c.id == chosen), None)
+            detail = str(rule)
+            if csr is None:
+                self._unassigned(ctx, rule)
+                return
+            if rule.name == "round_robin":
+                pool.last_assigned = csr.id
+                pool.save(only=[type(pool).last_assigned])
         if csr is None:
-            pool = ctx.mailbox.pool.name
-            self._event(ctx, EventKind.UNASSIGNED, f"no available CSR in pool {pool}")
-            log.warning("case %s: no available CSR in pool %s", case.number, pool)
-            store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
-            store.schedule(case, TimerKind.ASSIGN_RETRY,
-                           self.store.clock() + dt.timedelta(seconds=defaults.ASSIGN_RETRY_SECONDS))
             return
         store.touch(case, assignee=csr)
         if not ctx.opened:
             store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
         self._event(ctx, EventKind.ASSIGNED, detail, csr.address)
+
+    def _unassigned(self, ctx: Context, rule: AssignRule) -> None:
+        """Nobody took the case: retried by the scheduler (when the rule hands
+        cases out), and the pool's fallback address is told once per case."""
+        case, store, pool = self._case(ctx), self.store, ctx.mailbox.pool
+        if not rule.pushes:
+            self._event(ctx, EventKind.UNASSIGNED, f"pool {pool.name} ({rule}): waits for a CSR's #next"
+                        if rule.name == "fifo" else f"pool {pool.name} ({rule}): nobody is pushed cases")
+            return
+        self._event(ctx, EventKind.UNASSIGNED, f"no available CSR in pool {pool.name} ({rule})")
+        log.warning("case %s: no available CSR in pool %s (%s)", case.number, pool.name, rule)
+        store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
+        store.schedule(case, TimerKind.ASSIGN_RETRY,
+                       store.clock() + dt.timedelta(seconds=defaults.ASSIGN_RETRY_SECONDS))
+        fallback = pool.unassigned_notify
+        if fallback and not Event.select(Event.id).where(
+                (Event.case == case) & (Event.kind == EventKind.UNASSIGNED_NOTIFIED)).exists():
+            self._tellcsr(d.TellCsr(fallback, "Nobody could take it", (
+                f"Case {case.number} in pool {pool.name} found no available CSR ({rule}).\n"
+                f"It waits; the scheduler tries again every {defaults.ASSIGN_RETRY_SECONDS // 60} "
+                f"minutes. `casegate case assign {case.number} ADDRESS` assigns it now.")), ctx)
+            self._event(ctx, EventKind.UNASSIGNED_NOTIFIED, fallback)
+
+    def _switchcase(self, a: d.SwitchCase, ctx: Context) -> None:
+        case = self.store.load_case(Case.number == a.number)
+        assert case is not None, a.number
+        ctx.case = case
+        ctx.mailbox = case.mailbox
 
     def _addnote(self, a: d.AddNote, ctx: Context) -> None:
         self._event(ctx, EventKind.NOTE, a.text, a.author)

@@ -53,7 +53,8 @@ def test_mailboxes_and_csrs(run) -> None:
     assert ok.exit_code == 0
     rows = json.loads(run("csr", "list", "--json").output)
     assert rows == [{"address": "jose@example.com", "name": "José Núñez", "available": True,
-                     "pools": ["tier1"], "signature": "José\nTier 1"}]
+                     "pools": ["tier1"], "memberships": [{"pool": "tier1", "level": 1, "priority": 1}],
+                     "signature": "José\nTier 1"}]
 
 
 @pytest.mark.parametrize("bad", ["not-an-address", "a b@example.com", "x@", "@example.com"])
@@ -213,7 +214,8 @@ def test_pool_set_and_list(run) -> None:
     assert out.exit_code == 0, out.output
     pools = json.loads(run("pool", "list", "--json").output)
     assert pools == [{"name": "default", "rule": "least_load", "closed_policy": "new_linked_after:7",
-                      "close_on_reply": True, "remind_after": "36h", "autoclose_after": "off"}]
+                      "close_on_reply": True, "remind_after": "36h", "autoclose_after": "off",
+                      "unassigned_notify": None}]
     for args, message in ((["--closed-policy", "sometimes"], "unknown closed-case policy"),
                           (["--remind-after", "3x"], "not a duration"),
                           ([], "nothing to set")):
@@ -359,3 +361,27 @@ def test_addresses_the_milter_cannot_read_are_refused(run, command: list[str], b
     assert r.exit_code == 2 and "not a valid" in r.output, r.output
     for listing in (["mailbox", "list"], ["csr", "list"], ["blacklist", "list"]):
         assert json.loads(run(*listing, "--json").output) == []
+
+
+
+def test_assignment_rules_levels_and_next_at_the_shell(run) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    assert run("csr", "add", "ann@example.com", "--name", "Ann", "--pool", "default:1:2").exit_code == 0
+    assert run("csr", "add", "lee@example.com", "--name", "Lee", "--pool", "default:2").exit_code == 0
+    bad = run("csr", "add", "x@example.com", "--name", "X", "--pool", "default:first")
+    assert bad.exit_code == 1 and "NAME[:LEVEL[:PRIORITY]]" in bad.output
+    rows = {r["address"]: r["memberships"] for r in json.loads(run("csr", "list", "--json").output)}
+    assert rows == {"ann@example.com": [{"pool": "default", "level": 1, "priority": 2}],
+                    "lee@example.com": [{"pool": "default", "level": 2, "priority": 1}]}
+    assert run("csr", "set", "lee@example.com", "--pool", "default:1:1", "--pool", "vip:2").exit_code == 0
+    for rule in ("limit:3", "round_robin", "fifo", "none", "random", "least_load", "limit"):
+        out = run("pool", "set", "default", "--assign", rule)
+        assert out.exit_code == 0, out.output
+    assert json.loads(run("pool", "list", "--json").output)[0]["rule"] == "limit:5"
+    bad = run("pool", "set", "default", "--assign", "limit:0")
+    assert bad.exit_code == 2 and "limit takes a number" in bad.output
+    bad = run("pool", "set", "default", "--assign", "loudest")
+    assert bad.exit_code == 2 and "unknown assignment rule" in bad.output
+    nothing = run("case", "next", "--csr", "ann@example.com")
+    assert nothing.exit_code == 1 and "nothing is waiting in your pools (default)" in nothing.output
