@@ -69,7 +69,7 @@ def _notified(sink: Sink, tag: str, count: int, timeout: float = 20) -> dict[str
 
 
 def test_round_robin_over_three_csrs(env) -> None:
-    pf, sink, cg = env
+    pf, sink, _cg = env
     _send(pf, RR, 3, "rr")
     assert sorted(_notified(sink, "rr", 3).values()) == sorted(CSRS)
 
@@ -91,7 +91,7 @@ def test_limit_one_makes_the_fourth_wait_until_a_case_closes(env) -> None:
 
 
 def test_fifo_next_by_mail(env) -> None:
-    pf, sink, cg = env
+    pf, sink, _cg = env
     _send(pf, FIFO, 1, "fifo")
     sink.wait_for(lambda d: "fifo0@customer.test" in d.rcpt_tos, timeout=20)  # the ack
     assert not [d for d in sink.messages(to=PULLER)]  # fifo pushes nothing
