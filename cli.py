@@ -428,6 +428,49 @@ def csr_set(app: App, address: str, name: str | None, pools: tuple[str, ...],
     click.echo(f"{address}: {', '.join(changes) or 'pools'} set; pools {shown}")
 
 
+@csr.command("away")
+@click.argument("address")
+@click.option("--pool", default=None, help="Away in this pool only (default: all of theirs).")
+@click.option("--until", default=None, metavar="WHEN", help="2026-12-24, 2026-12-24T09:00 (UTC) or 3d.")
+@click.option("--deputy", default=None, metavar="ADDRESS", help="A CSR told about their cases meanwhile.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def csr_away(app: App, address: str, pool: str | None, until: str | None, deputy: str | None,
+             as_json: bool) -> None:
+    """Mark a CSR away: no new cases; their cases' mail goes to the deputy or another CSR."""
+    from rules.commands import Given
+
+    words = [w for k, v in (("until", until), ("deputy", deputy), ("pool", pool)) if v for w in (k, v)]
+    _staff(app, address, Given("away", " ".join(words)), as_json)
+
+
+@csr.command("back")
+@click.argument("address")
+@click.option("--pool", default=None, help="Back in this pool only (default: all of theirs).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def csr_back(app: App, address: str, pool: str | None, as_json: bool) -> None:
+    """A CSR is back: new cases reach them again."""
+    from rules.commands import Given
+
+    _staff(app, address, Given("back", f"pool {pool}" if pool else ""), as_json)
+
+
+def _staff(app: App, address: str, given: Any, as_json: bool) -> None:
+    address = valid_address(address)
+    with store_errors():
+        result = _engine(app).staff_command(address, given)
+        store = app.store()
+        csr_row = store.csr(address)
+        memberships = store.memberships(csr_row) if csr_row is not None else []
+    if not result.ok:
+        raise click.ClickException("nothing done: " + "; ".join(result.errors))
+    emit({"address": address, "memberships": memberships}, as_json, "\n".join(
+        f"{address}\t{m['pool']}\t" + (f"away until {m['away_until'] or 'further notice'}"
+                                     + (f", deputy {m['deputy']}" if m["deputy"] else "")
+                                     if m["away"] else "available") for m in memberships))
+
+
 @csr.command("list")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj

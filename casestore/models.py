@@ -67,6 +67,11 @@ class Membership(BaseModel):
     pool = ForeignKeyField(Pool, backref="memberships", on_delete="CASCADE")
     level = IntegerField(default=1)  # 1: first line (gets new cases); 2: escalation
     priority = IntegerField(default=1)  # the order in which the CSR pulls from their pools (1 first)
+    # Away in this pool (until away_until, when set): no new cases; the
+    # deputy, if any, is told about the CSR's cases meanwhile.
+    away = BooleanField(default=False)
+    away_until = DateTimeField(null=True)
+    deputy = CharField(max_length=320, default="")
 
     class Meta:
         indexes = ((("csr", "pool"), True),)

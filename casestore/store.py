@@ -536,28 +536,55 @@ class Store:
         return [m["pool"] for m in self.memberships(csr)]
 
     def memberships(self, csr: Csr) -> list[dict[str, Any]]:
-        """A CSR's pools with level and priority, in pull order."""
+        """A CSR's pools with level, priority and absence, in pull order."""
+        now = self.now()
         return [
-            {"pool": m.pool.name, "level": m.level, "priority": m.priority}
+            {"pool": m.pool.name, "level": m.level, "priority": m.priority,
+             "away": away_now(m.away, m.away_until, now),
+             "away_until": _iso(m.away_until) if away_now(m.away, m.away_until, now) else None,
+             "deputy": (m.deputy or None) if away_now(m.away, m.away_until, now) else None}
             for m in Membership.select(Membership, Pool).join(Pool).where(Membership.csr == csr)
             .order_by(Membership.priority, Pool.name)
         ]
 
-    def candidates(self, pool: Pool) -> list[tuple[Csr, int, int]]:
-        """Every CSR of a pool with their open cases and level, by id (one query)."""
+    def candidates(self, pool: Pool) -> list[tuple[Csr, int, int, bool]]:
+        """Every CSR of a pool with their open cases, level and whether they
+        are available in it now, by id (one query)."""
         open_cases = fn.COUNT(Case.id)
+        now = self.now()
         query = (
-            Csr.select(Csr, Membership.level.alias("level"), open_cases.alias("load"))
+            Csr.select(Csr, Membership.level.alias("level"), Membership.away.alias("m_away"),
+                       Membership.away_until.alias("m_until"), open_cases.alias("load"))
             .join(Membership)
             .switch(Csr)
             .join(Case, JOIN.LEFT_OUTER,
                   on=((Case.assignee == Csr.id) & (Case.status.in_(OPEN_STATUSES))))
             .where(Membership.pool == pool)
-            .group_by(Csr.id, Membership.level)
+            .group_by(Csr.id, Membership.level, Membership.away, Membership.away_until)
             .order_by(Csr.id)
             .objects()
         )
-        return [(csr, int(csr.load), int(csr.level)) for csr in query]
+        return [(csr, int(csr.load), int(csr.level),
+                 bool(csr.available) and not away_now(csr.m_away, csr.m_until, now)) for csr in query]
+
+    def set_away(self, csr_address: str, pools: Sequence[str], *, away: bool,
+                 until: dt.datetime | None = None, deputy: str = "") -> list[str]:
+        """Mark a CSR away (or back) in these pools (all of theirs when empty);
+        the pools changed, in the caller's transaction."""
+        self.directory_generation += 1
+        csr = Csr.get_or_none(Csr.address == csr_address)
+        if csr is None:
+            raise StoreError(f"{csr_address} is not a CSR (`casegate csr list`)")
+        rows = list(Membership.select(Membership, Pool).join(Pool).where(Membership.csr == csr))
+        if pools:
+            unknown = sorted(set(pools) - {m.pool.name for m in rows})
+            if unknown:
+                raise StoreError(f"{csr_address} is not in pool(s) {', '.join(unknown)}")
+            rows = [m for m in rows if m.pool.name in pools]
+        ids = [m.id for m in rows]
+        Membership.update(away=away, away_until=_naive(until) if (away and until) else None,
+                          deputy=deputy if away else "").where(Membership.id.in_(ids)).execute()
+        return [m.pool.name for m in rows]
 
     def waiting(self, csr_address: str, limit: int = 1) -> list[str]:
         """Numbers of the oldest open, unassigned cases in this CSR's first-level
@@ -677,19 +704,25 @@ class Store:
         """CSRs (with their pools) and supervised addresses (with their pool),
         in two queries; the mailbox rows too, by address."""
         pools: dict[str, set[str]] = {}
+        away: dict[str, list[tuple[str, str]]] = {}
         csrs: dict[str, Csr] = {}
-        rows = (Csr.select(Csr, Pool.name.alias("pool_name"))
+        now = self.now()
+        rows = (Csr.select(Csr, Pool.name.alias("pool_name"), Membership.away.alias("m_away"),
+                           Membership.away_until.alias("m_until"), Membership.deputy.alias("m_deputy"))
                 .join(Membership, JOIN.LEFT_OUTER).join(Pool, JOIN.LEFT_OUTER)
                 .order_by(Csr.id).objects())
         for row in rows:
             csrs.setdefault(row.address, row)
             if row.pool_name:
                 pools.setdefault(row.address, set()).add(row.pool_name)
+                if away_now(row.m_away, row.m_until, now):
+                    away.setdefault(row.address, []).append((row.pool_name, row.m_deputy or ""))
         rows_mb = {m.address: m for m in Mailbox.select(Mailbox, Pool).join(Pool)}
         mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool)) for a, m in rows_mb.items()}
         return Directory(
             csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),
-                             frozenset(pools.get(a, ()))) for a, c in csrs.items()},
+                             frozenset(pools.get(a, ())), tuple(sorted(away.get(a, ()))))
+                  for a, c in csrs.items()},
             mailboxes=mailboxes,
         ), rows_mb
 
@@ -1140,3 +1173,12 @@ def parse_membership(spec: str) -> tuple[str, int, int]:
     if not name or level < 1 or priority < 1:
         raise StoreError(f"{spec!r}: a pool is NAME[:LEVEL[:PRIORITY]] with LEVEL and PRIORITY from 1")
     return name, level, priority
+
+
+def away_now(away: Any, until: Any, now: dt.datetime) -> bool:
+    """Away, and the absence (if it has an end) not over yet: an absence
+    ends by itself when its time comes, with no timer."""
+    if not away:
+        return False
+    end = aware(until)
+    return end is None or end > now.replace(tzinfo=dt.UTC)

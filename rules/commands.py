@@ -10,6 +10,7 @@ half-done), answering the CSR with what was wrong and what would work.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,6 +33,8 @@ from rules.decision import (
     PoolInfo,
     Record,
     SendCustomer,
+    SetAway,
+    SetBack,
     SetStatus,
     StoreMessage,
     SwitchCase,
@@ -40,6 +43,7 @@ from rules.decision import (
     decision,
     timers_after_answer,
 )
+from rules.durations import parse_duration
 from rules.vocab import EventKind, MessageKind, Outcome, Status
 
 _COMMAND_LINE = re.compile(r"^#([a-z][a-z-]*)\b[ \t]*(.*)$", re.IGNORECASE)
@@ -124,11 +128,13 @@ class CommandFacts:
     has_files: bool = False
     by_mail: bool = True  # False: the shell; errors go back as text, not mail
     waiting: tuple[str, ...] = ()  # for #next: unassigned cases of the actor's pools, in pull order
+    now: dt.datetime | None = None  # for #away until …
 
 
 class Command:
     name = ""
     takes_arg = False
+    arg_optional = False  # takes_arg, but may be given without one
     text_role = NONE  # what the text under the commands becomes
     needs_case = True
     needs_csr = False  # the actor must be a CSR (the shell needs --csr)
@@ -349,6 +355,94 @@ class Next(Command):
                 Notify(f"Your next case, {f.actor.csr.name if f.actor.csr else f.actor.address}")]
 
 
+def parse_when(text: str, now: dt.datetime) -> dt.datetime:
+    """``2026-12-24`` (midnight UTC), ``2026-12-24T09:00`` (UTC unless it says
+    otherwise) or a duration from now (``3d``, ``12h``); ValueError otherwise."""
+    value = text.strip()
+    try:
+        seconds = parse_duration(value, allow_off=False)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        return now + dt.timedelta(seconds=seconds)
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date: use 2026-12-24, 2026-12-24T09:00 or 3d") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def parse_away(arg: str) -> tuple[str, str, str]:
+    """``until WHEN``, ``deputy ADDRESS``, ``pool NAME`` in any order → (when, deputy, pool)."""
+    words = arg.split()
+    found = {"until": "", "deputy": "", "pool": ""}
+    i = 0
+    while i < len(words):
+        key = words[i].lower()
+        if key not in found or i + 1 >= len(words):
+            raise ValueError(f"#away takes: until WHEN, deputy ADDRESS, pool NAME (not {words[i]!r})")
+        found[key] = words[i + 1]
+        i += 2
+    return found["until"], found["deputy"], found["pool"]
+
+
+class Away(Command):
+    name = "away"
+    takes_arg = True
+    arg_optional = True
+    needs_case = False
+    needs_csr = True
+    help = ("#away [until 2026-12-24|3d] [deputy ADDRESS] [pool NAME]: (to the support address) "
+            "no new cases for you meanwhile")
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        if f.case is not None:
+            return "#away goes to the support address, not to a case"
+        try:
+            when, deputy, pool = parse_away(arg)
+            if when:
+                until = parse_when(when, f.now or dt.datetime.now(dt.UTC))
+                if f.now is not None and until <= f.now:
+                    return f"#away until {when}: that is not in the future"
+        except ValueError as exc:
+            return str(exc)
+        if deputy:
+            target = f.directory.csr(_address(deputy))
+            if target is None:
+                return f"deputy {deputy} is not a CSR"
+            if f.actor.csr is not None and target.address == f.actor.csr.address:
+                return "you cannot be your own deputy"
+        if pool and f.actor.csr is not None and pool not in f.actor.csr.pools:
+            return f"you are not in pool {pool} (yours: {', '.join(sorted(f.actor.csr.pools))})"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        when, deputy, pool = parse_away(arg)
+        until = parse_when(when, f.now or dt.datetime.now(dt.UTC)) if when else None
+        return [SetAway(f.actor.address, (pool,) if pool else (), until, _address(deputy))]
+
+
+class Back(Command):
+    name = "back"
+    takes_arg = True
+    arg_optional = True
+    needs_case = False
+    needs_csr = True
+    help = "#back [pool NAME]: (to the support address) new cases reach you again"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        if f.case is not None:
+            return "#back goes to the support address, not to a case"
+        words = arg.split()
+        if words and (len(words) != 2 or words[0].lower() != "pool"):
+            return f"#back takes nothing or pool NAME (not {arg!r})"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        words = arg.split()
+        return [SetBack(f.actor.address, (words[1],) if words else ())]
+
+
 class SetTo(Command):
     name = "status"
     open_only = True
@@ -375,7 +469,7 @@ class SetTo(Command):
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), SetTo(), BlacklistSender(),
-    BlacklistSubject(), New(), Next())}
+    BlacklistSubject(), New(), Next(), Away(), Back())}
 
 HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
 
@@ -383,7 +477,7 @@ def _address(arg: str) -> str:
     return parseaddr(arg)[1].lower() if arg else ""
 
 
-_ALONE = ("new", "next")  # commands that take no other command beside them
+_ALONE = ("new", "next", "away", "back")  # commands that take no other command beside them
 
 _EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"close", "solution"}, {"status", "close"},
               {"status", "solution"}, {"status", "reopen"},
@@ -408,7 +502,7 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
         if names.count(g.name) > 1:
             errors.append(f"#{g.name} is given twice")
             continue
-        if command.takes_arg and not g.arg:
+        if command.takes_arg and not g.arg and not command.arg_optional:
             errors.append(f"#{g.name} needs an argument: {command.help}")
             continue
         if not command.takes_arg and g.arg:
@@ -476,9 +570,13 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
     if "new" in by_name:
         g = by_name["new"]
         return decision(Outcome.PROACTIVE_CASE, COMMANDS["new"].actions(g.arg, text, f), hits)
-    if "next" in by_name:
-        pulled: list[Action] = [store] if store is not None else []
-        return decision(Outcome.CSR_COMMAND, [*pulled, *COMMANDS["next"].actions("", text, f)], hits)
+    for alone in ("next", "away", "back"):
+        if alone in by_name:
+            kept: list[Action] = [store] if store is not None else []
+            done = COMMANDS[alone].actions(by_name[alone].arg, text, f)
+            if f.by_mail and alone in ("away", "back"):
+                done.append(TellCsr(f.actor.address, "Done", _availability_text(done[0])))
+            return decision(Outcome.CSR_COMMAND, [*kept, *done], hits)
     if store is not None:
         # What the customer may later see in the history: the answer, never a note.
         # (At the shell there is no message to keep but an answer's text.)
@@ -504,6 +602,17 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
         actions = [a for a in actions if not isinstance(a, SendCustomer)]
     # #assign's or #blacklist's note and #note's are the same text: once.
     return decision(Outcome.CSR_COMMAND, list(dict.fromkeys(actions)), hits)
+
+
+def _availability_text(action: Action) -> str:
+    where = ", ".join(getattr(action, "pools", ())) or "all your pools"
+    if isinstance(action, SetAway):
+        return (f"You are away in {where}"
+                + (f" until {action.until.strftime('%Y-%m-%d %H:%M UTC')}" if action.until else "")
+                + (f"; {action.deputy} is told about your cases" if action.deputy else
+                   "; your cases' new mail goes to another CSR of the pool") + ".\n"
+                "No new cases reach you meanwhile. Send #back to the support address to return.")
+    return f"You are back in {where}: new cases reach you again."
 
 
 def _answer(text: str, f: CommandFacts, *, wait: bool = True, reopened: bool = False) -> list[Action]:

@@ -42,6 +42,13 @@ class CsrInfo:
     signature: str = ""
     available: bool = True
     pools: frozenset[str] = frozenset()
+    away: tuple[tuple[str, str], ...] = ()  # (pool, deputy or "") where the CSR is away now
+
+    def is_away(self, pool: str) -> bool:
+        return not self.available or any(p == pool for p, _ in self.away)
+
+    def deputy(self, pool: str) -> str | None:
+        return next((d for p, d in self.away if p == pool and d), None)
 
 
 @dataclass(frozen=True)
@@ -158,10 +165,28 @@ class SwitchCase(Action):
 
 @dataclass(frozen=True)
 class Notify(Action):
-    """Tell the case's assignee (whoever that is once the actions before ran)."""
+    """Tell the case's assignee (whoever that is once the actions before ran),
+    or ``to`` (an away CSR's deputy)."""
 
     headline: str
     note: str = ""
+    to: str | None = None
+
+
+@dataclass(frozen=True)
+class SetAway(Action):
+    """A CSR away in these pools (all of theirs when empty) until ``until``."""
+
+    csr: str
+    pools: tuple[str, ...] = ()
+    until: dt.datetime | None = None
+    deputy: str = ""
+
+
+@dataclass(frozen=True)
+class SetBack(Action):
+    csr: str
+    pools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -111,8 +111,7 @@ def on_customer(f: CustomerFacts) -> Decision:
             StoreMessage(MessageKind.CUSTOMER, f.text),
             Record(EventKind.CUSTOMER_REPLIED, f.match.rule, f.sender),
             SetStatus(Status.REOPENED, "the customer wrote to the closed case"),
-            *_ensure_assignee(f),
-            Notify("The customer wrote to a closed case: it is reopened")], hits)
+            *_tell(f, "The customer wrote to a closed case: it is reopened")], hits)
     actions: list[Action] = [StoreMessage(MessageKind.CUSTOMER, f.text),
                              Record(EventKind.CUSTOMER_REPLIED, f.match.rule, f.sender)]
     if case.status is Status.SOLUTION_PROPOSED:
@@ -128,20 +127,25 @@ def on_customer(f: CustomerFacts) -> Decision:
             return decision(Outcome.SOLUTION_REJECTED, [
                 *actions, Record(EventKind.SOLUTION_REJECTED, actor=f.sender), CANCEL_WAITING,
                 SetStatus(Status.REOPENED, "the customer rejected the solution"),
-                *_ensure_assignee(f),
-                Notify("The customer rejected your solution")], hits)
+                *_tell(f, "The customer rejected your solution")], hits)
         actions.append(SetStatus(Status.IN_PROGRESS, "the customer answered the solution"))
-    actions += [CANCEL_WAITING, *_ensure_assignee(f), Notify("The customer wrote again")]
+    actions += [CANCEL_WAITING, *_tell(f, "The customer wrote again")]
     return decision(Outcome.APPENDED, actions, hits)
 
 
-def _ensure_assignee(f: CustomerFacts) -> list[Action]:
-    """Nobody on the case, or its CSR gone or away: the pool's rule picks one."""
+def _tell(f: CustomerFacts, headline: str) -> list[Action]:
+    """Tell the case's CSR. Nobody on the case, or its CSR gone or away: the
+    away CSR's deputy is told (the case stays theirs), else the pool's rule
+    picks a CSR, who is told."""
     assert f.case is not None
+    pool = f.mailbox.pool.name
     who = f.directory.csr(f.case.assignee) if f.case.assignee else None
-    if who is not None and who.available:
-        return []
-    return [Assign(None, f.mailbox.pool.rule)]
+    if who is not None and not who.is_away(pool):
+        return [Notify(headline)]
+    deputy = who.deputy(pool) if who is not None else None
+    if who is not None and deputy:
+        return [Notify(f"{headline} (for {who.name}, who is away; the case stays theirs)", to=deputy)]
+    return [Assign(None, f.mailbox.pool.rule), Notify(headline)]
 
 
 def _new_case(f: CustomerFacts, hits: list[Hit], *, follow_up_of: str | None = None) -> Decision:

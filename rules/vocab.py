@@ -62,6 +62,8 @@ class EventKind(StrEnum):
     ASSIGNED = "assigned"
     UNASSIGNED = "unassigned"
     UNASSIGNED_NOTIFIED = "unassigned_notified"
+    AWAY = "away"
+    BACK = "back"
     CUSTOMER_REPLIED = "customer_replied"
     REPLIED = "replied"
     EMPTY_REPLY = "empty_reply"

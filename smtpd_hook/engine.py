@@ -218,7 +218,7 @@ class Engine:
             facts = cmd.CommandFacts(
                 actor=cmd.Actor(csr.address, csr), case=state, pool=info.pool, directory=directory,
                 subject=inbound.subject, has_files=bool(inbound.attachments),
-                waiting=self._waiting(csr.address, parsed.commands))
+                waiting=self._waiting(csr.address, parsed.commands), now=self.store.clock())
             keep = StoreMessage(MessageKind.COMMAND if parsed.commands else MessageKind.CSR,
                                 text if parsed.commands else parsed.text)
             if inbound.opaque:
@@ -401,7 +401,7 @@ class Engine:
             mailbox = case.mailbox
             who = self._actor(directory, actor)
             facts = cmd.CommandFacts(actor=who, case=store.case_state(case), pool=pool_info(mailbox.pool),
-                                     directory=directory, by_mail=False)
+                                     directory=directory, by_mail=False, now=store.clock())
             decision = cmd.decide(commands, text, facts,
                                   store=StoreMessage(MessageKind.COMMAND, text) if text.strip() else None)
             if decision.errors:
@@ -439,6 +439,10 @@ class Engine:
 
     def next_case(self, csr: str) -> Result:
         """``#next`` from the shell: the oldest waiting case of the CSR's pools."""
+        return self.staff_command(csr, cmd.Given("next"))
+
+    def staff_command(self, csr: str, given: cmd.Given) -> Result:
+        """A CSR's command about no case (``#next``, ``#away``, ``#back``) from the shell."""
         store = self.store
         with store.atomic():
             directory, mailboxes = store.load_directory()
@@ -446,17 +450,16 @@ class Engine:
             any_mailbox = next(iter(mailboxes.values()), None)
             if any_mailbox is None:
                 raise StoreError("no supervised address yet (`casegate mailbox add`)")
-            given = [cmd.Given("next")]
             facts = cmd.CommandFacts(actor=who, case=None, pool=None, directory=directory,
-                                     by_mail=False, waiting=self._waiting(who.address, given))
-            decision = cmd.decide(given, "", facts)
+                                     by_mail=False, waiting=self._waiting(who.address, [given]),
+                                     now=store.clock())
+            decision = cmd.decide([given], "", facts)
             if decision.errors:
                 return Result(decision.outcome, None, decision.errors, decision.hits)
             ctx = Context(mailbox=any_mailbox, directory=directory, actor=who.label)
             self.executor.apply(decision, ctx)
-        assert ctx.case is not None
-        log.info("%s pulled by %s with #next", ctx.case.number, who.label)
-        return Result(decision.outcome, ctx.case.number, (), decision.hits,
+        log.info("%s by %s: %s", given, who.label, decision.explain())
+        return Result(decision.outcome, ctx.case.number if ctx.case else None, (), decision.hits,
                       tuple(m.kind for m in ctx.sent))
 
     def _actor(self, directory: Directory, address: str | None) -> cmd.Actor:

@@ -160,10 +160,10 @@ class Executor:
                 log.warning("pool %s: unknown assignment rule %r, using least_load", pool.name, pool.rule)
                 rule = AssignRule()
             rows = store.candidates(pool)
-            chosen = choose(rule, [Candidate(c.id, load, level, bool(c.available))
-                                   for c, load, level in rows],
+            chosen = choose(rule, [Candidate(c.id, load, level, available)
+                                   for c, load, level, available in rows],
                             last=pool.last_assigned, rng=random.Random(case.number))
-            csr = next((c for c, _, _ in rows if c.id == chosen), None)
+            csr = next((c for c, _, _, _ in rows if c.id == chosen), None)
             detail = str(rule)
             if csr is None:
                 self._unassigned(ctx, rule)
@@ -295,11 +295,27 @@ class Executor:
                        body=body, in_reply_to=in_reply_to, references=thread,
                        files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files])
 
+    def _setaway(self, a: d.SetAway, ctx: Context) -> None:
+        pools = self.store.set_away(a.csr, list(a.pools), away=True, until=a.until, deputy=a.deputy)
+        detail = (f"away in {', '.join(pools)}" + (f" until {a.until.isoformat()}" if a.until else "")
+                  + (f", deputy {a.deputy}" if a.deputy else ""))
+        self._event(ctx, EventKind.AWAY, detail, a.csr)
+        ctx.explain = f"{ctx.explain}; {a.csr} {detail}".strip("; ")
+
+    def _setback(self, a: d.SetBack, ctx: Context) -> None:
+        pools = self.store.set_away(a.csr, list(a.pools), away=False)
+        self._event(ctx, EventKind.BACK, f"back in {', '.join(pools)}", a.csr)
+
     def _notify(self, a: d.Notify, ctx: Context) -> None:
         case = self._case(ctx)
-        if case.assignee_id is None:
+        if a.to:
+            csr = self.store.csr(a.to)
+            if csr is None:
+                return
+        elif case.assignee_id is None:
             return
-        csr = case.assignee
+        else:
+            csr = case.assignee
         store = self.store
         files = store.attachments(case)
         msgs = store.messages(case)

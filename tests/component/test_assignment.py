@@ -121,3 +121,75 @@ def test_fallback_address_is_told_once_per_case(engine: Engine, clock: Clock) ->
     told = out("csr_notice", to="lead@example.com")
     assert len(told) == 1 and case.number in text_of(parse(bytes(told[0].raw)))
     assert Message.select().where(Message.kind == "ack").count() == 1
+
+
+# -- availability and absence ----------------------------------------------------------
+
+
+def customer_writes_again(engine: Engine, case: Case) -> None:
+    ack = Message.select().where((Message.case == case) & (Message.kind == "ack")).get()
+    raw = make(from_=case.customer_address, subject="Re: more", body="More news?\n",
+               in_reply_to=ack.message_id, references=[ack.message_id])
+    engine.process(Delivery(case.customer_address, (SUPPORT,), raw, client_addr="127.0.0.2",
+                            queue_id=f"R{next(_n)}"))
+
+
+def by_mail(engine: Engine, csr: str, body: str) -> None:
+    raw = make(from_=csr, subject="availability", body=body)
+    engine.process(Delivery(csr, (SUPPORT,), raw, client_addr="127.0.0.1", queue_id=f"M{next(_n)}"))
+
+
+def test_away_with_a_deputy_then_back(engine: Engine, clock: Clock) -> None:
+    case = new_case(engine)
+    assert assignee(case) == ANN
+    by_mail(engine, ANN, "#away until 3d deputy cat@example.com\n")
+    told = out("csr_notice", to=ANN)[-1]
+    assert "You are away in all your pools until 2026-11-05 09:00 UTC" in text_of(parse(bytes(told.raw)))
+    # New cases skip Ann; her case's news goes to her deputy, and stays hers.
+    assert assignee(new_case(engine)) == BEN
+    customer_writes_again(engine, case)
+    note = out("notify")[-1]
+    assert note.recipients == CAT and "for Ann, who is away" in text_of(parse(bytes(note.raw)))
+    assert assignee(case) == ANN
+    # The absence ends by itself at its time.
+    clock.advance(days=3, seconds=1)
+    engine.store.directory_generation += 1  # (serve re-reads within 5 s; here at once)
+    customer_writes_again(engine, case)
+    assert out("notify")[-1].recipients == ANN
+    by_mail(engine, ANN, "#away\n")
+    assert not engine.staff_command(ANN, Given("back")).errors
+    customer_writes_again(engine, case)
+    assert out("notify")[-1].recipients == ANN
+
+
+def test_away_without_deputy_reassigns_by_the_pool_rule(engine: Engine) -> None:
+    case = new_case(engine)
+    assert assignee(case) == ANN
+    result = engine.staff_command(ANN, Given("away", ""))
+    assert result.ok
+    customer_writes_again(engine, case)
+    assert assignee(case) == BEN and out("notify")[-1].recipients == BEN
+
+
+def test_away_per_pool(engine: Engine) -> None:
+    engine.store.add_mailbox("billing@example.com", "billing")
+    engine.store.set_csr(ANN, pools=["default", "billing"])
+    assert engine.staff_command(ANN, Given("away", "pool billing")).ok
+    assert assignee(new_case(engine)) == ANN  # still available in support
+    raw = make(from_="b@customer.test", to="billing@example.com", subject="test_assign bill")
+    engine.process(Delivery("b@customer.test", ("billing@example.com",), raw, queue_id="BA1"))
+    billing = Case.select().order_by(Case.id.desc()).get()
+    assert assignee(billing) is None  # Ann is billing's only CSR, and away there
+
+
+@pytest.mark.parametrize(("arg", "error"), [
+    ("until yesterday", "is not a date"),
+    ("until 2020-01-01", "not in the future"),
+    ("deputy nobody@example.com", "deputy nobody@example.com is not a CSR"),
+    ("deputy ann@example.com", "cannot be your own deputy"),
+    ("pool nosuch", "you are not in pool nosuch"),
+    ("soon", "#away takes: until WHEN, deputy ADDRESS, pool NAME"),
+])
+def test_away_refusals(engine: Engine, arg: str, error: str) -> None:
+    result = engine.staff_command(ANN, Given("away", arg))
+    assert not result.ok and error in result.errors[0]

@@ -53,7 +53,8 @@ def test_mailboxes_and_csrs(run) -> None:
     assert ok.exit_code == 0
     rows = json.loads(run("csr", "list", "--json").output)
     assert rows == [{"address": "jose@example.com", "name": "José Núñez", "available": True,
-                     "pools": ["tier1"], "memberships": [{"pool": "tier1", "level": 1, "priority": 1}],
+                     "pools": ["tier1"], "memberships": [{"pool": "tier1", "level": 1, "priority": 1, "away": False,
+                                      "away_until": None, "deputy": None}],
                      "signature": "José\nTier 1"}]
 
 
@@ -372,8 +373,8 @@ def test_assignment_rules_levels_and_next_at_the_shell(run) -> None:
     bad = run("csr", "add", "x@example.com", "--name", "X", "--pool", "default:first")
     assert bad.exit_code == 1 and "NAME[:LEVEL[:PRIORITY]]" in bad.output
     rows = {r["address"]: r["memberships"] for r in json.loads(run("csr", "list", "--json").output)}
-    assert rows == {"ann@example.com": [{"pool": "default", "level": 1, "priority": 2}],
-                    "lee@example.com": [{"pool": "default", "level": 2, "priority": 1}]}
+    rows = {a: [(m["pool"], m["level"], m["priority"]) for m in ms] for a, ms in rows.items()}
+    assert rows == {"ann@example.com": [("default", 1, 2)], "lee@example.com": [("default", 2, 1)]}
     assert run("csr", "set", "lee@example.com", "--pool", "default:1:1", "--pool", "vip:2").exit_code == 0
     for rule in ("limit:3", "round_robin", "fifo", "none", "random", "least_load", "limit"):
         out = run("pool", "set", "default", "--assign", rule)
@@ -385,3 +386,19 @@ def test_assignment_rules_levels_and_next_at_the_shell(run) -> None:
     assert bad.exit_code == 2 and "unknown assignment rule" in bad.output
     nothing = run("case", "next", "--csr", "ann@example.com")
     assert nothing.exit_code == 1 and "nothing is waiting in your pools (default)" in nothing.output
+
+
+def test_csr_away_and_back(run) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("csr", "add", "ann@example.com", "--name", "Ann")
+    run("csr", "add", "ben@example.com", "--name", "Ben")
+    away = run("csr", "away", "ann@example.com", "--until", "2099-01-01", "--deputy", "ben@example.com",
+               "--json")
+    assert away.exit_code == 0, away.output
+    m = json.loads(away.output)["memberships"][0]
+    assert (m["away"], m["away_until"], m["deputy"]) == (True, "2099-01-01T00:00:00+00:00", "ben@example.com")
+    bad = run("csr", "away", "ann@example.com", "--deputy", "nobody@example.com")
+    assert bad.exit_code == 1 and "not a CSR" in bad.output
+    back = run("csr", "back", "ann@example.com")
+    assert back.exit_code == 0 and "ann@example.com\tdefault\tavailable" in back.output
