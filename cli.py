@@ -497,7 +497,8 @@ def pool_row(p: Any) -> dict[str, Any]:
             "close_on_reply": bool(p.close_on_reply),
             "remind_after": format_duration(p.remind_after or None),
             "autoclose_after": format_duration(p.autoclose_after or None),
-            "unassigned_notify": p.unassigned_notify or None}
+            "unassigned_notify": p.unassigned_notify or None,
+            "escalation_notice": bool(p.escalation_notice)}
 
 
 @pool.command("list")
@@ -528,6 +529,8 @@ def _duration(value: str | None, option: str) -> int | None:
               help="Who gets new cases: least_load, limit:N, random, round_robin, none, fifo.")
 @click.option("--unassigned-notify", default=None, metavar="ADDRESS",
               help="Told once per case that found nobody ('' to stop).")
+@click.option("--escalation-notice/--no-escalation-notice", default=None,
+              help="Tell the customer when their case is escalated (template customer/escalated).")
 @click.option("--closed-policy", default=None,
               help="A customer's mail to a closed case: reopen, new_linked, new_linked_after:DAYS.")
 @click.option("--close-on-reply/--no-close-on-reply", default=None,
@@ -538,7 +541,7 @@ def _duration(value: str | None, option: str) -> int | None:
               help="Close the case after this long without an answer (14d, off).")
 @click.pass_obj
 def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: str | None,
-             closed_policy: str | None, close_on_reply: bool | None,
+             escalation_notice: bool | None, closed_policy: str | None, close_on_reply: bool | None,
              remind_after: str | None, autoclose_after: str | None) -> None:
     """Change a pool's policies."""
     from rules.assign import AssignRule
@@ -550,6 +553,8 @@ def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: st
             changes["rule"] = str(AssignRule.parse(assign_rule))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--assign") from None
+    if escalation_notice is not None:
+        changes["escalation_notice"] = escalation_notice
     if unassigned_notify is not None:
         changes["unassigned_notify"] = valid_address(unassigned_notify) if unassigned_notify else ""
     if closed_policy is not None:
@@ -564,7 +569,8 @@ def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: st
     if autoclose_after is not None:
         changes["autoclose_after"] = _duration(autoclose_after, "--autoclose-after")
     if not changes:
-        raise click.UsageError("nothing to set: give --assign, --unassigned-notify, --closed-policy, "
+        raise click.UsageError("nothing to set: give --assign, --unassigned-notify, --escalation-notice, "
+                               "--closed-policy, "
                                "--close-on-reply, --remind-after or --autoclose-after")
     with store_errors():
         row = pool_row(app.store().set_pool(name, **changes))

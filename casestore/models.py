@@ -43,6 +43,7 @@ class Pool(BaseModel):
     autoclose_after = IntegerField(null=True, default=defaults.AUTOCLOSE_AFTER)
     unassigned_notify = CharField(max_length=320, default="")  # told once per case nobody took
     last_assigned = IntegerField(null=True)  # the CSR id round_robin gave the last case to
+    escalation_notice = BooleanField(default=False)  # tell the customer when a case is escalated
 
 
 class Mailbox(BaseModel):

@@ -707,7 +707,9 @@ class Store:
         away: dict[str, list[tuple[str, str]]] = {}
         csrs: dict[str, Csr] = {}
         now = self.now()
-        rows = (Csr.select(Csr, Pool.name.alias("pool_name"), Membership.away.alias("m_away"),
+        levels: dict[str, list[tuple[str, int]]] = {}
+        rows = (Csr.select(Csr, Pool.name.alias("pool_name"), Membership.level.alias("m_level"),
+                           Membership.away.alias("m_away"),
                            Membership.away_until.alias("m_until"), Membership.deputy.alias("m_deputy"))
                 .join(Membership, JOIN.LEFT_OUTER).join(Pool, JOIN.LEFT_OUTER)
                 .order_by(Csr.id).objects())
@@ -715,13 +717,15 @@ class Store:
             csrs.setdefault(row.address, row)
             if row.pool_name:
                 pools.setdefault(row.address, set()).add(row.pool_name)
+                levels.setdefault(row.address, []).append((row.pool_name, int(row.m_level or 1)))
                 if away_now(row.m_away, row.m_until, now):
                     away.setdefault(row.address, []).append((row.pool_name, row.m_deputy or ""))
         rows_mb = {m.address: m for m in Mailbox.select(Mailbox, Pool).join(Pool)}
         mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool)) for a, m in rows_mb.items()}
         return Directory(
             csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),
-                             frozenset(pools.get(a, ())), tuple(sorted(away.get(a, ()))))
+                             frozenset(pools.get(a, ())), tuple(sorted(away.get(a, ()))),
+                             tuple(sorted(levels.get(a, ()))))
                   for a, c in csrs.items()},
             mailboxes=mailboxes,
         ), rows_mb
@@ -1128,7 +1132,8 @@ def pool_info(pool: Pool) -> PoolInfo:
     except ValueError:
         log.warning("pool %s: unknown closed-case policy %r, using reopen", pool.name, pool.closed_policy)
         policy = ClosedPolicy()
-    return PoolInfo(name=pool.name, rule=pool.rule, closed_policy=policy,
+    return PoolInfo(name=pool.name, rule=pool.rule, escalation_notice=bool(pool.escalation_notice),
+                    closed_policy=policy,
                     close_on_reply=bool(pool.close_on_reply),
                     remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None)
 

@@ -63,9 +63,10 @@ class AssignRule:
 
 
 def choose(rule: AssignRule, candidates: Sequence[Candidate], *, last: int | None = None,
-           rng: _random.Random | None = None) -> int | None:
-    """The CSR id the rule picks among first-level, available candidates, or None."""
-    pool = sorted((c for c in candidates if c.level == 1 and c.available), key=lambda c: c.csr_id)
+           rng: _random.Random | None = None, level: int = 1) -> int | None:
+    """The CSR id the rule picks among available candidates of ``level`` (1:
+    new cases; 2: escalation), or None."""
+    pool = sorted((c for c in candidates if c.level == level and c.available), key=lambda c: c.csr_id)
     if not pool or not rule.pushes:
         return None
     if rule.name == "limit":

@@ -223,6 +223,43 @@ class AssignTo(Command):
         return out
 
 
+class Escalate(Command):
+    name = "escalate"
+    takes_arg = True
+    arg_optional = True
+    text_role = NOTE
+    open_only = True
+    help = ("#escalate [ADDRESS]: pass the case to the pool's second level (or to ADDRESS); "
+            "text below: a note for them")
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        if arg:
+            target = f.directory.csr(_address(arg))
+            if target is None:
+                return f"{_address(arg) or arg} is not a CSR"
+            if f.case.assignee == target.address:
+                return f"{f.case.number} is already assigned to {target.address}"
+            return None
+        if f.pool is None or not [c for c in f.directory.pool_members(f.pool.name, level=2)
+                                  if not c.is_away(f.pool.name)]:
+            return (f"pool {f.pool.name if f.pool else '?'} has no available second-level CSR "
+                    "(casegate csr set ADDRESS --pool NAME:2); #escalate ADDRESS names one")
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        note = text.strip()
+        target = _address(arg) if arg else None
+        out: list[Action] = [Assign(target, f"escalated by {f.actor.label}", note=note, level=2)]
+        if note:
+            out.append(AddNote(f.actor.label, note))
+        out += [Record(EventKind.ESCALATED, target or "the pool's second level", f.actor.label),
+                Notify(f"Escalated to you by {f.actor.label}", note=note)]
+        if f.pool is not None and f.pool.escalation_notice:
+            out.append(SendCustomer(MessageKind.ESCALATED))
+        return out
+
+
 class Take(Command):
     name = "take"
     open_only = True
@@ -469,7 +506,7 @@ class SetTo(Command):
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), SetTo(), BlacklistSender(),
-    BlacklistSubject(), New(), Next(), Away(), Back())}
+    BlacklistSubject(), New(), Next(), Away(), Back(), Escalate())}
 
 HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
 
@@ -479,7 +516,8 @@ def _address(arg: str) -> str:
 
 _ALONE = ("new", "next", "away", "back")  # commands that take no other command beside them
 
-_EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"close", "solution"}, {"status", "close"},
+_EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"escalate", "assign"}, {"escalate", "take"},
+              {"escalate", "close"}, {"close", "solution"}, {"status", "close"},
               {"status", "solution"}, {"status", "reopen"},
               {"note", "solution"}, {"new", "close"}, {"new", "solution"})
 
@@ -543,7 +581,7 @@ def _text_role(names: Sequence[str]) -> str:
 
 
 # The order in which commands act, whatever order they were written in.
-_ORDER = ("new", "reopen", "take", "assign", "status", "note", "solution", "close", "blacklist",
+_ORDER = ("new", "reopen", "take", "assign", "escalate", "status", "note", "solution", "close", "blacklist",
           "blacklist-subject")
 
 

@@ -22,6 +22,7 @@ from rules.vocab import ClosedPolicy, EventKind, MessageKind, Outcome, Status, T
 class PoolInfo:
     name: str
     rule: str = "least_load"
+    escalation_notice: bool = False  # tell the customer when their case goes to the second level
     closed_policy: ClosedPolicy = field(default_factory=ClosedPolicy)
     close_on_reply: bool = False
     remind_after: int | None = None  # seconds; None: off
@@ -43,6 +44,10 @@ class CsrInfo:
     available: bool = True
     pools: frozenset[str] = frozenset()
     away: tuple[tuple[str, str], ...] = ()  # (pool, deputy or "") where the CSR is away now
+    levels: tuple[tuple[str, int], ...] = ()  # (pool, level): 1 first line, 2 escalation
+
+    def level(self, pool: str) -> int:
+        return next((lv for p, lv in self.levels if p == pool), 1)
 
     def is_away(self, pool: str) -> bool:
         return not self.available or any(p == pool for p, _ in self.away)
@@ -70,8 +75,9 @@ class Directory:
         """A CSR's or a supervised address (any +tag): never a customer."""
         return bool(address) and (self.csr(address) is not None or self.mailbox(address) is not None)
 
-    def pool_members(self, pool: str) -> list[CsrInfo]:
-        return [c for c in self.csrs.values() if pool in c.pools]
+    def pool_members(self, pool: str, level: int | None = None) -> list[CsrInfo]:
+        return [c for c in self.csrs.values()
+                if pool in c.pools and (level is None or c.level(pool) == level)]
 
 
 def base_address(address: str) -> str:
@@ -154,6 +160,7 @@ class Assign(Action):
     csr: str | None
     rule: str
     note: str = ""  # a private note for the new assignee
+    level: int = 1  # by the pool's rule: among the CSRs of this level (2: escalation)
 
 
 @dataclass(frozen=True)

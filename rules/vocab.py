@@ -43,17 +43,18 @@ class MessageKind(StrEnum):
     SURVEY = "survey"
     REMINDER = "reminder"
     THANKS = "thanks"
+    ESCALATED = "escalated"  # to the customer: passed to a specialist
     CSR_NOTICE = "csr_notice"  # to a CSR: what a command did or why it did nothing
 
 
 # Outgoing mail to customers that nobody typed: RFC 3834 auto-replies, under
 # the rate caps, never in answer to automatic mail.
 AUTOMATIC_OUT = frozenset({MessageKind.ACK, MessageKind.CLOSED, MessageKind.SURVEY,
-                           MessageKind.REMINDER, MessageKind.THANKS})
+                           MessageKind.REMINDER, MessageKind.THANKS, MessageKind.ESCALATED})
 # What the customer's thread holds (threading headers of answers).
 CUSTOMER_THREAD_OUT = frozenset({MessageKind.ACK, MessageKind.REPLY, MessageKind.SOLUTION,
                                  MessageKind.CLOSED, MessageKind.SURVEY, MessageKind.REMINDER,
-                                 MessageKind.THANKS})
+                                 MessageKind.THANKS, MessageKind.ESCALATED})
 
 
 class EventKind(StrEnum):
@@ -62,6 +63,7 @@ class EventKind(StrEnum):
     ASSIGNED = "assigned"
     UNASSIGNED = "unassigned"
     UNASSIGNED_NOTIFIED = "unassigned_notified"
+    ESCALATED = "escalated"
     AWAY = "away"
     BACK = "back"
     CUSTOMER_REPLIED = "customer_replied"

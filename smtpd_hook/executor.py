@@ -162,9 +162,13 @@ class Executor:
             rows = store.candidates(pool)
             chosen = choose(rule, [Candidate(c.id, load, level, available)
                                    for c, load, level, available in rows],
-                            last=pool.last_assigned, rng=random.Random(case.number))
+                            last=pool.last_assigned, rng=random.Random(case.number), level=a.level)
             csr = next((c for c, _, _, _ in rows if c.id == chosen), None)
             detail = str(rule)
+            if csr is None and a.level != 1:
+                self._event(ctx, EventKind.UNASSIGNED, f"no available level-{a.level} CSR in pool "
+                            f"{pool.name}: the case stays with its CSR")
+                return
             if csr is None:
                 self._unassigned(ctx, rule)
                 return
@@ -469,9 +473,16 @@ class Executor:
                       ("Take it (for a colleague this is forwarded to)", "#take"),
                       ("Set a status", "#status in_progress")]
             pool = ctx.mailbox.pool.name
-            for csr in ctx.directory.pool_members(pool):
-                if case.assignee_id is None or csr.address != case.assignee.address:
-                    links.append((f"Assign to {csr.name} <{csr.address}>", f"#assign {csr.address}\n\n"))
+            for csr in sorted(ctx.directory.pool_members(pool), key=lambda c: (c.level(pool), c.name)):
+                if case.assignee_id is not None and csr.address == case.assignee.address:
+                    continue
+                state = "away" if csr.is_away(pool) else "available"
+                verb, command = ("Escalate to", "#escalate") if csr.level(pool) > 1 else ("Assign to",
+                                                                                          "#assign")
+                links.append((f"{verb} {csr.name} <{csr.address}> (level {csr.level(pool)}, {state})",
+                              f"{command} {csr.address}\n\n"))
+            if ctx.directory.pool_members(pool, level=2):
+                links.append(("Escalate to the second level", "#escalate\n\n"))
         customer = case.customer_address
         local, at, _ = customer.rpartition("@")
         if at and local and not ctx.directory.is_ours(customer):

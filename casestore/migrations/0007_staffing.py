@@ -12,4 +12,5 @@ def up(migrator, db):
         migrator.add_column('membership', 'deputy', CharField(max_length=320, default='')),
         migrator.add_column('pool', 'unassigned_notify', CharField(max_length=320, default='')),
         migrator.add_column('pool', 'last_assigned', IntegerField(null=True)),
+        migrator.add_column('pool', 'escalation_notice', BooleanField(default=False)),
     )

@@ -193,3 +193,39 @@ def test_away_per_pool(engine: Engine) -> None:
 def test_away_refusals(engine: Engine, arg: str, error: str) -> None:
     result = engine.staff_command(ANN, Given("away", arg))
     assert not result.ok and error in result.errors[0]
+
+
+# -- escalation ----------------------------------------------------------------------------
+
+
+def csr_mail(engine: Engine, csr: str, case: Case, body: str) -> None:
+    raw = make(from_=csr, to=f"support+{case.number}@example.com", subject=f"Re: [Case #{case.number}] x",
+               body=body)
+    engine.process(Delivery(csr, (f"support+{case.number}@example.com",), raw, client_addr="127.0.0.1",
+                            queue_id=f"E{next(_n)}"))
+
+
+def test_escalate_to_the_second_level_with_a_private_note(engine: Engine) -> None:
+    engine.store.set_csr(CAT, pools=["default:2"])
+    engine.store.set_pool("default", escalation_notice=True)
+    case = new_case(engine)
+    assert assignee(case) == ANN  # level 1 only
+    csr_mail(engine, ANN, case, "#escalate\nCat, the firmware is corrupt; he is a VIP.\n")
+    assert assignee(case) == CAT
+    note = out("notify")[-1]
+    body = text_of(parse(bytes(note.raw)))
+    assert note.recipients == CAT and "Escalated to you by ann@example.com" in body
+    assert "the firmware is corrupt" in body.split("Case:", 1)[0]  # at the top
+    to_customer = [m for m in out(to=case.customer_address)]
+    assert [m.kind for m in to_customer] == ["ack", "escalated"]
+    assert all("firmware" not in text_of(parse(bytes(m.raw))) for m in to_customer)
+
+
+def test_escalate_to_someone_and_refusals(engine: Engine) -> None:
+    case = new_case(engine)
+    nobody = engine.command(case.number, actor=ANN, commands=[Given("escalate")])
+    assert not nobody.ok and "no available second-level CSR" in nobody.errors[0]
+    done = engine.command(case.number, actor=ANN, commands=[Given("escalate", BEN)], text="over to you")
+    assert done.ok and assignee(case) == BEN and "escalated" not in done.sent  # no notice by default
+    links = text_of(parse(bytes(out("notify")[-1].raw)))
+    assert "Assign to Ann <ann@example.com> (level 1, available)" in links

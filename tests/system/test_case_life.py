@@ -111,7 +111,8 @@ def test_pool_policies_are_listed(env: Env) -> None:
     pools = {p["name"]: p for p in env.casegate.json("pool", "list")}
     assert pools["default"] == {"name": "default", "rule": "least_load", "closed_policy": "reopen",
                                 "close_on_reply": False, "remind_after": "3d",
-                                "autoclose_after": "2w"}
+                                "autoclose_after": "2w", "unassigned_notify": None,
+                                "escalation_notice": False}
     assert pools["linked"]["closed_policy"] == "new_linked"
     assert (pools["quick"]["remind_after"], pools["quick"]["autoclose_after"]) == ("2s", "5s")
 
