@@ -12,6 +12,7 @@ import datetime as dt
 import email.utils
 import logging
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -409,12 +410,16 @@ class Executor:
             return refused
         if ctx.suppress:
             return ctx.suppress
+        if address.rpartition("@")[2].startswith("["):
+            # victim@[192.0.2.1]: one more spelling of any mailbox behind that
+            # address (a key of its own for the caps), and no customer writes from one.
+            return "never to an address literal"
         return self._over_rate_cap(self._case(ctx), address)
 
     def _over_rate_cap(self, case: Case, address: str) -> str | None:
         limits = self.store.limits()
         since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
-        key = base_address(address)
+        key = rate_key(address)
         to_mailbox, to_domain = self.store.automatic_sent_to(since=since, recipient=key)
         per_rcpt = limits["autoreply_per_recipient"]
         if to_mailbox >= per_rcpt:
@@ -566,14 +571,38 @@ class Executor:
             case=case, direction="out", kind=kind.value, sender=mailbox.address,
             recipients=",".join(to), message_id=message_id, in_reply_to=in_reply_to or "",
             subject=subject, text=body, raw=raw, queue_id=qid if qid != "-" else "",
-            rcpt_key=base_address(to[0])[:320] if to else "",
-            rcpt_domain=base_address(to[0]).rpartition("@")[2][:255] if to else "")
+            rcpt_key=rate_key(to[0])[:320] if to else "",
+            rcpt_domain=rate_key(to[0]).rpartition("@")[2][:255] if to else "")
         # VERP: a bounce of this message names its case and the message exactly.
         envelope = (verp_address(self.settings.secret, mailbox.address, case.number, message.id)
                     if case is not None else mailbox.address)
         self.store.enqueue(message, mail_from=envelope, rcpt_to=to)
         ctx.sent.append(message)
         return message
+
+
+# Providers known to ignore dots in the local part (j.o.h.n@ is john@) and
+# to share one mailbox across these domains.
+_DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def rate_key(address: str) -> str:
+    """The mailbox an address reaches, as the rate caps count it: every
+    spelling a forger can vary that still lands in the same mailbox is one
+    key. ``base_address`` (plus-tag and case) and, on top of it: a quoted
+    local part (``"victim"@``, ``"victim+x"@``), trailing dots of the domain
+    (``victim.test.``, which Postfix strips), the dots of a Gmail local part.
+    Merging more than a provider does only makes the caps stricter."""
+    local, at, domain = (address or "").strip().rpartition("@")
+    if not at:
+        return base_address(address)
+    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
+        local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+    local, _, domain = base_address(f"{local}@{domain.rstrip('.')}").rpartition("@")
+    if domain in _DOTLESS_DOMAINS:
+        local, domain = local.replace(".", ""), _DOTLESS_DOMAINS[domain]
+    return f"{local}@{domain}"
 
 
 def _forwardable(parts: Sequence[Any]) -> list[bool]:
