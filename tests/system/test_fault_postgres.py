@@ -295,6 +295,5 @@ def check_outage(fig: OutageFigures) -> None:
 def test_postgresql_stopped_under_load_defers_then_loses_and_doubles_nothing() -> None:
     fig = run_pg_outage(rate=10, before=5, outage=15, after=5, drain_timeout=150,
                         progress=lambda s: print(s, flush=True))
-    print("\n" + fig.summary())
     check_outage(fig)
 
