@@ -137,7 +137,9 @@ class OutageFigures:
     deferred_messages: int = 0          # distinct queue IDs deferred at least once
     pg_stop_seconds: float = 0.0
     pg_start_seconds: float = 0.0
-    drain_seconds: float = 0.0          # PostgreSQL up -> queue empty, outbox empty, every ack in
+    backlog: int = 0                    # messages in Postfix's queue when PostgreSQL came back
+    backlog_seconds: float = 0.0        # PostgreSQL up (and postqueue -f) -> all of those delivered
+    drain_seconds: float = 0.0          # PostgreSQL up -> load over, queue and outbox empty, acks in
     cases: int = 0
     duplicate_cases: int = 0
     duplicate_customers: int = 0
@@ -152,8 +154,8 @@ class OutageFigures:
             f"PostgreSQL down {self.outage:.0f}s under {self.rate:g} msg/s: "
             f"{self.messages} messages, {self.attempts_in_window} deliveries in the window "
             f"({self.answered_451_in_window} answered 451), {self.deferred_total} deferrals of "
-            f"{self.deferred_messages} messages in all; drained {self.drain_seconds:.1f}s after "
-            f"the restart; {self.cases} cases ({self.duplicate_cases} duplicate, "
+            f"{self.deferred_messages} messages in all; after the restart the backlog of "
+            f"{self.backlog} was delivered in {self.backlog_seconds:.1f}s, all drained in {self.drain_seconds:.1f}s; {self.cases} cases ({self.duplicate_cases} duplicate, "
             f"{self.duplicate_customers} duplicate customers), {self.lost} lost, "
             f"{self.acks} acks ({self.distinct_acks} distinct, {self.resent_acks} re-sent copies)"
         )
@@ -222,6 +224,12 @@ def run_pg_outage(*, rate: float = 10.0, before: float = 5.0, outage: float = 15
         up_at = time.monotonic()
         fig.pg_start_seconds = up_at - t
         progress(f"PostgreSQL up again after {up_at - down_at:.1f}s")
+        backlog = {str(m["queue_id"]) for m in pf.queue()}
+        pf.flush()  # what an admin does after an outage (else Postfix's back-off)
+        fig.backlog = len(backlog)
+        fig.backlog_seconds = wait_until("the backlog delivered", lambda: not backlog & {
+            str(m["queue_id"]) for m in pf.queue()}, drain_timeout, 0.1)
+        progress(f"backlog of {fig.backlog} delivered {fig.backlog_seconds:.1f}s after the restart")
 
         thread.join(before + outage + after + 60)
         assert not thread.is_alive(), "the load generator hung"
