@@ -305,3 +305,63 @@ def test_postgresql_stopped_under_load_defers_then_loses_and_doubles_nothing() -
                         progress=lambda s: print(s, flush=True))
     check_outage(fig)
 
+
+
+def test_outbox_stops_its_batch_when_postgresql_goes_away_mid_batch() -> None:
+    """PostgreSQL stops while the outbox sends a batch: the message whose
+    "sent" could not be recorded is sent again after its lease (the one
+    documented duplicate); the rest of the batch must wait, not go out
+    unrecorded (each would be sent a second time too)."""
+    import asyncio
+    import datetime as dt
+
+    from casestore.store import Store, StoreUnavailable
+    from smtpd_hook.outbox import OutboxWorker, send_batch
+    from smtpd_hook.settings import Settings
+
+    now = [dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)]
+    with PgCluster() as pg, Sink() as sink:
+        store = Store(pg.create_database("outbox"), clock=lambda: now[0])
+        store.migrate()
+        with store.atomic():
+            for i in range(5):
+                mid = f"<cs{i}.fault@example.com>"
+                raw = (f"From: support@example.com\r\nTo: c{i}@customer.test\r\n"
+                       f"Subject: batch-{i}\r\nMessage-ID: {mid}\r\n\r\nHello\r\n").encode()
+                msg = store.add_message(direction="out", kind="ack", sender="support@example.com",
+                                        recipients=f"c{i}@customer.test", raw=raw, message_id=mid)
+                store.enqueue(msg, mail_from="support@example.com", rcpt_to=[f"c{i}@customer.test"])
+        recorded = [0]
+
+        def send(*args, **kw):  # the real send_batch; PostgreSQL stops after the first record
+            on_result = args[-1]
+
+            def record(item, error):
+                on_result(item, error)
+                recorded[0] += 1
+                if recorded[0] == 1:
+                    pg.stop(mode="fast")
+
+            return send_batch(*args[:-1], record, **kw)
+
+        settings = Settings(secret=b"x" * 32, reinject_port=sink.port)
+        worker = OutboxWorker(store, settings, None, send=send)
+        def run_once() -> int:  # as OutboxWorker.run() does: store trouble is a round of 0
+            try:
+                return asyncio.run(worker.run_once())
+            except StoreUnavailable:
+                return 0
+
+        run_once()
+        first_round = len(sink.messages())
+        pg.start()
+        now[0] += dt.timedelta(seconds=settings.outbox_lease_seconds + 1)  # the lease runs out
+        run_once()  # the first query after the restart finds the old connection broken
+        while run_once():
+            pass
+        ids = collections.Counter(str(d.message["Message-ID"]) for d in sink.messages())
+        store.close()
+    print(f"\nfirst round sent {first_round} of 5 with PostgreSQL gone after the first; "
+          f"copies per Message-ID: {sorted(ids.values())}")
+    assert len(ids) == 5
+    assert sum(n - 1 for n in ids.values()) <= 1, ids
