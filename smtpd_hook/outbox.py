@@ -182,9 +182,12 @@ class OutboxWorker:
                 log.warning("re-injection failed (%s); retry in %.0fs", error, delay)
                 self.store.outbox_retry(item, str(error), delay)
         except StoreUnavailable as exc:
-            # The lease runs out and the row is sent again later: logged.
+            # The lease runs out and the row is sent again later: logged. The
+            # rest of the batch must not go out unrecorded (each would be sent
+            # twice): raising stops send_batch, and run() waits for the store.
             log.error("could not record outbox %s (%s): %s", item.id,
                       "sent" if error is None else "failed", exc)
+            raise
         finally:
             queue_id.reset(token)
 
