@@ -579,6 +579,64 @@ def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: st
                          or shown.get(k) in changes))
 
 
+@main.group()
+def question() -> None:
+    """Closing questionnaires: questions a CSR answers on #close (per pool)."""
+
+
+@question.command("add")
+@click.argument("pool_name", metavar="POOL")
+@click.argument("name")
+@click.option("--choices", default="", help='The allowed answers, comma-separated: "Router,Switch".')
+@click.option("--required", is_flag=True, help="A case does not close without an answer.")
+@click.option("--free-text", is_flag=True, help="Answers outside the choices are fine too.")
+@click.pass_obj
+def question_add(app: App, pool_name: str, name: str, choices: str, required: bool,
+                 free_text: bool) -> None:
+    """Add a closing question to POOL (answered as #close NAME=VALUE)."""
+    import re as _re
+
+    if not _re.fullmatch(r"[A-Za-z][\w-]{0,63}", name):
+        raise click.BadParameter(f"{name!r}: a question's name is a word (letters, digits, _ and -)")
+    values = [c.strip() for c in choices.split(",") if c.strip()]
+    if any(" " in v or '"' in v for v in values):
+        raise click.BadParameter("choices are single words (no spaces or quotes)", param_hint="--choices")
+    if not values and not free_text:
+        raise click.UsageError("give --choices, or --free-text for any answer")
+    with store_errors():
+        app.store().add_question(pool_name, name, choices=values, required=required, free_text=free_text)
+    click.echo(f"pool {pool_name}: #close {name}={'|'.join(values) or '...'}"
+               + (" (required)" if required else ""))
+
+
+@question.command("list")
+@click.option("--pool", "pool_name", default=None)
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def question_list(app: App, pool_name: str | None, as_json: bool) -> None:
+    """List closing questions."""
+    with store_errors():
+        rows = [{"pool": q.pool.name, "name": q.name,
+                 "choices": [c for c in q.choices.split(",") if c], "required": bool(q.required),
+                 "free_text": bool(q.free_text)} for q in app.store().questions(pool_name)]
+    emit(rows, as_json, "\n".join(
+        "\t".join([r["pool"], r["name"], ",".join(r["choices"]) or "*"]
+                  + (["required"] if r["required"] else [])) for r in rows))
+
+
+@question.command("remove")
+@click.argument("pool_name", metavar="POOL")
+@click.argument("name")
+@click.pass_obj
+def question_remove(app: App, pool_name: str, name: str) -> None:
+    """Remove a closing question (answers already given stay on their cases)."""
+    with store_errors():
+        removed = app.store().remove_question(pool_name, name)
+    if not removed:
+        raise click.ClickException(f"pool {pool_name} has no question {name!r}")
+    click.echo(f"pool {pool_name}: question {name} removed")
+
+
 @main.group("case")
 def case_group() -> None:
     """Cases."""
@@ -726,12 +784,19 @@ def _with(options: list[Any]) -> Any:
 @click.argument("number")
 @_csr_option
 @_with(_text_options)
+@click.option("--answer", "answers", multiple=True, metavar="NAME=VALUE",
+              help="An answer to the pool's closing questions (repeatable).")
 @_json_option
 @click.pass_obj
 def case_close(app: App, number: str, actor: str | None, text: str | None, text_file: Any,
-               as_json: bool) -> None:
+               answers: tuple[str, ...], as_json: bool) -> None:
     """Close a case: the customer gets the closing notice and the survey (any text first)."""
-    run_commands(app, number, actor, [_given("close")], _text(text, text_file), as_json)
+    for answer in answers:
+        if "=" not in answer:
+            raise click.BadParameter(f"{answer!r}: give NAME=VALUE", param_hint="--answer")
+    pairs = " ".join(f'{k}="{v}"' if " " in v else f"{k}={v}"
+                     for k, _, v in (a.partition("=") for a in answers))
+    run_commands(app, number, actor, [_given("close", pairs)], _text(text, text_file), as_json)
 
 
 @case_group.command("reopen")

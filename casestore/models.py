@@ -94,9 +94,24 @@ class Case(BaseModel):
     follow_up_of = ForeignKeyField("self", null=True, backref="follow_ups", on_delete="SET NULL")
     rating = IntegerField(null=True)  # the customer's survey answer, 1-5
     rating_comment = TextField(default="")
+    answers = TextField(default="")  # the closing questionnaire's answers, JSON {name: value}
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
+
+
+class Question(BaseModel):
+    """A closing question of a pool: answered on #close (``#close product=Router``)."""
+
+    pool = ForeignKeyField(Pool, backref="questions", on_delete="CASCADE")
+    name = CharField(max_length=64)
+    choices = TextField(default="")  # comma-separated; empty with free_text: any answer
+    required = BooleanField(default=False)
+    free_text = BooleanField(default=False)  # answers outside the choices are fine
+    created = DateTimeField()
+
+    class Meta:
+        indexes = ((("pool", "name"), True),)
 
 
 class Participant(BaseModel):
@@ -258,6 +273,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     Csr,
     Membership,
     Case,
+    Question,
     Participant,
     Message,
     Attachment,

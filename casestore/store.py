@@ -19,6 +19,7 @@ unlinked file.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -47,11 +48,12 @@ from casestore.models import (
     Outbox,
     Participant,
     Pool,
+    Question,
     Setting,
     Timer,
 )
 from rules import defaults
-from rules.decision import CaseState, CsrInfo, Directory, MailboxInfo, PoolInfo
+from rules.decision import CaseState, CsrInfo, Directory, MailboxInfo, PoolInfo, QuestionInfo
 from rules.vocab import AUTOMATIC_OUT, OPEN_STATUSES, ClosedPolicy, MessageKind, Status
 
 log = logging.getLogger("casegate.store")
@@ -721,7 +723,12 @@ class Store:
                 if away_now(row.m_away, row.m_until, now):
                     away.setdefault(row.address, []).append((row.pool_name, row.m_deputy or ""))
         rows_mb = {m.address: m for m in Mailbox.select(Mailbox, Pool).join(Pool)}
-        mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool)) for a, m in rows_mb.items()}
+        asked: dict[int, list[Question]] = {}
+        if rows_mb:
+            for q in Question.select().order_by(Question.id):
+                asked.setdefault(q.pool_id, []).append(q)
+        mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool, asked.get(m.pool_id, [])))
+                     for a, m in rows_mb.items()}
         return Directory(
             csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),
                              frozenset(pools.get(a, ())), tuple(sorted(away.get(a, ()))),
@@ -975,6 +982,33 @@ class Store:
             pool.save(only=[getattr(Pool, key) for key in changes])
             return pool
 
+    # -- closing questions ---------------------------------------------------
+
+    def add_question(self, pool_name: str, name: str, *, choices: Sequence[str], required: bool,
+                     free_text: bool) -> Question:
+        self.directory_generation += 1
+        with self.atomic():
+            pool = self.pool(pool_name, create=False)
+            if Question.get_or_none((Question.pool == pool) & (Question.name == name)) is not None:
+                raise StoreError(f"pool {pool_name} already has a question {name!r}")
+            return Question.create(**bounded(Question, dict(
+                pool=pool, name=name, choices=",".join(choices), required=required,
+                free_text=free_text, created=self.now())))
+
+    def questions(self, pool_name: str | None = None) -> list[Question]:
+        with self.guard():
+            query = Question.select(Question, Pool).join(Pool).order_by(Pool.name, Question.id)
+            if pool_name:
+                query = query.where(Pool.name == pool_name)
+            return list(query)
+
+    def remove_question(self, pool_name: str, name: str) -> int:
+        self.directory_generation += 1
+        with self.atomic():
+            pool = self.pool(pool_name, create=False)
+            return int(Question.delete().where((Question.pool == pool) & (Question.name == name))
+                       .execute())
+
     # -- timers --------------------------------------------------------------
 
     def schedule(self, case: Case, kind: str, due: dt.datetime) -> Timer:
@@ -1126,7 +1160,10 @@ class Store:
             return aware(row.due) if row is not None and row.due is not None else None
 
 
-def pool_info(pool: Pool) -> PoolInfo:
+def pool_info(pool: Pool, questions: Sequence[Question] | None = None) -> PoolInfo:
+    """A pool as the rules see it (its questions read unless given)."""
+    if questions is None:
+        questions = list(Question.select().where(Question.pool == pool).order_by(Question.id))
     try:
         policy = ClosedPolicy.parse(pool.closed_policy)
     except ValueError:
@@ -1135,7 +1172,11 @@ def pool_info(pool: Pool) -> PoolInfo:
     return PoolInfo(name=pool.name, rule=pool.rule, escalation_notice=bool(pool.escalation_notice),
                     closed_policy=policy,
                     close_on_reply=bool(pool.close_on_reply),
-                    remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None)
+                    remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None,
+                    questions=tuple(QuestionInfo(q.name, tuple(c.strip() for c in q.choices.split(",")
+                                                               if c.strip()),
+                                                 bool(q.required), bool(q.free_text))
+                                    for q in questions))
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -1163,6 +1204,7 @@ def case_dict(case: Case) -> dict[str, Any]:
         "follow_up_of": follow_up_of,
         "rating": case.rating,
         "rating_comment": case.rating_comment,
+        "answers": json.loads(case.answers) if case.answers else {},
     }
 
 

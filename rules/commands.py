@@ -33,6 +33,7 @@ from rules.decision import (
     PoolInfo,
     Record,
     SendCustomer,
+    SetAnswers,
     SetAway,
     SetBack,
     SetStatus,
@@ -47,6 +48,10 @@ from rules.durations import parse_duration
 from rules.vocab import EventKind, MessageKind, Outcome, Status
 
 _COMMAND_LINE = re.compile(r"^#([a-z][a-z-]*)\b[ \t]*(.*)$", re.IGNORECASE)
+# name=value pairs (a value with spaces in double quotes): #close product=Router partner="ACME Ltd"
+_PAIR = r'[A-Za-z][\w-]*=(?:"[^"]*"|\S+)'
+_PAIRS = re.compile(rf"{_PAIR}(?:\s+{_PAIR})*")
+_PAIR_RE = re.compile(r'([A-Za-z][\w-]*)=(?:"([^"]*)"|(\S+))')
 
 # What a command does with the text under the command lines.
 ANSWER, NOTE, SOLUTION, NONE = "answer", "note", "solution", "none"
@@ -88,7 +93,10 @@ def parse(text: str) -> Parsed:
             break
         name, rest = m.group(1).lower(), m.group(2).strip()
         command = COMMANDS.get(name)
-        if command is not None and not command.takes_arg and rest:
+        words_are_text = command is not None and not command.takes_arg and (
+            # "#close thanks, bye": the words are the answer, not name=value answers
+            not command.takes_pairs or not _PAIRS.fullmatch(rest))
+        if words_are_text and rest:
             commands.append(Given(name))
             inline = rest
             i += 1
@@ -135,6 +143,7 @@ class Command:
     name = ""
     takes_arg = False
     arg_optional = False  # takes_arg, but may be given without one
+    takes_pairs = False  # name=value answers on its line (#close), else the line's words are text
     text_role = NONE  # what the text under the commands becomes
     needs_case = True
     needs_csr = False  # the actor must be a CSR (the shell needs --csr)
@@ -148,19 +157,48 @@ class Command:
         return []
 
 
+def answers_of(arg: str) -> dict[str, str]:
+    return {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+            for m in _PAIR_RE.finditer(arg or "")}
+
+
 class Close(Command):
     name = "close"
     text_role = ANSWER
-    help = "#close: close the case; text below it goes to the customer first"
+    takes_pairs = True
+    help = ("#close [NAME=VALUE …]: close the case (answering the pool's closing questions); "
+            "text below it goes to the customer first")
 
     def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
         assert f.case is not None
         if f.case.status is Status.CLOSED:
             return f"{f.case.number} is already closed"
+        questions = f.pool.questions if f.pool is not None else ()
+        answers = answers_of(arg)
+        known = {q.name.lower(): q for q in questions}
+        problems = [f"{name} is not a closing question of this pool" for name in answers
+                    if name not in known]
+        for q in questions:
+            value = answers.get(q.name.lower())
+            if value is None:
+                if q.required:
+                    problems.append(f"{q.name} is required")
+            elif q.choices and not q.free_text and value not in q.choices:
+                problems.append(f"{q.name}={value} is not one of {', '.join(q.choices)}")
+        if problems:
+            example = " ".join(f"{q.name}={q.choices[0]}" for q in questions if q.choices)
+            return ("not closed: " + "; ".join(problems) + ". The questions: "
+                    + ", ".join(q.allowed() for q in questions)
+                    + (f", e.g. #close {example}" if example else ""))
         return None
 
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
-        return closing(f"closed by {f.actor.label}")
+        answers = answers_of(arg)
+        out: list[Action] = []
+        if answers:
+            names = {q.name.lower(): q.name for q in (f.pool.questions if f.pool else ())}
+            out.append(SetAnswers(tuple((names.get(k, k), v) for k, v in answers.items())))
+        return out + closing(f"closed by {f.actor.label}")
 
 
 class Reopen(Command):
@@ -543,7 +581,10 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
         if command.takes_arg and not g.arg and not command.arg_optional:
             errors.append(f"#{g.name} needs an argument: {command.help}")
             continue
-        if not command.takes_arg and g.arg:
+        if command.takes_pairs and g.arg and not _PAIRS.fullmatch(g.arg):
+            errors.append(f"{g}: #{g.name} takes only NAME=VALUE answers on its line")
+            continue
+        if not command.takes_arg and not command.takes_pairs and g.arg:
             errors.append(f"{g}: #{g.name} takes no argument")
             continue
         if command.needs_case and f.case is None:

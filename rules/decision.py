@@ -19,6 +19,22 @@ from rules.vocab import ClosedPolicy, EventKind, MessageKind, Outcome, Status, T
 
 
 @dataclass(frozen=True)
+class QuestionInfo:
+    """A closing question: answered on #close as ``name=value``."""
+
+    name: str
+    choices: tuple[str, ...] = ()
+    required: bool = False
+    free_text: bool = False
+
+    def allowed(self) -> str:
+        values = "|".join(self.choices) if self.choices else "any text"
+        if self.choices and self.free_text:
+            values += "|any text"
+        return f"{self.name}={values}" + (" (required)" if self.required else "")
+
+
+@dataclass(frozen=True)
 class PoolInfo:
     name: str
     rule: str = "least_load"
@@ -27,6 +43,7 @@ class PoolInfo:
     close_on_reply: bool = False
     remind_after: int | None = None  # seconds; None: off
     autoclose_after: int | None = None
+    questions: tuple[QuestionInfo, ...] = ()  # the closing questionnaire
 
 
 @dataclass(frozen=True)
@@ -231,6 +248,13 @@ class TellCsr(Action):
 class AddNote(Action):
     author: str
     text: str
+
+
+@dataclass(frozen=True)
+class SetAnswers(Action):
+    """The closing questionnaire's answers, kept on the case."""
+
+    answers: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class EventKind(StrEnum):
     UNASSIGNED = "unassigned"
     UNASSIGNED_NOTIFIED = "unassigned_notified"
     ESCALATED = "escalated"
+    ANSWERED = "answered"  # the closing questionnaire
     AWAY = "away"
     BACK = "back"
     CUSTOMER_REPLIED = "customer_replied"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import json
 import logging
 import random
 import re
@@ -213,6 +214,11 @@ class Executor:
 
     def _addnote(self, a: d.AddNote, ctx: Context) -> None:
         self._event(ctx, EventKind.NOTE, a.text, a.author)
+
+    def _setanswers(self, a: d.SetAnswers, ctx: Context) -> None:
+        case = self._case(ctx)
+        self.store.touch(case, answers=json.dumps(dict(a.answers), ensure_ascii=False))
+        self._event(ctx, EventKind.ANSWERED, ", ".join(f"{k}={v}" for k, v in a.answers))
 
     def _setrating(self, a: d.SetRating, ctx: Context) -> None:
         self.store.touch(self._case(ctx), rating=a.rating, rating_comment=a.comment)
@@ -472,7 +478,13 @@ class Executor:
         if case.status == Status.CLOSED:
             links.append(("Reopen", "#reopen"))
         else:
-            links += [("Close (text below goes to the customer first)", "#close\n\n"),
+            questions = [q for q in ctx.directory.mailbox(ctx.mailbox.address).pool.questions] \
+                if ctx.directory.mailbox(ctx.mailbox.address) else []
+            close = "#close" + "".join(f" {q.name}={q.choices[0] if q.choices else '...'}"
+                                       for q in questions if q.required)
+            links += [("Close (text below goes to the customer first)"
+                       + (f"; answer {', '.join(q.allowed() for q in questions)}" if questions else ""),
+                       close + "\n\n"),
                       ("Propose a solution", "#solution\n\n"),
                       ("Add an internal note", "#note\n\n"),
                       ("Take it (for a colleague this is forwarded to)", "#take"),

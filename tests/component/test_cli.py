@@ -402,3 +402,36 @@ def test_csr_away_and_back(run) -> None:
     assert bad.exit_code == 1 and "not a CSR" in bad.output
     back = run("csr", "back", "ann@example.com")
     assert back.exit_code == 0 and "ann@example.com\tdefault\tavailable" in back.output
+
+
+def test_closing_questions_by_shell(run, tmp_path: Path) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("csr", "add", "jane@example.com", "--name", "Jane")
+    assert run("question", "add", "default", "product", "--choices", "Router,Switch",
+               "--required").exit_code == 0
+    assert run("question", "add", "default", "partner", "--free-text").exit_code == 0
+    bad = run("question", "add", "default", "x y", "--choices", "A")
+    assert bad.exit_code == 2
+    listed = json.loads(run("question", "list", "--json").output)
+    assert listed == [{"pool": "default", "name": "product", "choices": ["Router", "Switch"],
+                       "required": True, "free_text": False},
+                      {"pool": "default", "name": "partner", "choices": [], "required": False,
+                       "free_text": True}]
+    (tmp_path / "b.txt").write_text("About your router.\n")
+    body = run("case", "open", "--customer", "ann@customer.test", "--mailbox", "support@example.com",
+               "--csr", "jane@example.com", "--subject", "Router", "--body-file", str(tmp_path / "b.txt"))
+    assert body.exit_code == 0, body.output
+    number = body.output.split()[1].rstrip(";")
+    refused = run("case", "close", number)
+    assert refused.exit_code == 1 and "product is required" in refused.output
+    assert "product=Router|Switch (required)" in refused.output
+    wrong = run("case", "close", number, "--answer", "product=Modem")
+    assert wrong.exit_code == 1 and "product=Modem is not one of Router, Switch" in wrong.output
+    done = run("case", "close", number, "--answer", "product=Router", "--answer", "partner=ACME Ltd",
+               "--json")
+    assert done.exit_code == 0, done.output
+    shown = json.loads(run("case", "show", number, "--json").output)
+    assert shown["answers"] == {"product": "Router", "partner": "ACME Ltd"}
+    assert run("question", "remove", "default", "partner").exit_code == 0
+    assert run("question", "remove", "default", "partner").exit_code == 1

@@ -172,7 +172,7 @@ def test_unknown_command_is_explained_to_the_csr_and_changes_nothing(env: Env) -
     number, _, _ = env.open("unknown@customer.test", "test_unknown_command")
     env.csr(number, "#clsoe\nThanks for writing.\n")
     notice = env.wait(JANE, lambda d: "Not done" in str(d.message["Subject"]))[0].message
-    assert "#clsoe: unknown command" in text_of(notice) and "#close:" in text_of(notice)
+    assert "#clsoe: unknown command" in text_of(notice) and "#close [" in text_of(notice)
     assert notice["Auto-Submitted"] == "auto-replied"
     shown = env.case(number)
     assert shown["status"] == "received"
