@@ -580,6 +580,85 @@ def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: st
 
 
 @main.group()
+def department() -> None:
+    """Departments CSRs consult by mail (#consult NAME)."""
+
+
+def department_row(d: Any) -> dict[str, Any]:
+    from rules.durations import format_duration
+
+    return {"name": d.name, "address": d.address, "deadline": format_duration(d.deadline)}
+
+
+@department.command("add")
+@click.argument("name")
+@click.argument("address")
+@click.option("--deadline", default="2d", show_default=True, metavar="DURATION",
+              help="How long it has to answer before the overdue notices.")
+@click.pass_obj
+def department_add(app: App, name: str, address: str, deadline: str) -> None:
+    """Add a department: its answers come from ADDRESS, proven as a CSR's are."""
+    import re as _re
+
+    if not _re.fullmatch(r"[A-Za-z][\w-]{0,63}", name):
+        raise click.BadParameter(f"{name!r}: a department's name is a word (letters, digits, _ and -)")
+    seconds = _duration(deadline, "--deadline")
+    if not seconds:
+        raise click.BadParameter("a deadline is a duration such as 2d", param_hint="--deadline")
+    address = valid_address(address)
+    with store_errors():
+        store = app.store()
+        if store.csr(address) is not None or store.mailbox(address) is not None:
+            raise click.ClickException(f"{address} is a CSR or a supervised address, not a department")
+        store.add_department(name, address, seconds)
+    click.echo(f"department {name} <{address}>, deadline {deadline}: consult it with #consult {name}")
+
+
+@department.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def department_list(app: App, as_json: bool) -> None:
+    """List departments."""
+    with store_errors():
+        rows = [department_row(d) for d in app.store().departments()]
+    emit(rows, as_json, "\n".join(f"{r['name']}\t{r['address']}\tdeadline={r['deadline']}" for r in rows))
+
+
+@department.command("set")
+@click.argument("name")
+@click.option("--address", default=None)
+@click.option("--deadline", default=None, metavar="DURATION")
+@click.pass_obj
+def department_set(app: App, name: str, address: str | None, deadline: str | None) -> None:
+    """Change a department's address or deadline."""
+    changes: dict[str, Any] = {}
+    if address is not None:
+        changes["address"] = valid_address(address)
+    if deadline is not None:
+        seconds = _duration(deadline, "--deadline")
+        if not seconds:
+            raise click.BadParameter("a deadline is a duration such as 2d", param_hint="--deadline")
+        changes["deadline"] = seconds
+    if not changes:
+        raise click.UsageError("nothing to set: give --address or --deadline")
+    with store_errors():
+        row = department_row(app.store().set_department(name, **changes))
+    click.echo(f"department {row['name']} <{row['address']}>, deadline {row['deadline']}")
+
+
+@department.command("remove")
+@click.argument("name")
+@click.pass_obj
+def department_remove(app: App, name: str) -> None:
+    """Remove a department (not while it has unanswered consultations)."""
+    with store_errors():
+        removed = app.store().remove_department(name)
+    if not removed:
+        raise click.ClickException(f"no department named {name!r}")
+    click.echo(f"department {name} removed")
+
+
+@main.group()
 def question() -> None:
     """Closing questionnaires: questions a CSR answers on #close (per pool)."""
 
@@ -654,12 +733,16 @@ STATUS_CHOICES = ["open", *[s.value for s in Status]]
 @case_group.command("list")
 @click.option("--status", type=click.Choice(STATUS_CHOICES), default=None,
               help="Only cases with this status (open: every status but closed).")
+@click.option("--overdue", is_flag=True, help="Only cases with a consultation past its deadline.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj
-def case_list(app: App, status: str | None, as_json: bool) -> None:
+def case_list(app: App, status: str | None, overdue: bool, as_json: bool) -> None:
     """List cases."""
     with store_errors():
-        rows = [case_row(c) for c in app.store().cases(status=status)]
+        store = app.store()
+        late = set(store.overdue_cases()) if overdue else None
+        rows = [case_row(c) for c in store.cases(status=status)
+                if late is None or c.number in late]
     emit(rows, as_json, "\n".join(
         f"{r['number']}\t{r['status']}\t{r['customer']}\t{r['assignee'] or '-'}\t{r['subject']}"
         for r in rows))

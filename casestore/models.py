@@ -220,6 +220,29 @@ class BlacklistEntry(BaseModel):
         indexes = ((("pattern", "subject"), True),)
 
 
+class Department(BaseModel):
+    """A team a CSR consults by mail (#consult NAME); its answers stay internal."""
+
+    name = CharField(max_length=64, unique=True)
+    address = CharField(max_length=320, unique=True)
+    deadline = IntegerField(default=2 * 86400)  # seconds to answer before the overdue notices
+    created = DateTimeField()
+
+
+class Consultation(BaseModel):
+    case = ForeignKeyField(Case, backref="consultations", on_delete="CASCADE")
+    department = ForeignKeyField(Department, backref="consultations", on_delete="CASCADE")
+    question = TextField(default="")
+    asked_by = CharField(max_length=320, default="")
+    status = CharField(max_length=12, default="open")  # open | answered | overdue
+    asked = DateTimeField()
+    due = DateTimeField()
+    answered = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "due"), False),)
+
+
 class Timer(BaseModel):
     """Something due on a case at a time (rules.vocab.TimerKind); claimed with
     a lease like the outbox, so with several hosts each fires once."""
@@ -281,6 +304,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     Delivery,
     Outbox,
     BlacklistEntry,
+    Department,
+    Consultation,
     Timer,
     Quarantine,
     Setting,

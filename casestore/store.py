@@ -39,8 +39,10 @@ from casestore.models import (
     Attachment,
     BlacklistEntry,
     Case,
+    Consultation,
     Csr,
     Delivery,
+    Department,
     Event,
     Mailbox,
     Membership,
@@ -53,7 +55,15 @@ from casestore.models import (
     Timer,
 )
 from rules import defaults
-from rules.decision import CaseState, CsrInfo, Directory, MailboxInfo, PoolInfo, QuestionInfo
+from rules.decision import (
+    CaseState,
+    CsrInfo,
+    DepartmentInfo,
+    Directory,
+    MailboxInfo,
+    PoolInfo,
+    QuestionInfo,
+)
 from rules.vocab import AUTOMATIC_OUT, OPEN_STATUSES, ClosedPolicy, MessageKind, Status
 
 log = logging.getLogger("casegate.store")
@@ -735,6 +745,8 @@ class Store:
                              tuple(sorted(levels.get(a, ()))))
                   for a, c in csrs.items()},
             mailboxes=mailboxes,
+            departments={d.name.lower(): DepartmentInfo(d.name, d.address, d.deadline)
+                         for d in Department.select()} if rows_mb else {},
         ), rows_mb
 
     def case_state(self, case: Case, *, participants: set[str] | None = None) -> CaseState:
@@ -799,6 +811,10 @@ class Store:
                         for a in self.attachments(case)]
         row["timers"] = [{"kind": t.kind, "due": _iso(t.due), "status": t.status,
                           "fired": _iso(t.fired)} for t in self.timers(case)]
+        row["consultations"] = [{"department": c.department.name, "question": c.question,
+                                 "asked_by": c.asked_by, "status": c.status, "asked": _iso(c.asked),
+                                 "due": _iso(c.due), "answered": _iso(c.answered)}
+                                for c in self.consultations(case)]
         return row
 
     def notes(self, case: Case) -> list[Event]:
@@ -981,6 +997,67 @@ class Store:
                 setattr(pool, key, value)
             pool.save(only=[getattr(Pool, key) for key in changes])
             return pool
+
+    # -- departments and consultations -----------------------------------------
+
+    def add_department(self, name: str, address: str, deadline: int) -> Department:
+        self.directory_generation += 1
+        with self.atomic():
+            if Department.get_or_none((Department.name == name) | (Department.address == address)):
+                raise StoreError(f"a department {name!r} or at {address} exists already")
+            return Department.create(**bounded(Department, dict(
+                name=name, address=address, deadline=deadline, created=self.now())))
+
+    def departments(self) -> list[Department]:
+        with self.guard():
+            return list(Department.select().order_by(Department.name))
+
+    def set_department(self, name: str, **changes: Any) -> Department:
+        self.directory_generation += 1
+        with self.atomic():
+            dept = Department.get_or_none(Department.name == name)
+            if dept is None:
+                raise StoreError(f"no department named {name!r} (`casegate department list`)")
+            for key, value in changes.items():
+                setattr(dept, key, value)
+            dept.save(only=[getattr(Department, key) for key in changes])
+            return dept
+
+    def remove_department(self, name: str) -> int:
+        self.directory_generation += 1
+        with self.atomic():
+            dept = Department.get_or_none(Department.name == name)
+            if dept is None:
+                return 0
+            if Consultation.select().where((Consultation.department == dept)
+                                           & (Consultation.status != "answered")).exists():
+                raise StoreError(f"{name} has unanswered consultations; answer or close them first")
+            return int(dept.delete_instance(recursive=True))
+
+    def consult(self, case: Case, department_name: str, question: str, by: str) -> Consultation:
+        dept = Department.get(Department.name == department_name)
+        now = self.now()
+        return Consultation.create(**bounded(Consultation, dict(
+            case=case, department=dept, question=question, asked_by=by, status="open", asked=now,
+            due=now + dt.timedelta(seconds=dept.deadline))))
+
+    def consultations(self, case: Case) -> list[Consultation]:
+        return list(Consultation.select(Consultation, Department).join(Department)
+                    .where(Consultation.case == case).order_by(Consultation.id))
+
+    def open_consultations(self, case: Case) -> list[Consultation]:
+        return [c for c in self.consultations(case) if c.status == "open"]
+
+    def consultation_answered(self, case: Case, department_name: str) -> int:
+        dept = Department.get(Department.name == department_name)
+        return int(Consultation.update(status="answered", answered=self.now()).where(
+            (Consultation.case == case) & (Consultation.department == dept)
+            & Consultation.status.in_(["open", "overdue"])).execute())
+
+    def overdue_cases(self) -> list[str]:
+        with self.guard():
+            return [c.number for c in Case.select(Case.number).join(Consultation).where(
+                Consultation.status == "overdue").distinct()]
 
     # -- closing questions ---------------------------------------------------
 

@@ -24,6 +24,7 @@ from rules.decision import (
     Assign,
     Blacklist,
     CaseState,
+    Consult,
     CsrInfo,
     Decision,
     Directory,
@@ -54,7 +55,7 @@ _PAIRS = re.compile(rf"{_PAIR}(?:\s+{_PAIR})*")
 _PAIR_RE = re.compile(r'([A-Za-z][\w-]*)=(?:"([^"]*)"|(\S+))')
 
 # What a command does with the text under the command lines.
-ANSWER, NOTE, SOLUTION, NONE = "answer", "note", "solution", "none"
+ANSWER, NOTE, SOLUTION, QUESTION, NONE = "answer", "note", "solution", "question", "none"
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,30 @@ class Escalate(Command):
         if f.pool is not None and f.pool.escalation_notice:
             out.append(SendCustomer(MessageKind.ESCALATED))
         return out
+
+
+class ConsultDepartment(Command):
+    name = "consult"
+    takes_arg = True
+    text_role = QUESTION
+    open_only = True
+    help = ("#consult NAME: ask a department; the text below is the question (it gets the case "
+            "and its history, never your notes)")
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        if f.directory.department(arg.strip()) is None:
+            names = ", ".join(sorted(f.directory.departments)) or "none yet (casegate department add)"
+            return f"{arg.strip()!r} is not a department (departments: {names})"
+        if not text.strip():
+            return "#consult needs the question below it"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        dept = f.directory.department(arg.strip())
+        assert dept is not None
+        return [Consult(dept.name, text.strip(), f.actor.label),
+                SetStatus(Status.UNDER_CONSULTATION, f"{dept.name} consulted by {f.actor.label}"),
+                Record(EventKind.CONSULTED, f"{dept.name}: {text.strip()[:500]}", f.actor.label)]
 
 
 class Take(Command):
@@ -544,7 +569,7 @@ class SetTo(Command):
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), SetTo(), BlacklistSender(),
-    BlacklistSubject(), New(), Next(), Away(), Back(), Escalate())}
+    BlacklistSubject(), New(), Next(), Away(), Back(), Escalate(), ConsultDepartment())}
 
 HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
 
@@ -554,10 +579,23 @@ def _address(arg: str) -> str:
 
 _ALONE = ("new", "next", "away", "back")  # commands that take no other command beside them
 
-_EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"escalate", "assign"}, {"escalate", "take"},
-              {"escalate", "close"}, {"close", "solution"}, {"status", "close"},
-              {"status", "solution"}, {"status", "reopen"},
-              {"note", "solution"}, {"new", "close"}, {"new", "solution"})
+_EXCLUSIVE = (
+    {"consult", "note"},
+    {"consult", "solution"},
+    {"consult", "close"},
+    {"close", "reopen"},
+    {"assign", "take"},
+    {"escalate", "assign"},
+    {"escalate", "take"},
+    {"escalate", "close"},
+    {"close", "solution"},
+    {"status", "close"},
+    {"status", "solution"},
+    {"status", "reopen"},
+    {"note", "solution"},
+    {"new", "close"},
+    {"new", "solution"},
+)
 
 
 def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
@@ -615,15 +653,15 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
 
 def _text_role(names: Sequence[str]) -> str:
     roles = {COMMANDS[n].text_role for n in names if n in COMMANDS}
-    for role in (NOTE, SOLUTION, ANSWER):
+    for role in (NOTE, SOLUTION, QUESTION, ANSWER):
         if role in roles:
             return role
     return ANSWER
 
 
 # The order in which commands act, whatever order they were written in.
-_ORDER = ("new", "reopen", "take", "assign", "escalate", "status", "note", "solution", "close", "blacklist",
-          "blacklist-subject")
+_ORDER = ("new", "reopen", "take", "assign", "escalate", "consult", "status", "note", "solution",
+          "close", "blacklist", "blacklist-subject")
 
 
 def decide(commands: Sequence[Given], text: str, f: CommandFacts,

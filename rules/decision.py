@@ -74,11 +74,26 @@ class CsrInfo:
 
 
 @dataclass(frozen=True)
+class DepartmentInfo:
+    name: str
+    address: str
+    deadline: int  # seconds
+
+
+@dataclass(frozen=True)
 class Directory:
-    """Who is who: CSRs and supervised addresses, loaded once per event."""
+    """Who is who: CSRs, departments and supervised addresses, loaded once per event."""
 
     csrs: Mapping[str, CsrInfo]
     mailboxes: Mapping[str, MailboxInfo]
+    departments: Mapping[str, DepartmentInfo] = field(default_factory=dict)  # by name
+
+    def department(self, name: str) -> DepartmentInfo | None:
+        return self.departments.get((name or "").lower())
+
+    def department_at(self, address: str) -> DepartmentInfo | None:
+        key = base_address(address)
+        return next((d for d in self.departments.values() if d.address == key), None)
 
     def csr(self, address: str) -> CsrInfo | None:
         """The CSR with this address (a +tag of it included: jane+x@ is Jane)."""
@@ -89,8 +104,9 @@ class Directory:
         return self.mailboxes.get(base_address(address))
 
     def is_ours(self, address: str) -> bool:
-        """A CSR's or a supervised address (any +tag): never a customer."""
-        return bool(address) and (self.csr(address) is not None or self.mailbox(address) is not None)
+        """A CSR's, a department's or a supervised address (any +tag): never a customer."""
+        return bool(address) and (self.csr(address) is not None or self.mailbox(address) is not None
+                                  or self.department_at(address) is not None)
 
     def pool_members(self, pool: str, level: int | None = None) -> list[CsrInfo]:
         return [c for c in self.csrs.values()
@@ -248,6 +264,28 @@ class TellCsr(Action):
 class AddNote(Action):
     author: str
     text: str
+
+
+@dataclass(frozen=True)
+class Consult(Action):
+    """Ask a department: the question, the case and its public history go to it."""
+
+    department: str  # its name
+    question: str
+    by: str
+
+
+@dataclass(frozen=True)
+class ConsultationAnswered(Action):
+    """The department's answer came: its open consultations on the case are answered."""
+
+    department: str
+
+
+@dataclass(frozen=True)
+class MarkOverdue(Action):
+    """Open consultations past their deadline: overdue, and one notice each to
+    the department and the case's CSR; the next deadline scheduled."""
 
 
 @dataclass(frozen=True)

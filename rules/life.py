@@ -17,10 +17,13 @@ from rules.decision import (
     Action,
     Assign,
     CaseState,
+    ConsultationAnswered,
     Decision,
+    DepartmentInfo,
     Directory,
     Hit,
     MailboxInfo,
+    MarkOverdue,
     Notify,
     OpenCase,
     PoolInfo,
@@ -29,6 +32,7 @@ from rules.decision import (
     SetRating,
     SetStatus,
     StoreMessage,
+    TellCsr,
     closing,
     decision,
 )
@@ -261,6 +265,9 @@ def on_timer(kind: TimerKind, case: CaseState, pool: PoolInfo) -> Decision:
             Record(EventKind.AUTOCLOSED, f"no answer from the customer for {waited}"),
             *closing(f"no answer from the customer for {waited}")],
             [Hit("autoclose", f"no answer for {waited}")])
+    if kind is TimerKind.CONSULT_DUE:
+        return decision(Outcome.TIMER_FIRED, [MarkOverdue()],
+                        [Hit("consult_due", "a department's deadline")])
     if kind is TimerKind.ASSIGN_RETRY:
         if case.status is Status.CLOSED or case.assignee is not None:
             return decision(Outcome.TIMER_SKIPPED, [], [Hit("assign_retry", "nothing to assign")])
@@ -268,3 +275,35 @@ def on_timer(kind: TimerKind, case: CaseState, pool: PoolInfo) -> Decision:
             Assign(None, pool.rule), Notify("New case (assigned on retry)")],
             [Hit("assign_retry", "the case found nobody before")])
     raise ValueError(f"unknown timer {kind!r}")
+
+
+# -- a consulted department's answer -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepartmentFacts:
+    department: DepartmentInfo
+    case: CaseState | None
+    text: str  # the new text, quotes stripped
+    other_open: int  # unanswered consultations of other departments on the case
+
+
+def on_department(f: DepartmentFacts) -> Decision:
+    """Stored as internal, forwarded to the case's CSR, never to the customer."""
+    hits = [Hit("department", f"{f.department.name} <{f.department.address}>")]
+    if f.case is None:
+        return decision(Outcome.DEPARTMENT_NO_CASE, [
+            StoreMessage(MessageKind.DEPARTMENT, f.text, attach=False),
+            TellCsr(f.department.address, "Not filed: no case", (
+                "Your message names no case, so it was stored and nobody was told.\n"
+                "Please answer the consultation mail itself (keep its subject).")),
+        ], hits)
+    actions: list[Action] = [
+        StoreMessage(MessageKind.DEPARTMENT, f.text),
+        ConsultationAnswered(f.department.name),
+        Record(EventKind.CONSULTATION_ANSWERED, f.department.name, f.department.address)]
+    if f.case.status is Status.UNDER_CONSULTATION and not f.other_open:
+        actions.append(SetStatus(Status.IN_PROGRESS, f"{f.department.name} answered"))
+    actions.append(Notify(f"{f.department.name} answered your consultation (internal: the customer "
+                          "does not see it)"))
+    return decision(Outcome.DEPARTMENT_ANSWER, actions, hits)

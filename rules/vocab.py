@@ -34,6 +34,7 @@ class MessageKind(StrEnum):
     AUTOMATIC = "automatic"
     BOUNCE = "bounce"
     RATING = "rating"  # a customer's answer to the survey
+    DEPARTMENT = "department"  # a consulted department's answer (internal)
     # out
     ACK = "ack"
     NOTIFY = "notify"
@@ -45,6 +46,8 @@ class MessageKind(StrEnum):
     THANKS = "thanks"
     ESCALATED = "escalated"  # to the customer: passed to a specialist
     CSR_NOTICE = "csr_notice"  # to a CSR: what a command did or why it did nothing
+    CONSULT = "consult"  # to a department: a CSR's question
+    OVERDUE = "overdue"  # to a department and a CSR: a consultation past its deadline
 
 
 # Outgoing mail to customers that nobody typed: RFC 3834 auto-replies, under
@@ -65,6 +68,9 @@ class EventKind(StrEnum):
     UNASSIGNED_NOTIFIED = "unassigned_notified"
     ESCALATED = "escalated"
     ANSWERED = "answered"  # the closing questionnaire
+    CONSULTED = "consulted"
+    CONSULTATION_ANSWERED = "consultation_answered"
+    CONSULTATION_OVERDUE = "consultation_overdue"
     AWAY = "away"
     BACK = "back"
     CUSTOMER_REPLIED = "customer_replied"
@@ -109,6 +115,8 @@ class Outcome(StrEnum):
     CSR_COMMAND_REFUSED = "csr_command_refused"
     CSR_NO_CASE = "csr_no_case"
     PROACTIVE_CASE = "proactive_case"
+    DEPARTMENT_ANSWER = "department_answer"
+    DEPARTMENT_NO_CASE = "department_no_case"
     NEW_CASE_AUTOMATIC = "new_case_automatic"
     AUTOMATIC_APPENDED = "automatic_appended"
     OWN_MAIL = "own_mail"
@@ -123,6 +131,7 @@ class TimerKind(StrEnum):
     REMIND = "remind"  # the customer has not answered our answer or solution
     AUTOCLOSE = "autoclose"  # ... for longer: close the case
     ASSIGN_RETRY = "assign_retry"  # nobody was available: try again
+    CONSULT_DUE = "consult_due"  # a department's deadline
 
 
 class ClosedPolicyKind(StrEnum):

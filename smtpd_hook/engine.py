@@ -162,8 +162,9 @@ class Engine:
         listed = self._blacklisted(delivery, inbound)
         # The costly reading of the text, before the write transaction holds
         # SQLite's lock (a 9 MB header storm held it for a minute).
-        texts = Texts(body=body_text(inbound.msg) if identity.role is not Role.CSR else "",
-                      reply=extract_reply(inbound.msg) if identity.role is Role.CSR else "")
+        staff = identity.role in (Role.CSR, Role.DEPARTMENT)
+        texts = Texts(body="" if staff else body_text(inbound.msg),
+                      reply=extract_reply(inbound.msg) if staff else "")
         with store.atomic():
             seen = store.delivery_seen(key)
             if seen is not None:
@@ -230,6 +231,13 @@ class Engine:
                 decision = cmd.no_case(facts, store=keep)
             else:
                 decision = cmd.csr_reply(parsed.text, bool(inbound.attachments), facts, store=keep)
+        elif identity.role is Role.DEPARTMENT:
+            dept = directory.department_at(inbound.from_address)
+            assert dept is not None
+            others = [c for c in self.store.consultations(case) if c.status in ("open", "overdue")
+                      and c.department.name != dept.name] if case is not None else []
+            decision = life.on_department(life.DepartmentFacts(
+                department=dept, case=state, text=texts.reply, other_open=len(others)))
         elif identity.role is Role.AUTOMATIC:
             decision = life.on_automatic(life.AutomaticFacts(
                 mailbox=info, case=state, rule=identity.rule, reason=identity.reason,
@@ -344,16 +352,24 @@ class Engine:
         else:
             client_addr = delivery.client_addr
         dkim_domain = aligned_pass(delivery.dkim, inbound.from_address) if inbound.from_address else None
-        return classify(
+        # A consulted department is proven exactly as a CSR is.
+        dept = directory.department_at(inbound.from_address) if csr is None and inbound.from_address \
+            else None
+        staff = csr.address if csr is not None else dept.address if dept is not None else None
+        identity = classify(
             from_address=inbound.from_address,
-            csr_known=csr is not None,
+            csr_known=staff is not None,
             automatic_reason=None,
             client_addr=client_addr,
             trusted_networks=s.trusted_networks,
             sasl_login=login,
-            sasl_login_is_csr=bool(login and csr and login.lower() == csr.address),
-            dkim_staff_domain=dkim_domain if csr is not None else None,
+            sasl_login_is_csr=bool(login and staff and login.lower() == staff),
+            dkim_staff_domain=dkim_domain if staff is not None else None,
         )
+        if dept is not None and identity.role is Role.CSR:
+            return Identity(Role.DEPARTMENT, identity.rule.replace("csr_", "department_"),
+                            f"{dept.name}: {identity.reason}", identity.proof)
+        return identity
 
     def _match(self, rcpt: str, inbound: Inbound, identity: Identity) -> Match:
         secret, prefix = self.settings.secret, self.settings.case_prefix
@@ -376,7 +392,7 @@ class Engine:
             [*signed, *stored, *([address_number] if address_number else []), *subject_numbers])
         match = match_case(
             sender=inbound.from_address,
-            is_csr=identity.role is Role.CSR,
+            is_csr=identity.role in (Role.CSR, Role.DEPARTMENT),
             signed_numbers=signed,
             stored_numbers=stored,
             address_number=address_number,

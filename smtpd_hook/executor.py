@@ -121,7 +121,8 @@ class Executor:
             raw=delivery.data,
             queue_id=delivery.queue_id,
             client_addr=delivery.client_addr,
-            authenticated=identity.proof if identity is not None and identity.role is Role.CSR else "",
+            authenticated=identity.proof if identity is not None
+            and identity.role in (Role.CSR, Role.DEPARTMENT) else "",
             automatic=f"{identity.rule}: {identity.reason}"[:200]
             if identity is not None and identity.role is Role.AUTOMATIC else "",
             dkim=" ".join(f"{'pass' if ok else 'fail'}:{dom}" for dom, ok, _ in delivery.dkim)[:500],
@@ -214,6 +215,65 @@ class Executor:
 
     def _addnote(self, a: d.AddNote, ctx: Context) -> None:
         self._event(ctx, EventKind.NOTE, a.text, a.author)
+
+    def _consult(self, a: d.Consult, ctx: Context) -> None:
+        case, store = self._case(ctx), self.store
+        dept = ctx.directory.department(a.department)
+        assert dept is not None, a.department
+        consultation = store.consult(case, dept.name, a.question, a.by)
+        csr = ctx.directory.csr(a.by)
+        csr_name = csr.name if csr is not None else a.by or "admin"
+        msgs = store.messages(case)
+        history, omitted = self._history(case, msgs, ctx.directory, exclude=None, public_only=True)
+        body = self.renderer.text("department/consult.txt.j2", {
+            "csr_name": csr_name, "organization": self._organization(ctx), "department": dept.name,
+            "question": a.question, "case": self._case_view(case), "due": _date(consultation.due),
+            "history": history, "history_omitted": omitted})
+        self._outgoing(ctx, kind=MessageKind.CONSULT,
+                       from_=format_address(f"{csr_name} via {self._organization(ctx)}",
+                                            tokens.plus_address(ctx.mailbox.address, case.number)),
+                       to=[dept.address],
+                       subject=tokens.tagged_subject(case.number, f"Question for {dept.name}: {case.subject}",
+                                                     self.settings.case_prefix),
+                       body=body, in_reply_to=None, references=[],
+                       headers=self._automatic_headers(ctx, "auto-generated"))
+        self._schedule_consult_due(ctx)
+
+    def _schedule_consult_due(self, ctx: Context) -> None:
+        case, store = self._case(ctx), self.store
+        store.cancel_timers(case, [TimerKind.CONSULT_DUE])
+        due = [aware(c.due) for c in store.open_consultations(case)]
+        if due:
+            store.schedule(case, TimerKind.CONSULT_DUE, min(d for d in due if d is not None))
+
+    def _consultationanswered(self, a: d.ConsultationAnswered, ctx: Context) -> None:
+        self.store.consultation_answered(self._case(ctx), a.department)
+        self._schedule_consult_due(ctx)
+
+    def _markoverdue(self, a: d.MarkOverdue, ctx: Context) -> None:
+        case, store = self._case(ctx), self.store
+        now = store.now()
+        for c in store.open_consultations(case):
+            if c.due > now:
+                continue
+            c.status = "overdue"
+            c.save(only=[type(c).status])
+            self._event(ctx, EventKind.CONSULTATION_OVERDUE, f"{c.department.name}: due {_date(c.due)}")
+            view = {"department": c.department.name, "case": self._case_view(case),
+                    "asked": _date(c.asked), "due": _date(c.due), "question": c.question}
+            targets = [(c.department.address, True)]
+            if case.assignee_id is not None:
+                targets.append((case.assignee.address, False))
+            for to, to_department in targets:
+                body = self.renderer.text("department/overdue.txt.j2",
+                                          {**view, "to_department": to_department})
+                self._outgoing(ctx, kind=MessageKind.OVERDUE, from_=self._from_mailbox(ctx), to=[to],
+                               subject=tokens.tagged_subject(
+                                   case.number, f"Overdue: {c.department.name}, {case.subject}",
+                                   self.settings.case_prefix),
+                               body=body, in_reply_to=None, references=[],
+                               headers=self._automatic_headers(ctx, "auto-generated"))
+        self._schedule_consult_due(ctx)
 
     def _setanswers(self, a: d.SetAnswers, ctx: Context) -> None:
         case = self._case(ctx)
@@ -332,7 +392,7 @@ class Executor:
         msgs = store.messages(case)
         message = ctx.message
         about = message is not None and message.kind in (
-            MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE)
+            MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE, MessageKind.DEPARTMENT)
         parts = ctx.inbound.attachments if (about and ctx.inbound is not None) else ()
         fits = _forwardable(parts)
         mine = [f.id for f in files if about and message is not None and f.message_id == message.id]
@@ -513,7 +573,7 @@ class Executor:
         said; for CSRs automatic mail and internal notes too."""
         kinds = {MessageKind.CUSTOMER, MessageKind.CSR} if public_only else {
             MessageKind.CUSTOMER, MessageKind.CSR, MessageKind.AUTOMATIC, MessageKind.BOUNCE,
-            MessageKind.RATING}
+            MessageKind.RATING, MessageKind.DEPARTMENT}
         names = {address: csr.name for address, csr in directory.csrs.items()}
         items: list[tuple[dt.datetime, int, dict[str, str]]] = []
         for m in msgs:
@@ -547,6 +607,8 @@ class Executor:
             return ""
         if m.kind == MessageKind.CSR:
             return csr_names.get(m.sender, m.sender)
+        if m.kind == MessageKind.DEPARTMENT:
+            return f"{m.sender} (department, internal)"
         if m.sender == case.customer_address and case.customer_name:
             return f"{case.customer_name} <{m.sender}>"
         return m.sender or "unknown"

@@ -435,3 +435,18 @@ def test_closing_questions_by_shell(run, tmp_path: Path) -> None:
     assert shown["answers"] == {"product": "Router", "partner": "ACME Ltd"}
     assert run("question", "remove", "default", "partner").exit_code == 0
     assert run("question", "remove", "default", "partner").exit_code == 1
+
+
+def test_departments_at_the_shell(run) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("csr", "add", "jane@example.com", "--name", "Jane")
+    assert run("department", "add", "legal", "legal@example.com", "--deadline", "1d").exit_code == 0
+    bad = run("department", "add", "csr", "jane@example.com")
+    assert bad.exit_code == 1 and "is a CSR or a supervised address" in bad.output
+    assert run("department", "set", "legal", "--deadline", "36h").exit_code == 0
+    assert json.loads(run("department", "list", "--json").output) == [
+        {"name": "legal", "address": "legal@example.com", "deadline": "36h"}]
+    assert run("case", "list", "--overdue", "--json").output.strip() == "[]"
+    assert run("department", "remove", "legal").exit_code == 0
+    assert run("department", "remove", "legal").exit_code == 1
