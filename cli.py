@@ -407,12 +407,21 @@ def csr_add(app: App, address: str, name: str, pools: tuple[str, ...], signature
 @click.option("--pool", "pools", multiple=True, metavar="NAME[:LEVEL[:PRIORITY]]",
               help="Replace the CSR's pools with these (repeatable).")
 @click.option("--signature", default=None, help="Signature (\\n for new lines).")
+@click.option("--needs-approval/--no-needs-approval", default=None,
+              help="Hold the CSR's answers for their supervisor's approval.")
+@click.option("--supervisor", default=None, metavar="ADDRESS", help="The CSR who approves them.")
 @click.pass_obj
 def csr_set(app: App, address: str, name: str | None, pools: tuple[str, ...],
-            signature: str | None) -> None:
-    """Change a CSR: name, signature, pools with level and priority."""
+            signature: str | None, needs_approval: bool | None, supervisor: str | None) -> None:
+    """Change a CSR: name, signature, pools with level and priority, approval."""
     address = valid_address(address)
     changes: dict[str, Any] = {}
+    if supervisor is not None:
+        changes["supervisor"] = valid_address(supervisor)
+        if changes["supervisor"] == address:
+            raise click.BadParameter("a CSR cannot approve their own answers", param_hint="--supervisor")
+    if needs_approval is not None:
+        changes["needs_approval"] = needs_approval
     if name is not None:
         if not name.strip():
             raise click.BadParameter("--name must not be empty")
@@ -420,9 +429,16 @@ def csr_set(app: App, address: str, name: str | None, pools: tuple[str, ...],
     if signature is not None:
         changes["signature"] = signature.replace("\\n", "\n")
     if not changes and not pools:
-        raise click.UsageError("nothing to set: give --name, --signature or --pool")
+        raise click.UsageError("nothing to set: give --name, --signature, --pool, --needs-approval "
+                               "or --supervisor")
     with store_errors():
         store = app.store()
+        if changes.get("needs_approval") or "supervisor" in changes:
+            current = store.csr(address)
+            boss = changes.get("supervisor", current.supervisor if current is not None else "")
+            if changes.get("needs_approval", current.needs_approval if current else False):
+                if not boss or store.csr(boss) is None:
+                    raise click.ClickException("--needs-approval needs --supervisor with a CSR's address")
         csr = store.set_csr(address, pools=list(pools) if pools else None, **changes)
         shown = ", ".join(f"{m['pool']}:{m['level']}:{m['priority']}" for m in store.memberships(csr))
     click.echo(f"{address}: {', '.join(changes) or 'pools'} set; pools {shown}")
@@ -480,7 +496,8 @@ def csr_list(app: App, as_json: bool) -> None:
         store = app.store()
         rows = [{"address": c.address, "name": c.name, "available": c.available,
                  "pools": store.csr_pools(c), "memberships": store.memberships(c),
-                 "signature": c.signature} for c in store.csrs()]
+                 "signature": c.signature,
+                 "supervisor": c.supervisor if c.needs_approval else None} for c in store.csrs()]
     emit(rows, as_json, "\n".join(
         f"{r['address']}\t{r['name']}\tpools={','.join(r['pools'])}" for r in rows))
 
@@ -1312,6 +1329,57 @@ def blacklist_import(app: App, file: Any) -> None:
         for pattern, subject, reason in checked:
             app.store().add_blacklist(pattern, subject, reason, by="import")
     click.echo(f"imported {len(checked)} entr{'y' if len(checked) == 1 else 'ies'}")
+
+
+@main.group()
+def approval() -> None:
+    """Answers of CSRs who need approval, held for their supervisor."""
+
+
+@approval.command("list")
+@click.option("--all", "all_statuses", is_flag=True, help="Also approved and rejected ones.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def approval_list(app: App, all_statuses: bool, as_json: bool) -> None:
+    """List held answers."""
+    with store_errors():
+        rows = [{"id": d.id, "case": d.case.number, "csr": d.csr, "supervisor": d.supervisor,
+                 "status": d.status, "commands": d.commands, "text": d.text,
+                 "created": aware(d.created).isoformat()}
+                for d in app.store().drafts(status=None if all_statuses else "pending")]
+    emit(rows, as_json, "\n".join(
+        f"{r['id']}\t{r['case']}\t{r['csr']}\t{r['status']}\t{(r['commands'] + ' ' + r['text'])[:60]!r}"
+        for r in rows))
+
+
+def _draft_command(app: App, draft_id: int, name: str, actor: str | None, note: str,
+                   as_json: bool) -> None:
+    with store_errors():
+        draft = app.store().draft(draft_id)
+    if draft is None:
+        raise click.ClickException(f"no held answer {draft_id} (`casegate approval list`)")
+    run_commands(app, draft.case.number, actor, [_given(name, str(draft_id))], note, as_json)
+
+
+@approval.command("approve")
+@click.argument("draft_id", type=int)
+@click.option("--csr", "actor", default=None, metavar="ADDRESS", help="The supervisor (default: admin).")
+@_json_option
+@click.pass_obj
+def approval_approve(app: App, draft_id: int, actor: str | None, as_json: bool) -> None:
+    """Send a held answer as its author wrote it."""
+    _draft_command(app, draft_id, "approve", actor, "", as_json)
+
+
+@approval.command("reject")
+@click.argument("draft_id", type=int)
+@click.option("--note", default="", help="Why: goes back to the author.")
+@click.option("--csr", "actor", default=None, metavar="ADDRESS", help="The supervisor (default: admin).")
+@_json_option
+@click.pass_obj
+def approval_reject(app: App, draft_id: int, note: str, actor: str | None, as_json: bool) -> None:
+    """Return a held answer to its author (nothing goes to the customer)."""
+    _draft_command(app, draft_id, "reject", actor, note, as_json)
 
 
 # -- quarantine and status ---------------------------------------------------------

@@ -61,6 +61,8 @@ class Csr(BaseModel):
     signature = TextField(default="")
     available = BooleanField(default=True)
     created = DateTimeField()
+    needs_approval = BooleanField(default=False)  # answers held for the supervisor
+    supervisor = CharField(max_length=320, default="")
 
 
 class Membership(BaseModel):
@@ -243,6 +245,24 @@ class Consultation(BaseModel):
         indexes = ((("status", "due"), False),)
 
 
+class Draft(BaseModel):
+    """A held answer of a CSR who needs approval: the commands and text as given."""
+
+    case = ForeignKeyField(Case, backref="drafts", on_delete="CASCADE")
+    csr = CharField(max_length=320)
+    supervisor = CharField(max_length=320, default="")
+    commands = TextField(default="")  # "#close product=Router", or "" for a plain answer
+    text = TextField(default="")
+    status = CharField(max_length=12, default="pending")  # pending | approved | rejected
+
+    created = DateTimeField()
+    decided = DateTimeField(null=True)
+    decided_by = CharField(max_length=320, default="")
+
+    class Meta:
+        indexes = ((("status",), False),)
+
+
 class Timer(BaseModel):
     """Something due on a case at a time (rules.vocab.TimerKind); claimed with
     a lease like the outbox, so with several hosts each fires once."""
@@ -306,6 +326,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     BlacklistEntry,
     Department,
     Consultation,
+    Draft,
     Timer,
     Quarantine,
     Setting,

@@ -43,6 +43,7 @@ from casestore.models import (
     Csr,
     Delivery,
     Department,
+    Draft,
     Event,
     Mailbox,
     Membership,
@@ -60,6 +61,7 @@ from rules.decision import (
     CsrInfo,
     DepartmentInfo,
     Directory,
+    DraftInfo,
     MailboxInfo,
     PoolInfo,
     QuestionInfo,
@@ -742,7 +744,8 @@ class Store:
         return Directory(
             csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),
                              frozenset(pools.get(a, ())), tuple(sorted(away.get(a, ()))),
-                             tuple(sorted(levels.get(a, ()))))
+                             tuple(sorted(levels.get(a, ()))),
+                             c.supervisor if c.needs_approval else "")
                   for a, c in csrs.items()},
             mailboxes=mailboxes,
             departments={d.name.lower(): DepartmentInfo(d.name, d.address, d.deadline)
@@ -1058,6 +1061,34 @@ class Store:
         with self.guard():
             return [c.number for c in Case.select(Case.number).join(Consultation).where(
                 Consultation.status == "overdue").distinct()]
+
+    # -- drafts held for approval -----------------------------------------------
+
+    def hold_draft(self, case: Case, *, csr: str, supervisor: str, commands: str, text: str) -> Draft:
+        return Draft.create(**bounded(Draft, dict(case=case, csr=csr, supervisor=supervisor,
+                                                  commands=commands, text=text, status="pending",
+                                                  created=self.now())))
+
+    def drafts(self, case: Case | None = None, *, status: str | None = "pending") -> list[Draft]:
+        with self.guard():
+            query = Draft.select(Draft, Case).join(Case).order_by(Draft.id)
+            if case is not None:
+                query = query.where(Draft.case == case)
+            if status is not None:
+                query = query.where(Draft.status == status)
+            return list(query)
+
+    def draft_infos(self, case: Case) -> tuple[DraftInfo, ...]:
+        return tuple(DraftInfo(d.id, d.csr, d.supervisor, d.commands, d.text)
+                     for d in self.drafts(case))
+
+    def draft(self, draft_id: int) -> Draft | None:
+        with self.guard():
+            return Draft.select(Draft, Case).join(Case).where(Draft.id == draft_id).first()
+
+    def decide_draft(self, draft_id: int, status: str, by: str) -> None:
+        Draft.update(status=status, decided=self.now(), decided_by=by[:320]).where(
+            Draft.id == draft_id).execute()
 
     # -- closing questions ---------------------------------------------------
 

@@ -26,9 +26,12 @@ from rules.decision import (
     CaseState,
     Consult,
     CsrInfo,
+    DecideDraft,
     Decision,
     Directory,
+    DraftInfo,
     Hit,
+    HoldDraft,
     Notify,
     OpenCase,
     PoolInfo,
@@ -138,6 +141,8 @@ class CommandFacts:
     by_mail: bool = True  # False: the shell; errors go back as text, not mail
     waiting: tuple[str, ...] = ()  # for #next: unassigned cases of the actor's pools, in pull order
     now: dt.datetime | None = None  # for #away until …
+    drafts: tuple[DraftInfo, ...] = ()  # held answers on the case (#approve, #reject)
+    approved: bool = False  # a supervisor approved this: not held again
 
 
 class Command:
@@ -321,6 +326,84 @@ class ConsultDepartment(Command):
         return [Consult(dept.name, text.strip(), f.actor.label),
                 SetStatus(Status.UNDER_CONSULTATION, f"{dept.name} consulted by {f.actor.label}"),
                 Record(EventKind.CONSULTED, f"{dept.name}: {text.strip()[:500]}", f.actor.label)]
+
+
+def _draft(arg: str, f: CommandFacts) -> DraftInfo | None:
+    number = arg.strip().lstrip("#")
+    return next((d for d in f.drafts if str(d.id) == number), None)
+
+
+def _may_decide(d: DraftInfo, f: CommandFacts) -> str | None:
+    if f.actor.csr is None and not f.by_mail:
+        return None  # an admin at the shell
+    if f.actor.address != d.supervisor:
+        return f"draft {d.id} waits for {d.supervisor}'s approval, not yours"
+    return None
+
+
+def draft_decision(d: DraftInfo, f: CommandFacts) -> Decision:
+    """What the held answer does once approved: as if it had never been held."""
+    author = f.directory.csr(d.csr)
+    sub = replace(f, actor=Actor(d.csr, author), approved=True, by_mail=False, drafts=())
+    given = parse(d.commands).commands if d.commands else ()
+    if given:
+        return decide(given, d.text, sub)
+    if sub.case is None or sub.pool is None:
+        return decision(Outcome.CSR_COMMAND_REFUSED, [], [], ["the draft's case is gone"])
+    return csr_reply(d.text, False, sub, store=None)
+
+
+class Approve(Command):
+    name = "approve"
+    takes_arg = True
+    help = "#approve N: (a supervisor) send held answer N as its author wrote it"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        d = _draft(arg, f)
+        if d is None:
+            waiting = ", ".join(str(x.id) for x in f.drafts) or "none"
+            return f"no held answer {arg.strip()} on this case (held: {waiting})"
+        problem = _may_decide(d, f)
+        if problem:
+            return problem
+        result = draft_decision(d, f)
+        if result.errors:
+            return f"draft {d.id} cannot be sent now: {'; '.join(result.errors)}"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        d = _draft(arg, f)
+        assert d is not None
+        sent = [replace(a, with_files=False) if isinstance(a, AnswerCustomer) else a
+                for a in draft_decision(d, f).actions]
+        return [DecideDraft(d.id, "approved", f.actor.label),
+                Record(EventKind.APPROVED, f"draft {d.id} by {d.csr}", f.actor.label), *sent]
+
+
+class RejectDraft(Command):
+    name = "reject"
+    takes_arg = True
+    text_role = NOTE
+    help = "#reject N: (a supervisor) return held answer N to its author; the text below says why"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        d = _draft(arg, f)
+        if d is None:
+            waiting = ", ".join(str(x.id) for x in f.drafts) or "none"
+            return f"no held answer {arg.strip()} on this case (held: {waiting})"
+        return _may_decide(d, f)
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        d = _draft(arg, f)
+        assert d is not None
+        number = f.case.number if f.case else ""
+        why = text.strip() or "(no reason given)"
+        return [DecideDraft(d.id, "rejected", f.actor.label),
+                Record(EventKind.REJECTED, f"draft {d.id} by {d.csr}: {why}", f.actor.label),
+                TellCsr(d.csr, "Not approved", (
+                    f"{f.actor.label} did not approve your answer on {number}; nothing was sent "
+                    f"to the customer.\n\n{why}\n\nYour draft:\n\n"
+                    + (f"{d.commands}\n" if d.commands else "") + d.text))]
 
 
 class Take(Command):
@@ -569,7 +652,8 @@ class SetTo(Command):
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), SetTo(), BlacklistSender(),
-    BlacklistSubject(), New(), Next(), Away(), Back(), Escalate(), ConsultDepartment())}
+    BlacklistSubject(), New(), Next(), Away(), Back(), Escalate(), ConsultDepartment(), Approve(),
+    RejectDraft())}
 
 HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
 
@@ -577,7 +661,8 @@ def _address(arg: str) -> str:
     return parseaddr(arg)[1].lower() if arg else ""
 
 
-_ALONE = ("new", "next", "away", "back")  # commands that take no other command beside them
+# Commands that take no other command beside them.
+_ALONE = ("new", "next", "away", "back", "approve", "reject")
 
 _EXCLUSIVE = (
     {"consult", "note"},
@@ -683,11 +768,14 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
     names = [g.name for g in commands]
     role = _text_role(names)
     by_name = {g.name: g for g in commands}
+    if role in (ANSWER, SOLUTION) and text.strip() and _needs_approval(f) and "new" not in by_name:
+        return _held(" ".join(str(g) for g in commands), text, f, store,
+                     MessageKind.SOLUTION if role == SOLUTION else MessageKind.REPLY)
     actions: list[Action] = []
     if "new" in by_name:
         g = by_name["new"]
         return decision(Outcome.PROACTIVE_CASE, COMMANDS["new"].actions(g.arg, text, f), hits)
-    for alone in ("next", "away", "back"):
+    for alone in ("next", "away", "back", "approve", "reject"):
         if alone in by_name:
             kept: list[Action] = [store] if store is not None else []
             done = COMMANDS[alone].actions(by_name[alone].arg, text, f)
@@ -751,11 +839,31 @@ def refusal_text(commands: Sequence[Given], errors: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def csr_reply(text: str, has_files: bool, f: CommandFacts, *, store: StoreMessage) -> Decision:
+def _needs_approval(f: CommandFacts) -> bool:
+    return bool(f.actor.csr is not None and f.actor.csr.supervisor and not f.approved)
+
+
+def _held(commands: str, text: str, f: CommandFacts, store: StoreMessage | None,
+          kind: MessageKind) -> Decision:
+    """A CSR who needs approval answered: the supervisor gets the draft, the
+    customer nothing yet."""
+    assert f.actor.csr is not None
+    supervisor = f.actor.csr.supervisor
+    kept: list[Action] = [StoreMessage(MessageKind.COMMAND, store.text)] if store is not None else []
+    return decision(Outcome.HELD_FOR_APPROVAL, [
+        *kept, HoldDraft(f.actor.address, supervisor, commands, text.strip(), kind),
+        Record(EventKind.HELD, f"for {supervisor}'s approval", f.actor.address)],
+        [Hit("needs_approval", f"{f.actor.address}'s answers wait for {supervisor}")])
+
+
+def csr_reply(text: str, has_files: bool, f: CommandFacts, *,
+              store: StoreMessage | None) -> Decision:
     """A CSR's plain answer (no commands) on a case."""
     assert f.case is not None and f.pool is not None
+    if text.strip() and _needs_approval(f):
+        return _held("", text, f, store, MessageKind.REPLY)
     hits = [Hit("csr_reply", f"answer by {f.actor.label}")]
-    actions: list[Action] = [store]
+    actions: list[Action] = [store] if store is not None else []
     if f.case.assignee is None:
         actions.append(Assign(f.actor.address, f"{f.actor.address} answered"))
     if not text.strip() and not has_files:

@@ -62,6 +62,7 @@ class CsrInfo:
     pools: frozenset[str] = frozenset()
     away: tuple[tuple[str, str], ...] = ()  # (pool, deputy or "") where the CSR is away now
     levels: tuple[tuple[str, int], ...] = ()  # (pool, level): 1 first line, 2 escalation
+    supervisor: str = ""  # set: the CSR's answers are held for this CSR's approval
 
     def level(self, pool: str) -> int:
         return next((lv for p, lv in self.levels if p == pool), 1)
@@ -286,6 +287,35 @@ class ConsultationAnswered(Action):
 class MarkOverdue(Action):
     """Open consultations past their deadline: overdue, and one notice each to
     the department and the case's CSR; the next deadline scheduled."""
+
+
+@dataclass(frozen=True)
+class DraftInfo:
+    """A held answer waiting for its supervisor."""
+
+    id: int
+    csr: str
+    supervisor: str
+    commands: str  # as given, e.g. "#close"; "" for a plain answer
+    text: str
+
+
+@dataclass(frozen=True)
+class HoldDraft(Action):
+    """Keep a CSR's answer for their supervisor: nothing reaches the customer yet."""
+
+    csr: str
+    supervisor: str
+    commands: str
+    text: str
+    kind: MessageKind = MessageKind.REPLY  # how the customer would get it
+
+
+@dataclass(frozen=True)
+class DecideDraft(Action):
+    draft: int
+    status: str  # approved | rejected
+    by: str
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ class MessageKind(StrEnum):
     CSR_NOTICE = "csr_notice"  # to a CSR: what a command did or why it did nothing
     CONSULT = "consult"  # to a department: a CSR's question
     OVERDUE = "overdue"  # to a department and a CSR: a consultation past its deadline
+    APPROVAL = "approval"  # to a supervisor: a held answer, as the customer would get it
 
 
 # Outgoing mail to customers that nobody typed: RFC 3834 auto-replies, under
@@ -69,6 +70,9 @@ class EventKind(StrEnum):
     ESCALATED = "escalated"
     ANSWERED = "answered"  # the closing questionnaire
     CONSULTED = "consulted"
+    HELD = "held"
+    APPROVED = "approved"
+    REJECTED = "rejected"
     CONSULTATION_ANSWERED = "consultation_answered"
     CONSULTATION_OVERDUE = "consultation_overdue"
     AWAY = "away"
@@ -116,6 +120,7 @@ class Outcome(StrEnum):
     CSR_NO_CASE = "csr_no_case"
     PROACTIVE_CASE = "proactive_case"
     DEPARTMENT_ANSWER = "department_answer"
+    HELD_FOR_APPROVAL = "held_for_approval"
     DEPARTMENT_NO_CASE = "department_no_case"
     NEW_CASE_AUTOMATIC = "new_case_automatic"
     AUTOMATIC_APPENDED = "automatic_appended"

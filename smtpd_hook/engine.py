@@ -30,7 +30,15 @@ from rules import defaults, life, replies, tokens
 from rules.automatic import suppresses_autoreply
 from rules.blacklist import Blacklist, Entry
 from rules.classify import Identity, Role, classify
-from rules.decision import Decision, Directory, Hit, MailboxInfo, StoreMessage, base_address
+from rules.decision import (
+    Decision,
+    Directory,
+    DraftInfo,
+    Hit,
+    MailboxInfo,
+    StoreMessage,
+    base_address,
+)
 from rules.inbound import Inbound, parse, raw_header
 from rules.loop import detect, hops_of, read_verp
 from rules.match import Match, match_case
@@ -219,7 +227,8 @@ class Engine:
             facts = cmd.CommandFacts(
                 actor=cmd.Actor(csr.address, csr), case=state, pool=info.pool, directory=directory,
                 subject=inbound.subject, has_files=bool(inbound.attachments),
-                waiting=self._waiting(csr.address, parsed.commands), now=self.store.clock())
+                waiting=self._waiting(csr.address, parsed.commands), now=self.store.clock(),
+                drafts=self._drafts(case, parsed.commands))
             keep = StoreMessage(MessageKind.COMMAND if parsed.commands else MessageKind.CSR,
                                 text if parsed.commands else parsed.text)
             if inbound.opaque:
@@ -417,7 +426,8 @@ class Engine:
             mailbox = case.mailbox
             who = self._actor(directory, actor)
             facts = cmd.CommandFacts(actor=who, case=store.case_state(case), pool=pool_info(mailbox.pool),
-                                     directory=directory, by_mail=False, now=store.clock())
+                                     directory=directory, by_mail=False, now=store.clock(),
+                                     drafts=self._drafts(case, commands))
             decision = cmd.decide(commands, text, facts,
                                   store=StoreMessage(MessageKind.COMMAND, text) if text.strip() else None)
             if decision.errors:
@@ -448,6 +458,12 @@ class Engine:
         log.info("%s %s by %s", ctx.case.number, decision.outcome, who.label)
         return Result(decision.outcome, ctx.case.number, (), decision.hits,
                       tuple(m.kind for m in ctx.sent))
+
+    def _drafts(self, case: Case | None, commands: Sequence[cmd.Given]) -> tuple[DraftInfo, ...]:
+        """Held answers on the case (only looked up for #approve and #reject)."""
+        if case is None or not any(g.name in ("approve", "reject") for g in commands):
+            return ()
+        return self.store.draft_infos(case)
 
     def _waiting(self, csr: str, commands: Sequence[cmd.Given]) -> tuple[str, ...]:
         """What #next would hand this CSR (only looked up when asked for)."""

@@ -275,6 +275,38 @@ class Executor:
                                headers=self._automatic_headers(ctx, "auto-generated"))
         self._schedule_consult_due(ctx)
 
+    def _holddraft(self, a: d.HoldDraft, ctx: Context) -> None:
+        """Keep the draft; the supervisor gets it as the customer would, with links."""
+        case, store = self._case(ctx), self.store
+        draft = store.hold_draft(case, csr=a.csr, supervisor=a.supervisor, commands=a.commands,
+                                 text=a.text)
+        csr = ctx.directory.csr(a.csr)
+        name = csr.name if csr is not None else a.csr
+        organization = self._organization(ctx)
+        preview = self.renderer.text(f"customer/{a.kind}.txt.j2", {
+            **self._customer_context(case, ctx), "reply": a.text,
+            "csr": {"name": name, "signature": csr.signature.strip() if csr else ""},
+            "signoff": _signoff(name, csr.signature if csr else "", organization),
+            "history": [], "history_omitted": 0,
+            "links": self._customer_links(case, ctx, a.kind)})
+        subject = tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix, reply=True)
+        body = self.renderer.text("csr/approval.txt.j2", {
+            "csr": name, "draft": draft.id, "commands": a.commands, "preview": preview,
+            "case": self._case_view(case),
+            "approve": self._mailto(ctx, case, subject, f"#approve {draft.id}"),
+            "reject": self._mailto(ctx, case, subject, f"#reject {draft.id}\n\n")})
+        headers = self._automatic_headers(ctx, "auto-generated")
+        self._outgoing(ctx, kind=MessageKind.APPROVAL,
+                       from_=format_address(f"{name} via {organization}",
+                                            tokens.plus_address(ctx.mailbox.address, case.number)),
+                       to=[a.supervisor],
+                       subject=tokens.tagged_subject(case.number, f"Approve? {case.subject}",
+                                                     self.settings.case_prefix),
+                       body=body, in_reply_to=None, references=[], headers=headers)
+
+    def _decidedraft(self, a: d.DecideDraft, ctx: Context) -> None:
+        self.store.decide_draft(a.draft, a.status, a.by)
+
     def _setanswers(self, a: d.SetAnswers, ctx: Context) -> None:
         case = self._case(ctx)
         self.store.touch(case, answers=json.dumps(dict(a.answers), ensure_ascii=False))

@@ -55,7 +55,7 @@ def test_mailboxes_and_csrs(run) -> None:
     assert rows == [{"address": "jose@example.com", "name": "José Núñez", "available": True,
                      "pools": ["tier1"], "memberships": [{"pool": "tier1", "level": 1, "priority": 1, "away": False,
                                       "away_until": None, "deputy": None}],
-                     "signature": "José\nTier 1"}]
+                     "signature": "José\nTier 1", "supervisor": None}]
 
 
 @pytest.mark.parametrize("bad", ["not-an-address", "a b@example.com", "x@", "@example.com"])
@@ -450,3 +450,19 @@ def test_departments_at_the_shell(run) -> None:
     assert run("case", "list", "--overdue", "--json").output.strip() == "[]"
     assert run("department", "remove", "legal").exit_code == 0
     assert run("department", "remove", "legal").exit_code == 1
+
+
+def test_approval_at_the_shell(run) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("csr", "add", "jane@example.com", "--name", "Jane")
+    run("csr", "add", "bob@example.com", "--name", "Bob")
+    bad = run("csr", "set", "bob@example.com", "--needs-approval")
+    assert bad.exit_code == 1 and "needs --supervisor" in bad.output
+    assert run("csr", "set", "bob@example.com", "--needs-approval", "--supervisor",
+               "jane@example.com").exit_code == 0
+    rows = {r["address"]: r["supervisor"] for r in json.loads(run("csr", "list", "--json").output)}
+    assert rows == {"bob@example.com": "jane@example.com", "jane@example.com": None}
+    assert json.loads(run("approval", "list", "--json").output) == []
+    missing = run("approval", "approve", "7")
+    assert missing.exit_code == 1 and "no held answer 7" in missing.output
