@@ -254,6 +254,22 @@ def open_database(url: str) -> peewee.Database:
     )
 
 
+def _first_error(exc: BaseException) -> BaseException:
+    """The error that matters. SQLite rolls a transaction back by itself on
+    some errors (disk full, I/O error); the ROLLBACK that follows then fails
+    with "cannot rollback - no transaction is active", which would hide the
+    cause (``database or disk is full``) from the log."""
+    seen = exc
+    for _ in range(4):
+        if "no transaction is active" not in str(seen):
+            return seen
+        context = seen.__context__
+        if not isinstance(context, (peewee.DatabaseError, sqlite3.Error)):
+            break
+        seen = context
+    return exc
+
+
 def _safe(value: Any) -> Any:
     """Strings the databases accept: no NUL (PostgreSQL refuses it), no lone
     surrogates (8-bit garbage decoded with surrogateescape)."""
@@ -349,7 +365,7 @@ class Store:
             yield
         except (peewee.OperationalError, peewee.InterfaceError) as exc:
             self._drop_connection()
-            raise StoreUnavailable(f"store unavailable: {exc}".strip()) from exc
+            raise StoreUnavailable(f"store unavailable: {_first_error(exc)}".strip()) from exc
         except (peewee.DataError, peewee.IntegrityError) as exc:
             raise StoreDataError(f"the store refused the data: {exc}".strip(),
                                  integrity=isinstance(exc, peewee.IntegrityError)) from exc
@@ -1234,11 +1250,17 @@ class Store:
                 Outbox.id == item.id
             ).execute()
 
-    def outbox_retry(self, item: Outbox, error: str, delay_seconds: float) -> None:
+    def outbox_retry(self, item: Outbox, error: str, delay_seconds: float,
+                     at: dt.datetime | None = None) -> None:
+        """Try again after ``delay_seconds``, or at ``at`` when given."""
+        if at is None:
+            when = self.now() + dt.timedelta(seconds=delay_seconds)
+        else:  # a time of now()'s kind (naive UTC), or an aware one
+            when = at if at.tzinfo is None else _naive(at)
         with self.atomic():
             Outbox.update(
                 attempts=Outbox.attempts + 1,
-                next_attempt=self.now() + dt.timedelta(seconds=delay_seconds),
+                next_attempt=when,
                 lease_until=None,
                 last_error=error[:1000],
             ).where(Outbox.id == item.id).execute()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as dt
 import functools
 import logging
 import os
@@ -133,6 +134,17 @@ class OutboxWorker:
         self.sent = 0
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}"
+        # Sent, but the store could not record it (disk full, database
+        # down): recorded at the next round, never sent again meanwhile.
+        self.unrecorded: dict[int, Outbox] = {}
+        # The listener itself unreachable (refused, dropped, 421): the worker
+        # backs off as a whole, not message by message, and claims nothing
+        # until hold_until; then every waiting row is due at once and goes
+        # in the order it was stored (a per-row back-off sent a case's later
+        # answer before its earlier one when the listener came back).
+        self.failed_rounds = 0
+        self.hold_until: dt.datetime | None = None
+        self._round_retry_at: dt.datetime | None = None
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -145,6 +157,11 @@ class OutboxWorker:
     async def run_once(self) -> int:
         """Send what is due now; the number of rows handled."""
         s = self.settings
+        if self.unrecorded:
+            await self._db(self._record_unrecorded)  # StoreUnavailable: still not; claim nothing
+        if self.hold_until is not None and self.store.now() < self.hold_until:
+            return 0
+        self._round_retry_at = None
         items = await self._db(
             self.store.claim_outbox, s.outbox_batch, s.outbox_lease_seconds, self.owner
         )
@@ -155,6 +172,13 @@ class OutboxWorker:
             ctx.run, self.send, s.reinject_host, s.reinject_port, s.helo_name, items, self._record
         )
         return len(items)
+
+    def _record_unrecorded(self) -> None:
+        for item_id, item in list(self.unrecorded.items()):
+            self.store.outbox_sent(item)
+            del self.unrecorded[item_id]
+            self.sent += 1
+            log.info("recorded outbox %s as sent (sent while the store was unavailable)", item_id)
 
     def _record(self, item: Outbox, error: Exception | None) -> None:
         """Called in the sending thread right after each message; the write
@@ -170,6 +194,7 @@ class OutboxWorker:
         token = queue_id.set(item.message.queue_id or f"out:{item.id}")
         try:
             if error is None:
+                self.failed_rounds, self.hold_until = 0, None
                 self.store.outbox_sent(item)
                 self.sent += 1
                 log.info("sent %s to %s (%s)", item.message.kind, item.rcpt_to,
@@ -177,14 +202,26 @@ class OutboxWorker:
             elif isinstance(error, PermanentSendError):
                 log.error("giving up on outbox %s: %s", item.id, error)
                 self.store.outbox_failed(item, str(error))
+            elif _listener_down(error):
+                if self._round_retry_at is None:  # the first of this round: back off
+                    delay = min(s.retry_max_seconds, s.retry_min_seconds * (2 ** self.failed_rounds))
+                    self.failed_rounds += 1
+                    self._round_retry_at = self.store.now() + dt.timedelta(seconds=delay)
+                    self.hold_until = self._round_retry_at
+                    log.warning("re-injection failed (%s); retry in %.0fs", error, delay)
+                self.store.outbox_retry(item, str(error), 0, at=self._round_retry_at)
             else:
                 delay = min(s.retry_max_seconds, s.retry_min_seconds * (2 ** item.attempts))
                 log.warning("re-injection failed (%s); retry in %.0fs", error, delay)
                 self.store.outbox_retry(item, str(error), delay)
         except StoreUnavailable as exc:
-            # The lease runs out and the row is sent again later: logged. The
-            # rest of the batch must not go out unrecorded (each would be sent
-            # twice): raising stops send_batch, and run() waits for the store.
+            # A failure unrecorded is tried again when the lease runs out; a
+            # sent message is remembered here and recorded before anything
+            # else is claimed (only a restart meanwhile sends it again). The
+            # rest of the batch must not go out unrecorded: raising stops
+            # send_batch, and run() waits for the store.
+            if error is None:
+                self.unrecorded[item.id] = item
             log.error("could not record outbox %s (%s): %s", item.id,
                       "sent" if error is None else "failed", exc)
             raise
@@ -222,6 +259,13 @@ class OutboxWorker:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
             except TimeoutError:
                 pass
+
+
+def _listener_down(error: Exception) -> bool:
+    """The listener, not this message: no connection, a dropped one, or 421."""
+    if isinstance(error, (OSError, smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError)):
+        return True
+    return isinstance(error, smtplib.SMTPResponseException) and error.smtp_code == 421
 
 
 def _pid_alive(pid: int) -> bool:
