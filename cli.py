@@ -385,7 +385,9 @@ def csr() -> None:
 @csr.command("add")
 @click.argument("address")
 @click.option("--name", required=True, help='Full name, e.g. "Jane Doe".')
-@click.option("--pool", "pools", multiple=True, help="Pool(s) to join (default: default).")
+@click.option("--pool", "pools", multiple=True, metavar="NAME[:LEVEL[:PRIORITY]]",
+              help="Pool(s) to join (default: default); level 1 gets new cases, 2 is escalation; "
+              "priority orders #next (1 first).")
 @click.option("--signature", default="", help="Signature added under the CSR's replies.")
 @click.pass_obj
 def csr_add(app: App, address: str, name: str, pools: tuple[str, ...], signature: str) -> None:
@@ -399,6 +401,92 @@ def csr_add(app: App, address: str, name: str, pools: tuple[str, ...], signature
     click.echo(f"added CSR {name.strip()} <{address}>")
 
 
+@csr.command("set")
+@click.argument("address")
+@click.option("--name", default=None, help="Full name.")
+@click.option("--pool", "pools", multiple=True, metavar="NAME[:LEVEL[:PRIORITY]]",
+              help="Replace the CSR's pools with these (repeatable).")
+@click.option("--signature", default=None, help="Signature (\\n for new lines).")
+@click.option("--needs-approval/--no-needs-approval", default=None,
+              help="Hold the CSR's answers for their supervisor's approval.")
+@click.option("--supervisor", default=None, metavar="ADDRESS", help="The CSR who approves them.")
+@click.pass_obj
+def csr_set(app: App, address: str, name: str | None, pools: tuple[str, ...],
+            signature: str | None, needs_approval: bool | None, supervisor: str | None) -> None:
+    """Change a CSR: name, signature, pools with level and priority, approval."""
+    address = valid_address(address)
+    changes: dict[str, Any] = {}
+    if supervisor is not None:
+        changes["supervisor"] = valid_address(supervisor)
+        if changes["supervisor"] == address:
+            raise click.BadParameter("a CSR cannot approve their own answers", param_hint="--supervisor")
+    if needs_approval is not None:
+        changes["needs_approval"] = needs_approval
+    if name is not None:
+        if not name.strip():
+            raise click.BadParameter("--name must not be empty")
+        changes["name"] = name.strip()
+    if signature is not None:
+        changes["signature"] = signature.replace("\\n", "\n")
+    if not changes and not pools:
+        raise click.UsageError("nothing to set: give --name, --signature, --pool, --needs-approval "
+                               "or --supervisor")
+    with store_errors():
+        store = app.store()
+        if changes.get("needs_approval") or "supervisor" in changes:
+            current = store.csr(address)
+            boss = changes.get("supervisor", current.supervisor if current is not None else "")
+            if changes.get("needs_approval", current.needs_approval if current else False):
+                if not boss or store.csr(boss) is None:
+                    raise click.ClickException("--needs-approval needs --supervisor with a CSR's address")
+        csr = store.set_csr(address, pools=list(pools) if pools else None, **changes)
+        shown = ", ".join(f"{m['pool']}:{m['level']}:{m['priority']}" for m in store.memberships(csr))
+    click.echo(f"{address}: {', '.join(changes) or 'pools'} set; pools {shown}")
+
+
+@csr.command("away")
+@click.argument("address")
+@click.option("--pool", default=None, help="Away in this pool only (default: all of theirs).")
+@click.option("--until", default=None, metavar="WHEN", help="2026-12-24, 2026-12-24T09:00 (UTC) or 3d.")
+@click.option("--deputy", default=None, metavar="ADDRESS", help="A CSR told about their cases meanwhile.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def csr_away(app: App, address: str, pool: str | None, until: str | None, deputy: str | None,
+             as_json: bool) -> None:
+    """Mark a CSR away: no new cases; their cases' mail goes to the deputy or another CSR."""
+    from rules.commands import Given
+
+    words = [w for k, v in (("until", until), ("deputy", deputy), ("pool", pool)) if v for w in (k, v)]
+    _staff(app, address, Given("away", " ".join(words)), as_json)
+
+
+@csr.command("back")
+@click.argument("address")
+@click.option("--pool", default=None, help="Back in this pool only (default: all of theirs).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def csr_back(app: App, address: str, pool: str | None, as_json: bool) -> None:
+    """A CSR is back: new cases reach them again."""
+    from rules.commands import Given
+
+    _staff(app, address, Given("back", f"pool {pool}" if pool else ""), as_json)
+
+
+def _staff(app: App, address: str, given: Any, as_json: bool) -> None:
+    address = valid_address(address)
+    with store_errors():
+        result = _engine(app).staff_command(address, given)
+        store = app.store()
+        csr_row = store.csr(address)
+        memberships = store.memberships(csr_row) if csr_row is not None else []
+    if not result.ok:
+        raise click.ClickException("nothing done: " + "; ".join(result.errors))
+    emit({"address": address, "memberships": memberships}, as_json, "\n".join(
+        f"{address}\t{m['pool']}\t" + (f"away until {m['away_until'] or 'further notice'}"
+                                     + (f", deputy {m['deputy']}" if m["deputy"] else "")
+                                     if m["away"] else "available") for m in memberships))
+
+
 @csr.command("list")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj
@@ -407,7 +495,9 @@ def csr_list(app: App, as_json: bool) -> None:
     with store_errors():
         store = app.store()
         rows = [{"address": c.address, "name": c.name, "available": c.available,
-                 "pools": store.csr_pools(c), "signature": c.signature} for c in store.csrs()]
+                 "pools": store.csr_pools(c), "memberships": store.memberships(c),
+                 "signature": c.signature,
+                 "supervisor": c.supervisor if c.needs_approval else None} for c in store.csrs()]
     emit(rows, as_json, "\n".join(
         f"{r['address']}\t{r['name']}\tpools={','.join(r['pools'])}" for r in rows))
 
@@ -423,7 +513,9 @@ def pool_row(p: Any) -> dict[str, Any]:
     return {"name": p.name, "rule": p.rule, "closed_policy": p.closed_policy,
             "close_on_reply": bool(p.close_on_reply),
             "remind_after": format_duration(p.remind_after or None),
-            "autoclose_after": format_duration(p.autoclose_after or None)}
+            "autoclose_after": format_duration(p.autoclose_after or None),
+            "unassigned_notify": p.unassigned_notify or None,
+            "escalation_notice": bool(p.escalation_notice)}
 
 
 @pool.command("list")
@@ -450,6 +542,12 @@ def _duration(value: str | None, option: str) -> int | None:
 
 @pool.command("set")
 @click.argument("name")
+@click.option("--assign", "assign_rule", default=None, metavar="RULE",
+              help="Who gets new cases: least_load, limit:N, random, round_robin, none, fifo.")
+@click.option("--unassigned-notify", default=None, metavar="ADDRESS",
+              help="Told once per case that found nobody ('' to stop).")
+@click.option("--escalation-notice/--no-escalation-notice", default=None,
+              help="Tell the customer when their case is escalated (template customer/escalated).")
 @click.option("--closed-policy", default=None,
               help="A customer's mail to a closed case: reopen, new_linked, new_linked_after:DAYS.")
 @click.option("--close-on-reply/--no-close-on-reply", default=None,
@@ -459,12 +557,23 @@ def _duration(value: str | None, option: str) -> int | None:
 @click.option("--autoclose-after", default=None, metavar="DURATION",
               help="Close the case after this long without an answer (14d, off).")
 @click.pass_obj
-def pool_set(app: App, name: str, closed_policy: str | None, close_on_reply: bool | None,
+def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: str | None,
+             escalation_notice: bool | None, closed_policy: str | None, close_on_reply: bool | None,
              remind_after: str | None, autoclose_after: str | None) -> None:
     """Change a pool's policies."""
+    from rules.assign import AssignRule
     from rules.vocab import ClosedPolicy
 
     changes: dict[str, Any] = {}
+    if assign_rule is not None:
+        try:
+            changes["rule"] = str(AssignRule.parse(assign_rule))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--assign") from None
+    if escalation_notice is not None:
+        changes["escalation_notice"] = escalation_notice
+    if unassigned_notify is not None:
+        changes["unassigned_notify"] = valid_address(unassigned_notify) if unassigned_notify else ""
     if closed_policy is not None:
         try:
             changes["closed_policy"] = str(ClosedPolicy.parse(closed_policy))
@@ -477,11 +586,151 @@ def pool_set(app: App, name: str, closed_policy: str | None, close_on_reply: boo
     if autoclose_after is not None:
         changes["autoclose_after"] = _duration(autoclose_after, "--autoclose-after")
     if not changes:
-        raise click.UsageError("nothing to set: give --closed-policy, --close-on-reply, "
-                               "--remind-after or --autoclose-after")
+        raise click.UsageError("nothing to set: give --assign, --unassigned-notify, --escalation-notice, "
+                               "--closed-policy, "
+                               "--close-on-reply, --remind-after or --autoclose-after")
     with store_errors():
         row = pool_row(app.store().set_pool(name, **changes))
-    click.echo(", ".join(f"{k} = {row[k]}" for k in row if k in changes or k == "name"))
+    shown = {"rule": "rule"}
+    click.echo(", ".join(f"{k} = {row[k]}" for k in row if k in changes or k == "name"
+                         or shown.get(k) in changes))
+
+
+@main.group()
+def department() -> None:
+    """Departments CSRs consult by mail (#consult NAME)."""
+
+
+def department_row(d: Any) -> dict[str, Any]:
+    from rules.durations import format_duration
+
+    return {"name": d.name, "address": d.address, "deadline": format_duration(d.deadline)}
+
+
+@department.command("add")
+@click.argument("name")
+@click.argument("address")
+@click.option("--deadline", default="2d", show_default=True, metavar="DURATION",
+              help="How long it has to answer before the overdue notices.")
+@click.pass_obj
+def department_add(app: App, name: str, address: str, deadline: str) -> None:
+    """Add a department: its answers come from ADDRESS, proven as a CSR's are."""
+    import re as _re
+
+    if not _re.fullmatch(r"[A-Za-z][\w-]{0,63}", name):
+        raise click.BadParameter(f"{name!r}: a department's name is a word (letters, digits, _ and -)")
+    seconds = _duration(deadline, "--deadline")
+    if not seconds:
+        raise click.BadParameter("a deadline is a duration such as 2d", param_hint="--deadline")
+    address = valid_address(address)
+    with store_errors():
+        store = app.store()
+        if store.csr(address) is not None or store.mailbox(address) is not None:
+            raise click.ClickException(f"{address} is a CSR or a supervised address, not a department")
+        store.add_department(name, address, seconds)
+    click.echo(f"department {name} <{address}>, deadline {deadline}: consult it with #consult {name}")
+
+
+@department.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def department_list(app: App, as_json: bool) -> None:
+    """List departments."""
+    with store_errors():
+        rows = [department_row(d) for d in app.store().departments()]
+    emit(rows, as_json, "\n".join(f"{r['name']}\t{r['address']}\tdeadline={r['deadline']}" for r in rows))
+
+
+@department.command("set")
+@click.argument("name")
+@click.option("--address", default=None)
+@click.option("--deadline", default=None, metavar="DURATION")
+@click.pass_obj
+def department_set(app: App, name: str, address: str | None, deadline: str | None) -> None:
+    """Change a department's address or deadline."""
+    changes: dict[str, Any] = {}
+    if address is not None:
+        changes["address"] = valid_address(address)
+    if deadline is not None:
+        seconds = _duration(deadline, "--deadline")
+        if not seconds:
+            raise click.BadParameter("a deadline is a duration such as 2d", param_hint="--deadline")
+        changes["deadline"] = seconds
+    if not changes:
+        raise click.UsageError("nothing to set: give --address or --deadline")
+    with store_errors():
+        row = department_row(app.store().set_department(name, **changes))
+    click.echo(f"department {row['name']} <{row['address']}>, deadline {row['deadline']}")
+
+
+@department.command("remove")
+@click.argument("name")
+@click.pass_obj
+def department_remove(app: App, name: str) -> None:
+    """Remove a department (not while it has unanswered consultations)."""
+    with store_errors():
+        removed = app.store().remove_department(name)
+    if not removed:
+        raise click.ClickException(f"no department named {name!r}")
+    click.echo(f"department {name} removed")
+
+
+@main.group()
+def question() -> None:
+    """Closing questionnaires: questions a CSR answers on #close (per pool)."""
+
+
+@question.command("add")
+@click.argument("pool_name", metavar="POOL")
+@click.argument("name")
+@click.option("--choices", default="", help='The allowed answers, comma-separated: "Router,Switch".')
+@click.option("--required", is_flag=True, help="A case does not close without an answer.")
+@click.option("--free-text", is_flag=True, help="Answers outside the choices are fine too.")
+@click.pass_obj
+def question_add(app: App, pool_name: str, name: str, choices: str, required: bool,
+                 free_text: bool) -> None:
+    """Add a closing question to POOL (answered as #close NAME=VALUE)."""
+    import re as _re
+
+    if not _re.fullmatch(r"[A-Za-z][\w-]{0,63}", name):
+        raise click.BadParameter(f"{name!r}: a question's name is a word (letters, digits, _ and -)")
+    values = [c.strip() for c in choices.split(",") if c.strip()]
+    if any(" " in v or '"' in v for v in values):
+        raise click.BadParameter("choices are single words (no spaces or quotes)", param_hint="--choices")
+    if not values and not free_text:
+        raise click.UsageError("give --choices, or --free-text for any answer")
+    with store_errors():
+        app.store().add_question(pool_name, name, choices=values, required=required, free_text=free_text)
+    click.echo(f"pool {pool_name}: #close {name}={'|'.join(values) or '...'}"
+               + (" (required)" if required else ""))
+
+
+@question.command("list")
+@click.option("--pool", "pool_name", default=None)
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def question_list(app: App, pool_name: str | None, as_json: bool) -> None:
+    """List closing questions."""
+    with store_errors():
+        rows = [{"pool": q.pool.name, "name": q.name,
+                 "choices": [c for c in q.choices.split(",") if c], "required": bool(q.required),
+                 "free_text": bool(q.free_text)} for q in app.store().questions(pool_name)]
+    emit(rows, as_json, "\n".join(
+        "\t".join([r["pool"], r["name"], ",".join(r["choices"]) or "*"]
+                  + (["required"] if r["required"] else [])) for r in rows))
+
+
+@question.command("remove")
+@click.argument("pool_name", metavar="POOL")
+@click.argument("name")
+@click.pass_obj
+def question_remove(app: App, pool_name: str, name: str) -> None:
+    """Remove a closing question (answers already given stay on their cases)."""
+    with store_errors():
+        removed = app.store().remove_question(pool_name, name)
+    if not removed:
+        raise click.ClickException(f"pool {pool_name} has no question {name!r}")
+    click.echo(f"pool {pool_name}: question {name} removed")
 
 
 @main.group("case")
@@ -501,12 +750,16 @@ STATUS_CHOICES = ["open", *[s.value for s in Status]]
 @case_group.command("list")
 @click.option("--status", type=click.Choice(STATUS_CHOICES), default=None,
               help="Only cases with this status (open: every status but closed).")
+@click.option("--overdue", is_flag=True, help="Only cases with a consultation past its deadline.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj
-def case_list(app: App, status: str | None, as_json: bool) -> None:
+def case_list(app: App, status: str | None, overdue: bool, as_json: bool) -> None:
     """List cases."""
     with store_errors():
-        rows = [case_row(c) for c in app.store().cases(status=status)]
+        store = app.store()
+        late = set(store.overdue_cases()) if overdue else None
+        rows = [case_row(c) for c in store.cases(status=status)
+                if late is None or c.number in late]
     emit(rows, as_json, "\n".join(
         f"{r['number']}\t{r['status']}\t{r['customer']}\t{r['assignee'] or '-'}\t{r['subject']}"
         for r in rows))
@@ -631,12 +884,19 @@ def _with(options: list[Any]) -> Any:
 @click.argument("number")
 @_csr_option
 @_with(_text_options)
+@click.option("--answer", "answers", multiple=True, metavar="NAME=VALUE",
+              help="An answer to the pool's closing questions (repeatable).")
 @_json_option
 @click.pass_obj
 def case_close(app: App, number: str, actor: str | None, text: str | None, text_file: Any,
-               as_json: bool) -> None:
+               answers: tuple[str, ...], as_json: bool) -> None:
     """Close a case: the customer gets the closing notice and the survey (any text first)."""
-    run_commands(app, number, actor, [_given("close")], _text(text, text_file), as_json)
+    for answer in answers:
+        if "=" not in answer:
+            raise click.BadParameter(f"{answer!r}: give NAME=VALUE", param_hint="--answer")
+    pairs = " ".join(f'{k}="{v}"' if " " in v else f"{k}={v}"
+                     for k, _, v in (a.partition("=") for a in answers))
+    run_commands(app, number, actor, [_given("close", pairs)], _text(text, text_file), as_json)
 
 
 @case_group.command("reopen")
@@ -719,6 +979,20 @@ def case_status(app: App, number: str, status: str | None, actor: str | None, as
     given = {"closed": _given("close"), "reopened": _given("reopen")}.get(status) or \
         _given("status", status)
     run_commands(app, number, actor, [given], "", as_json)
+
+
+@case_group.command("next")
+@click.option("--csr", "actor", required=True, metavar="ADDRESS", help="The CSR who pulls a case.")
+@_json_option
+@click.pass_obj
+def case_next(app: App, actor: str, as_json: bool) -> None:
+    """Give --csr the oldest waiting case of their pools (#next by mail)."""
+    with store_errors():
+        result = _engine(app).next_case(valid_address(actor))
+    if not result.ok:
+        raise click.ClickException("nothing done: " + "; ".join(result.errors))
+    emit({"number": result.number, "outcome": str(result.outcome), "sent": list(result.sent)},
+         as_json, f"{result.number}: assigned to {actor}; sent {', '.join(result.sent)}")
 
 
 @case_group.command("open")
@@ -1055,6 +1329,57 @@ def blacklist_import(app: App, file: Any) -> None:
         for pattern, subject, reason in checked:
             app.store().add_blacklist(pattern, subject, reason, by="import")
     click.echo(f"imported {len(checked)} entr{'y' if len(checked) == 1 else 'ies'}")
+
+
+@main.group()
+def approval() -> None:
+    """Answers of CSRs who need approval, held for their supervisor."""
+
+
+@approval.command("list")
+@click.option("--all", "all_statuses", is_flag=True, help="Also approved and rejected ones.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def approval_list(app: App, all_statuses: bool, as_json: bool) -> None:
+    """List held answers."""
+    with store_errors():
+        rows = [{"id": d.id, "case": d.case.number, "csr": d.csr, "supervisor": d.supervisor,
+                 "status": d.status, "commands": d.commands, "text": d.text,
+                 "created": aware(d.created).isoformat()}
+                for d in app.store().drafts(status=None if all_statuses else "pending")]
+    emit(rows, as_json, "\n".join(
+        f"{r['id']}\t{r['case']}\t{r['csr']}\t{r['status']}\t{(r['commands'] + ' ' + r['text'])[:60]!r}"
+        for r in rows))
+
+
+def _draft_command(app: App, draft_id: int, name: str, actor: str | None, note: str,
+                   as_json: bool) -> None:
+    with store_errors():
+        draft = app.store().draft(draft_id)
+    if draft is None:
+        raise click.ClickException(f"no held answer {draft_id} (`casegate approval list`)")
+    run_commands(app, draft.case.number, actor, [_given(name, str(draft_id))], note, as_json)
+
+
+@approval.command("approve")
+@click.argument("draft_id", type=int)
+@click.option("--csr", "actor", default=None, metavar="ADDRESS", help="The supervisor (default: admin).")
+@_json_option
+@click.pass_obj
+def approval_approve(app: App, draft_id: int, actor: str | None, as_json: bool) -> None:
+    """Send a held answer as its author wrote it."""
+    _draft_command(app, draft_id, "approve", actor, "", as_json)
+
+
+@approval.command("reject")
+@click.argument("draft_id", type=int)
+@click.option("--note", default="", help="Why: goes back to the author.")
+@click.option("--csr", "actor", default=None, metavar="ADDRESS", help="The supervisor (default: admin).")
+@_json_option
+@click.pass_obj
+def approval_reject(app: App, draft_id: int, note: str, actor: str | None, as_json: bool) -> None:
+    """Return a held answer to its author (nothing goes to the customer)."""
+    _draft_command(app, draft_id, "reject", actor, note, as_json)
 
 
 # -- quarantine and status ---------------------------------------------------------

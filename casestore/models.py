@@ -41,6 +41,9 @@ class Pool(BaseModel):
     close_on_reply = BooleanField(default=defaults.CLOSE_ON_REPLY)
     remind_after = IntegerField(null=True, default=defaults.REMIND_AFTER)  # seconds; NULL: off
     autoclose_after = IntegerField(null=True, default=defaults.AUTOCLOSE_AFTER)
+    unassigned_notify = CharField(max_length=320, default="")  # told once per case nobody took
+    last_assigned = IntegerField(null=True)  # the CSR id round_robin gave the last case to
+    escalation_notice = BooleanField(default=False)  # tell the customer when a case is escalated
 
 
 class Mailbox(BaseModel):
@@ -58,11 +61,20 @@ class Csr(BaseModel):
     signature = TextField(default="")
     available = BooleanField(default=True)
     created = DateTimeField()
+    needs_approval = BooleanField(default=False)  # answers held for the supervisor
+    supervisor = CharField(max_length=320, default="")
 
 
 class Membership(BaseModel):
     csr = ForeignKeyField(Csr, backref="memberships", on_delete="CASCADE")
     pool = ForeignKeyField(Pool, backref="memberships", on_delete="CASCADE")
+    level = IntegerField(default=1)  # 1: first line (gets new cases); 2: escalation
+    priority = IntegerField(default=1)  # the order in which the CSR pulls from their pools (1 first)
+    # Away in this pool (until away_until, when set): no new cases; the
+    # deputy, if any, is told about the CSR's cases meanwhile.
+    away = BooleanField(default=False)
+    away_until = DateTimeField(null=True)
+    deputy = CharField(max_length=320, default="")
 
     class Meta:
         indexes = ((("csr", "pool"), True),)
@@ -84,9 +96,24 @@ class Case(BaseModel):
     follow_up_of = ForeignKeyField("self", null=True, backref="follow_ups", on_delete="SET NULL")
     rating = IntegerField(null=True)  # the customer's survey answer, 1-5
     rating_comment = TextField(default="")
+    answers = TextField(default="")  # the closing questionnaire's answers, JSON {name: value}
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
+
+
+class Question(BaseModel):
+    """A closing question of a pool: answered on #close (``#close product=Router``)."""
+
+    pool = ForeignKeyField(Pool, backref="questions", on_delete="CASCADE")
+    name = CharField(max_length=64)
+    choices = TextField(default="")  # comma-separated; empty with free_text: any answer
+    required = BooleanField(default=False)
+    free_text = BooleanField(default=False)  # answers outside the choices are fine
+    created = DateTimeField()
+
+    class Meta:
+        indexes = ((("pool", "name"), True),)
 
 
 class Participant(BaseModel):
@@ -195,6 +222,47 @@ class BlacklistEntry(BaseModel):
         indexes = ((("pattern", "subject"), True),)
 
 
+class Department(BaseModel):
+    """A team a CSR consults by mail (#consult NAME); its answers stay internal."""
+
+    name = CharField(max_length=64, unique=True)
+    address = CharField(max_length=320, unique=True)
+    deadline = IntegerField(default=2 * 86400)  # seconds to answer before the overdue notices
+    created = DateTimeField()
+
+
+class Consultation(BaseModel):
+    case = ForeignKeyField(Case, backref="consultations", on_delete="CASCADE")
+    department = ForeignKeyField(Department, backref="consultations", on_delete="CASCADE")
+    question = TextField(default="")
+    asked_by = CharField(max_length=320, default="")
+    status = CharField(max_length=12, default="open")  # open | answered | overdue
+    asked = DateTimeField()
+    due = DateTimeField()
+    answered = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("status", "due"), False),)
+
+
+class Draft(BaseModel):
+    """A held answer of a CSR who needs approval: the commands and text as given."""
+
+    case = ForeignKeyField(Case, backref="drafts", on_delete="CASCADE")
+    csr = CharField(max_length=320)
+    supervisor = CharField(max_length=320, default="")
+    commands = TextField(default="")  # "#close product=Router", or "" for a plain answer
+    text = TextField(default="")
+    status = CharField(max_length=12, default="pending")  # pending | approved | rejected
+
+    created = DateTimeField()
+    decided = DateTimeField(null=True)
+    decided_by = CharField(max_length=320, default="")
+
+    class Meta:
+        indexes = ((("status",), False),)
+
+
 class Timer(BaseModel):
     """Something due on a case at a time (rules.vocab.TimerKind); claimed with
     a lease like the outbox, so with several hosts each fires once."""
@@ -248,6 +316,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     Csr,
     Membership,
     Case,
+    Question,
     Participant,
     Message,
     Attachment,
@@ -255,6 +324,9 @@ MODELS: tuple[type[BaseModel], ...] = (
     Delivery,
     Outbox,
     BlacklistEntry,
+    Department,
+    Consultation,
+    Draft,
     Timer,
     Quarantine,
     Setting,

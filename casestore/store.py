@@ -19,6 +19,7 @@ unlinked file.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -38,8 +39,11 @@ from casestore.models import (
     Attachment,
     BlacklistEntry,
     Case,
+    Consultation,
     Csr,
     Delivery,
+    Department,
+    Draft,
     Event,
     Mailbox,
     Membership,
@@ -47,11 +51,21 @@ from casestore.models import (
     Outbox,
     Participant,
     Pool,
+    Question,
     Setting,
     Timer,
 )
 from rules import defaults
-from rules.decision import CaseState, CsrInfo, Directory, MailboxInfo, PoolInfo
+from rules.decision import (
+    CaseState,
+    CsrInfo,
+    DepartmentInfo,
+    Directory,
+    DraftInfo,
+    MailboxInfo,
+    PoolInfo,
+    QuestionInfo,
+)
 from rules.vocab import AUTOMATIC_OUT, OPEN_STATUSES, ClosedPolicy, MessageKind, Status
 
 log = logging.getLogger("casegate.store")
@@ -515,8 +529,30 @@ class Store:
             if Csr.get_or_none(Csr.address == address) is not None:
                 raise StoreError(f"{address} is already a CSR")
             csr = _create(Csr, address=address, name=name, signature=signature, created=self.now())
-            for pool_name in pools:
-                Membership.create(csr=csr, pool=self.pool(pool_name))
+            self._memberships(csr, pools)
+            return csr
+
+    def _memberships(self, csr: Csr, pools: Sequence[str]) -> None:
+        """``NAME[:LEVEL[:PRIORITY]]`` each (ValueError for a bad one)."""
+        for spec in pools:
+            name, level, priority = parse_membership(spec)
+            Membership.create(csr=csr, pool=self.pool(name), level=level, priority=priority)
+
+    def set_csr(self, address: str, *, pools: Sequence[str] | None = None,
+                **changes: Any) -> Csr:
+        """Change a CSR; ``pools`` replaces their memberships."""
+        self.directory_generation += 1
+        with self.atomic():
+            csr = Csr.get_or_none(Csr.address == address)
+            if csr is None:
+                raise StoreError(f"{address} is not a CSR (`casegate csr list`)")
+            if changes:
+                for key, value in changes.items():
+                    setattr(csr, key, value)
+                csr.save(only=[getattr(Csr, key) for key in changes])
+            if pools is not None:
+                Membership.delete().where(Membership.csr == csr).execute()
+                self._memberships(csr, pools)
             return csr
 
     def csrs(self) -> list[Csr]:
@@ -527,10 +563,70 @@ class Store:
         return Csr.get_or_none(Csr.address == address)
 
     def csr_pools(self, csr: Csr) -> list[str]:
+        return [m["pool"] for m in self.memberships(csr)]
+
+    def memberships(self, csr: Csr) -> list[dict[str, Any]]:
+        """A CSR's pools with level, priority and absence, in pull order."""
+        now = self.now()
         return [
-            m.pool.name
+            {"pool": m.pool.name, "level": m.level, "priority": m.priority,
+             "away": away_now(m.away, m.away_until, now),
+             "away_until": _iso(m.away_until) if away_now(m.away, m.away_until, now) else None,
+             "deputy": (m.deputy or None) if away_now(m.away, m.away_until, now) else None}
             for m in Membership.select(Membership, Pool).join(Pool).where(Membership.csr == csr)
+            .order_by(Membership.priority, Pool.name)
         ]
+
+    def candidates(self, pool: Pool) -> list[tuple[Csr, int, int, bool]]:
+        """Every CSR of a pool with their open cases, level and whether they
+        are available in it now, by id (one query)."""
+        open_cases = fn.COUNT(Case.id)
+        now = self.now()
+        query = (
+            Csr.select(Csr, Membership.level.alias("level"), Membership.away.alias("m_away"),
+                       Membership.away_until.alias("m_until"), open_cases.alias("load"))
+            .join(Membership)
+            .switch(Csr)
+            .join(Case, JOIN.LEFT_OUTER,
+                  on=((Case.assignee == Csr.id) & (Case.status.in_(OPEN_STATUSES))))
+            .where(Membership.pool == pool)
+            .group_by(Csr.id, Membership.level, Membership.away, Membership.away_until)
+            .order_by(Csr.id)
+            .objects()
+        )
+        return [(csr, int(csr.load), int(csr.level),
+                 bool(csr.available) and not away_now(csr.m_away, csr.m_until, now)) for csr in query]
+
+    def set_away(self, csr_address: str, pools: Sequence[str], *, away: bool,
+                 until: dt.datetime | None = None, deputy: str = "") -> list[str]:
+        """Mark a CSR away (or back) in these pools (all of theirs when empty);
+        the pools changed, in the caller's transaction."""
+        self.directory_generation += 1
+        csr = Csr.get_or_none(Csr.address == csr_address)
+        if csr is None:
+            raise StoreError(f"{csr_address} is not a CSR (`casegate csr list`)")
+        rows = list(Membership.select(Membership, Pool).join(Pool).where(Membership.csr == csr))
+        if pools:
+            unknown = sorted(set(pools) - {m.pool.name for m in rows})
+            if unknown:
+                raise StoreError(f"{csr_address} is not in pool(s) {', '.join(unknown)}")
+            rows = [m for m in rows if m.pool.name in pools]
+        ids = [m.id for m in rows]
+        Membership.update(away=away, away_until=_naive(until) if (away and until) else None,
+                          deputy=deputy if away else "").where(Membership.id.in_(ids)).execute()
+        return [m.pool.name for m in rows]
+
+    def waiting(self, csr_address: str, limit: int = 1) -> list[str]:
+        """Numbers of the oldest open, unassigned cases in this CSR's first-level
+        pools, pools in the CSR's priority order (what #next hands out)."""
+        with self.guard():
+            rows = (Case.select(Case.number)
+                    .join(Mailbox).join(Pool).join(Membership, on=(Membership.pool == Pool.id))
+                    .join(Csr, on=(Membership.csr == Csr.id))
+                    .where((Csr.address == csr_address) & (Membership.level == 1)
+                           & Case.assignee.is_null() & Case.status.in_(OPEN_STATUSES))
+                    .order_by(Membership.priority, Case.id).limit(limit))
+            return [r.number for r in rows]
 
     def open_load(self, pool: Pool) -> list[tuple[Csr, int]]:
         """Available CSRs of a pool with their number of open cases, by id."""
@@ -638,20 +734,38 @@ class Store:
         """CSRs (with their pools) and supervised addresses (with their pool),
         in two queries; the mailbox rows too, by address."""
         pools: dict[str, set[str]] = {}
+        away: dict[str, list[tuple[str, str]]] = {}
         csrs: dict[str, Csr] = {}
-        rows = (Csr.select(Csr, Pool.name.alias("pool_name"))
+        now = self.now()
+        levels: dict[str, list[tuple[str, int]]] = {}
+        rows = (Csr.select(Csr, Pool.name.alias("pool_name"), Membership.level.alias("m_level"),
+                           Membership.away.alias("m_away"),
+                           Membership.away_until.alias("m_until"), Membership.deputy.alias("m_deputy"))
                 .join(Membership, JOIN.LEFT_OUTER).join(Pool, JOIN.LEFT_OUTER)
                 .order_by(Csr.id).objects())
         for row in rows:
             csrs.setdefault(row.address, row)
             if row.pool_name:
                 pools.setdefault(row.address, set()).add(row.pool_name)
+                levels.setdefault(row.address, []).append((row.pool_name, int(row.m_level or 1)))
+                if away_now(row.m_away, row.m_until, now):
+                    away.setdefault(row.address, []).append((row.pool_name, row.m_deputy or ""))
         rows_mb = {m.address: m for m in Mailbox.select(Mailbox, Pool).join(Pool)}
-        mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool)) for a, m in rows_mb.items()}
+        asked: dict[int, list[Question]] = {}
+        if rows_mb:
+            for q in Question.select().order_by(Question.id):
+                asked.setdefault(q.pool_id, []).append(q)
+        mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool, asked.get(m.pool_id, [])))
+                     for a, m in rows_mb.items()}
         return Directory(
             csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),
-                             frozenset(pools.get(a, ()))) for a, c in csrs.items()},
+                             frozenset(pools.get(a, ())), tuple(sorted(away.get(a, ()))),
+                             tuple(sorted(levels.get(a, ()))),
+                             c.supervisor if c.needs_approval else "")
+                  for a, c in csrs.items()},
             mailboxes=mailboxes,
+            departments={d.name.lower(): DepartmentInfo(d.name, d.address, d.deadline)
+                         for d in Department.select()} if rows_mb else {},
         ), rows_mb
 
     def case_state(self, case: Case, *, participants: set[str] | None = None) -> CaseState:
@@ -716,6 +830,10 @@ class Store:
                         for a in self.attachments(case)]
         row["timers"] = [{"kind": t.kind, "due": _iso(t.due), "status": t.status,
                           "fired": _iso(t.fired)} for t in self.timers(case)]
+        row["consultations"] = [{"department": c.department.name, "question": c.question,
+                                 "asked_by": c.asked_by, "status": c.status, "asked": _iso(c.asked),
+                                 "due": _iso(c.due), "answered": _iso(c.answered)}
+                                for c in self.consultations(case)]
         return row
 
     def notes(self, case: Case) -> list[Event]:
@@ -899,6 +1017,122 @@ class Store:
             pool.save(only=[getattr(Pool, key) for key in changes])
             return pool
 
+    # -- departments and consultations -----------------------------------------
+
+    def add_department(self, name: str, address: str, deadline: int) -> Department:
+        self.directory_generation += 1
+        with self.atomic():
+            if Department.get_or_none((Department.name == name) | (Department.address == address)):
+                raise StoreError(f"a department {name!r} or at {address} exists already")
+            return Department.create(**bounded(Department, dict(
+                name=name, address=address, deadline=deadline, created=self.now())))
+
+    def departments(self) -> list[Department]:
+        with self.guard():
+            return list(Department.select().order_by(Department.name))
+
+    def set_department(self, name: str, **changes: Any) -> Department:
+        self.directory_generation += 1
+        with self.atomic():
+            dept = Department.get_or_none(Department.name == name)
+            if dept is None:
+                raise StoreError(f"no department named {name!r} (`casegate department list`)")
+            for key, value in changes.items():
+                setattr(dept, key, value)
+            dept.save(only=[getattr(Department, key) for key in changes])
+            return dept
+
+    def remove_department(self, name: str) -> int:
+        self.directory_generation += 1
+        with self.atomic():
+            dept = Department.get_or_none(Department.name == name)
+            if dept is None:
+                return 0
+            if Consultation.select().where((Consultation.department == dept)
+                                           & (Consultation.status != "answered")).exists():
+                raise StoreError(f"{name} has unanswered consultations; answer or close them first")
+            return int(dept.delete_instance(recursive=True))
+
+    def consult(self, case: Case, department_name: str, question: str, by: str) -> Consultation:
+        dept = Department.get(Department.name == department_name)
+        now = self.now()
+        return Consultation.create(**bounded(Consultation, dict(
+            case=case, department=dept, question=question, asked_by=by, status="open", asked=now,
+            due=now + dt.timedelta(seconds=dept.deadline))))
+
+    def consultations(self, case: Case) -> list[Consultation]:
+        return list(Consultation.select(Consultation, Department).join(Department)
+                    .where(Consultation.case == case).order_by(Consultation.id))
+
+    def open_consultations(self, case: Case) -> list[Consultation]:
+        return [c for c in self.consultations(case) if c.status == "open"]
+
+    def consultation_answered(self, case: Case, department_name: str) -> int:
+        dept = Department.get(Department.name == department_name)
+        return int(Consultation.update(status="answered", answered=self.now()).where(
+            (Consultation.case == case) & (Consultation.department == dept)
+            & Consultation.status.in_(["open", "overdue"])).execute())
+
+    def overdue_cases(self) -> list[str]:
+        with self.guard():
+            return [c.number for c in Case.select(Case.number).join(Consultation).where(
+                Consultation.status == "overdue").distinct()]
+
+    # -- drafts held for approval -----------------------------------------------
+
+    def hold_draft(self, case: Case, *, csr: str, supervisor: str, commands: str, text: str) -> Draft:
+        return Draft.create(**bounded(Draft, dict(case=case, csr=csr, supervisor=supervisor,
+                                                  commands=commands, text=text, status="pending",
+                                                  created=self.now())))
+
+    def drafts(self, case: Case | None = None, *, status: str | None = "pending") -> list[Draft]:
+        with self.guard():
+            query = Draft.select(Draft, Case).join(Case).order_by(Draft.id)
+            if case is not None:
+                query = query.where(Draft.case == case)
+            if status is not None:
+                query = query.where(Draft.status == status)
+            return list(query)
+
+    def draft_infos(self, case: Case) -> tuple[DraftInfo, ...]:
+        return tuple(DraftInfo(d.id, d.csr, d.supervisor, d.commands, d.text)
+                     for d in self.drafts(case))
+
+    def draft(self, draft_id: int) -> Draft | None:
+        with self.guard():
+            return Draft.select(Draft, Case).join(Case).where(Draft.id == draft_id).first()
+
+    def decide_draft(self, draft_id: int, status: str, by: str) -> None:
+        Draft.update(status=status, decided=self.now(), decided_by=by[:320]).where(
+            Draft.id == draft_id).execute()
+
+    # -- closing questions ---------------------------------------------------
+
+    def add_question(self, pool_name: str, name: str, *, choices: Sequence[str], required: bool,
+                     free_text: bool) -> Question:
+        self.directory_generation += 1
+        with self.atomic():
+            pool = self.pool(pool_name, create=False)
+            if Question.get_or_none((Question.pool == pool) & (Question.name == name)) is not None:
+                raise StoreError(f"pool {pool_name} already has a question {name!r}")
+            return Question.create(**bounded(Question, dict(
+                pool=pool, name=name, choices=",".join(choices), required=required,
+                free_text=free_text, created=self.now())))
+
+    def questions(self, pool_name: str | None = None) -> list[Question]:
+        with self.guard():
+            query = Question.select(Question, Pool).join(Pool).order_by(Pool.name, Question.id)
+            if pool_name:
+                query = query.where(Pool.name == pool_name)
+            return list(query)
+
+    def remove_question(self, pool_name: str, name: str) -> int:
+        self.directory_generation += 1
+        with self.atomic():
+            pool = self.pool(pool_name, create=False)
+            return int(Question.delete().where((Question.pool == pool) & (Question.name == name))
+                       .execute())
+
     # -- timers --------------------------------------------------------------
 
     def schedule(self, case: Case, kind: str, due: dt.datetime) -> Timer:
@@ -907,6 +1141,13 @@ class Store:
     def cancel_timers(self, case: Case, kinds: Sequence[str]) -> int:
         return int(Timer.update(status="cancelled").where(
             (Timer.case == case) & (Timer.status == "pending") & Timer.kind.in_(list(kinds))
+        ).execute())
+
+    def hurry_assign_retries(self, pool: Pool) -> int:
+        """Make the pool's waiting assignment retries due now (a CSR has room)."""
+        waiting = Case.select(Case.id).join(Mailbox).where(Mailbox.pool == pool)
+        return int(Timer.update(due=self.now()).where(
+            (Timer.kind == "assign_retry") & (Timer.status == "pending") & Timer.case.in_(waiting)
         ).execute())
 
     def timers(self, case: Case) -> list[Timer]:
@@ -1049,15 +1290,23 @@ class Store:
             return aware(row.due) if row is not None and row.due is not None else None
 
 
-def pool_info(pool: Pool) -> PoolInfo:
+def pool_info(pool: Pool, questions: Sequence[Question] | None = None) -> PoolInfo:
+    """A pool as the rules see it (its questions read unless given)."""
+    if questions is None:
+        questions = list(Question.select().where(Question.pool == pool).order_by(Question.id))
     try:
         policy = ClosedPolicy.parse(pool.closed_policy)
     except ValueError:
         log.warning("pool %s: unknown closed-case policy %r, using reopen", pool.name, pool.closed_policy)
         policy = ClosedPolicy()
-    return PoolInfo(name=pool.name, rule=pool.rule, closed_policy=policy,
+    return PoolInfo(name=pool.name, rule=pool.rule, escalation_notice=bool(pool.escalation_notice),
+                    closed_policy=policy,
                     close_on_reply=bool(pool.close_on_reply),
-                    remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None)
+                    remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None,
+                    questions=tuple(QuestionInfo(q.name, tuple(c.strip() for c in q.choices.split(",")
+                                                               if c.strip()),
+                                                 bool(q.required), bool(q.free_text))
+                                    for q in questions))
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -1085,4 +1334,28 @@ def case_dict(case: Case) -> dict[str, Any]:
         "follow_up_of": follow_up_of,
         "rating": case.rating,
         "rating_comment": case.rating_comment,
+        "answers": json.loads(case.answers) if case.answers else {},
     }
+
+
+def parse_membership(spec: str) -> tuple[str, int, int]:
+    """``billing``, ``billing:2`` or ``billing:1:3`` → (pool, level, priority)."""
+    name, _, rest = spec.strip().partition(":")
+    level_text, _, priority_text = rest.partition(":")
+    try:
+        level = int(level_text) if level_text else 1
+        priority = int(priority_text) if priority_text else 1
+    except ValueError:
+        raise StoreError(f"{spec!r}: a pool is NAME[:LEVEL[:PRIORITY]], e.g. billing:1:2") from None
+    if not name or level < 1 or priority < 1:
+        raise StoreError(f"{spec!r}: a pool is NAME[:LEVEL[:PRIORITY]] with LEVEL and PRIORITY from 1")
+    return name, level, priority
+
+
+def away_now(away: Any, until: Any, now: dt.datetime) -> bool:
+    """Away, and the absence (if it has an end) not over yet: an absence
+    ends by itself when its time comes, with no timer."""
+    if not away:
+        return False
+    end = aware(until)
+    return end is None or end > now.replace(tzinfo=dt.UTC)

@@ -20,6 +20,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Role(StrEnum):
     CUSTOMER = "customer"
     CSR = "csr"
+    DEPARTMENT = "department"  # a consulted department, proven as a CSR is
     AUTOMATIC = "automatic"
 
 

@@ -10,6 +10,7 @@ half-done), answering the CSR with what was wrong and what would work.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -23,28 +24,41 @@ from rules.decision import (
     Assign,
     Blacklist,
     CaseState,
+    Consult,
     CsrInfo,
+    DecideDraft,
     Decision,
     Directory,
+    DraftInfo,
     Hit,
+    HoldDraft,
     Notify,
     OpenCase,
     PoolInfo,
     Record,
     SendCustomer,
+    SetAnswers,
+    SetAway,
+    SetBack,
     SetStatus,
     StoreMessage,
+    SwitchCase,
     TellCsr,
     closing,
     decision,
     timers_after_answer,
 )
+from rules.durations import parse_duration
 from rules.vocab import EventKind, MessageKind, Outcome, Status
 
 _COMMAND_LINE = re.compile(r"^#([a-z][a-z-]*)\b[ \t]*(.*)$", re.IGNORECASE)
+# name=value pairs (a value with spaces in double quotes): #close product=Router partner="ACME Ltd"
+_PAIR = r'[A-Za-z][\w-]*=(?:"[^"]*"|\S+)'
+_PAIRS = re.compile(rf"{_PAIR}(?:\s+{_PAIR})*")
+_PAIR_RE = re.compile(r'([A-Za-z][\w-]*)=(?:"([^"]*)"|(\S+))')
 
 # What a command does with the text under the command lines.
-ANSWER, NOTE, SOLUTION, NONE = "answer", "note", "solution", "none"
+ANSWER, NOTE, SOLUTION, QUESTION, NONE = "answer", "note", "solution", "question", "none"
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,10 @@ def parse(text: str) -> Parsed:
             break
         name, rest = m.group(1).lower(), m.group(2).strip()
         command = COMMANDS.get(name)
-        if command is not None and not command.takes_arg and rest:
+        words_are_text = command is not None and not command.takes_arg and (
+            # "#close thanks, bye": the words are the answer, not name=value answers
+            not command.takes_pairs or not _PAIRS.fullmatch(rest))
+        if words_are_text and rest:
             commands.append(Given(name))
             inline = rest
             i += 1
@@ -122,11 +139,17 @@ class CommandFacts:
     subject: str = ""  # of the CSR's message (#new uses it)
     has_files: bool = False
     by_mail: bool = True  # False: the shell; errors go back as text, not mail
+    waiting: tuple[str, ...] = ()  # for #next: unassigned cases of the actor's pools, in pull order
+    now: dt.datetime | None = None  # for #away until …
+    drafts: tuple[DraftInfo, ...] = ()  # held answers on the case (#approve, #reject)
+    approved: bool = False  # a supervisor approved this: not held again
 
 
 class Command:
     name = ""
     takes_arg = False
+    arg_optional = False  # takes_arg, but may be given without one
+    takes_pairs = False  # name=value answers on its line (#close), else the line's words are text
     text_role = NONE  # what the text under the commands becomes
     needs_case = True
     needs_csr = False  # the actor must be a CSR (the shell needs --csr)
@@ -140,19 +163,48 @@ class Command:
         return []
 
 
+def answers_of(arg: str) -> dict[str, str]:
+    return {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+            for m in _PAIR_RE.finditer(arg or "")}
+
+
 class Close(Command):
     name = "close"
     text_role = ANSWER
-    help = "#close: close the case; text below it goes to the customer first"
+    takes_pairs = True
+    help = ("#close [NAME=VALUE …]: close the case (answering the pool's closing questions); "
+            "text below it goes to the customer first")
 
     def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
         assert f.case is not None
         if f.case.status is Status.CLOSED:
             return f"{f.case.number} is already closed"
+        questions = f.pool.questions if f.pool is not None else ()
+        answers = answers_of(arg)
+        known = {q.name.lower(): q for q in questions}
+        problems = [f"{name} is not a closing question of this pool" for name in answers
+                    if name not in known]
+        for q in questions:
+            value = answers.get(q.name.lower())
+            if value is None:
+                if q.required:
+                    problems.append(f"{q.name} is required")
+            elif q.choices and not q.free_text and value not in q.choices:
+                problems.append(f"{q.name}={value} is not one of {', '.join(q.choices)}")
+        if problems:
+            example = " ".join(f"{q.name}={q.choices[0]}" for q in questions if q.choices)
+            return ("not closed: " + "; ".join(problems) + ". The questions: "
+                    + ", ".join(q.allowed() for q in questions)
+                    + (f", e.g. #close {example}" if example else ""))
         return None
 
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
-        return closing(f"closed by {f.actor.label}")
+        answers = answers_of(arg)
+        out: list[Action] = []
+        if answers:
+            names = {q.name.lower(): q.name for q in (f.pool.questions if f.pool else ())}
+            out.append(SetAnswers(tuple((names.get(k, k), v) for k, v in answers.items())))
+        return out + closing(f"closed by {f.actor.label}")
 
 
 class Reopen(Command):
@@ -213,6 +265,145 @@ class AssignTo(Command):
             out.append(AddNote(f.actor.label, note))
         out.append(Notify(f"Assigned to you by {f.actor.label}", note=note))
         return out
+
+
+class Escalate(Command):
+    name = "escalate"
+    takes_arg = True
+    arg_optional = True
+    text_role = NOTE
+    open_only = True
+    help = ("#escalate [ADDRESS]: pass the case to the pool's second level (or to ADDRESS); "
+            "text below: a note for them")
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        if arg:
+            target = f.directory.csr(_address(arg))
+            if target is None:
+                return f"{_address(arg) or arg} is not a CSR"
+            if f.case.assignee == target.address:
+                return f"{f.case.number} is already assigned to {target.address}"
+            return None
+        if f.pool is None or not [c for c in f.directory.pool_members(f.pool.name, level=2)
+                                  if not c.is_away(f.pool.name)]:
+            return (f"pool {f.pool.name if f.pool else '?'} has no available second-level CSR "
+                    "(casegate csr set ADDRESS --pool NAME:2); #escalate ADDRESS names one")
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        note = text.strip()
+        target = _address(arg) if arg else None
+        out: list[Action] = [Assign(target, f"escalated by {f.actor.label}", note=note, level=2)]
+        if note:
+            out.append(AddNote(f.actor.label, note))
+        out += [Record(EventKind.ESCALATED, target or "the pool's second level", f.actor.label),
+                Notify(f"Escalated to you by {f.actor.label}", note=note)]
+        if f.pool is not None and f.pool.escalation_notice:
+            out.append(SendCustomer(MessageKind.ESCALATED))
+        return out
+
+
+class ConsultDepartment(Command):
+    name = "consult"
+    takes_arg = True
+    text_role = QUESTION
+    open_only = True
+    help = ("#consult NAME: ask a department; the text below is the question (it gets the case "
+            "and its history, never your notes)")
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        if f.directory.department(arg.strip()) is None:
+            names = ", ".join(sorted(f.directory.departments)) or "none yet (casegate department add)"
+            return f"{arg.strip()!r} is not a department (departments: {names})"
+        if not text.strip():
+            return "#consult needs the question below it"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        dept = f.directory.department(arg.strip())
+        assert dept is not None
+        return [Consult(dept.name, text.strip(), f.actor.label),
+                SetStatus(Status.UNDER_CONSULTATION, f"{dept.name} consulted by {f.actor.label}"),
+                Record(EventKind.CONSULTED, f"{dept.name}: {text.strip()[:500]}", f.actor.label)]
+
+
+def _draft(arg: str, f: CommandFacts) -> DraftInfo | None:
+    number = arg.strip().lstrip("#")
+    return next((d for d in f.drafts if str(d.id) == number), None)
+
+
+def _may_decide(d: DraftInfo, f: CommandFacts) -> str | None:
+    if f.actor.csr is None and not f.by_mail:
+        return None  # an admin at the shell
+    if f.actor.address != d.supervisor:
+        return f"draft {d.id} waits for {d.supervisor}'s approval, not yours"
+    return None
+
+
+def draft_decision(d: DraftInfo, f: CommandFacts) -> Decision:
+    """What the held answer does once approved: as if it had never been held."""
+    author = f.directory.csr(d.csr)
+    sub = replace(f, actor=Actor(d.csr, author), approved=True, by_mail=False, drafts=())
+    given = parse(d.commands).commands if d.commands else ()
+    if given:
+        return decide(given, d.text, sub)
+    if sub.case is None or sub.pool is None:
+        return decision(Outcome.CSR_COMMAND_REFUSED, [], [], ["the draft's case is gone"])
+    return csr_reply(d.text, False, sub, store=None)
+
+
+class Approve(Command):
+    name = "approve"
+    takes_arg = True
+    help = "#approve N: (a supervisor) send held answer N as its author wrote it"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        d = _draft(arg, f)
+        if d is None:
+            waiting = ", ".join(str(x.id) for x in f.drafts) or "none"
+            return f"no held answer {arg.strip()} on this case (held: {waiting})"
+        problem = _may_decide(d, f)
+        if problem:
+            return problem
+        result = draft_decision(d, f)
+        if result.errors:
+            return f"draft {d.id} cannot be sent now: {'; '.join(result.errors)}"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        d = _draft(arg, f)
+        assert d is not None
+        sent = [replace(a, with_files=False) if isinstance(a, AnswerCustomer) else a
+                for a in draft_decision(d, f).actions]
+        return [DecideDraft(d.id, "approved", f.actor.label),
+                Record(EventKind.APPROVED, f"draft {d.id} by {d.csr}", f.actor.label), *sent]
+
+
+class RejectDraft(Command):
+    name = "reject"
+    takes_arg = True
+    text_role = NOTE
+    help = "#reject N: (a supervisor) return held answer N to its author; the text below says why"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        d = _draft(arg, f)
+        if d is None:
+            waiting = ", ".join(str(x.id) for x in f.drafts) or "none"
+            return f"no held answer {arg.strip()} on this case (held: {waiting})"
+        return _may_decide(d, f)
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        d = _draft(arg, f)
+        assert d is not None
+        number = f.case.number if f.case else ""
+        why = text.strip() or "(no reason given)"
+        return [DecideDraft(d.id, "rejected", f.actor.label),
+                Record(EventKind.REJECTED, f"draft {d.id} by {d.csr}: {why}", f.actor.label),
+                TellCsr(d.csr, "Not approved", (
+                    f"{f.actor.label} did not approve your answer on {number}; nothing was sent "
+                    f"to the customer.\n\n{why}\n\nYour draft:\n\n"
+                    + (f"{d.commands}\n" if d.commands else "") + d.text))]
 
 
 class Take(Command):
@@ -327,6 +518,114 @@ class New(Command):
                 *timers_after_answer(f.pool)]
 
 
+class Next(Command):
+    name = "next"
+    needs_case = False
+    needs_csr = True
+    help = "#next: (to the support address) take the oldest waiting case of your pools"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        if f.case is not None:
+            return "#next takes a new case: write it to the support address, not to a case"
+        if not f.waiting:
+            pools = ", ".join(sorted(f.actor.csr.pools)) if f.actor.csr else ""
+            return f"nothing is waiting in your pools ({pools or 'none'})"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        return [SwitchCase(f.waiting[0]), Assign(f.actor.address, "pulled with #next"),
+                Record(EventKind.COMMAND, "#next", f.actor.address),
+                Notify(f"Your next case, {f.actor.csr.name if f.actor.csr else f.actor.address}")]
+
+
+def parse_when(text: str, now: dt.datetime) -> dt.datetime:
+    """``2026-12-24`` (midnight UTC), ``2026-12-24T09:00`` (UTC unless it says
+    otherwise) or a duration from now (``3d``, ``12h``); ValueError otherwise."""
+    value = text.strip()
+    try:
+        seconds = parse_duration(value, allow_off=False)
+    except ValueError:
+        seconds = None
+    if seconds is not None:
+        return now + dt.timedelta(seconds=seconds)
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date: use 2026-12-24, 2026-12-24T09:00 or 3d") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def parse_away(arg: str) -> tuple[str, str, str]:
+    """``until WHEN``, ``deputy ADDRESS``, ``pool NAME`` in any order → (when, deputy, pool)."""
+    words = arg.split()
+    found = {"until": "", "deputy": "", "pool": ""}
+    i = 0
+    while i < len(words):
+        key = words[i].lower()
+        if key not in found or i + 1 >= len(words):
+            raise ValueError(f"#away takes: until WHEN, deputy ADDRESS, pool NAME (not {words[i]!r})")
+        found[key] = words[i + 1]
+        i += 2
+    return found["until"], found["deputy"], found["pool"]
+
+
+class Away(Command):
+    name = "away"
+    takes_arg = True
+    arg_optional = True
+    needs_case = False
+    needs_csr = True
+    help = ("#away [until 2026-12-24|3d] [deputy ADDRESS] [pool NAME]: (to the support address) "
+            "no new cases for you meanwhile")
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        if f.case is not None:
+            return "#away goes to the support address, not to a case"
+        try:
+            when, deputy, pool = parse_away(arg)
+            if when:
+                until = parse_when(when, f.now or dt.datetime.now(dt.UTC))
+                if f.now is not None and until <= f.now:
+                    return f"#away until {when}: that is not in the future"
+        except ValueError as exc:
+            return str(exc)
+        if deputy:
+            target = f.directory.csr(_address(deputy))
+            if target is None:
+                return f"deputy {deputy} is not a CSR"
+            if f.actor.csr is not None and target.address == f.actor.csr.address:
+                return "you cannot be your own deputy"
+        if pool and f.actor.csr is not None and pool not in f.actor.csr.pools:
+            return f"you are not in pool {pool} (yours: {', '.join(sorted(f.actor.csr.pools))})"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        when, deputy, pool = parse_away(arg)
+        until = parse_when(when, f.now or dt.datetime.now(dt.UTC)) if when else None
+        return [SetAway(f.actor.address, (pool,) if pool else (), until, _address(deputy))]
+
+
+class Back(Command):
+    name = "back"
+    takes_arg = True
+    arg_optional = True
+    needs_case = False
+    needs_csr = True
+    help = "#back [pool NAME]: (to the support address) new cases reach you again"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        if f.case is not None:
+            return "#back goes to the support address, not to a case"
+        words = arg.split()
+        if words and (len(words) != 2 or words[0].lower() != "pool"):
+            return f"#back takes nothing or pool NAME (not {arg!r})"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        words = arg.split()
+        return [SetBack(f.actor.address, (words[1],) if words else ())]
+
+
 class SetTo(Command):
     name = "status"
     open_only = True
@@ -353,7 +652,8 @@ class SetTo(Command):
 
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), SetTo(), BlacklistSender(),
-    BlacklistSubject(), New())}
+    BlacklistSubject(), New(), Next(), Away(), Back(), Escalate(), ConsultDepartment(), Approve(),
+    RejectDraft())}
 
 HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
 
@@ -361,9 +661,26 @@ def _address(arg: str) -> str:
     return parseaddr(arg)[1].lower() if arg else ""
 
 
-_EXCLUSIVE = ({"close", "reopen"}, {"assign", "take"}, {"close", "solution"}, {"status", "close"},
-              {"status", "solution"}, {"status", "reopen"},
-              {"note", "solution"}, {"new", "close"}, {"new", "solution"})
+# Commands that take no other command beside them.
+_ALONE = ("new", "next", "away", "back", "approve", "reject")
+
+_EXCLUSIVE = (
+    {"consult", "note"},
+    {"consult", "solution"},
+    {"consult", "close"},
+    {"close", "reopen"},
+    {"assign", "take"},
+    {"escalate", "assign"},
+    {"escalate", "take"},
+    {"escalate", "close"},
+    {"close", "solution"},
+    {"status", "close"},
+    {"status", "solution"},
+    {"status", "reopen"},
+    {"note", "solution"},
+    {"new", "close"},
+    {"new", "solution"},
+)
 
 
 def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
@@ -384,10 +701,13 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
         if names.count(g.name) > 1:
             errors.append(f"#{g.name} is given twice")
             continue
-        if command.takes_arg and not g.arg:
+        if command.takes_arg and not g.arg and not command.arg_optional:
             errors.append(f"#{g.name} needs an argument: {command.help}")
             continue
-        if not command.takes_arg and g.arg:
+        if command.takes_pairs and g.arg and not _PAIRS.fullmatch(g.arg):
+            errors.append(f"{g}: #{g.name} takes only NAME=VALUE answers on its line")
+            continue
+        if not command.takes_arg and not command.takes_pairs and g.arg:
             errors.append(f"{g}: #{g.name} takes no argument")
             continue
         if command.needs_case and f.case is None:
@@ -403,6 +723,9 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
         problem = command.check(g.arg, text, facts)
         if problem:
             errors.append(problem)
+    for alone in _ALONE:
+        if alone in names and len(names) > 1:
+            errors.append(f"#{alone} is given alone")
     for pair in _EXCLUSIVE:
         if pair <= set(names):
             a, b = sorted(pair)
@@ -415,15 +738,15 @@ def check(commands: Sequence[Given], text: str, f: CommandFacts) -> list[str]:
 
 def _text_role(names: Sequence[str]) -> str:
     roles = {COMMANDS[n].text_role for n in names if n in COMMANDS}
-    for role in (NOTE, SOLUTION, ANSWER):
+    for role in (NOTE, SOLUTION, QUESTION, ANSWER):
         if role in roles:
             return role
     return ANSWER
 
 
 # The order in which commands act, whatever order they were written in.
-_ORDER = ("new", "reopen", "take", "assign", "status", "note", "solution", "close", "blacklist",
-          "blacklist-subject")
+_ORDER = ("new", "reopen", "take", "assign", "escalate", "consult", "status", "note", "solution",
+          "close", "blacklist", "blacklist-subject")
 
 
 def decide(commands: Sequence[Given], text: str, f: CommandFacts,
@@ -445,10 +768,20 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
     names = [g.name for g in commands]
     role = _text_role(names)
     by_name = {g.name: g for g in commands}
+    if role in (ANSWER, SOLUTION) and text.strip() and _needs_approval(f) and "new" not in by_name:
+        return _held(" ".join(str(g) for g in commands), text, f, store,
+                     MessageKind.SOLUTION if role == SOLUTION else MessageKind.REPLY)
     actions: list[Action] = []
     if "new" in by_name:
         g = by_name["new"]
         return decision(Outcome.PROACTIVE_CASE, COMMANDS["new"].actions(g.arg, text, f), hits)
+    for alone in ("next", "away", "back", "approve", "reject"):
+        if alone in by_name:
+            kept: list[Action] = [store] if store is not None else []
+            done = COMMANDS[alone].actions(by_name[alone].arg, text, f)
+            if f.by_mail and alone in ("away", "back"):
+                done.append(TellCsr(f.actor.address, "Done", _availability_text(done[0])))
+            return decision(Outcome.CSR_COMMAND, [*kept, *done], hits)
     if store is not None:
         # What the customer may later see in the history: the answer, never a note.
         # (At the shell there is no message to keep but an answer's text.)
@@ -476,6 +809,17 @@ def decide(commands: Sequence[Given], text: str, f: CommandFacts,
     return decision(Outcome.CSR_COMMAND, list(dict.fromkeys(actions)), hits)
 
 
+def _availability_text(action: Action) -> str:
+    where = ", ".join(getattr(action, "pools", ())) or "all your pools"
+    if isinstance(action, SetAway):
+        return (f"You are away in {where}"
+                + (f" until {action.until.strftime('%Y-%m-%d %H:%M UTC')}" if action.until else "")
+                + (f"; {action.deputy} is told about your cases" if action.deputy else
+                   "; your cases' new mail goes to another CSR of the pool") + ".\n"
+                "No new cases reach you meanwhile. Send #back to the support address to return.")
+    return f"You are back in {where}: new cases reach you again."
+
+
 def _answer(text: str, f: CommandFacts, *, wait: bool = True, reopened: bool = False) -> list[Action]:
     assert f.case is not None and f.pool is not None and f.actor.csr is not None
     out: list[Action] = [AnswerCustomer(f.actor.address, text.strip()),
@@ -495,11 +839,31 @@ def refusal_text(commands: Sequence[Given], errors: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def csr_reply(text: str, has_files: bool, f: CommandFacts, *, store: StoreMessage) -> Decision:
+def _needs_approval(f: CommandFacts) -> bool:
+    return bool(f.actor.csr is not None and f.actor.csr.supervisor and not f.approved)
+
+
+def _held(commands: str, text: str, f: CommandFacts, store: StoreMessage | None,
+          kind: MessageKind) -> Decision:
+    """A CSR who needs approval answered: the supervisor gets the draft, the
+    customer nothing yet."""
+    assert f.actor.csr is not None
+    supervisor = f.actor.csr.supervisor
+    kept: list[Action] = [StoreMessage(MessageKind.COMMAND, store.text)] if store is not None else []
+    return decision(Outcome.HELD_FOR_APPROVAL, [
+        *kept, HoldDraft(f.actor.address, supervisor, commands, text.strip(), kind),
+        Record(EventKind.HELD, f"for {supervisor}'s approval", f.actor.address)],
+        [Hit("needs_approval", f"{f.actor.address}'s answers wait for {supervisor}")])
+
+
+def csr_reply(text: str, has_files: bool, f: CommandFacts, *,
+              store: StoreMessage | None) -> Decision:
     """A CSR's plain answer (no commands) on a case."""
     assert f.case is not None and f.pool is not None
+    if text.strip() and _needs_approval(f):
+        return _held("", text, f, store, MessageKind.REPLY)
     hits = [Hit("csr_reply", f"answer by {f.actor.label}")]
-    actions: list[Action] = [store]
+    actions: list[Action] = [store] if store is not None else []
     if f.case.assignee is None:
         actions.append(Assign(f.actor.address, f"{f.actor.address} answered"))
     if not text.strip() and not has_files:

@@ -19,13 +19,31 @@ from rules.vocab import ClosedPolicy, EventKind, MessageKind, Outcome, Status, T
 
 
 @dataclass(frozen=True)
+class QuestionInfo:
+    """A closing question: answered on #close as ``name=value``."""
+
+    name: str
+    choices: tuple[str, ...] = ()
+    required: bool = False
+    free_text: bool = False
+
+    def allowed(self) -> str:
+        values = "|".join(self.choices) if self.choices else "any text"
+        if self.choices and self.free_text:
+            values += "|any text"
+        return f"{self.name}={values}" + (" (required)" if self.required else "")
+
+
+@dataclass(frozen=True)
 class PoolInfo:
     name: str
     rule: str = "least_load"
+    escalation_notice: bool = False  # tell the customer when their case goes to the second level
     closed_policy: ClosedPolicy = field(default_factory=ClosedPolicy)
     close_on_reply: bool = False
     remind_after: int | None = None  # seconds; None: off
     autoclose_after: int | None = None
+    questions: tuple[QuestionInfo, ...] = ()  # the closing questionnaire
 
 
 @dataclass(frozen=True)
@@ -42,14 +60,41 @@ class CsrInfo:
     signature: str = ""
     available: bool = True
     pools: frozenset[str] = frozenset()
+    away: tuple[tuple[str, str], ...] = ()  # (pool, deputy or "") where the CSR is away now
+    levels: tuple[tuple[str, int], ...] = ()  # (pool, level): 1 first line, 2 escalation
+    supervisor: str = ""  # set: the CSR's answers are held for this CSR's approval
+
+    def level(self, pool: str) -> int:
+        return next((lv for p, lv in self.levels if p == pool), 1)
+
+    def is_away(self, pool: str) -> bool:
+        return not self.available or any(p == pool for p, _ in self.away)
+
+    def deputy(self, pool: str) -> str | None:
+        return next((d for p, d in self.away if p == pool and d), None)
+
+
+@dataclass(frozen=True)
+class DepartmentInfo:
+    name: str
+    address: str
+    deadline: int  # seconds
 
 
 @dataclass(frozen=True)
 class Directory:
-    """Who is who: CSRs and supervised addresses, loaded once per event."""
+    """Who is who: CSRs, departments and supervised addresses, loaded once per event."""
 
     csrs: Mapping[str, CsrInfo]
     mailboxes: Mapping[str, MailboxInfo]
+    departments: Mapping[str, DepartmentInfo] = field(default_factory=dict)  # by name
+
+    def department(self, name: str) -> DepartmentInfo | None:
+        return self.departments.get((name or "").lower())
+
+    def department_at(self, address: str) -> DepartmentInfo | None:
+        key = base_address(address)
+        return next((d for d in self.departments.values() if d.address == key), None)
 
     def csr(self, address: str) -> CsrInfo | None:
         """The CSR with this address (a +tag of it included: jane+x@ is Jane)."""
@@ -60,11 +105,13 @@ class Directory:
         return self.mailboxes.get(base_address(address))
 
     def is_ours(self, address: str) -> bool:
-        """A CSR's or a supervised address (any +tag): never a customer."""
-        return bool(address) and (self.csr(address) is not None or self.mailbox(address) is not None)
+        """A CSR's, a department's or a supervised address (any +tag): never a customer."""
+        return bool(address) and (self.csr(address) is not None or self.mailbox(address) is not None
+                                  or self.department_at(address) is not None)
 
-    def pool_members(self, pool: str) -> list[CsrInfo]:
-        return [c for c in self.csrs.values() if pool in c.pools]
+    def pool_members(self, pool: str, level: int | None = None) -> list[CsrInfo]:
+        return [c for c in self.csrs.values()
+                if pool in c.pools and (level is None or c.level(pool) == level)]
 
 
 def base_address(address: str) -> str:
@@ -147,14 +194,40 @@ class Assign(Action):
     csr: str | None
     rule: str
     note: str = ""  # a private note for the new assignee
+    level: int = 1  # by the pool's rule: among the CSRs of this level (2: escalation)
+
+
+@dataclass(frozen=True)
+class SwitchCase(Action):
+    """The actions after this one work on another case (``#next`` picks one)."""
+
+    number: str
 
 
 @dataclass(frozen=True)
 class Notify(Action):
-    """Tell the case's assignee (whoever that is once the actions before ran)."""
+    """Tell the case's assignee (whoever that is once the actions before ran),
+    or ``to`` (an away CSR's deputy)."""
 
     headline: str
     note: str = ""
+    to: str | None = None
+
+
+@dataclass(frozen=True)
+class SetAway(Action):
+    """A CSR away in these pools (all of theirs when empty) until ``until``."""
+
+    csr: str
+    pools: tuple[str, ...] = ()
+    until: dt.datetime | None = None
+    deputy: str = ""
+
+
+@dataclass(frozen=True)
+class SetBack(Action):
+    csr: str
+    pools: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,6 +265,64 @@ class TellCsr(Action):
 class AddNote(Action):
     author: str
     text: str
+
+
+@dataclass(frozen=True)
+class Consult(Action):
+    """Ask a department: the question, the case and its public history go to it."""
+
+    department: str  # its name
+    question: str
+    by: str
+
+
+@dataclass(frozen=True)
+class ConsultationAnswered(Action):
+    """The department's answer came: its open consultations on the case are answered."""
+
+    department: str
+
+
+@dataclass(frozen=True)
+class MarkOverdue(Action):
+    """Open consultations past their deadline: overdue, and one notice each to
+    the department and the case's CSR; the next deadline scheduled."""
+
+
+@dataclass(frozen=True)
+class DraftInfo:
+    """A held answer waiting for its supervisor."""
+
+    id: int
+    csr: str
+    supervisor: str
+    commands: str  # as given, e.g. "#close"; "" for a plain answer
+    text: str
+
+
+@dataclass(frozen=True)
+class HoldDraft(Action):
+    """Keep a CSR's answer for their supervisor: nothing reaches the customer yet."""
+
+    csr: str
+    supervisor: str
+    commands: str
+    text: str
+    kind: MessageKind = MessageKind.REPLY  # how the customer would get it
+
+
+@dataclass(frozen=True)
+class DecideDraft(Action):
+    draft: int
+    status: str  # approved | rejected
+    by: str
+
+
+@dataclass(frozen=True)
+class SetAnswers(Action):
+    """The closing questionnaire's answers, kept on the case."""
+
+    answers: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)

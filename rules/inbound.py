@@ -263,7 +263,11 @@ def addresses(msg: Message, name: str) -> list[tuple[str, str]]:
             except Exception:
                 pass
         addr = ascii_domain(clean(addr.strip().lower(), 320))
-        if "@" not in addr:
+        local, at, domain = addr.rpartition("@")
+        if not at or not local or not domain:
+            # "spam@x.test gmail@gmail.com" parses as "@gmail.com": a whole
+            # domain is never an author (a CSR's one-click #blacklist on it
+            # would block gmail.com).
             continue
         pairs.append((" ".join(clean(display, 200).split()), addr))
     return pairs

@@ -17,10 +17,13 @@ from rules.decision import (
     Action,
     Assign,
     CaseState,
+    ConsultationAnswered,
     Decision,
+    DepartmentInfo,
     Directory,
     Hit,
     MailboxInfo,
+    MarkOverdue,
     Notify,
     OpenCase,
     PoolInfo,
@@ -29,6 +32,7 @@ from rules.decision import (
     SetRating,
     SetStatus,
     StoreMessage,
+    TellCsr,
     closing,
     decision,
 )
@@ -111,8 +115,7 @@ def on_customer(f: CustomerFacts) -> Decision:
             StoreMessage(MessageKind.CUSTOMER, f.text),
             Record(EventKind.CUSTOMER_REPLIED, f.match.rule, f.sender),
             SetStatus(Status.REOPENED, "the customer wrote to the closed case"),
-            *_ensure_assignee(f),
-            Notify("The customer wrote to a closed case: it is reopened")], hits)
+            *_tell(f, "The customer wrote to a closed case: it is reopened")], hits)
     actions: list[Action] = [StoreMessage(MessageKind.CUSTOMER, f.text),
                              Record(EventKind.CUSTOMER_REPLIED, f.match.rule, f.sender)]
     if case.status is Status.SOLUTION_PROPOSED:
@@ -128,20 +131,25 @@ def on_customer(f: CustomerFacts) -> Decision:
             return decision(Outcome.SOLUTION_REJECTED, [
                 *actions, Record(EventKind.SOLUTION_REJECTED, actor=f.sender), CANCEL_WAITING,
                 SetStatus(Status.REOPENED, "the customer rejected the solution"),
-                *_ensure_assignee(f),
-                Notify("The customer rejected your solution")], hits)
+                *_tell(f, "The customer rejected your solution")], hits)
         actions.append(SetStatus(Status.IN_PROGRESS, "the customer answered the solution"))
-    actions += [CANCEL_WAITING, *_ensure_assignee(f), Notify("The customer wrote again")]
+    actions += [CANCEL_WAITING, *_tell(f, "The customer wrote again")]
     return decision(Outcome.APPENDED, actions, hits)
 
 
-def _ensure_assignee(f: CustomerFacts) -> list[Action]:
-    """Nobody on the case, or its CSR gone or away: the pool's rule picks one."""
+def _tell(f: CustomerFacts, headline: str) -> list[Action]:
+    """Tell the case's CSR. Nobody on the case, or its CSR gone or away: the
+    away CSR's deputy is told (the case stays theirs), else the pool's rule
+    picks a CSR, who is told."""
     assert f.case is not None
+    pool = f.mailbox.pool.name
     who = f.directory.csr(f.case.assignee) if f.case.assignee else None
-    if who is not None and who.available:
-        return []
-    return [Assign(None, f.mailbox.pool.rule)]
+    if who is not None and not who.is_away(pool):
+        return [Notify(headline)]
+    deputy = who.deputy(pool) if who is not None else None
+    if who is not None and deputy:
+        return [Notify(f"{headline} (for {who.name}, who is away; the case stays theirs)", to=deputy)]
+    return [Assign(None, f.mailbox.pool.rule), Notify(headline)]
 
 
 def _new_case(f: CustomerFacts, hits: list[Hit], *, follow_up_of: str | None = None) -> Decision:
@@ -257,6 +265,9 @@ def on_timer(kind: TimerKind, case: CaseState, pool: PoolInfo) -> Decision:
             Record(EventKind.AUTOCLOSED, f"no answer from the customer for {waited}"),
             *closing(f"no answer from the customer for {waited}")],
             [Hit("autoclose", f"no answer for {waited}")])
+    if kind is TimerKind.CONSULT_DUE:
+        return decision(Outcome.TIMER_FIRED, [MarkOverdue()],
+                        [Hit("consult_due", "a department's deadline")])
     if kind is TimerKind.ASSIGN_RETRY:
         if case.status is Status.CLOSED or case.assignee is not None:
             return decision(Outcome.TIMER_SKIPPED, [], [Hit("assign_retry", "nothing to assign")])
@@ -264,3 +275,35 @@ def on_timer(kind: TimerKind, case: CaseState, pool: PoolInfo) -> Decision:
             Assign(None, pool.rule), Notify("New case (assigned on retry)")],
             [Hit("assign_retry", "the case found nobody before")])
     raise ValueError(f"unknown timer {kind!r}")
+
+
+# -- a consulted department's answer -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepartmentFacts:
+    department: DepartmentInfo
+    case: CaseState | None
+    text: str  # the new text, quotes stripped
+    other_open: int  # unanswered consultations of other departments on the case
+
+
+def on_department(f: DepartmentFacts) -> Decision:
+    """Stored as internal, forwarded to the case's CSR, never to the customer."""
+    hits = [Hit("department", f"{f.department.name} <{f.department.address}>")]
+    if f.case is None:
+        return decision(Outcome.DEPARTMENT_NO_CASE, [
+            StoreMessage(MessageKind.DEPARTMENT, f.text, attach=False),
+            TellCsr(f.department.address, "Not filed: no case", (
+                "Your message names no case, so it was stored and nobody was told.\n"
+                "Please answer the consultation mail itself (keep its subject).")),
+        ], hits)
+    actions: list[Action] = [
+        StoreMessage(MessageKind.DEPARTMENT, f.text),
+        ConsultationAnswered(f.department.name),
+        Record(EventKind.CONSULTATION_ANSWERED, f.department.name, f.department.address)]
+    if f.case.status is Status.UNDER_CONSULTATION and not f.other_open:
+        actions.append(SetStatus(Status.IN_PROGRESS, f"{f.department.name} answered"))
+    actions.append(Notify(f"{f.department.name} answered your consultation (internal: the customer "
+                          "does not see it)"))
+    return decision(Outcome.DEPARTMENT_ANSWER, actions, hits)

@@ -34,6 +34,7 @@ class MessageKind(StrEnum):
     AUTOMATIC = "automatic"
     BOUNCE = "bounce"
     RATING = "rating"  # a customer's answer to the survey
+    DEPARTMENT = "department"  # a consulted department's answer (internal)
     # out
     ACK = "ack"
     NOTIFY = "notify"
@@ -43,17 +44,21 @@ class MessageKind(StrEnum):
     SURVEY = "survey"
     REMINDER = "reminder"
     THANKS = "thanks"
+    ESCALATED = "escalated"  # to the customer: passed to a specialist
     CSR_NOTICE = "csr_notice"  # to a CSR: what a command did or why it did nothing
+    CONSULT = "consult"  # to a department: a CSR's question
+    OVERDUE = "overdue"  # to a department and a CSR: a consultation past its deadline
+    APPROVAL = "approval"  # to a supervisor: a held answer, as the customer would get it
 
 
 # Outgoing mail to customers that nobody typed: RFC 3834 auto-replies, under
 # the rate caps, never in answer to automatic mail.
 AUTOMATIC_OUT = frozenset({MessageKind.ACK, MessageKind.CLOSED, MessageKind.SURVEY,
-                           MessageKind.REMINDER, MessageKind.THANKS})
+                           MessageKind.REMINDER, MessageKind.THANKS, MessageKind.ESCALATED})
 # What the customer's thread holds (threading headers of answers).
 CUSTOMER_THREAD_OUT = frozenset({MessageKind.ACK, MessageKind.REPLY, MessageKind.SOLUTION,
                                  MessageKind.CLOSED, MessageKind.SURVEY, MessageKind.REMINDER,
-                                 MessageKind.THANKS})
+                                 MessageKind.THANKS, MessageKind.ESCALATED})
 
 
 class EventKind(StrEnum):
@@ -61,6 +66,17 @@ class EventKind(StrEnum):
     STATUS = "status"
     ASSIGNED = "assigned"
     UNASSIGNED = "unassigned"
+    UNASSIGNED_NOTIFIED = "unassigned_notified"
+    ESCALATED = "escalated"
+    ANSWERED = "answered"  # the closing questionnaire
+    CONSULTED = "consulted"
+    HELD = "held"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    CONSULTATION_ANSWERED = "consultation_answered"
+    CONSULTATION_OVERDUE = "consultation_overdue"
+    AWAY = "away"
+    BACK = "back"
     CUSTOMER_REPLIED = "customer_replied"
     REPLIED = "replied"
     EMPTY_REPLY = "empty_reply"
@@ -103,6 +119,9 @@ class Outcome(StrEnum):
     CSR_COMMAND_REFUSED = "csr_command_refused"
     CSR_NO_CASE = "csr_no_case"
     PROACTIVE_CASE = "proactive_case"
+    DEPARTMENT_ANSWER = "department_answer"
+    HELD_FOR_APPROVAL = "held_for_approval"
+    DEPARTMENT_NO_CASE = "department_no_case"
     NEW_CASE_AUTOMATIC = "new_case_automatic"
     AUTOMATIC_APPENDED = "automatic_appended"
     OWN_MAIL = "own_mail"
@@ -117,6 +136,7 @@ class TimerKind(StrEnum):
     REMIND = "remind"  # the customer has not answered our answer or solution
     AUTOCLOSE = "autoclose"  # ... for longer: close the case
     ASSIGN_RETRY = "assign_retry"  # nobody was available: try again
+    CONSULT_DUE = "consult_due"  # a department's deadline
 
 
 class ClosedPolicyKind(StrEnum):

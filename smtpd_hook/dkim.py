@@ -34,8 +34,12 @@ relaxed alignment would need the Public Suffix List to be safe and would let
 any host able to sign for a sibling subdomain speak for staff.
 
 Signing (``Signer``) uses rsa-sha256 and relaxed/relaxed canonicalization
-over a fixed list of headers; From: is signed once more than it occurs, so
-that a second From: added later breaks the signature. The new
+over a fixed list of headers; each header a message may carry only once
+(``OVERSIGNED``: From, To, Cc, Subject, Date, Message-ID, In-Reply-To,
+References, Reply-To, Auto-Submitted) is signed once more than it occurs,
+absent ones too, so that adding one later (a second From:, an In-Reply-To:
+or Subject: that binds a replay of our mail to another case) breaks the
+signature. The new
 ``DKIM-Signature:`` field is prepended and the message is otherwise returned
 byte for byte, with its own line endings.
 
@@ -82,6 +86,7 @@ from dkim.crypto import (
 from dkim.util import DuplicateTag, InvalidTagSpec, InvalidTagValueList, parse_tag_value
 
 __all__ = [
+    "OVERSIGNED",
     "SIGNED_HEADERS",
     "SINGLE_HEADERS",
     "AnyResult",
@@ -101,8 +106,9 @@ __all__ = [
 #: raise on a DNS failure; ``verify`` turns that into ``temperror``.
 DnsFunc = Callable[[bytes, int], bytes | None]
 
-#: Headers we sign, in this order, each as often as it occurs; From: once
-#: more than it occurs (oversigned).
+#: Headers we sign, in this order, each as often as it occurs; those in
+#: ``OVERSIGNED`` once more than they occur (RFC 6376 8.15: an instance added
+#: later, above or instead of a missing one, then breaks the signature).
 SIGNED_HEADERS: tuple[str, ...] = (
     "From",
     "To",
@@ -118,7 +124,13 @@ SIGNED_HEADERS: tuple[str, ...] = (
     "Content-Transfer-Encoding",
     "Auto-Submitted",
 )
-_OVERSIGNED = frozenset({"from"})
+#: The headers RFC 5322 allows once (and Auto-Submitted:, which decides
+#: whether a reply is automatic): signed once more than they occur, absent
+#: ones once.
+OVERSIGNED: frozenset[str] = frozenset({
+    "from", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references",
+    "reply-to", "auto-submitted",
+})
 
 #: At most this many signatures are checked per message (RFC 6376 6.1 lets
 #: a verifier limit them); each costs a DNS lookup. The rest get ``policy``.
@@ -524,7 +536,7 @@ class Signer:
                 raise ValueError("cannot DKIM-sign a message without a From: header")
             include: list[bytes] = []
             for name in SIGNED_HEADERS:
-                count = present.count(name.lower()) + (name.lower() in _OVERSIGNED)
+                count = present.count(name.lower()) + (name.lower() in OVERSIGNED)
                 include += [name.encode("ascii")] * count
             header: bytes = signer.sign(
                 self.selector.encode("ascii"),

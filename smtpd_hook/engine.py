@@ -30,7 +30,15 @@ from rules import defaults, life, replies, tokens
 from rules.automatic import suppresses_autoreply
 from rules.blacklist import Blacklist, Entry
 from rules.classify import Identity, Role, classify
-from rules.decision import Decision, Directory, Hit, MailboxInfo, StoreMessage, base_address
+from rules.decision import (
+    Decision,
+    Directory,
+    DraftInfo,
+    Hit,
+    MailboxInfo,
+    StoreMessage,
+    base_address,
+)
 from rules.inbound import Inbound, parse, raw_header
 from rules.loop import detect, hops_of, read_verp
 from rules.match import Match, match_case
@@ -150,6 +158,9 @@ class Engine:
         store = self.store
         directory, mailboxes = self._directory()
         mailbox = mailboxes.get(base_address(rcpt))
+        if mailbox is None:  # perhaps added since the directory was read
+            directory, mailboxes = self._directory(fresh=True)
+            mailbox = mailboxes.get(base_address(rcpt))
         if mailbox is None:
             raise Misrouted(
                 f"{rcpt} is not a supervised address: add it with `casegate mailbox add` "
@@ -159,8 +170,9 @@ class Engine:
         listed = self._blacklisted(delivery, inbound)
         # The costly reading of the text, before the write transaction holds
         # SQLite's lock (a 9 MB header storm held it for a minute).
-        texts = Texts(body=body_text(inbound.msg) if identity.role is not Role.CSR else "",
-                      reply=extract_reply(inbound.msg) if identity.role is Role.CSR else "")
+        staff = identity.role in (Role.CSR, Role.DEPARTMENT)
+        texts = Texts(body="" if staff else body_text(inbound.msg),
+                      reply=extract_reply(inbound.msg) if staff else "")
         with store.atomic():
             seen = store.delivery_seen(key)
             if seen is not None:
@@ -214,7 +226,9 @@ class Engine:
             parsed = cmd.parse(text)
             facts = cmd.CommandFacts(
                 actor=cmd.Actor(csr.address, csr), case=state, pool=info.pool, directory=directory,
-                subject=inbound.subject, has_files=bool(inbound.attachments))
+                subject=inbound.subject, has_files=bool(inbound.attachments),
+                waiting=self._waiting(csr.address, parsed.commands), now=self.store.clock(),
+                drafts=self._drafts(case, parsed.commands))
             keep = StoreMessage(MessageKind.COMMAND if parsed.commands else MessageKind.CSR,
                                 text if parsed.commands else parsed.text)
             if inbound.opaque:
@@ -226,6 +240,13 @@ class Engine:
                 decision = cmd.no_case(facts, store=keep)
             else:
                 decision = cmd.csr_reply(parsed.text, bool(inbound.attachments), facts, store=keep)
+        elif identity.role is Role.DEPARTMENT:
+            dept = directory.department_at(inbound.from_address)
+            assert dept is not None
+            others = [c for c in self.store.consultations(case) if c.status in ("open", "overdue")
+                      and c.department.name != dept.name] if case is not None else []
+            decision = life.on_department(life.DepartmentFacts(
+                department=dept, case=state, text=texts.reply, other_open=len(others)))
         elif identity.role is Role.AUTOMATIC:
             decision = life.on_automatic(life.AutomaticFacts(
                 mailbox=info, case=state, rule=identity.rule, reason=identity.reason,
@@ -268,7 +289,7 @@ class Engine:
 
     # -- who wrote, which case ---------------------------------------------------------
 
-    def _directory(self) -> tuple[Directory, dict[str, Mailbox]]:
+    def _directory(self, *, fresh: bool = False) -> tuple[Directory, dict[str, Mailbox]]:
         """Mailboxes, pools and CSRs, re-read at most every DIRECTORY_TTL
         seconds (at once after this process changed them): reading them for
         every message cost more than a millisecond."""
@@ -276,7 +297,8 @@ class Engine:
         generation = self.store.directory_generation
         with self._lock:
             cached = self._cached_directory
-            if cached is not None and now - cached[0] < defaults.DIRECTORY_TTL and cached[1] == generation:
+            if (not fresh and cached is not None and now - cached[0] < defaults.DIRECTORY_TTL
+                    and cached[1] == generation):
                 return cached[2]
         with self.store.guard():
             loaded = self.store.load_directory()
@@ -339,16 +361,24 @@ class Engine:
         else:
             client_addr = delivery.client_addr
         dkim_domain = aligned_pass(delivery.dkim, inbound.from_address) if inbound.from_address else None
-        return classify(
+        # A consulted department is proven exactly as a CSR is.
+        dept = directory.department_at(inbound.from_address) if csr is None and inbound.from_address \
+            else None
+        staff = csr.address if csr is not None else dept.address if dept is not None else None
+        identity = classify(
             from_address=inbound.from_address,
-            csr_known=csr is not None,
+            csr_known=staff is not None,
             automatic_reason=None,
             client_addr=client_addr,
             trusted_networks=s.trusted_networks,
             sasl_login=login,
-            sasl_login_is_csr=bool(login and csr and login.lower() == csr.address),
-            dkim_staff_domain=dkim_domain if csr is not None else None,
+            sasl_login_is_csr=bool(login and staff and login.lower() == staff),
+            dkim_staff_domain=dkim_domain if staff is not None else None,
         )
+        if dept is not None and identity.role is Role.CSR:
+            return Identity(Role.DEPARTMENT, identity.rule.replace("csr_", "department_"),
+                            f"{dept.name}: {identity.reason}", identity.proof)
+        return identity
 
     def _match(self, rcpt: str, inbound: Inbound, identity: Identity) -> Match:
         secret, prefix = self.settings.secret, self.settings.case_prefix
@@ -371,7 +401,7 @@ class Engine:
             [*signed, *stored, *([address_number] if address_number else []), *subject_numbers])
         match = match_case(
             sender=inbound.from_address,
-            is_csr=identity.role is Role.CSR,
+            is_csr=identity.role in (Role.CSR, Role.DEPARTMENT),
             signed_numbers=signed,
             stored_numbers=stored,
             address_number=address_number,
@@ -396,7 +426,8 @@ class Engine:
             mailbox = case.mailbox
             who = self._actor(directory, actor)
             facts = cmd.CommandFacts(actor=who, case=store.case_state(case), pool=pool_info(mailbox.pool),
-                                     directory=directory, by_mail=False)
+                                     directory=directory, by_mail=False, now=store.clock(),
+                                     drafts=self._drafts(case, commands))
             decision = cmd.decide(commands, text, facts,
                                   store=StoreMessage(MessageKind.COMMAND, text) if text.strip() else None)
             if decision.errors:
@@ -426,6 +457,41 @@ class Engine:
         assert ctx.case is not None
         log.info("%s %s by %s", ctx.case.number, decision.outcome, who.label)
         return Result(decision.outcome, ctx.case.number, (), decision.hits,
+                      tuple(m.kind for m in ctx.sent))
+
+    def _drafts(self, case: Case | None, commands: Sequence[cmd.Given]) -> tuple[DraftInfo, ...]:
+        """Held answers on the case (only looked up for #approve and #reject)."""
+        if case is None or not any(g.name in ("approve", "reject") for g in commands):
+            return ()
+        return self.store.draft_infos(case)
+
+    def _waiting(self, csr: str, commands: Sequence[cmd.Given]) -> tuple[str, ...]:
+        """What #next would hand this CSR (only looked up when asked for)."""
+        return tuple(self.store.waiting(csr)) if any(g.name == "next" for g in commands) else ()
+
+    def next_case(self, csr: str) -> Result:
+        """``#next`` from the shell: the oldest waiting case of the CSR's pools."""
+        return self.staff_command(csr, cmd.Given("next"))
+
+    def staff_command(self, csr: str, given: cmd.Given) -> Result:
+        """A CSR's command about no case (``#next``, ``#away``, ``#back``) from the shell."""
+        store = self.store
+        with store.atomic():
+            directory, mailboxes = store.load_directory()
+            who = self._actor(directory, csr)
+            any_mailbox = next(iter(mailboxes.values()), None)
+            if any_mailbox is None:
+                raise StoreError("no supervised address yet (`casegate mailbox add`)")
+            facts = cmd.CommandFacts(actor=who, case=None, pool=None, directory=directory,
+                                     by_mail=False, waiting=self._waiting(who.address, [given]),
+                                     now=store.clock())
+            decision = cmd.decide([given], "", facts)
+            if decision.errors:
+                return Result(decision.outcome, None, decision.errors, decision.hits)
+            ctx = Context(mailbox=any_mailbox, directory=directory, actor=who.label)
+            self.executor.apply(decision, ctx)
+        log.info("%s by %s: %s", given, who.label, decision.explain())
+        return Result(decision.outcome, ctx.case.number if ctx.case else None, (), decision.hits,
                       tuple(m.kind for m in ctx.sent))
 
     def _actor(self, directory: Directory, address: str | None) -> cmd.Actor:

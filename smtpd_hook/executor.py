@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import json
 import logging
+import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +23,7 @@ from casestore.models import Case, Csr, Event, Mailbox, Message
 from casestore.store import Store, aware, case_dict
 from rules import decision as d
 from rules import defaults, tokens
-from rules.assign import Candidate, least_load
+from rules.assign import AssignRule, Candidate, choose
 from rules.classify import Identity, Role
 from rules.decision import Directory, base_address
 from rules.inbound import Inbound
@@ -118,7 +121,8 @@ class Executor:
             raw=delivery.data,
             queue_id=delivery.queue_id,
             client_addr=delivery.client_addr,
-            authenticated=identity.proof if identity is not None and identity.role is Role.CSR else "",
+            authenticated=identity.proof if identity is not None
+            and identity.role in (Role.CSR, Role.DEPARTMENT) else "",
             automatic=f"{identity.rule}: {identity.reason}"[:200]
             if identity is not None and identity.role is Role.AUTOMATIC else "",
             dkim=" ".join(f"{'pass' if ok else 'fail'}:{dom}" for dom, ok, _ in delivery.dkim)[:500],
@@ -137,6 +141,9 @@ class Executor:
         changes: dict[str, Any] = {"status": a.status.value}
         if a.status is Status.CLOSED:
             changes["closed"] = self.store.now()
+            if case.assignee_id is not None:
+                # Room for a case that waits for a CSR with room (limit:N): now.
+                self.store.hurry_assign_retries(ctx.mailbox.pool)
         elif old == Status.CLOSED:
             changes["closed"] = None
         self.store.touch(case, **changes)
@@ -144,30 +151,166 @@ class Executor:
 
     def _assign(self, a: d.Assign, ctx: Context) -> None:
         case, store = self._case(ctx), self.store
+        pool = ctx.mailbox.pool
         csr: Csr | None
         if a.csr:
             csr = store.csr(a.csr)
             detail = a.rule
         else:
-            loads = store.open_load(ctx.mailbox.pool)
-            chosen = least_load([Candidate(c.id, load) for c, load in loads])
-            csr = next((c for c, _ in loads if c.id == chosen), None)
-            detail = a.rule or defaults.POOL_RULE
+            try:
+                rule = AssignRule.parse(pool.rule)
+            except ValueError:
+                log.warning("pool %s: unknown assignment rule %r, using least_load", pool.name, pool.rule)
+                rule = AssignRule()
+            rows = store.candidates(pool)
+            chosen = choose(rule, [Candidate(c.id, load, level, available)
+                                   for c, load, level, available in rows],
+                            last=pool.last_assigned, rng=random.Random(case.number), level=a.level)
+            csr = next((c for c, _, _, _ in rows if c.id == chosen), None)
+            detail = str(rule)
+            if csr is None and a.level != 1:
+                self._event(ctx, EventKind.UNASSIGNED, f"no available level-{a.level} CSR in pool "
+                            f"{pool.name}: the case stays with its CSR")
+                return
+            if csr is None:
+                self._unassigned(ctx, rule)
+                return
+            if rule.name == "round_robin":
+                pool.last_assigned = csr.id
+                pool.save(only=[type(pool).last_assigned])
         if csr is None:
-            pool = ctx.mailbox.pool.name
-            self._event(ctx, EventKind.UNASSIGNED, f"no available CSR in pool {pool}")
-            log.warning("case %s: no available CSR in pool %s", case.number, pool)
-            store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
-            store.schedule(case, TimerKind.ASSIGN_RETRY,
-                           self.store.clock() + dt.timedelta(seconds=defaults.ASSIGN_RETRY_SECONDS))
             return
         store.touch(case, assignee=csr)
         if not ctx.opened:
             store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
         self._event(ctx, EventKind.ASSIGNED, detail, csr.address)
 
+    def _unassigned(self, ctx: Context, rule: AssignRule) -> None:
+        """Nobody took the case: retried by the scheduler (when the rule hands
+        cases out), and the pool's fallback address is told once per case."""
+        case, store, pool = self._case(ctx), self.store, ctx.mailbox.pool
+        if not rule.pushes:
+            self._event(ctx, EventKind.UNASSIGNED, f"pool {pool.name} ({rule}): waits for a CSR's #next"
+                        if rule.name == "fifo" else f"pool {pool.name} ({rule}): nobody is pushed cases")
+            return
+        self._event(ctx, EventKind.UNASSIGNED, f"no available CSR in pool {pool.name} ({rule})")
+        log.warning("case %s: no available CSR in pool %s (%s)", case.number, pool.name, rule)
+        store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
+        store.schedule(case, TimerKind.ASSIGN_RETRY,
+                       store.clock() + dt.timedelta(seconds=defaults.ASSIGN_RETRY_SECONDS))
+        fallback = pool.unassigned_notify
+        if fallback and not Event.select(Event.id).where(
+                (Event.case == case) & (Event.kind == EventKind.UNASSIGNED_NOTIFIED)).exists():
+            self._tellcsr(d.TellCsr(fallback, "Nobody could take it", (
+                f"Case {case.number} in pool {pool.name} found no available CSR ({rule}).\n"
+                f"It waits; the scheduler tries again every {defaults.ASSIGN_RETRY_SECONDS // 60} "
+                f"minutes. `casegate case assign {case.number} ADDRESS` assigns it now.")), ctx)
+            self._event(ctx, EventKind.UNASSIGNED_NOTIFIED, fallback)
+
+    def _switchcase(self, a: d.SwitchCase, ctx: Context) -> None:
+        case = self.store.load_case(Case.number == a.number)
+        assert case is not None, a.number
+        ctx.case = case
+        ctx.mailbox = case.mailbox
+
     def _addnote(self, a: d.AddNote, ctx: Context) -> None:
         self._event(ctx, EventKind.NOTE, a.text, a.author)
+
+    def _consult(self, a: d.Consult, ctx: Context) -> None:
+        case, store = self._case(ctx), self.store
+        dept = ctx.directory.department(a.department)
+        assert dept is not None, a.department
+        consultation = store.consult(case, dept.name, a.question, a.by)
+        csr = ctx.directory.csr(a.by)
+        csr_name = csr.name if csr is not None else a.by or "admin"
+        msgs = store.messages(case)
+        history, omitted = self._history(case, msgs, ctx.directory, exclude=None, public_only=True)
+        body = self.renderer.text("department/consult.txt.j2", {
+            "csr_name": csr_name, "organization": self._organization(ctx), "department": dept.name,
+            "question": a.question, "case": self._case_view(case), "due": _date(consultation.due),
+            "history": history, "history_omitted": omitted})
+        self._outgoing(ctx, kind=MessageKind.CONSULT,
+                       from_=format_address(f"{csr_name} via {self._organization(ctx)}",
+                                            tokens.plus_address(ctx.mailbox.address, case.number)),
+                       to=[dept.address],
+                       subject=tokens.tagged_subject(case.number, f"Question for {dept.name}: {case.subject}",
+                                                     self.settings.case_prefix),
+                       body=body, in_reply_to=None, references=[],
+                       headers=self._automatic_headers(ctx, "auto-generated"))
+        self._schedule_consult_due(ctx)
+
+    def _schedule_consult_due(self, ctx: Context) -> None:
+        case, store = self._case(ctx), self.store
+        store.cancel_timers(case, [TimerKind.CONSULT_DUE])
+        due = [aware(c.due) for c in store.open_consultations(case)]
+        if due:
+            store.schedule(case, TimerKind.CONSULT_DUE, min(d for d in due if d is not None))
+
+    def _consultationanswered(self, a: d.ConsultationAnswered, ctx: Context) -> None:
+        self.store.consultation_answered(self._case(ctx), a.department)
+        self._schedule_consult_due(ctx)
+
+    def _markoverdue(self, a: d.MarkOverdue, ctx: Context) -> None:
+        case, store = self._case(ctx), self.store
+        now = store.now()
+        for c in store.open_consultations(case):
+            if c.due > now:
+                continue
+            c.status = "overdue"
+            c.save(only=[type(c).status])
+            self._event(ctx, EventKind.CONSULTATION_OVERDUE, f"{c.department.name}: due {_date(c.due)}")
+            view = {"department": c.department.name, "case": self._case_view(case),
+                    "asked": _date(c.asked), "due": _date(c.due), "question": c.question}
+            targets = [(c.department.address, True)]
+            if case.assignee_id is not None:
+                targets.append((case.assignee.address, False))
+            for to, to_department in targets:
+                body = self.renderer.text("department/overdue.txt.j2",
+                                          {**view, "to_department": to_department})
+                self._outgoing(ctx, kind=MessageKind.OVERDUE, from_=self._from_mailbox(ctx), to=[to],
+                               subject=tokens.tagged_subject(
+                                   case.number, f"Overdue: {c.department.name}, {case.subject}",
+                                   self.settings.case_prefix),
+                               body=body, in_reply_to=None, references=[],
+                               headers=self._automatic_headers(ctx, "auto-generated"))
+        self._schedule_consult_due(ctx)
+
+    def _holddraft(self, a: d.HoldDraft, ctx: Context) -> None:
+        """Keep the draft; the supervisor gets it as the customer would, with links."""
+        case, store = self._case(ctx), self.store
+        draft = store.hold_draft(case, csr=a.csr, supervisor=a.supervisor, commands=a.commands,
+                                 text=a.text)
+        csr = ctx.directory.csr(a.csr)
+        name = csr.name if csr is not None else a.csr
+        organization = self._organization(ctx)
+        preview = self.renderer.text(f"customer/{a.kind}.txt.j2", {
+            **self._customer_context(case, ctx), "reply": a.text,
+            "csr": {"name": name, "signature": csr.signature.strip() if csr else ""},
+            "signoff": _signoff(name, csr.signature if csr else "", organization),
+            "history": [], "history_omitted": 0,
+            "links": self._customer_links(case, ctx, a.kind)})
+        subject = tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix, reply=True)
+        body = self.renderer.text("csr/approval.txt.j2", {
+            "csr": name, "draft": draft.id, "commands": a.commands, "preview": preview,
+            "case": self._case_view(case),
+            "approve": self._mailto(ctx, case, subject, f"#approve {draft.id}"),
+            "reject": self._mailto(ctx, case, subject, f"#reject {draft.id}\n\n")})
+        headers = self._automatic_headers(ctx, "auto-generated")
+        self._outgoing(ctx, kind=MessageKind.APPROVAL,
+                       from_=format_address(f"{name} via {organization}",
+                                            tokens.plus_address(ctx.mailbox.address, case.number)),
+                       to=[a.supervisor],
+                       subject=tokens.tagged_subject(case.number, f"Approve? {case.subject}",
+                                                     self.settings.case_prefix),
+                       body=body, in_reply_to=None, references=[], headers=headers)
+
+    def _decidedraft(self, a: d.DecideDraft, ctx: Context) -> None:
+        self.store.decide_draft(a.draft, a.status, a.by)
+
+    def _setanswers(self, a: d.SetAnswers, ctx: Context) -> None:
+        case = self._case(ctx)
+        self.store.touch(case, answers=json.dumps(dict(a.answers), ensure_ascii=False))
+        self._event(ctx, EventKind.ANSWERED, ", ".join(f"{k}={v}" for k, v in a.answers))
 
     def _setrating(self, a: d.SetRating, ctx: Context) -> None:
         self.store.touch(self._case(ctx), rating=a.rating, rating_comment=a.comment)
@@ -255,17 +398,33 @@ class Executor:
                        body=body, in_reply_to=in_reply_to, references=thread,
                        files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files])
 
+    def _setaway(self, a: d.SetAway, ctx: Context) -> None:
+        pools = self.store.set_away(a.csr, list(a.pools), away=True, until=a.until, deputy=a.deputy)
+        detail = (f"away in {', '.join(pools)}" + (f" until {a.until.isoformat()}" if a.until else "")
+                  + (f", deputy {a.deputy}" if a.deputy else ""))
+        self._event(ctx, EventKind.AWAY, detail, a.csr)
+        ctx.explain = f"{ctx.explain}; {a.csr} {detail}".strip("; ")
+
+    def _setback(self, a: d.SetBack, ctx: Context) -> None:
+        pools = self.store.set_away(a.csr, list(a.pools), away=False)
+        self._event(ctx, EventKind.BACK, f"back in {', '.join(pools)}", a.csr)
+
     def _notify(self, a: d.Notify, ctx: Context) -> None:
         case = self._case(ctx)
-        if case.assignee_id is None:
+        if a.to:
+            csr = self.store.csr(a.to)
+            if csr is None:
+                return
+        elif case.assignee_id is None:
             return
-        csr = case.assignee
+        else:
+            csr = case.assignee
         store = self.store
         files = store.attachments(case)
         msgs = store.messages(case)
         message = ctx.message
         about = message is not None and message.kind in (
-            MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE)
+            MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE, MessageKind.DEPARTMENT)
         parts = ctx.inbound.attachments if (about and ctx.inbound is not None) else ()
         fits = _forwardable(parts)
         mine = [f.id for f in files if about and message is not None and f.message_id == message.id]
@@ -349,12 +508,16 @@ class Executor:
             return refused
         if ctx.suppress:
             return ctx.suppress
+        if address.rpartition("@")[2].startswith("["):
+            # victim@[192.0.2.1]: one more spelling of any mailbox behind that
+            # address (a key of its own for the caps), and no customer writes from one.
+            return "never to an address literal"
         return self._over_rate_cap(self._case(ctx), address)
 
     def _over_rate_cap(self, case: Case, address: str) -> str | None:
         limits = self.store.limits()
         since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
-        key = base_address(address)
+        key = rate_key(address)
         to_mailbox, to_domain = self.store.automatic_sent_to(since=since, recipient=key)
         per_rcpt = limits["autoreply_per_recipient"]
         if to_mailbox >= per_rcpt:
@@ -407,15 +570,28 @@ class Executor:
         if case.status == Status.CLOSED:
             links.append(("Reopen", "#reopen"))
         else:
-            links += [("Close (text below goes to the customer first)", "#close\n\n"),
+            questions = [q for q in ctx.directory.mailbox(ctx.mailbox.address).pool.questions] \
+                if ctx.directory.mailbox(ctx.mailbox.address) else []
+            close = "#close" + "".join(f" {q.name}={q.choices[0] if q.choices else '...'}"
+                                       for q in questions if q.required)
+            links += [("Close (text below goes to the customer first)"
+                       + (f"; answer {', '.join(q.allowed() for q in questions)}" if questions else ""),
+                       close + "\n\n"),
                       ("Propose a solution", "#solution\n\n"),
                       ("Add an internal note", "#note\n\n"),
                       ("Take it (for a colleague this is forwarded to)", "#take"),
                       ("Set a status", "#status in_progress")]
             pool = ctx.mailbox.pool.name
-            for csr in ctx.directory.pool_members(pool):
-                if case.assignee_id is None or csr.address != case.assignee.address:
-                    links.append((f"Assign to {csr.name} <{csr.address}>", f"#assign {csr.address}\n\n"))
+            for csr in sorted(ctx.directory.pool_members(pool), key=lambda c: (c.level(pool), c.name)):
+                if case.assignee_id is not None and csr.address == case.assignee.address:
+                    continue
+                state = "away" if csr.is_away(pool) else "available"
+                verb, command = ("Escalate to", "#escalate") if csr.level(pool) > 1 else ("Assign to",
+                                                                                          "#assign")
+                links.append((f"{verb} {csr.name} <{csr.address}> (level {csr.level(pool)}, {state})",
+                              f"{command} {csr.address}\n\n"))
+            if ctx.directory.pool_members(pool, level=2):
+                links.append(("Escalate to the second level", "#escalate\n\n"))
         customer = case.customer_address
         local, at, _ = customer.rpartition("@")
         if at and local and not ctx.directory.is_ours(customer):
@@ -429,7 +605,7 @@ class Executor:
         said; for CSRs automatic mail and internal notes too."""
         kinds = {MessageKind.CUSTOMER, MessageKind.CSR} if public_only else {
             MessageKind.CUSTOMER, MessageKind.CSR, MessageKind.AUTOMATIC, MessageKind.BOUNCE,
-            MessageKind.RATING}
+            MessageKind.RATING, MessageKind.DEPARTMENT}
         names = {address: csr.name for address, csr in directory.csrs.items()}
         items: list[tuple[dt.datetime, int, dict[str, str]]] = []
         for m in msgs:
@@ -463,6 +639,8 @@ class Executor:
             return ""
         if m.kind == MessageKind.CSR:
             return csr_names.get(m.sender, m.sender)
+        if m.kind == MessageKind.DEPARTMENT:
+            return f"{m.sender} (department, internal)"
         if m.sender == case.customer_address and case.customer_name:
             return f"{case.customer_name} <{m.sender}>"
         return m.sender or "unknown"
@@ -499,14 +677,38 @@ class Executor:
             case=case, direction="out", kind=kind.value, sender=mailbox.address,
             recipients=",".join(to), message_id=message_id, in_reply_to=in_reply_to or "",
             subject=subject, text=body, raw=raw, queue_id=qid if qid != "-" else "",
-            rcpt_key=base_address(to[0])[:320] if to else "",
-            rcpt_domain=base_address(to[0]).rpartition("@")[2][:255] if to else "")
+            rcpt_key=rate_key(to[0])[:320] if to else "",
+            rcpt_domain=rate_key(to[0]).rpartition("@")[2][:255] if to else "")
         # VERP: a bounce of this message names its case and the message exactly.
         envelope = (verp_address(self.settings.secret, mailbox.address, case.number, message.id)
                     if case is not None else mailbox.address)
         self.store.enqueue(message, mail_from=envelope, rcpt_to=to)
         ctx.sent.append(message)
         return message
+
+
+# Providers known to ignore dots in the local part (j.o.h.n@ is john@) and
+# to share one mailbox across these domains.
+_DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def rate_key(address: str) -> str:
+    """The mailbox an address reaches, as the rate caps count it: every
+    spelling a forger can vary that still lands in the same mailbox is one
+    key. ``base_address`` (plus-tag and case) and, on top of it: a quoted
+    local part (``"victim"@``, ``"victim+x"@``), trailing dots of the domain
+    (``victim.test.``, which Postfix strips), the dots of a Gmail local part.
+    Merging more than a provider does only makes the caps stricter."""
+    local, at, domain = (address or "").strip().rpartition("@")
+    if not at:
+        return base_address(address)
+    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
+        local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
+    local, _, domain = base_address(f"{local}@{domain.rstrip('.')}").rpartition("@")
+    if domain in _DOTLESS_DOMAINS:
+        local, domain = local.replace(".", ""), _DOTLESS_DOMAINS[domain]
+    return f"{local}@{domain}"
 
 
 def _forwardable(parts: Sequence[Any]) -> list[bool]:

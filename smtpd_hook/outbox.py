@@ -217,11 +217,14 @@ class OutboxWorker:
         except StoreUnavailable as exc:
             # A failure unrecorded is tried again when the lease runs out; a
             # sent message is remembered here and recorded before anything
-            # else is claimed (only a restart meanwhile sends it again).
+            # else is claimed (only a restart meanwhile sends it again). The
+            # rest of the batch must not go out unrecorded: raising stops
+            # send_batch, and run() waits for the store.
             if error is None:
                 self.unrecorded[item.id] = item
             log.error("could not record outbox %s (%s): %s", item.id,
                       "sent" if error is None else "failed", exc)
+            raise
         finally:
             queue_id.reset(token)
 

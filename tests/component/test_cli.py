@@ -53,7 +53,9 @@ def test_mailboxes_and_csrs(run) -> None:
     assert ok.exit_code == 0
     rows = json.loads(run("csr", "list", "--json").output)
     assert rows == [{"address": "jose@example.com", "name": "José Núñez", "available": True,
-                     "pools": ["tier1"], "signature": "José\nTier 1"}]
+                     "pools": ["tier1"], "memberships": [{"pool": "tier1", "level": 1, "priority": 1, "away": False,
+                                      "away_until": None, "deputy": None}],
+                     "signature": "José\nTier 1", "supervisor": None}]
 
 
 @pytest.mark.parametrize("bad", ["not-an-address", "a b@example.com", "x@", "@example.com"])
@@ -213,7 +215,8 @@ def test_pool_set_and_list(run) -> None:
     assert out.exit_code == 0, out.output
     pools = json.loads(run("pool", "list", "--json").output)
     assert pools == [{"name": "default", "rule": "least_load", "closed_policy": "new_linked_after:7",
-                      "close_on_reply": True, "remind_after": "36h", "autoclose_after": "off"}]
+                      "close_on_reply": True, "remind_after": "36h", "autoclose_after": "off",
+                      "unassigned_notify": None, "escalation_notice": False}]
     for args, message in ((["--closed-policy", "sometimes"], "unknown closed-case policy"),
                           (["--remind-after", "3x"], "not a duration"),
                           ([], "nothing to set")):
@@ -359,3 +362,107 @@ def test_addresses_the_milter_cannot_read_are_refused(run, command: list[str], b
     assert r.exit_code == 2 and "not a valid" in r.output, r.output
     for listing in (["mailbox", "list"], ["csr", "list"], ["blacklist", "list"]):
         assert json.loads(run(*listing, "--json").output) == []
+
+
+
+def test_assignment_rules_levels_and_next_at_the_shell(run) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    assert run("csr", "add", "ann@example.com", "--name", "Ann", "--pool", "default:1:2").exit_code == 0
+    assert run("csr", "add", "lee@example.com", "--name", "Lee", "--pool", "default:2").exit_code == 0
+    bad = run("csr", "add", "x@example.com", "--name", "X", "--pool", "default:first")
+    assert bad.exit_code == 1 and "NAME[:LEVEL[:PRIORITY]]" in bad.output
+    rows = {r["address"]: r["memberships"] for r in json.loads(run("csr", "list", "--json").output)}
+    rows = {a: [(m["pool"], m["level"], m["priority"]) for m in ms] for a, ms in rows.items()}
+    assert rows == {"ann@example.com": [("default", 1, 2)], "lee@example.com": [("default", 2, 1)]}
+    assert run("csr", "set", "lee@example.com", "--pool", "default:1:1", "--pool", "vip:2").exit_code == 0
+    for rule in ("limit:3", "round_robin", "fifo", "none", "random", "least_load", "limit"):
+        out = run("pool", "set", "default", "--assign", rule)
+        assert out.exit_code == 0, out.output
+    assert json.loads(run("pool", "list", "--json").output)[0]["rule"] == "limit:5"
+    bad = run("pool", "set", "default", "--assign", "limit:0")
+    assert bad.exit_code == 2 and "limit takes a number" in bad.output
+    bad = run("pool", "set", "default", "--assign", "loudest")
+    assert bad.exit_code == 2 and "unknown assignment rule" in bad.output
+    nothing = run("case", "next", "--csr", "ann@example.com")
+    assert nothing.exit_code == 1 and "nothing is waiting in your pools (default)" in nothing.output
+
+
+def test_csr_away_and_back(run) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("csr", "add", "ann@example.com", "--name", "Ann")
+    run("csr", "add", "ben@example.com", "--name", "Ben")
+    away = run("csr", "away", "ann@example.com", "--until", "2099-01-01", "--deputy", "ben@example.com",
+               "--json")
+    assert away.exit_code == 0, away.output
+    m = json.loads(away.output)["memberships"][0]
+    assert (m["away"], m["away_until"], m["deputy"]) == (True, "2099-01-01T00:00:00+00:00", "ben@example.com")
+    bad = run("csr", "away", "ann@example.com", "--deputy", "nobody@example.com")
+    assert bad.exit_code == 1 and "not a CSR" in bad.output
+    back = run("csr", "back", "ann@example.com")
+    assert back.exit_code == 0 and "ann@example.com\tdefault\tavailable" in back.output
+
+
+def test_closing_questions_by_shell(run, tmp_path: Path) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("csr", "add", "jane@example.com", "--name", "Jane")
+    assert run("question", "add", "default", "product", "--choices", "Router,Switch",
+               "--required").exit_code == 0
+    assert run("question", "add", "default", "partner", "--free-text").exit_code == 0
+    bad = run("question", "add", "default", "x y", "--choices", "A")
+    assert bad.exit_code == 2
+    listed = json.loads(run("question", "list", "--json").output)
+    assert listed == [{"pool": "default", "name": "product", "choices": ["Router", "Switch"],
+                       "required": True, "free_text": False},
+                      {"pool": "default", "name": "partner", "choices": [], "required": False,
+                       "free_text": True}]
+    (tmp_path / "b.txt").write_text("About your router.\n")
+    body = run("case", "open", "--customer", "ann@customer.test", "--mailbox", "support@example.com",
+               "--csr", "jane@example.com", "--subject", "Router", "--body-file", str(tmp_path / "b.txt"))
+    assert body.exit_code == 0, body.output
+    number = body.output.split()[1].rstrip(";")
+    refused = run("case", "close", number)
+    assert refused.exit_code == 1 and "product is required" in refused.output
+    assert "product=Router|Switch (required)" in refused.output
+    wrong = run("case", "close", number, "--answer", "product=Modem")
+    assert wrong.exit_code == 1 and "product=Modem is not one of Router, Switch" in wrong.output
+    done = run("case", "close", number, "--answer", "product=Router", "--answer", "partner=ACME Ltd",
+               "--json")
+    assert done.exit_code == 0, done.output
+    shown = json.loads(run("case", "show", number, "--json").output)
+    assert shown["answers"] == {"product": "Router", "partner": "ACME Ltd"}
+    assert run("question", "remove", "default", "partner").exit_code == 0
+    assert run("question", "remove", "default", "partner").exit_code == 1
+
+
+def test_departments_at_the_shell(run) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("csr", "add", "jane@example.com", "--name", "Jane")
+    assert run("department", "add", "legal", "legal@example.com", "--deadline", "1d").exit_code == 0
+    bad = run("department", "add", "csr", "jane@example.com")
+    assert bad.exit_code == 1 and "is a CSR or a supervised address" in bad.output
+    assert run("department", "set", "legal", "--deadline", "36h").exit_code == 0
+    assert json.loads(run("department", "list", "--json").output) == [
+        {"name": "legal", "address": "legal@example.com", "deadline": "36h"}]
+    assert run("case", "list", "--overdue", "--json").output.strip() == "[]"
+    assert run("department", "remove", "legal").exit_code == 0
+    assert run("department", "remove", "legal").exit_code == 1
+
+
+def test_approval_at_the_shell(run) -> None:
+    run("init")
+    run("mailbox", "add", "support@example.com")
+    run("csr", "add", "jane@example.com", "--name", "Jane")
+    run("csr", "add", "bob@example.com", "--name", "Bob")
+    bad = run("csr", "set", "bob@example.com", "--needs-approval")
+    assert bad.exit_code == 1 and "needs --supervisor" in bad.output
+    assert run("csr", "set", "bob@example.com", "--needs-approval", "--supervisor",
+               "jane@example.com").exit_code == 0
+    rows = {r["address"]: r["supervisor"] for r in json.loads(run("csr", "list", "--json").output)}
+    assert rows == {"bob@example.com": "jane@example.com", "jane@example.com": None}
+    assert json.loads(run("approval", "list", "--json").output) == []
+    missing = run("approval", "approve", "7")
+    assert missing.exit_code == 1 and "no held answer 7" in missing.output

@@ -63,6 +63,11 @@ GATE_LINES = (
 )
 #: main.cf: where the gate's map lives.
 GATE_MAP = "hash:/etc/postfix/casegate_recipients"
+#: main.cf: the header checks that drop the milter's stamp from every copy an
+#: smtp or lmtp client delivers (contrib/postfix/casegate_header_checks) ...
+HEADER_CHECKS = "regexp:/etc/postfix/casegate_header_checks"
+#: ... and master.cf: the casegate transport turns them off (the filter needs it).
+NO_HEADER_CHECKS = "  -o smtp_header_checks=\n"
 #: master.cf: the re-injection listener's address.
 REINJECT_LISTENER = "127.0.0.1:10026 inet"
 #: master.cf: first line of the commented submission block; the block goes on
@@ -73,9 +78,10 @@ SUBMISSION_OPTION = "#  -o "
 SUBSTITUTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "casegate_transport": (FILTER_NEXTHOP,),
-        "main.cf": (TRANSPORT_MAP, MILTER_LINE, *GATE_LINES),
+        "main.cf": (TRANSPORT_MAP, HEADER_CHECKS, MILTER_LINE, *GATE_LINES),
         "casegate_recipients": ("casegate_gate",),
-        "master.cf": (REINJECT_LISTENER, SUBMISSION_LINE),
+        "casegate_header_checks": ("/^X-Casegate-Auth:/",),
+        "master.cf": (REINJECT_LISTENER, SUBMISSION_LINE, NO_HEADER_CHECKS),
     }
 )
 
@@ -339,6 +345,7 @@ class PostfixInstance:
         (self.etc / "master.cf").write_text(self.master_cf())
         (self.etc / "casegate_transport").write_text(self.transport_map())
         (self.etc / "casegate_recipients").write_text(self.recipients_map())
+        (self.etc / "casegate_header_checks").write_text(self.header_checks())
         self._age_config()
         for name in ("casegate_transport", "casegate_recipients"):
             self._run(["postmap", "-c", str(self.etc), f"hash:{self.etc / name}"])
@@ -378,7 +385,8 @@ class PostfixInstance:
             base["smtpd_sasl_path"] = "smtpd"
             base["smtpd_tls_chain_files"] = f"{tls / 'key.pem'}, {tls / 'cert.pem'}"
         contrib = require((CONTRIB / "main.cf").read_text(), SUBSTITUTIONS["main.cf"], "main.cf")
-        replacements = {TRANSPORT_MAP: f"hash:{self.etc / 'casegate_transport'}"}
+        replacements = {TRANSPORT_MAP: f"hash:{self.etc / 'casegate_transport'}",
+                        HEADER_CHECKS: f"regexp:{self.etc / 'casegate_header_checks'}"}
         if self.milter:
             replacements[MILTER_LINE] = f"smtpd_milters = {{ {self.milter},"
             for line in GATE_LINES:
@@ -429,6 +437,11 @@ class PostfixInstance:
         lines += [f"{domain}\t{self.sink_nexthop}\n" for domain in self.domains]
         return comments + "".join(lines)
 
+    def header_checks(self) -> str:
+        """contrib/postfix/casegate_header_checks as it is."""
+        name = "casegate_header_checks"
+        return require((CONTRIB / name).read_text(), SUBSTITUTIONS[name], name)
+
     def recipients_map(self) -> str:
         """contrib/postfix/casegate_recipients for the ``supervised`` addresses."""
         text = require(
@@ -448,6 +461,7 @@ class PostfixInstance:
         self.supervised = tuple(addresses)
         (self.etc / "casegate_transport").write_text(self.transport_map())
         (self.etc / "casegate_recipients").write_text(self.recipients_map())
+        (self.etc / "casegate_header_checks").write_text(self.header_checks())
         self._age_config()
         for name in ("casegate_transport", "casegate_recipients"):
             self._run(["postmap", "-c", str(self.etc), f"hash:{self.etc / name}"])
@@ -459,7 +473,8 @@ class PostfixInstance:
         table or main.cf modified within the current second, 300 ms at a time,
         until it is older (it might be half-written): 1.5 s per command."""
         past = time.time() - 60
-        for name in ("main.cf", "master.cf", "casegate_transport", "casegate_recipients"):
+        for name in ("main.cf", "master.cf", "casegate_transport", "casegate_recipients",
+                     "casegate_header_checks"):
             path = self.etc / name
             if path.exists():
                 os.utime(path, (past, past))

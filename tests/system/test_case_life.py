@@ -111,7 +111,8 @@ def test_pool_policies_are_listed(env: Env) -> None:
     pools = {p["name"]: p for p in env.casegate.json("pool", "list")}
     assert pools["default"] == {"name": "default", "rule": "least_load", "closed_policy": "reopen",
                                 "close_on_reply": False, "remind_after": "3d",
-                                "autoclose_after": "2w"}
+                                "autoclose_after": "2w", "unassigned_notify": None,
+                                "escalation_notice": False}
     assert pools["linked"]["closed_policy"] == "new_linked"
     assert (pools["quick"]["remind_after"], pools["quick"]["autoclose_after"]) == ("2s", "5s")
 
@@ -171,7 +172,7 @@ def test_unknown_command_is_explained_to_the_csr_and_changes_nothing(env: Env) -
     number, _, _ = env.open("unknown@customer.test", "test_unknown_command")
     env.csr(number, "#clsoe\nThanks for writing.\n")
     notice = env.wait(JANE, lambda d: "Not done" in str(d.message["Subject"]))[0].message
-    assert "#clsoe: unknown command" in text_of(notice) and "#close:" in text_of(notice)
+    assert "#clsoe: unknown command" in text_of(notice) and "#close [" in text_of(notice)
     assert notice["Auto-Submitted"] == "auto-replied"
     shown = env.case(number)
     assert shown["status"] == "received"

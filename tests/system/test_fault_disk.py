@@ -264,17 +264,20 @@ def test_outbox_sent_on_a_full_disk_is_recorded_later_not_sent_again(tmp_path: P
         with Sink() as sink:
             settings = Settings(secret=b"x" * 32, reinject_port=sink.port)
             worker = OutboxWorker(store, settings, None, send=fill_then_send)
-            assert asyncio.run(worker.run_once()) == 3
-            assert len(sink.messages()) == 3
+            # The first send cannot be recorded: the batch stops there (the
+            # rest would go out unrecorded too), the sent one is remembered.
+            with pytest.raises(StoreUnavailable, match="database or disk is full"):
+                asyncio.run(worker.run_once())  # the cause, not the failed ROLLBACK
+            assert len(sink.messages()) == 1
             unsent = Outbox.select().where(Outbox.status != "sent").count()
             assert unsent == 3, "the disk was not full when the sends were recorded"
 
             worker.send = send_batch
             with pytest.raises(StoreUnavailable, match="database or disk is full"):
-                asyncio.run(worker.run_once())  # still full: the cause, not the failed ROLLBACK
+                asyncio.run(worker.run_once())  # still full
             filler.unlink()
             now[0] += dt.timedelta(seconds=settings.outbox_lease_seconds + 1)  # leases ran out
-            assert asyncio.run(worker.run_once()) == 0
+            asyncio.run(worker.run_once())  # records the remembered one, sends the other two
             assert Outbox.select().where(Outbox.status != "sent").count() == 0
             assert asyncio.run(worker.run_once()) == 0
             ids = collections.Counter(str(d.message["Message-ID"]) for d in sink.messages())

@@ -111,6 +111,9 @@ def test_contrib_snippets_make_a_clean_configuration(
         ("main.cf", "hash:/etc/postfix/casegate_recipients", "hash:/etc/casegate_gate"),
         ("casegate_transport", "casegate:[127.0.0.1]:10025", "casegate:[::1]:10025"),
         ("casegate_recipients", "casegate_gate", "casegate_check"),
+        ("main.cf", "regexp:/etc/postfix/casegate_header_checks", "regexp:/etc/postfix/hc"),
+        ("master.cf", "  -o smtp_header_checks=\n", "\n"),
+        ("casegate_header_checks", "/^X-Casegate-Auth:/", "/^X-Auth:/"),
     ],
 )
 def test_a_contrib_file_that_drifted_from_the_harness_fails_loudly(
@@ -126,6 +129,7 @@ def test_a_contrib_file_that_drifted_from_the_harness_fails_loudly(
         pf.master_cf()
         pf.transport_map()
         pf.recipients_map()
+        pf.header_checks()
 
 
 def test_supervised_mail_passes_the_filter_once(setup: Callable[..., Setup]) -> None:

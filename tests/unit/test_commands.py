@@ -165,7 +165,10 @@ CSR_TEXT = "text for the customer needs a CSR to sign it (at the shell: --csr AD
     pytest.param(cmds("close", "close"), "", {}, ["#close is given twice"], id="twice"),
     pytest.param(cmds("assign"), "", {}, [f"#assign needs an argument: {HELP_ASSIGN}"], id="assign-no-arg"),
     pytest.param(cmds("status"), "", {}, [f"#status needs an argument: {HELP_STATUS}"], id="status-no-arg"),
-    pytest.param([Given("close", "now")], "", {}, ["#close now: #close takes no argument"], id="extra-arg"),
+    pytest.param([Given("close", "now")], "", {}, ["#close now: #close takes only NAME=VALUE answers on its line"],
+                 id="extra-arg"),
+    pytest.param([Given("take", "now")], "", {"actor": BOB}, ["#take now: #take takes no argument"],
+                 id="extra-arg-take"),
     pytest.param(cmds("close"), "", {"no_case": True},
                  ["#close needs a case: reply to the case's notification"], id="needs-a-case"),
     pytest.param(cmds("take"), "", {"actor": None},
@@ -506,7 +509,7 @@ def test_decide_refused_by_mail(commands: list[Given], text: str, kw: dict, erro
     assert tell.text.startswith("Nothing was done with your message:\n\n")
     for error in errors:
         assert f"  - {error}\n" in tell.text
-    assert "#close: close the case" in tell.text and "nothing was sent to the customer" in tell.text
+    assert "#close [NAME=VALUE …]: close the case" in tell.text and "nothing was sent to the customer" in tell.text
     assert got.hits[-1] == Hit("command_refused", "; ".join(errors))
 
 

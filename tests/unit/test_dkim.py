@@ -171,12 +171,14 @@ def test_signature_header_shape(signer: Signer) -> None:
     assert tags[b"d"] == DOMAIN.encode()
     assert tags[b"s"] == SELECTOR.encode()
     signed = [h.strip() for h in tags[b"h"].split(b":")]
-    assert signed.count(b"from") == 2  # oversigned: a second From: breaks it
-    for name in (b"to", b"subject", b"date", b"message-id", b"mime-version"):
-        assert signed.count(name) == 1
-    assert b"content-type" in signed and b"auto-submitted" in signed
+    # Oversigned: once more than present, so that a second one breaks it ...
+    for name in (b"from", b"to", b"subject", b"date", b"message-id", b"auto-submitted"):
+        assert signed.count(name) == 2, name
+    # ... and absent ones once, so that adding one breaks it.
+    for name in (b"cc", b"in-reply-to", b"references", b"reply-to"):
+        assert signed.count(name) == 1, name
+    assert signed.count(b"mime-version") == 1 and signed.count(b"content-type") == 1
     assert b"received" not in signed and b"x-mailer" not in signed
-    assert b"cc" not in signed and b"references" not in signed  # absent: not signed
 
 
 def test_repeated_header_signed_each_time(signer: Signer, fake_dns: FakeDns) -> None:
@@ -185,7 +187,7 @@ def test_repeated_header_signed_each_time(signer: Signer, fake_dns: FakeDns) -> 
     )
     signed = signer.sign(raw)
     h = [v.strip() for v in signature_tags(split_signature(signed)[0])[b"h"].split(b":")]
-    assert h.count(b"cc") == 2
+    assert h.count(b"cc") == 3  # each instance, and one more (oversigned)
     assert verify(signed, dnsfunc=fake_dns)[0].passed
     dropped = signed.replace(b"Cc: b@x.example\r\n", b"")
     assert not verify(dropped, dnsfunc=fake_dns)[0].passed
@@ -819,6 +821,15 @@ def test_corpus_never_raises() -> None:
 # --------------------------------------------------------------------------
 
 
+def sign_once(signer: Signer, raw: bytes, *extra: bytes) -> bytes:
+    """``raw`` signed by dkimpy over each header once, not oversigned: what
+    other signers do (our Signer oversigns, test_adding_a_single_header_*)."""
+    include = [b"From", b"To", b"Subject", b"Date", b"Message-ID", *extra]
+    field = dkimpy.sign(raw, SELECTOR.encode(), DOMAIN.encode(), signer.private_key,
+                        include_headers=include, linesep=b"\r\n")
+    return field + raw
+
+
 def sign_with_length(signer: Signer, raw: bytes) -> bytes:
     """``raw`` signed by dkimpy with an ``l=`` body length tag (our Signer never
     writes one; other signers do)."""
@@ -842,7 +853,7 @@ REPLAYS = [
 def test_replayed_signed_mail_does_not_pass(signer: Signer, fake_dns: FakeDns, case: str,
                                             change: Callable[[bytes], bytes],
                                             duplicated: tuple[str, ...], tail: bool) -> None:
-    signed = signer.sign(message(f"test_replayed_signed_mail_does_not_pass {case}"))
+    signed = sign_once(signer, message(f"test_replayed_signed_mail_does_not_pass {case}"))
     (result,) = verify(change(signed), dnsfunc=fake_dns)
     assert result.verified  # the cryptography still holds ...
     assert (result.duplicated, result.unsigned_tail) == (duplicated, tail)
@@ -855,13 +866,55 @@ def test_replayed_signed_mail_does_not_pass(signer: Signer, fake_dns: FakeDns, c
 
 
 def test_a_prepended_in_reply_to_is_caught_when_signed(signer: Signer, fake_dns: FakeDns) -> None:
-    """Our Signer signs In-Reply-To when there is one: a second one on top is
-    an unsigned extra. (When the signed mail had none, an added one is not
-    the signature's business: REPLAYS, "a To: and an In-Reply-To: prepended".)"""
+    """A signer that signs In-Reply-To once: a second one on top is an
+    unsigned extra. (When the signed mail had none, an added one is not that
+    signature's business: REPLAYS, "a To: and an In-Reply-To: prepended";
+    ours oversigns, below.)"""
     raw = message("test_in_reply_to", extra="In-Reply-To: <a@b>\r\n")
-    signed = signer.sign(raw)
+    signed = sign_once(signer, raw, b"In-Reply-To")
     (result,) = verify(b"In-Reply-To: <evil@x>\r\n" + signed, dnsfunc=fake_dns)
-    assert result.duplicated == ("In-Reply-To",) and not result.passed  # our Signer signs it
+    assert result.duplicated == ("In-Reply-To",) and not result.passed
+
+
+ADDED = {
+    "From": b"From: Mallory <mallory@example.com>",
+    "To": b"To: victim@customer.example",
+    "Cc": b"Cc: victim@customer.example",
+    "Subject": b"Subject: Re: [Case #CS0000001] hijacked",
+    "Date": b"Date: Tue, 02 Jan 2024 10:00:00 +0000",
+    "Message-ID": b"Message-ID: <replay@evil.example>",
+    "In-Reply-To": b"In-Reply-To: <cs0000001.1.sig@example.com>",
+    "References": b"References: <cs0000001.1.sig@example.com>",
+    "Reply-To": b"Reply-To: mallory@evil.example",
+    "Auto-Submitted": b"Auto-Submitted: no",
+}
+
+
+def test_the_oversigned_headers_are_the_single_instance_ones() -> None:
+    assert {n.lower() for n in ADDED} == dkim.OVERSIGNED
+
+
+@pytest.mark.parametrize("where", ["on top", "at the bottom"])
+@pytest.mark.parametrize("name", list(ADDED))
+def test_adding_a_single_header_breaks_our_signature(signer: Signer, fake_dns: FakeDns,
+                                                     name: str, where: str) -> None:
+    """Issue 8: a replay of our own signed mail with an In-Reply-To:,
+    References:, Subject:, To: … added (absent or present when signed) must
+    not verify: our Signer signs each of them once more than it occurs."""
+    for extra in ("", "Cc: someone@customer.example\r\nIn-Reply-To: <a@b>\r\n"
+                      "References: <a@b>\r\nReply-To: support@example.com\r\n"
+                      "Auto-Submitted: auto-replied\r\n"):
+        signed = signer.sign(message(f"test_adding_{name}", extra=extra))
+        assert verify(signed, dnsfunc=fake_dns)[0].passed
+        header, sep, body = signed.partition(b"\r\n\r\n")
+        added = ADDED[name] + b"\r\n"
+        if where == "on top":
+            changed = added + signed
+        else:
+            changed = header + b"\r\n" + added[:-2] + sep + body
+        (result,) = verify(changed, dnsfunc=fake_dns)
+        assert not result.verified and result.result == "fail", (name, extra, result.reason)
+        assert aligned_pass([result], "alice@example.com") is None
 
 
 @pytest.mark.parametrize(
