@@ -1203,17 +1203,19 @@ class Store:
         )
 
     def claim_outbox(self, limit: int, lease_seconds: int, owner: str = "") -> list[Outbox]:
-        """Due outbox rows, leased to ``owner`` (host:pid) so other processes skip them."""
+        """Due outbox rows, leased to ``owner`` (host:pid) so other processes skip them.
+        A row still leased to ``owner`` itself is free again: its worker claims
+        only between batches, so that lease is left by a batch stopped early
+        (the store failed mid-batch); it must not wait for the lease to run out."""
         now = self.now()
         lease = now + dt.timedelta(seconds=lease_seconds)
+        free = Outbox.lease_until.is_null() | (Outbox.lease_until < now)
+        if owner:
+            free = free | (Outbox.lease_owner == owner)
         with self.atomic():
             query = (
                 Outbox.select(Outbox.id)
-                .where(
-                    (Outbox.status == "pending")
-                    & (Outbox.next_attempt <= now)
-                    & (Outbox.lease_until.is_null() | (Outbox.lease_until < now))
-                )
+                .where((Outbox.status == "pending") & (Outbox.next_attempt <= now) & free)
                 .order_by(Outbox.id)
                 .limit(limit)
             )
