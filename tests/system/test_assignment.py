@@ -20,10 +20,13 @@ pytestmark = [
 ]
 
 RR, LIMIT, FIFO = "rr@example.com", "limit@example.com", "fifo@example.com"
+RANDOM, NONE, LEAST = "random@example.com", "none@example.com", "least@example.com"
 CSRS = ("ann@example.com", "ben@example.com", "cat@example.com")  # round robin
 LIMITED = ("dan@example.com", "eve@example.com", "fay@example.com")  # limit:1 (a CSR's load
 # counts their open cases in every pool, so each pool here has CSRs of its own)
 PULLER = "gus@example.com"
+OTHERS = ("hal@example.com", "ida@example.com")  # random and none
+LEASTS = ("jo@example.com", "kai@example.com")  # least_load
 
 
 @pytest.fixture(scope="module")
@@ -32,18 +35,26 @@ def env() -> Iterator[tuple[PostfixInstance, Sink, Casegate]]:
     sink = Sink().start()
     filter_port, reinject_port = free_ports(2)
     pf = PostfixInstance(root=root / "pf", sink_port=sink.port, filter_port=filter_port,
-                         reinject_port=reinject_port, supervised=[RR, LIMIT, FIFO])
+                         reinject_port=reinject_port, supervised=[RR, LIMIT, FIFO, RANDOM, NONE, LEAST])
     cg = Casegate(root / "cg")
     try:
         cg.run("init")
-        for mailbox, pool in ((RR, "rr"), (LIMIT, "limit"), (FIFO, "fifo")):
+        for mailbox, pool in ((RR, "rr"), (LIMIT, "limit"), (FIFO, "fifo"), (RANDOM, "random"),
+                              (NONE, "none"), (LEAST, "least")):
             cg.run("mailbox", "add", mailbox, "--pool", pool)
         for addresses, pool in ((CSRS, "rr"), (LIMITED, "limit"), ((PULLER,), "fifo")):
             for address in addresses:
                 cg.run("csr", "add", address, "--name", address.split("@")[0].title(), "--pool", pool)
+        for address in OTHERS:
+            cg.run("csr", "add", address, "--name", address.split("@")[0].title(),
+                   "--pool", "random", "--pool", "none")
+        for address in LEASTS:
+            cg.run("csr", "add", address, "--name", address.split("@")[0].title(), "--pool", "least")
         cg.run("pool", "set", "rr", "--assign", "round_robin")
         cg.run("pool", "set", "limit", "--assign", "limit:1")
         cg.run("pool", "set", "fifo", "--assign", "fifo")
+        cg.run("pool", "set", "random", "--assign", "random")
+        cg.run("pool", "set", "none", "--assign", "none")
         pf.start()
         cg.start(listen_port=filter_port, reinject_port=reinject_port, extra=["--tick", "1s"])
         yield pf, sink, cg
@@ -62,7 +73,7 @@ def _send(pf: PostfixInstance, mailbox: str, n: int, tag: str) -> None:
 
 
 def _notified(sink: Sink, tag: str, count: int, timeout: float = 20) -> dict[str, str]:
-    staff = (*CSRS, *LIMITED, PULLER)
+    staff = (*CSRS, *LIMITED, PULLER, *OTHERS, *LEASTS)
     got = sink.wait_for(lambda d: f"test_{tag} " in str(d.message["Subject"])
                         and any(r in staff for r in d.rcpt_tos), count=count, timeout=timeout)
     return {str(d.message["Subject"]).rsplit(" ", 1)[-1]: d.rcpt_tos[0] for d in got}
@@ -100,3 +111,17 @@ def test_fifo_next_by_mail(env) -> None:
     note = sink.wait_for(lambda d: PULLER in d.rcpt_tos and "test_fifo" in
                          str(d.message["Subject"]), timeout=20)[0].message
     assert "Your next case" in text_of(note)
+
+
+def test_random_least_load_and_none(env) -> None:
+    pf, sink, cg = env
+    _send(pf, RANDOM, 2, "rand")
+    assert set(_notified(sink, "rand", 2).values()) <= set(OTHERS)
+    _send(pf, LEAST, 2, "least")
+    assert sorted(_notified(sink, "least", 2).values()) == sorted(LEASTS)  # one each
+    _send(pf, NONE, 1, "nobody")
+    sink.wait_for(lambda d: "nobody0@customer.test" in d.rcpt_tos, timeout=20)  # acknowledged
+    case = next(c for c in cg.json("case", "list") if c["subject"] == "test_nobody 0")
+    assert case["assignee"] is None
+    assert not [d for d in sink.messages() if "test_nobody" in str(d.message["Subject"])
+                and any(r in OTHERS for r in d.rcpt_tos)]

@@ -202,3 +202,20 @@ def test_close_questions(arg: str, problem: str | None) -> None:
     else:
         assert len(errors) == 1 and problem in errors[0]
         assert "product=Router|Switch (required), partner=any text" in errors[0]
+
+
+# -- absence windows ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("away", "until", "is_away"), [
+    (False, None, False),
+    (True, None, True),  # until further notice
+    (True, NOW.replace(tzinfo=None) + dt.timedelta(seconds=1), True),  # rows keep naive UTC
+    (True, NOW.replace(tzinfo=None), False),  # over at its time, no timer needed
+    (True, NOW.replace(tzinfo=None) - dt.timedelta(days=1), False),
+    (False, NOW.replace(tzinfo=None) + dt.timedelta(days=1), False),
+])
+def test_absence_window(away: bool, until: dt.datetime | None, is_away: bool) -> None:
+    from casestore.store import away_now
+
+    assert away_now(away, until, NOW.replace(tzinfo=None)) is is_away
