@@ -283,6 +283,7 @@ def setup_logging(level: str) -> logging.handlers.QueueListener:
 @click.option("--store", "store_url", default=None,
               help="Store URL: sqlite:////path/casegate.db or postgresql://host/db "
               "(default: $CASEGATE_STORE, the config file, then a SQLite file).")
+@click.version_option(package_name="casegate", prog_name="casegate")
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, store_url: str | None) -> None:
     """casegate: a customer-service case system in the Postfix mail flow."""
@@ -1102,6 +1103,13 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
     sign, dkim_verify = dkim_functions(cfg)
     extras = [milter_task(app, milter_at, cfg.secret)] if milter_at else []
     listener = setup_logging(log_level)
+    from casestore.store import display_url
+
+    # What a sysadmin checks first: which config, which store, which listeners.
+    log.info("casegate %s: config %s, store %s, trusted networks %s, milter %s, tick %gs",
+             _version(), cfg.path, display_url(cfg.store),
+             ", ".join(str(n) for n in networks) or "none", milter_at or "not in this process",
+             settings.tick_seconds)
     try:
         asyncio.run(run_serve(store, settings, listen=listen_at, extras=extras, sign=sign,
                               dkim_verify=dkim_verify))
@@ -1109,6 +1117,15 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         raise click.ClickException(f"cannot listen on {listen_at[0]}:{listen_at[1]}: {exc}") from exc
     finally:
         listener.stop()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("casegate")
+    except PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "unknown"
 
 
 def dkim_functions(cfg: Config) -> tuple[Any, Any]:

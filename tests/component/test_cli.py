@@ -466,3 +466,8 @@ def test_approval_at_the_shell(run) -> None:
     assert json.loads(run("approval", "list", "--json").output) == []
     missing = run("approval", "approve", "7")
     assert missing.exit_code == 1 and "no held answer 7" in missing.output
+
+
+def test_version() -> None:
+    out = CliRunner().invoke(cli.main, ["--version"])
+    assert out.exit_code == 0 and out.output.startswith("casegate, version ")

@@ -225,3 +225,9 @@ def test_filter_down_defers_then_delivers(env: Env) -> None:
     env.wait("late@customer.test", subject, timeout=30)
     env.postfix.wait_queue_empty(timeout=30)
     assert len([c for c in env.casegate.json("case", "list") if subject in c["subject"]]) == 1
+
+
+def test_serve_says_at_start_what_it_runs_with(env: Env) -> None:
+    log = env.casegate.log()
+    assert f"config {env.casegate.config}, store sqlite:///" in log
+    assert "trusted networks 127.0.0.1/32" in log and "tick 30s" in log
