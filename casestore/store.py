@@ -953,21 +953,11 @@ class Store:
             Setting.insert(key=key, value=value).on_conflict(
                 conflict_target=[Setting.key], update={Setting.value: value}).execute()
 
-    def automatic_sent(self, *, since: dt.datetime, recipient: str | None = None,
-                       domain: str | None = None, case: Case | None = None) -> int:
-        """How many automatic messages to customers we wrote since then: to one
-        canonical mailbox (``recipient``: a ``base_address``), a domain, or on a case."""
-        query = Message.select(Message.id).where(
+    def automatic_sent(self, *, since: dt.datetime, case: Case) -> int:
+        """How many automatic messages to customers we wrote on a case since then."""
+        return int(Message.select(Message.id).where(
             (Message.direction == "out") & (Message.kind.in_([k.value for k in AUTOMATIC_OUT]))
-            & (Message.created >= _naive(since))
-        )
-        if recipient is not None:
-            query = query.where(Message.rcpt_key == recipient)
-        if domain is not None:
-            query = query.where(Message.rcpt_domain == domain)
-        if case is not None:
-            query = query.where(Message.case == case)
-        return int(query.count())
+            & (Message.created >= _naive(since)) & (Message.case == case)).count())
 
     def automatic_sent_to(self, *, since: dt.datetime, recipient: str) -> tuple[int, int]:
         """(to this canonical mailbox, to its domain) since then, in one query."""
@@ -1184,11 +1174,6 @@ class Store:
             Timer.update(attempts=Timer.attempts + 1, lease_until=None, last_error=error[:1000],
                          due=self.now() + dt.timedelta(seconds=delay_seconds)).where(
                 Timer.id == timer.id).execute()
-
-    def next_timer_due(self) -> dt.datetime | None:
-        with self.guard():
-            row = Timer.select(fn.MIN(Timer.due).alias("due")).where(Timer.status == "pending").first()
-            return aware(row.due) if row is not None and row.due is not None else None
 
     # -- outbox ------------------------------------------------------------
 

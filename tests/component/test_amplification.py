@@ -30,6 +30,7 @@ from rules.defaults import LIMIT_DEFAULTS
 from smtpd_hook.engine import Delivery, Engine
 from smtpd_hook.executor import rate_key
 from smtpd_hook.settings import Settings
+from tests.support.clock import Clock
 from tests.support.mail import make
 
 SECRET = b"a" * 32
@@ -51,17 +52,6 @@ CAP = LIMIT_DEFAULTS["autoreply_per_recipient"]
 PER_CASE = LIMIT_DEFAULTS["autoreply_per_case"]
 WINDOW = dt.timedelta(hours=LIMIT_DEFAULTS["autoreply_window_hours"])
 _TO_VICTIM = re.compile(r'"?victim(\+[^@"]*)?"?@victim\.test\.*')
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += dt.timedelta(**kw)
 
 
 @pytest.fixture

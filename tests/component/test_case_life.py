@@ -5,7 +5,6 @@ the SQL statements each event costs."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import pytest
@@ -17,22 +16,12 @@ from rules.classify import parse_networks
 from rules.commands import Given
 from smtpd_hook.engine import Delivery, Engine
 from smtpd_hook.settings import Settings
+from tests.support.clock import Clock
 from tests.support.mail import make, parse, text_of
 
 SECRET = b"s" * 32
 SUPPORT = "support@example.com"
 JANE, BOB = "jane@example.com", "bob@example.com"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, **kw: float) -> None:
-        self.now += dt.timedelta(**kw)
 
 
 @pytest.fixture
