@@ -21,6 +21,8 @@ from rules import replies
 from smtpd_hook.engine import Delivery, Engine
 from smtpd_hook.settings import Settings
 from tests.support.mail import make
+from tests.support.sqlitefile import max_rowid as _max_rowid
+from tests.support.sqlitefile import rows as _rows
 
 TABLES = [m._meta.table_name for m in MODELS]
 
@@ -36,23 +38,6 @@ def _deliver(engine: Engine, n: int) -> None:
     reply = engine.process(Delivery(mail_from=f"c{n}@customer.test", rcpt_tos=("support@example.com",),
                                     data=raw, client_addr="192.0.2.1", queue_id=f"B{n}"))
     assert reply == replies.OK, reply
-
-
-def _rows(path: Path, table: str, upto: int | None = None) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        where = f" WHERE rowid <= {upto}" if upto is not None else ""
-        return conn.execute(f'SELECT * FROM "{table}"{where} ORDER BY rowid').fetchall()
-    finally:
-        conn.close()
-
-
-def _max_rowid(path: Path, table: str) -> int:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return int(conn.execute(f'SELECT COALESCE(MAX(rowid), 0) FROM "{table}"').fetchone()[0])
-    finally:
-        conn.close()
 
 
 @pytest.fixture

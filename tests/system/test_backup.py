@@ -21,6 +21,8 @@ from tests.support.fixtures import _new_root, _remove, postfix_available
 from tests.support.mail import make
 from tests.support.postfix import PostfixInstance, free_ports
 from tests.support.sink import Sink
+from tests.support.sqlitefile import max_rowid as _max_rowid
+from tests.support.sqlitefile import rows as _rows
 
 pytestmark = [
     pytest.mark.system,
@@ -37,23 +39,6 @@ def _raw(n: int) -> bytes:
     data = hashlib.sha256(b"scan %d" % n).digest() * 2000  # 64 KB, different per message
     return make(from_=f"Customer {n} <c{n}@customer.test>", subject=f"test_backup load {n}",
                 files=[(f"scan{n}.bin", "application/octet-stream", data)])
-
-
-def _rows(path: Path, table: str, upto: int | None = None) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        where = f" WHERE rowid <= {upto}" if upto is not None else ""
-        return conn.execute(f'SELECT * FROM "{table}"{where} ORDER BY rowid').fetchall()
-    finally:
-        conn.close()
-
-
-def _max_rowid(path: Path, table: str) -> int:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return int(conn.execute(f'SELECT COALESCE(MAX(rowid), 0) FROM "{table}"').fetchone()[0])
-    finally:
-        conn.close()
 
 
 def _unsent(path: Path) -> int:
