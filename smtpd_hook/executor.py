@@ -570,8 +570,8 @@ class Executor:
         if case.status == Status.CLOSED:
             links.append(("Reopen", "#reopen"))
         else:
-            questions = [q for q in ctx.directory.mailbox(ctx.mailbox.address).pool.questions] \
-                if ctx.directory.mailbox(ctx.mailbox.address) else []
+            info = ctx.directory.mailbox(ctx.mailbox.address)
+            questions = info.pool.questions if info is not None else ()
             close = "#close" + "".join(f" {q.name}={q.choices[0] if q.choices else '...'}"
                                        for q in questions if q.required)
             links += [("Close (text below goes to the customer first)"
