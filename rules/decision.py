@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from rules.blacklist import strip_tag
 from rules.vocab import ClosedPolicy, EventKind, MessageKind, Outcome, Status, TimerKind
 
 # -- facts -------------------------------------------------------------------
@@ -120,9 +121,7 @@ def base_address(address: str) -> str:
     local, at, domain = (address or "").strip().rpartition("@")
     if not at:
         return (address or "").strip().lower()
-    if "+" in local[1:]:
-        local = local[: local.index("+", 1)]
-    return f"{local}@{domain}".lower()
+    return f"{strip_tag(local)}@{domain}".lower()
 
 
 @dataclass(frozen=True)

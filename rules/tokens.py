@@ -108,9 +108,3 @@ def address_number(address: str, prefix: str) -> str | None:
     if plus and re.fullmatch(number_pattern(prefix), tag, re.IGNORECASE):
         return tag.upper()
     return None
-
-
-def base_address(address: str) -> str:
-    """The address without a ``+tag`` (lower-cased)."""
-    local, _, domain = address.partition("@")
-    return f"{local.partition('+')[0]}@{domain}".lower()

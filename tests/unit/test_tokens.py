@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from rules import tokens
+from rules.decision import base_address
 
 SECRET = b"k" * 32
 
@@ -66,5 +67,5 @@ def test_addresses() -> None:
     assert tokens.address_number("support+cs0000001@example.com", "CS") == "CS0000001"
     assert tokens.address_number("support+bounce-x@example.com", "CS") is None
     assert tokens.address_number("support@example.com", "CS") is None
-    assert tokens.base_address("Support+CS0000001@Example.com") == "support@example.com"
+    assert base_address("Support+CS0000001@Example.com") == "support@example.com"
     assert tokens.split_message_ids("<a@b> junk <c@d>") == ["<a@b>", "<c@d>"]
