@@ -32,6 +32,7 @@ from rules.logctx import queue_id as current_queue_id
 from rules.loop import LOOP_HEADER, make_loop_header, verp_address
 from rules.names import greeting
 from rules.quotes import REPLY_MARKER
+from rules.salutation import split as split_salutation
 from rules.vocab import CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.render import OutgoingFile, Renderer, build_message, format_address
@@ -288,7 +289,8 @@ class Executor:
             "csr": {"name": name, "signature": csr.signature.strip() if csr else ""},
             "signoff": _signoff(name, csr.signature if csr else "", organization),
             "history": [], "history_omitted": 0,
-            "links": self._customer_links(case, ctx, a.kind)})
+            "links": self._customer_links(case, ctx, a.kind),
+            **_own_salutation(a.text, name, csr.signature if csr else "", organization)})
         subject = tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix, reply=True)
         body = self.renderer.text("csr/approval.txt.j2", {
             "csr": name, "draft": draft.id, "commands": a.commands, "preview": preview,
@@ -384,6 +386,7 @@ class Executor:
             "signoff": _signoff(csr.name, csr.signature, organization),
             "links": self._customer_links(case, ctx, a.kind),
         })
+        context.update(_own_salutation(a.text, csr.name, csr.signature, organization))
         context["history"], context["history_omitted"] = self._history(
             case, msgs, ctx.directory, exclude=ctx.message, public_only=True)
         body = self.renderer.text(f"customer/{a.kind}.txt.j2", context)
@@ -733,6 +736,27 @@ def _signoff(name: str, signature: str, organization: str) -> str:
     if organization and organization not in signature:
         lines.append(organization)
     return "\n".join(lines)
+
+
+def _own_salutation(text: str, name: str, signature: str, organization: str) -> dict[str, str]:
+    """The CSR's own greeting and sign-off replace ours, never both (docs/cases.md):
+    their greeting line becomes ``greeting``; after their sign-off only the
+    lines of our sign-off they did not already write (not their name again;
+    the signature's other lines and the organisation, yes)."""
+    parts = split_salutation(text)
+    if not parts.greeting and not parts.signoff:
+        return {}
+    out = {"reply": parts.body}
+    if parts.greeting:
+        out["greeting"] = parts.greeting
+    if parts.signoff:
+        theirs = parts.signoff.casefold()
+        first = name.split()[0].casefold() if name.split() else ""
+        ours = [line for line in _signoff(name, signature, organization).splitlines()
+                if line.strip() and line.strip().casefold() not in theirs
+                and not (first and line.casefold().startswith(first) and first in theirs)]
+        out["signoff"] = "\n".join([parts.signoff, *ours])
+    return out
 
 
 def _date(value: Any) -> str:
