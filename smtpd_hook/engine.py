@@ -61,6 +61,10 @@ class Texts:
 
     body: str  # the whole text (history included): what is stored
     reply: str  # a CSR's new text, quotes stripped
+    # A customer's text without the history it quotes (signature kept): what
+    # is stored, shown to CSRs and in the case history when the message joins
+    # an existing case, whose history holds the quoted messages already.
+    shown: str = ""
 
 
 class Misrouted(Exception):
@@ -172,7 +176,8 @@ class Engine:
         # SQLite's lock (a 9 MB header storm held it for a minute).
         staff = identity.role in (Role.CSR, Role.DEPARTMENT)
         texts = Texts(body="" if staff else body_text(inbound.msg),
-                      reply=extract_reply(inbound.msg) if staff else "")
+                      reply=extract_reply(inbound.msg) if staff else "",
+                      shown="" if staff else extract_reply(inbound.msg, keep_signature=True))
         with store.atomic():
             seen = store.delivery_seen(key)
             if seen is not None:
@@ -260,7 +265,8 @@ class Engine:
                 # No From: address: the envelope sender, else nobody to answer.
                 sender=inbound.from_address or delivery.mail_from.lower(),
                 sender_name=inbound.from_name, subject=inbound.subject,
-                cc=tuple(a for _, a in inbound.cc), text=texts.body,
+                cc=tuple(a for _, a in inbound.cc),
+                text=texts.shown if state is not None and texts.shown.strip() else texts.body,
                 # The first line means something (Accept, a rating) only here.
                 reply_text=extract_reply(inbound.msg) if state is not None and state.status in (
                     Status.CLOSED, Status.SOLUTION_PROPOSED) else "",
