@@ -177,7 +177,8 @@ class Engine:
         staff = identity.role in (Role.CSR, Role.DEPARTMENT)
         texts = Texts(body="" if staff else body_text(inbound.msg),
                       reply=extract_reply(inbound.msg) if staff else "",
-                      shown="" if staff else extract_reply(inbound.msg, keep_signature=True))
+                      shown=extract_reply(inbound.msg, keep_signature=True)
+                      if identity.role is Role.CUSTOMER else "")
         with store.atomic():
             seen = store.delivery_seen(key)
             if seen is not None:

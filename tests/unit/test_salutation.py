@@ -74,3 +74,16 @@ def test_split(row: tuple[str, str, str, str, str]) -> None:
 def test_split_never_raises_on_odd_input() -> None:
     for text in ("", "\n\n", "\r\n", ",", "Hi" * 10_000, "Hello\n" * 10_000, "\x00"):
         assert isinstance(split(text), Parts)
+
+
+def test_salutation_imports_only_the_standard_library() -> None:
+    import ast
+    import sys
+    from pathlib import Path
+
+    import rules.salutation
+
+    tree = ast.parse(Path(rules.salutation.__file__).read_text(encoding="utf-8"))
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert names and all(n.split(".")[0] in sys.stdlib_module_names | {"__future__"} for n in names)
