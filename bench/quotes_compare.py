@@ -27,6 +27,11 @@ Sources of cases:
   ``rules.quotes.body_text`` reads it; label ``NAME_reply_text`` or "Hello");
 * ``erp``: the email_reply_parser bodies with the expectations decided in
   tests/unit/test_quotes.py (``ERP_EXPECTED``);
+* ``html``: HTML-only replies from the clients CSRs use (``HTML_REPLIES`` of
+  tests/unit/test_quotes.py) and the HTML alternative of each talon reply:
+  ours is ``extract_reply`` on the message, quotequail ``quote_html`` then
+  our ``html_to_text``, mail-parser-reply our ``html_to_text`` then its text
+  parser (it has no HTML mode);
 * ``plain``: the hand-written rule cases of tests/unit/test_quotes.py
   (``PLAIN_CASES``, English and a few other languages).
 
@@ -54,9 +59,17 @@ from rules.quotes import (  # noqa: E402
     _split_lines,
     _tidy,
     body_text,
+    extract_reply,
+    html_to_text,
     strip_quoted_text,
 )
-from tests.unit.test_quotes import ERP_EXPECTED, PLAIN_CASES  # noqa: E402
+from tests.unit.test_quotes import (  # noqa: E402
+    ERP_EXPECTED,
+    HTML_REPLIES,
+    PLAIN_CASES,
+    TALON_HTML_EXPECTED,
+    html_message,
+)
 from tests.unit.test_quotes_languages import ROWS  # noqa: E402
 
 Expected = str | tuple[tuple[str, ...], tuple[str, ...]]
@@ -70,6 +83,7 @@ class Case(NamedTuple):
     text: str
     expected: Expected
     keep_signature: bool = False
+    html: bool = False  # ``text`` is HTML (an HTML-only reply)
 
 
 def norm(text: str) -> str:
@@ -112,6 +126,18 @@ def cases(corpus: Path) -> list[Case]:
         if path.name in ERP_EXPECTED:
             found.append(Case("erp", path.name, "en", "erp", path.read_text(encoding="utf-8"),
                               ERP_EXPECTED[path.name]))
+    for name, (markup, expected, _leaks) in sorted(HTML_REPLIES.items()):
+        found.append(Case("html", name, "en", name.split("_")[0], markup, expected, html=True))
+    for path in sorted(talon.glob("*.eml")):
+        msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        part = next((p for p in msg.walk() if p.get_content_type() == "text/html"), None)
+        if part is None:
+            continue
+        label = path.with_name(path.stem + "_reply_text")
+        expected = TALON_HTML_EXPECTED.get(
+            path.name, label.read_text(encoding="utf-8") if label.is_file() else "Hello")
+        found.append(Case("html", f"talon/{path.name}", "en", path.stem, part.get_content(),
+                          expected, keep_signature=True, html=True))
     for name, (text, expected) in sorted(PLAIN_CASES.items()):
         found.append(Case("plain", name, _plain_language(name), _plain_client(name), text,
                           expected))
@@ -119,6 +145,8 @@ def cases(corpus: Path) -> list[Case]:
 
 
 def casegate(case: Case) -> str:
+    if case.html:
+        return extract_reply(html_message(case.name, case.text), keep_signature=case.keep_signature)
     return strip_quoted_text(case.text, keep_signature=case.keep_signature)
 
 
@@ -126,6 +154,10 @@ def _quotequail() -> Callable[[Case], str]:
     import quotequail
 
     def run(case: Case) -> str:
+        if case.html:  # quote_html, then our HTML-to-text (mail-parser-reply has no HTML)
+            kept = "".join(part for keep, part in quotequail.quote_html(
+                case.text, quote_intro_line=True) if keep)
+            return html_to_text(kept)
         text = case.text.replace("\r\n", "\n")
         return "\n".join(part for keep, part in quotequail.quote(text, quote_intro_line=True)
                          if keep)
@@ -139,7 +171,8 @@ def _mail_parser_reply() -> Callable[[Case], str]:
     parser = EmailReplyParser(languages=[lang for lang in MAIL_LANGUAGES if lang != "david"])
 
     def run(case: Case) -> str:
-        return parser.parse_reply(case.text) or ""
+        text = html_to_text(case.text) if case.html else case.text  # it reads text only
+        return parser.parse_reply(text) or ""
     return run
 
 
@@ -149,6 +182,10 @@ def under_ours(first_pass: Callable[[Case], str]) -> Callable[[Case], str]:
     adopt one."""
 
     def run(case: Case) -> str:
+        if case.html:
+            out = first_pass(case)
+            lines = _split_lines(out)
+            return _tidy(lines if case.keep_signature else _drop_signature(lines))
         cut = "\n".join(_cut_at_marker(_split_lines(case.text)))
         out = first_pass(case._replace(text=cut))
         lines = _split_lines(out)
