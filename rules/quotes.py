@@ -102,6 +102,7 @@ _ATTRIBUTIONS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
         (("wrote", "writes", "sent"), r"[-\s]*on\s.{3,400}?\b(?:wrote|writes|sent)\s?:[-\s]*"),
         (("wrote",), r"-{2,}\s*on\s.{3,400}?\bwrote\s*:?\s*-{2,}"),
         (("schrieb",), r"am\s.{3,400}?\bschrieb\b.{0,300}?:"),
+        (("schrieb",), r".{3,400}?\bschrieb\s+am\s.{3,200}?:"),  # Gmail: "X <x@y> schrieb am <date>:"
         (("écrit",), r"le\s.{3,400}?\ba\s+écrit\s?:"),
         (("escribió",), r"el\s.{3,400}?\bescribió\s?:"),
         (("scritto",), r"(?:il|in\s+data)\s.{3,400}?\bha\s+scritto\s?:"),
@@ -118,10 +119,12 @@ _ATTRIBUTIONS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
         (("yazdı",), r".{3,400}?\byazdı\s?:"),
         (("đã viết",), r"vào\s.{3,400}?\bđã viết\s?:"),
         (("写道",), r".{3,400}?写道\s?[:：]"),
+        (("작성",), r".{3,400}?님이\s?작성(?:하였습니다|했습니다)?\s?[:：]"),
     )
 )
 # Android's "---- John Smith wrote ----" carries no date.
 _ANDROID_ATTRIBUTION_RE = re.compile(r"-{2,}\s*.{1,100}?\bwrote\s*-{2,}", re.IGNORECASE)
+_DASHED_RE = re.compile(r"-{2,}\s*(.{3,500}?)\s*-{2,}")
 # Weak forms, trusted only in front of a quote: "<name> wrote:" in any of
 # the languages above, and "<date> <name> <email>:" (Gmail in Japanese,
 # Russian; Android) or without the colon.
@@ -286,6 +289,12 @@ def _attribution_strength(header: str) -> int:
             return _WEAK
     if "wrote" in hits and _ANDROID_ATTRIBUTION_RE.fullmatch(header):
         return _STRONG
+    dashed = _DASHED_RE.fullmatch(header)
+    if dashed is not None and has_digit and "@" in hits:
+        # Zoho: "---- Am Mo, 01 Jan 2024 ... schrieb X <x@y> ----", any language.
+        inner = dashed.group(1) + ":"
+        if any(not hits.isdisjoint(keys) and rx.fullmatch(inner) for keys, rx in _ATTRIBUTIONS):
+            return _STRONG
     if hits != {"@"} and _WEAK_VERB_RE.fullmatch(header):
         return _WEAK
     if has_digit and "@" in hits and _WEAK_EMAIL_RE.fullmatch(header):

@@ -142,6 +142,27 @@ ROWS: list[Row] = [
     Row("pl_unquoted_history", "pl", "thunderbird",
         f"Gotowe.\n\nW dniu 3.06.2024 o 10:15, {ADDR} pisze:\n\nPytanie bez cytatu.\n",
         "Gotowe."),
+    Row("de_zoho", "de", "zoho",
+        f"Erledigt.\n\n---- Am Mo, 01 Jan 2024 10:15:00 +0100 schrieb {ADDR} ----\n\nFrage.\n",
+        "Erledigt."),
+    Row("fr_zoho", "fr", "zoho",
+        f"Réglé.\n\n---- Le lun., 01 janv. 2024 10:15:00 +0100 {ADDR} a écrit ----\n\n"
+        "Question.\n",
+        "Réglé."),
+    Row("de_gmail_schrieb_am", "de", "gmail",
+        f"Danke.\n\n{ADDR} schrieb am Mo., 3. Juni 2024, 10:15:\n{Q}",
+        "Danke."),
+    Row("ko_gmail", "ko", "gmail",
+        f"완료했습니다.\n\n2024년 6월 3일 (월) 오전 10:15, {ADDR}님이 작성:\n{Q}",
+        "완료했습니다."),
+    Row("en_thunderbird_original_message", "en", "thunderbird",
+        "Ok.\n\n-------- Original Message --------\nSubject: Help\n"
+        f"Date: Mon, 3 Jun 2024 10:15\nFrom: {ADDR}\nTo: Agent\n\nQuestion.\n",
+        "Ok."),
+    Row("cs_thunderbird_original_message", "cs", "thunderbird",
+        f"Hotovo.\n\n-------- Původní zpráva --------\nOd: {ADDR}\nDatum: 3. 6. 2024 10:15\n"
+        "Komu: Agent\nPředmět: Pomoc\n\nOtázka.\n",
+        "Hotovo."),
     # -- Outlook header blocks, unquoted history below ------------------------------
     Row("en_outlook", "en", "outlook",
         f"Answer.\n\nFrom: {ADDR}\nSent: Monday, June 3, 2024 10:15 AM\nTo: Agent\n"
@@ -291,4 +312,5 @@ def test_quote_detection(row: Row) -> None:
 def test_rows_have_unique_names_and_cover_the_languages() -> None:
     assert len({r.name for r in ROWS}) == len(ROWS)
     languages = {r.language for r in ROWS}
-    assert {"en", "de", "fr", "it", "es", "nl", "pl", "da", "sv", "ru", "uk", "zh", "ja"} <= languages
+    assert {"en", "de", "fr", "it", "es", "nl", "pl", "da", "sv", "ru", "uk", "zh", "ja", "ko",
+            "cs"} <= languages
