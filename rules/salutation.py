@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Parts", "split", "split_greeting", "split_signoff"]
+__all__ = ["Parts", "own", "split", "split_greeting", "split_signoff"]
 
 # fmt: off
 _GREETINGS = (
@@ -160,3 +160,29 @@ def split(text: str) -> Parts:
     greeting, rest = split_greeting(text)
     body, signoff = split_signoff(rest)
     return Parts(greeting, body.strip("\n"), signoff)
+
+
+def own(text: str, name: str, our_signoff: str) -> dict[str, str]:
+    """What of the template's ``greeting``, ``reply`` and ``signoff`` the CSR's
+    own words replace ({} when they typed neither).
+
+    Their greeting line becomes ``greeting`` and leaves ``reply``. After their
+    sign-off come only the lines of ``our_signoff`` they did not already write:
+    not their name again (a line starting with their first name, when the
+    sign-off holds it), but the signature's other lines and the organisation.
+    """
+    parts = split(text)
+    if not parts.greeting and not parts.signoff:
+        return {}
+    out = {"reply": parts.body}
+    if parts.greeting:
+        out["greeting"] = parts.greeting
+    if parts.signoff:
+        theirs = parts.signoff.casefold()
+        words = name.split()
+        first = words[0].casefold() if words else ""
+        ours = [line.strip() for line in our_signoff.splitlines()
+                if line.strip() and line.strip().casefold() not in theirs
+                and not (first and line.strip().casefold().startswith(first) and first in theirs)]
+        out["signoff"] = "\n".join([parts.signoff, *ours])
+    return out

@@ -32,7 +32,7 @@ from rules.logctx import queue_id as current_queue_id
 from rules.loop import LOOP_HEADER, make_loop_header, verp_address
 from rules.names import greeting
 from rules.quotes import REPLY_MARKER
-from rules.salutation import split as split_salutation
+from rules.salutation import own as own_salutation
 from rules.vocab import CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.render import OutgoingFile, Renderer, build_message, format_address
@@ -739,24 +739,8 @@ def _signoff(name: str, signature: str, organization: str) -> str:
 
 
 def _own_salutation(text: str, name: str, signature: str, organization: str) -> dict[str, str]:
-    """The CSR's own greeting and sign-off replace ours, never both (docs/cases.md):
-    their greeting line becomes ``greeting``; after their sign-off only the
-    lines of our sign-off they did not already write (not their name again;
-    the signature's other lines and the organisation, yes)."""
-    parts = split_salutation(text)
-    if not parts.greeting and not parts.signoff:
-        return {}
-    out = {"reply": parts.body}
-    if parts.greeting:
-        out["greeting"] = parts.greeting
-    if parts.signoff:
-        theirs = parts.signoff.casefold()
-        first = name.split()[0].casefold() if name.split() else ""
-        ours = [line for line in _signoff(name, signature, organization).splitlines()
-                if line.strip() and line.strip().casefold() not in theirs
-                and not (first and line.casefold().startswith(first) and first in theirs)]
-        out["signoff"] = "\n".join([parts.signoff, *ours])
-    return out
+    """The CSR's own greeting and sign-off replace ours, never both (docs/cases.md)."""
+    return own_salutation(text, name, _signoff(name, signature, organization))
 
 
 def _date(value: Any) -> str:

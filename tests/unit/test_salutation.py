@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rules.salutation import Parts, split
+from rules.salutation import Parts, own, split
 
 BODY = "Your refund was issued today."
 
@@ -87,3 +87,27 @@ def test_salutation_imports_only_the_standard_library() -> None:
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert names and all(n.split(".")[0] in sys.stdlib_module_names | {"__future__"} for n in names)
+
+
+OURS = "Jane Doe\nSupport Team\nExample Support"
+OWN_ROWS = [
+    # (answer, name, what replaces the template's variables)
+    ("Plain answer.", "Jane Doe", {}),
+    ("Hi Anna,\n\nPlain answer.", "Jane Doe", {"greeting": "Hi Anna,", "reply": "Plain answer."}),
+    ("Plain answer.\n\nBest regards,\nJane", "Jane Doe",
+     {"reply": "Plain answer.", "signoff": "Best regards,\nJane\nSupport Team\nExample Support"}),
+    ("Plain answer.\n\nThanks,", "Jane Doe",
+     {"reply": "Plain answer.", "signoff": "Thanks,\nJane Doe\nSupport Team\nExample Support"}),
+    ("Plain answer.\n\nRegards,\nJane Doe\nSupport Team", "Jane Doe",
+     {"reply": "Plain answer.", "signoff": "Regards,\nJane Doe\nSupport Team\nExample Support"}),
+    ("Dzień dobry,\nTreść.\n\nPozdrawiam,\nJan", "Jan Kowalski",
+     {"greeting": "Dzień dobry,", "reply": "Treść.",
+      "signoff": "Pozdrawiam,\nJan\nSupport Team\nExample Support"}),
+]
+
+
+@pytest.mark.parametrize("row", OWN_ROWS, ids=range(len(OWN_ROWS)))
+def test_own_replaces_ours_never_both(row: tuple[str, str, dict[str, str]]) -> None:
+    text, name, expected = row
+    ours = OURS.replace("Jane Doe", name)
+    assert own(text, name, ours) == expected
