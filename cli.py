@@ -61,6 +61,7 @@ class Config:
     serve: dict[str, Any] = field(default_factory=dict)
     milter: dict[str, Any] = field(default_factory=dict)
     dkim: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)  # [files] message_max, case_max
     source: str = "--config"  # where the path came from: --config, $CASEGATE_CONFIG, a default
 
     def missing(self) -> str:
@@ -72,10 +73,11 @@ class Config:
 # Every key the config file may hold, by table ("" is the top level).
 CONFIG_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"store", "secret", "case_prefix", "organization", "templates_dir", "serve",
-                   "milter", "dkim"}),
+                   "milter", "dkim", "files"}),
     "serve": frozenset({"listen", "reinject", "trusted_networks", "milter", "milter_stamps", "tick"}),
     "milter": frozenset({"listen", "rate"}),
     "dkim": frozenset({"verify", "domain", "selector", "key"}),
+    "files": frozenset({"message_max", "case_max"}),
 }
 
 
@@ -128,8 +130,24 @@ def load_config(path: Path, store_override: str | None, source: str = "--config"
         serve=dict(data.get("serve", {})),
         milter=dict(data.get("milter", {})),
         dkim=dict(data.get("dkim", {})),
+        files=dict(data.get("files", {})) if isinstance(data.get("files", {}), dict) else {},
         source=source,
     )
+
+
+def file_limits(cfg: Config) -> dict[str, int]:
+    """``[files] message_max`` and ``case_max`` (bytes, or 500k / 5MB / 1G) as Settings fields."""
+    from rules import defaults
+    from rules.files import parse_size
+
+    out = {}
+    for key, field_name, default in (("message_max", "files_message_max", defaults.FILES_MESSAGE_MAX),
+                                     ("case_max", "files_case_max", defaults.FILES_CASE_MAX)):
+        try:
+            out[field_name] = parse_size(cfg.files.get(key, default))
+        except ValueError as exc:
+            raise click.ClickException(f"{cfg.path}: [files] {key}: {exc}") from None
+    return out
 
 
 def write_initial_config(path: Path, store_url: str) -> bytes:
@@ -785,6 +803,8 @@ def case_show(app: App, number: str, as_json: bool) -> None:
              f"customer: {row['customer_name']} <{row['customer']}>",
              f"assignee: {row['assignee'] or '-'}   created: {row['created']}"
              + (f"   closed: {row['closed']}" if row["closed"] else "")]
+    if row.get("product"):
+        lines.append(f"product: {row['product']}")
     if row["follow_up_of"]:
         lines.append(f"follow-up of: {row['follow_up_of']}")
     if row["follow_ups"]:
@@ -809,8 +829,8 @@ def case_show(app: App, number: str, as_json: bool) -> None:
                          + (f": {item['detail']}" if item["detail"] else ""))
     if row["files"]:
         lines.append("")
-        lines += [f"file {f['id']}: {f['filename']} ({f['content_type']}, {f['size']} bytes)"
-                  for f in row["files"]]
+        lines += [f"file {f['id']}: {f['name']} ({f['type']}, {f['size']} bytes, "
+                  f"{'inline' if f['inline'] else 'attachment'})" for f in row["files"]]
     pending = [t for t in row["timers"] if t["status"] == "pending"]
     if pending:
         lines.append("")
@@ -827,7 +847,8 @@ def _engine(app: App) -> Any:
         raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
     sign, _ = dkim_functions(cfg)
     settings = Settings(secret=cfg.secret, case_prefix=cfg.case_prefix,
-                        organization=cfg.organization, templates_dir=cfg.templates_dir)
+                        organization=cfg.organization, templates_dir=cfg.templates_dir,
+                        **file_limits(cfg))
     return Engine(app.store(), settings, sign=sign)
 
 
@@ -1098,6 +1119,7 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         # With the milter in front (here, or `casegate milter` with
         # milter_stamps = true), a client address counts only from its stamp.
         require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),
+        **file_limits(cfg),
     )
     store = app.store()
     sign, dkim_verify = dkim_functions(cfg)

@@ -825,8 +825,11 @@ class Store:
                         for e in events if e["kind"] == "note"]
         row["history"] = sorted(messages + events, key=lambda i: (
             i["date"] if i["type"] == "message" else i["at"], 0 if i["type"] == "message" else 1))
-        row["files"] = [{"id": a.id, "message": a.message_id, "filename": a.filename,
-                         "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
+        row["files"] = [{"id": a.id, "message": a.message_id, "name": a.filename,
+                         "type": a.content_type, "size": a.size, "inline": bool(a.inline),
+                         "content_id": a.content_id or None, "sha256": a.sha256,
+                         # the names of before issue 10, kept for scripts that read them
+                         "filename": a.filename, "content_type": a.content_type}
                         for a in self.attachments(case)]
         row["timers"] = [{"kind": t.kind, "due": _iso(t.due), "status": t.status,
                           "fired": _iso(t.fired)} for t in self.timers(case)]
@@ -867,7 +870,8 @@ class Store:
         return _create(Message, **fields)
 
     def add_attachment(
-        self, message: Message, *, filename: str, content_type: str, data: bytes, sha256: str
+        self, message: Message, *, filename: str, content_type: str, data: bytes, sha256: str,
+        inline: bool = False, content_id: str = "",
     ) -> Attachment:
         return _create(
             Attachment,
@@ -877,13 +881,16 @@ class Store:
             size=len(data),
             sha256=sha256,
             data=data,
+            inline=inline,
+            content_id=content_id,
         )
 
     def attachments(self, case: Case) -> list[Attachment]:
         """A case's files, without their bytes (``attachment(id)`` has those)."""
         return list(
             Attachment.select(Attachment.id, Attachment.message, Attachment.filename,
-                              Attachment.content_type, Attachment.size, Attachment.sha256)
+                              Attachment.content_type, Attachment.size, Attachment.sha256,
+                              Attachment.inline, Attachment.content_id)
             .join(Message)
             .where(Message.case == case)
             .order_by(Attachment.id)
@@ -1322,6 +1329,7 @@ def case_dict(case: Case) -> dict[str, Any]:
         "rating": case.rating,
         "rating_comment": case.rating_comment,
         "answers": json.loads(case.answers) if case.answers else {},
+        "product": case.product or None,
     }
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from casestore.models import Case, Csr, Event, Mailbox, Message
+from casestore.models import Case, Csr, Event, Mailbox, Message, Participant
 from casestore.store import Store, aware, case_dict
 from rules import decision as d
 from rules import defaults, tokens
@@ -130,7 +130,8 @@ class Executor:
         for part in inbound.attachments:
             self.store.add_attachment(message, filename=part.filename,
                                       content_type=part.content_type, data=part.data,
-                                      sha256=part.sha256)
+                                      sha256=part.sha256, inline=part.inline,
+                                      content_id=part.content_id)
         ctx.message = message
 
     def _setstatus(self, a: d.SetStatus, ctx: Context) -> None:
@@ -426,9 +427,11 @@ class Executor:
         about = message is not None and message.kind in (
             MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE, MessageKind.DEPARTMENT)
         parts = ctx.inbound.attachments if (about and ctx.inbound is not None) else ()
-        fits = _forwardable(parts)
+        fates = self._file_fates(parts, files, message)
+        fits = [f.forward for f in fates]
         mine = [f.id for f in files if about and message is not None and f.message_id == message.id]
         attached = {fid for fid, ok in zip(mine, fits, strict=False) if ok}
+        held = {fid: fate.reason for fid, fate in zip(mine, fates, strict=False) if not fate.forward}
         history, omitted = self._history(case, msgs, ctx.directory, exclude=message if about else None,
                                          public_only=False)
         text = (message.text or "").strip() if message is not None else ""
@@ -450,6 +453,11 @@ class Executor:
             "history": history,
             "history_omitted": omitted,
             "actions": self._actions(case, ctx),
+            # issue 10: who else takes part, the product, files kept back
+            "participants": self._participant_list(case),
+            "product": case.product or "",
+            "files_held": [{"id": f.id, "filename": f.filename, "size": f.size,
+                            "reason": held[f.id]} for f in files if f.id in held],
         })
         earlier = [m.message_id for m in msgs if m.direction == "out" and m.kind == MessageKind.NOTIFY]
         name = case.customer_name or case.customer_address or "unknown sender"
@@ -465,6 +473,22 @@ class Executor:
                        body=body, in_reply_to=earlier[-1] if earlier else None, references=earlier,
                        headers=headers,
                        files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files_out])
+
+    def _file_fates(self, parts: Sequence[Any], files: Sequence[Any],
+                    message: Message | None) -> list[Any]:
+        """Which of the inbound message's files travel (the size limits of
+        ``settings.files_*``); the others stay stored and are listed."""
+        from rules.files import plan
+
+        before = sum(f.size for f in files if message is None or f.message_id != message.id)
+        return plan([(p.sha256, len(p.data)) for p in parts],
+                    message_max=self.settings.files_message_max, case_used=before,
+                    case_max=self.settings.files_case_max)
+
+    def _participant_list(self, case: Case) -> list[str]:
+        """The case's participants other than the customer (Cc's), in order."""
+        return [p.address for p in case.participants.order_by(Participant.id)
+                if p.address != case.customer_address]
 
     def _tellcsr(self, a: d.TellCsr, ctx: Context) -> None:
         case = ctx.case
