@@ -534,7 +534,8 @@ def pool_row(p: Any) -> dict[str, Any]:
             "remind_after": format_duration(p.remind_after or None),
             "autoclose_after": format_duration(p.autoclose_after or None),
             "unassigned_notify": p.unassigned_notify or None,
-            "escalation_notice": bool(p.escalation_notice)}
+            "escalation_notice": bool(p.escalation_notice),
+            "cc_participants": bool(p.cc_participants), "max_participants": p.max_participants}
 
 
 @pool.command("list")
@@ -575,10 +576,15 @@ def _duration(value: str | None, option: str) -> int | None:
               help="Remind the customer after this long without an answer (3d, 12h, off).")
 @click.option("--autoclose-after", default=None, metavar="DURATION",
               help="Close the case after this long without an answer (14d, off).")
+@click.option("--cc-participants/--no-cc-participants", default=None,
+              help="A CSR's answer goes to the case's participants (Cc's) in Cc too (default on).")
+@click.option("--max-participants", type=click.IntRange(0, 100), default=None,
+              help="At most this many Cc's join one case (default 10).")
 @click.pass_obj
 def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: str | None,
              escalation_notice: bool | None, closed_policy: str | None, close_on_reply: bool | None,
-             remind_after: str | None, autoclose_after: str | None) -> None:
+             remind_after: str | None, autoclose_after: str | None,
+             cc_participants: bool | None = None, max_participants: int | None = None) -> None:
     """Change a pool's policies."""
     from rules.assign import AssignRule
     from rules.vocab import ClosedPolicy
@@ -604,9 +610,13 @@ def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: st
         changes["remind_after"] = _duration(remind_after, "--remind-after")
     if autoclose_after is not None:
         changes["autoclose_after"] = _duration(autoclose_after, "--autoclose-after")
+    if cc_participants is not None:
+        changes["cc_participants"] = cc_participants
+    if max_participants is not None:
+        changes["max_participants"] = max_participants
     if not changes:
         raise click.UsageError("nothing to set: give --assign, --unassigned-notify, --escalation-notice, "
-                               "--closed-policy, "
+                               "--closed-policy, --cc-participants, --max-participants, "
                                "--close-on-reply, --remind-after or --autoclose-after")
     with store_errors():
         row = pool_row(app.store().set_pool(name, **changes))

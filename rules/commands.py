@@ -637,7 +637,10 @@ class SetTo(Command):
         try:
             status = Status(arg.strip().lower())
         except ValueError:
-            return f"{arg!r} is not a status: use {', '.join(s.value for s in Status)}"
+            shown = (s.value for s in Status if s is not Status.HELD)
+            return f"{arg!r} is not a status: use {', '.join(shown)}"
+        if status is Status.HELD or f.case.status is Status.HELD:
+            return "a held case is opened with #accept (or refused with #reject), not by #status"
         if status is Status.CLOSED:
             return "use #close to close a case (the customer is told)"
         if status is Status.UNDER_CONSULTATION:

@@ -15,6 +15,7 @@ from rules.decision import (
     CANCEL_WAITING,
     Acknowledge,
     Action,
+    AddParticipants,
     Assign,
     CaseState,
     ConsultationAnswered,
@@ -38,6 +39,7 @@ from rules.decision import (
 )
 from rules.durations import format_duration
 from rules.match import Match
+from rules.participants import joining
 from rules.vocab import ClosedPolicyKind, EventKind, MessageKind, Outcome, Status, TimerKind
 
 _RATING = re.compile(r"^\s*([1-5])(?![\d.,])\s*(?:/\s*5|stars?|[-–:.)!]|$|\s)", re.IGNORECASE)
@@ -90,6 +92,26 @@ def rating_of(text: str, *, answers_survey: bool = True) -> tuple[int, str] | No
 
 
 def on_customer(f: CustomerFacts) -> Decision:
+    """A customer's (or participant's) message; its Cc's join an existing case
+    (rules.participants) right after it is stored."""
+    decided = _on_customer(f)
+    if f.case is None or not f.cc or not any(isinstance(a, StoreMessage) for a in decided.actions) \
+            or decided.outcome is Outcome.FOLLOW_UP:
+        return decided
+    joined = joining(f.cc, sender=f.sender, known=f.case.participants or {f.case.customer_address},
+                     directory=f.directory, limit=f.mailbox.pool.max_participants)
+    if not joined.added and not joined.refused:
+        return decided
+    actions = list(decided.actions)
+    at = next(i for i, a in enumerate(actions) if isinstance(a, StoreMessage)) + 1
+    actions.insert(at, AddParticipants(joined.added, joined.refused))
+    hits = list(decided.hits)
+    if joined.added:
+        hits.append(Hit("cc_participants", f"{', '.join(joined.added)} join the case"))
+    return decision(decided.outcome, actions, hits, decided.errors)
+
+
+def _on_customer(f: CustomerFacts) -> Decision:
     hits = [Hit(f.match.rule, f.match.reason)]
     case, pool = f.case, f.mailbox.pool
     if case is None:
@@ -153,10 +175,11 @@ def _tell(f: CustomerFacts, headline: str) -> list[Action]:
 
 
 def _new_case(f: CustomerFacts, hits: list[Hit], *, follow_up_of: str | None = None) -> Decision:
-    cc = tuple(dict.fromkeys(a for a in f.cc if a != f.sender and not f.directory.is_ours(a)))
+    joined = joining(f.cc, sender=f.sender, known={f.sender}, directory=f.directory,
+                     limit=f.mailbox.pool.max_participants)
     actions: list[Action] = [
-        OpenCase(f.sender, f.sender_name, f.subject, participants=cc, follow_up_of=follow_up_of,
-                 mentions=f.match.mentioned, reason=f.match.reason),
+        OpenCase(f.sender, f.sender_name, f.subject, participants=joined.added,
+                 follow_up_of=follow_up_of, mentions=f.match.mentioned, reason=f.match.reason),
         StoreMessage(MessageKind.CUSTOMER, f.text),
         Assign(None, f.mailbox.pool.rule),
     ]

@@ -216,6 +216,8 @@ class Engine:
             ctx.case = case
             ctx.mailbox = case.mailbox
         state = self.store.case_state(case, participants=match.participants) if case else None
+        if state is not None:
+            ctx.participants = set(state.participants)
         info = directory.mailbox(ctx.mailbox.address)
         assert info is not None
         hits = (Hit(identity.rule, identity.reason),)

@@ -58,6 +58,7 @@ class Context:
     explain: str = ""  # the decision's rule hits
     actor: str = ""  # at the shell: who gives the command
     opened: bool = False  # the case was opened by this decision
+    participants: set[str] | None = None  # the case's, when the caller loaded them (saves a query)
     sent: list[Message] = field(default_factory=list)
 
 
@@ -92,6 +93,7 @@ class Executor:
         self._event(ctx, EventKind.OPENED, a.reason, a.customer_address)
         for address in a.participants:
             store.add_participant(case, address, "cc")
+        ctx.participants = {a.customer_address, *a.participants} if a.customer_address else None
         if a.mentions:
             self._event(ctx, EventKind.MENTIONS, ", ".join(a.mentions), a.customer_address)
         if previous is not None:
@@ -213,6 +215,7 @@ class Executor:
         assert case is not None, a.number
         ctx.case = case
         ctx.mailbox = case.mailbox
+        ctx.participants = None  # another case's
 
     def _addnote(self, a: d.AddNote, ctx: Context) -> None:
         self._event(ctx, EventKind.NOTE, a.text, a.author)
@@ -397,7 +400,8 @@ class Executor:
                        subject=tokens.tagged_subject(case.number, case.subject,
                                                      self.settings.case_prefix, reply=True),
                        body=body, in_reply_to=in_reply_to, references=thread,
-                       files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files])
+                       files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files],
+                       cc=self._answer_cc(case, ctx))
 
     def _setaway(self, a: d.SetAway, ctx: Context) -> None:
         pools = self.store.set_away(a.csr, list(a.pools), away=True, until=a.until, deputy=a.deputy)
@@ -454,7 +458,7 @@ class Executor:
             "history_omitted": omitted,
             "actions": self._actions(case, ctx),
             # issue 10: who else takes part, the product, files kept back
-            "participants": self._participant_list(case),
+            "participants": self._participant_list(case, ctx.participants),
             "product": case.product or "",
             "files_held": [{"id": f.id, "filename": f.filename, "size": f.size,
                             "reason": held[f.id]} for f in files if f.id in held],
@@ -485,8 +489,28 @@ class Executor:
                     message_max=self.settings.files_message_max, case_used=before,
                     case_max=self.settings.files_case_max)
 
-    def _participant_list(self, case: Case) -> list[str]:
-        """The case's participants other than the customer (Cc's), in order."""
+    def _addparticipants(self, a: d.AddParticipants, ctx: Context) -> None:
+        case = self._case(ctx)
+        for address in a.addresses:
+            self.store.add_participant(case, address, "cc")
+        if ctx.participants is not None:
+            ctx.participants |= set(a.addresses)
+        detail = ", ".join(a.addresses) + "".join(f"; not {addr}: {why}" for addr, why in a.refused)
+        self._event(ctx, EventKind.PARTICIPANTS, detail.strip("; "))
+
+    def _answer_cc(self, case: Case, ctx: Context) -> list[str]:
+        """The participants in Cc of a CSR's answer, when the pool says so
+        (never our own addresses, should one have become a CSR since)."""
+        info = ctx.directory.mailbox(ctx.mailbox.address)
+        if info is not None and not info.pool.cc_participants:
+            return []
+        return [a for a in self._participant_list(case, ctx.participants)
+                if not ctx.directory.is_ours(a)]
+
+    def _participant_list(self, case: Case, ctx_participants: set[str] | None = None) -> list[str]:
+        """The case's participants other than the customer (Cc's)."""
+        if ctx_participants is not None:
+            return sorted(a for a in ctx_participants if a != case.customer_address)
         return [p.address for p in case.participants.order_by(Participant.id)
                 if p.address != case.customer_address]
 
@@ -681,7 +705,8 @@ class Executor:
 
     def _outgoing(self, ctx: Context, *, kind: MessageKind, from_: str, to: Sequence[str], subject: str,
                   body: str, in_reply_to: str | None, references: Sequence[str],
-                  headers: dict[str, str] | None = None, files: Sequence[OutgoingFile] = ()) -> Message:
+                  headers: dict[str, str] | None = None, files: Sequence[OutgoingFile] = (),
+                  cc: Sequence[str] = ()) -> Message:
         case, mailbox = ctx.case, ctx.mailbox
         domain = mailbox.address.partition("@")[2]
         if case is not None:
@@ -693,20 +718,20 @@ class Executor:
         raw = build_message(from_=from_, to=list(to), subject=subject, body=body,
                             message_id=message_id, date=self.store.clock(), reply_to=reply_to,
                             in_reply_to=in_reply_to, references=references, headers=headers,
-                            files=files)
+                            files=files, cc=cc)
         if self.sign is not None:
             raw = self.sign(raw)
         qid = current_queue_id.get()
         message = self.store.add_message(
             case=case, direction="out", kind=kind.value, sender=mailbox.address,
-            recipients=",".join(to), message_id=message_id, in_reply_to=in_reply_to or "",
+            recipients=",".join([*to, *cc]), message_id=message_id, in_reply_to=in_reply_to or "",
             subject=subject, text=body, raw=raw, queue_id=qid if qid != "-" else "",
             rcpt_key=rate_key(to[0])[:320] if to else "",
             rcpt_domain=rate_key(to[0]).rpartition("@")[2][:255] if to else "")
         # VERP: a bounce of this message names its case and the message exactly.
         envelope = (verp_address(self.settings.secret, mailbox.address, case.number, message.id)
                     if case is not None else mailbox.address)
-        self.store.enqueue(message, mail_from=envelope, rcpt_to=to)
+        self.store.enqueue(message, mail_from=envelope, rcpt_to=[*to, *cc])
         ctx.sent.append(message)
         return message
 

@@ -73,10 +73,13 @@ def build_message(
     references: Sequence[str] = (),
     headers: Mapping[str, str] | None = None,
     files: Sequence[OutgoingFile] = (),
+    cc: Sequence[str] = (),
 ) -> bytes:
     msg = EmailMessage(policy=SMTP_POLICY)
     msg["From"] = from_
     msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
     if reply_to:
         msg["Reply-To"] = reply_to
     msg["Subject"] = subject

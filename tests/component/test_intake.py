@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from casestore.models import Case, Message
+from casestore.models import Case, Message, Participant
 from casestore.store import Store
 from rules import replies
 from rules.classify import parse_networks
@@ -123,5 +123,69 @@ def test_a_file_over_the_limit_stays_stored_and_the_csr_is_told(store_url: str) 
         assert "the case's files are over 3.0 kB together" in text_of(second)
         stored = {f.filename: f.size for f in engine.store.attachments(Case.get())}
         assert stored == {"small.txt": 500, "big.bin": 2500, "second.bin": 1900, "third.bin": 700}
+    finally:
+        engine.store.close()
+
+
+# -- participants -----------------------------------------------------------------------------
+
+
+def csr_answer(engine: Engine, case: Case, text: str, qid: str) -> replies.Reply:
+    note = outgoing("notify")[-1]
+    raw = make(from_="Jane Doe <jane@example.com>", to=f"support+{case.number}@example.com",
+               subject=f"Re: {note['Subject']}", body=text,
+               in_reply_to=note["Message-ID"], references=[note["Message-ID"]])
+    return deliver(engine, raw, client="127.0.0.1", rcpt=f"support+{case.number}@example.com", qid=qid)
+
+
+def test_a_cc_on_a_later_message_joins_gets_the_answer_and_may_write(engine: Engine) -> None:
+    assert deliver(engine, make(from_="Ann <ann@customer.test>", subject="test_cc printer")) == replies.OK
+    case = Case.get()
+    ack = outgoing("ack")[0]
+    second = make(from_="Ann <ann@customer.test>", subject=f"Re: {ack['Subject']}",
+                  body="Adding my colleague and, by mistake, Jane.\n",
+                  headers={"Cc": "Carol <carol@customer.test>, jane@example.com, "
+                                 "support+x@example.com, noreply@customer.test"},
+                  in_reply_to=ack["Message-ID"], references=[ack["Message-ID"]])
+    assert deliver(engine, second, qid="QID2") == replies.OK
+    people = {p.address: p.role for p in Participant.select().where(Participant.case == case)}
+    assert people == {"ann@customer.test": "customer", "carol@customer.test": "cc"}
+    note = text_of(outgoing("notify")[-1])
+    assert "Also taking part" in note and "carol@customer.test" in note
+
+    assert csr_answer(engine, case, "A technician comes on Monday.\n", "QID3") == replies.OK
+    reply = outgoing("reply")[-1]
+    assert reply["To"] == "ann@customer.test" and reply["Cc"] == "carol@customer.test"
+    envelope = Message.select().where(Message.kind == "reply").get().outbox.get().rcpt_to
+    assert envelope.split() == ["ann@customer.test", "carol@customer.test"]
+
+    carol = make(from_="carol@customer.test", subject=f"Re: {reply['Subject']}",
+                 body="Monday is fine for me.\n", in_reply_to=reply["Message-ID"],
+                 references=[reply["Message-ID"]])
+    assert deliver(engine, carol, qid="QID4") == replies.OK
+    assert Case.select().count() == 1
+    last = Message.select().where(Message.direction == "in").order_by(Message.id.desc()).get()
+    assert (last.case_id, last.kind, last.sender) == (case.id, "customer", "carol@customer.test")
+
+    engine.store.set_pool("default", cc_participants=False)
+    engine._cached_directory = None
+    assert csr_answer(engine, case, "Off the list now.\n", "QID5") == replies.OK
+    assert outgoing("reply")[-1]["Cc"] is None
+
+
+def test_a_stranger_with_the_tag_does_not_add_participants_and_the_cap_holds(store_url: str) -> None:
+    engine = build(store_url)
+    try:
+        engine.store.set_pool("default", max_participants=2)
+        first = make(from_="ann@customer.test", subject="test_cap",
+                     headers={"Cc": "a@c.test, b@c.test, c@c.test"})
+        assert deliver(engine, first) == replies.OK
+        case = Case.get()
+        assert engine.store.participants(case) == {"ann@customer.test", "a@c.test", "b@c.test"}
+        stranger = make(from_="eve@evil.test", subject=f"[Case #{case.number}] me too",
+                        headers={"Cc": "mallory@evil.test"})
+        assert deliver(engine, stranger, qid="QID2") == replies.OK
+        assert engine.store.participants(case) == {"ann@customer.test", "a@c.test", "b@c.test"}
+        assert Case.select().count() == 2  # the stranger got a case of their own
     finally:
         engine.store.close()
