@@ -762,6 +762,130 @@ def question_remove(app: App, pool_name: str, name: str) -> None:
     click.echo(f"pool {pool_name}: question {name} removed")
 
 
+# -- products and a mailbox's intake policy (issue 10) ----------------------------
+
+
+@main.group()
+def product() -> None:
+    """Products: a case's product comes from a keyword in its subject or its mailbox."""
+
+
+def product_row(p: Any) -> dict[str, Any]:
+    return {"name": p.name, "mailbox": p.mailbox or None,
+            "keywords": [k for k in (p.keywords or "").split(",") if k]}
+
+
+def _product_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not name or len(name) > 64 or "," in name:
+        raise click.BadParameter(f"{name!r}: 1-64 characters, no comma", param_hint="NAME")
+    return name
+
+
+def _keywords(words: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for word in words:
+        word = " ".join(word.split())
+        if not word or "," in word or len(word) > 64:
+            raise click.BadParameter(f"{word!r}: a word or phrase of 1-64 characters, no comma",
+                                     param_hint="--keyword")
+        if word.lower() not in (w.lower() for w in out):
+            out.append(word)
+    return out
+
+
+@mailbox.command("set")
+@click.argument("address")
+@click.option("--subject-prefix", default=None, metavar="TEXT",
+              help="A new case's subject must start with it ('' for any subject); others get a "
+                   "polite answer that says so.")
+@click.option("--unknown", "unknown_policy", type=click.Choice(["open", "reject", "hold"]), default=None,
+              help="A sender new to this mailbox: open a case (default), reject politely (no case), "
+                   "or hold the case for a CSR's #accept.")
+@click.pass_obj
+def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_policy: str | None) -> None:
+    """Change a supervised address's intake policy."""
+    changes: dict[str, Any] = {}
+    if subject_prefix is not None:
+        prefix = " ".join(subject_prefix.split())
+        if len(prefix) > 200:
+            raise click.BadParameter("at most 200 characters", param_hint="--subject-prefix")
+        changes["subject_prefix"] = prefix
+    if unknown_policy is not None:
+        changes["unknown_policy"] = unknown_policy
+    if not changes:
+        raise click.UsageError("nothing to set: give --subject-prefix or --unknown")
+    with store_errors():
+        row = app.store().set_mailbox_intake(valid_address(address), **changes)
+    click.echo(f"{row.address}: subject prefix {row.subject_prefix or '(none)'}, "
+               f"unknown senders: {row.unknown_policy}")
+
+
+@product.command("add")
+@click.argument("name")
+@click.option("--mailbox", default="", metavar="ADDRESS", help="Every case of this mailbox is about it.")
+@click.option("--keyword", "keywords", multiple=True, metavar="WORD",
+              help="A word (or phrase) in a new case's subject that names it; repeatable. "
+                   "The name is one too.")
+@click.pass_obj
+def product_add(app: App, name: str, mailbox: str, keywords: tuple[str, ...]) -> None:
+    """Add a product."""
+    name = _product_name(name)
+    words = _keywords(keywords)
+    with store_errors():
+        row = product_row(app.store().add_product(
+            name, mailbox=valid_address(mailbox) if mailbox else "", keywords=words))
+    click.echo(f"added product {row['name']}" + (f", mailbox {row['mailbox']}" if row["mailbox"] else "")
+               + (f", keywords {', '.join(row['keywords'])}" if row["keywords"] else ""))
+
+
+@product.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def product_list(app: App, as_json: bool) -> None:
+    """List products with their mailbox and keywords."""
+    with store_errors():
+        rows = [product_row(p) for p in app.store().products()]
+    emit(rows, as_json, "\n".join(["NAME\tMAILBOX\tKEYWORDS"] + [
+        f"{r['name']}\t{r['mailbox'] or '-'}\t{', '.join(r['keywords']) or '-'}" for r in rows])
+         if rows else "no products (`casegate product add NAME`)")
+
+
+@product.command("set")
+@click.argument("name")
+@click.option("--mailbox", default=None, metavar="ADDRESS", help="Its mailbox ('' for none).")
+@click.option("--keyword", "keywords", multiple=True, metavar="WORD",
+              help="Replaces the keywords; repeatable.")
+@click.option("--no-keywords", is_flag=True, help="Remove every keyword.")
+@click.option("--rename", default=None, metavar="NEW", help="A new name (cases keep the old one).")
+@click.pass_obj
+def product_set(app: App, name: str, mailbox: str | None, keywords: tuple[str, ...], no_keywords: bool,
+                rename: str | None) -> None:
+    """Change a product's mailbox, keywords or name."""
+    if keywords and no_keywords:
+        raise click.UsageError("give --keyword or --no-keywords, not both")
+    if mailbox is None and not keywords and not no_keywords and rename is None:
+        raise click.UsageError("nothing to set: give --mailbox, --keyword, --no-keywords or --rename")
+    with store_errors():
+        row = product_row(app.store().set_product(
+            name, mailbox=(valid_address(mailbox) if mailbox else "") if mailbox is not None else None,
+            keywords=[] if no_keywords else (_keywords(keywords) if keywords else None),
+            rename=_product_name(rename) if rename is not None else None))
+    click.echo(f"{row['name']}: mailbox {row['mailbox'] or '-'}, keywords "
+               f"{', '.join(row['keywords']) or '-'}")
+
+
+@product.command("remove")
+@click.argument("name")
+@click.pass_obj
+def product_remove(app: App, name: str) -> None:
+    """Remove a product (its cases keep the name)."""
+    with store_errors():
+        if not app.store().remove_product(name):
+            raise click.ClickException(f"no product named {name!r} (`casegate product list`)")
+    click.echo(f"removed product {name}")
+
+
 @main.group("case")
 def case_group() -> None:
     """Cases."""

@@ -194,6 +194,16 @@ class AddParticipants(Action):
 
 
 @dataclass(frozen=True)
+class RefuseIntake(Action):
+    """A polite templated answer, no case (or a held case refused): the
+    mailbox's intake policy. Automatic mail to ``to``: the loop guards apply."""
+
+    to: str
+    template: str  # customer/<template>.txt.j2: intake_prefix | intake_rejected
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class SetProduct(Action):
     product: str
     reason: str = ""

@@ -489,6 +489,54 @@ class Executor:
                     message_max=self.settings.files_message_max, case_used=before,
                     case_max=self.settings.files_case_max)
 
+    def _refuseintake(self, a: d.RefuseIntake, ctx: Context) -> None:
+        """The mailbox's intake policy opened no case (or a CSR refused a held
+        one): a polite answer, under every guard of automatic mail."""
+        address = a.to
+        refused = ack_refusal(address, ctx.directory) or ctx.suppress
+        if not refused and address.rpartition("@")[2].startswith("["):
+            refused = "never to an address literal"
+        if not refused:
+            refused = (self._over_rate_cap(ctx.case, address) if ctx.case is not None
+                       else self._over_recipient_cap(address))
+        if refused:
+            self._event(ctx, EventKind.NOT_SENT, f"{a.template}: {refused}")
+            log.info("no %s mail to %s: %s", a.template, address, refused)
+            return
+        inbound = ctx.inbound
+        case = ctx.case
+        subject = (case.subject if case is not None else inbound.subject if inbound is not None
+                   else "") or "(no subject)"
+        info = ctx.directory.mailbox(ctx.mailbox.address)
+        body = self.renderer.text(f"customer/{a.template}.txt.j2", {
+            "greeting": greeting(case.customer_name if case is not None
+                                 else inbound.from_name if inbound is not None else ""),
+            "organization": self._organization(ctx), "mailbox": ctx.mailbox.address,
+            "subject_prefix": info.subject_prefix if info is not None else "",
+            "subject": subject})
+        by_mail = inbound is not None and case is None
+        self._outgoing(ctx, kind=MessageKind.REFUSED, from_=self._from_mailbox(ctx), to=[address],
+                       subject=f"Re: {subject}",
+                       body=body, in_reply_to=inbound.message_id if by_mail and inbound.message_id
+                       else None,
+                       references=[inbound.message_id] if by_mail and inbound.message_id else [],
+                       headers=self._automatic_headers(ctx, "auto-replied"))
+
+    def _over_recipient_cap(self, address: str) -> str | None:
+        limits = self.store.limits()
+        since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
+        key = rate_key(address)
+        to_mailbox, to_domain = self.store.automatic_sent_to(since=since, recipient=key)
+        if to_mailbox >= limits["autoreply_per_recipient"]:
+            return f"rate cap: {limits['autoreply_per_recipient']} automatic mails to {key} already sent"
+        if to_domain >= limits["autoreply_per_domain"]:
+            return f"rate cap: {limits['autoreply_per_domain']} automatic mails to @{key.rpartition('@')[2]}"
+        return None
+
+    def _setproduct(self, a: d.SetProduct, ctx: Context) -> None:
+        self.store.touch(self._case(ctx), product=a.product)
+        self._event(ctx, EventKind.PRODUCT, f"{a.product}: {a.reason}" if a.reason else a.product)
+
     def _addparticipants(self, a: d.AddParticipants, ctx: Context) -> None:
         case = self._case(ctx)
         for address in a.addresses:

@@ -4,6 +4,7 @@ policy (issue 10, sections 4-6)."""
 
 from __future__ import annotations
 
+import gc
 import json
 from email.message import EmailMessage
 from pathlib import Path
@@ -189,3 +190,137 @@ def test_a_stranger_with_the_tag_does_not_add_participants_and_the_cap_holds(sto
         assert Case.select().count() == 2  # the stranger got a case of their own
     finally:
         engine.store.close()
+
+
+# -- products and the mailbox's intake policy ------------------------------------------------
+
+
+def cli_base(store_url: str, tmp_path: Path) -> list[str]:
+    """The CLI on the engine's store (migrated already). Not `init`: in one
+    process its SQLite connection keeps the file locked for the engine's."""
+    config = tmp_path / "c.toml"
+    cli.write_initial_config(config, store_url)
+    return ["--config", str(config), "--store", store_url]
+
+
+def fresh(engine: Engine) -> None:
+    engine._cached_directory = None  # as after DIRECTORY_TTL: serve re-reads the directory
+    gc.collect()  # the CLI's store connections (each invocation's App) closed, as at a process's end
+
+
+def test_product_and_mailbox_commands(store_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["--config", str(tmp_path / "c.toml"), "--store", store_url]
+
+    def run(*args: str):
+        return runner.invoke(cli.main, [*base, *args], catch_exceptions=False)
+
+    assert run("init").exit_code == 0
+    assert run("mailbox", "add", "billing@example.com").exit_code == 0
+    assert run("product", "list").output.strip() == "no products (`casegate product add NAME`)"
+    added = run("product", "add", "Router", "--keyword", "RT-100", "--keyword", "rt-100")
+    assert added.exit_code == 0 and "keywords RT-100" in added.output
+    assert run("product", "add", "Invoices", "--mailbox", "Billing@Example.com").exit_code == 0
+    for args, message in ((["add", "Other", "--mailbox", "billing@example.com"], "one product per mailbox"),
+                          (["add", "Router"], "exists already"),
+                          (["add", "X", "--mailbox", "nobody@example.com"], "not a supervised address"),
+                          (["add", "a,b"], "no comma"),
+                          (["set", "Nope", "--no-keywords"], "no product named"),
+                          (["set", "Router"], "nothing to set"),
+                          (["remove", "Nope"], "no product named")):
+        bad = run("product", *args)
+        assert bad.exit_code in (1, 2) and message in bad.output, (args, bad.output)
+    assert json.loads(run("product", "list", "--json").output) == [
+        {"name": "Invoices", "mailbox": "billing@example.com", "keywords": []},
+        {"name": "Router", "mailbox": None, "keywords": ["RT-100"]}]
+    assert "Router\t-\tRT-100" in run("product", "list").output
+    renamed = run("product", "set", "Router", "--keyword", "RT-200", "--rename", "Routers")
+    assert renamed.exit_code == 0 and renamed.output.strip() == "Routers: mailbox -, keywords RT-200"
+    assert run("product", "remove", "Routers").exit_code == 0
+
+    out = run("mailbox", "set", "billing@example.com", "--subject-prefix", " [ORDER] ", "--unknown", "hold")
+    assert out.output.strip() == "billing@example.com: subject prefix [ORDER], unknown senders: hold"
+    assert run("mailbox", "set", "billing@example.com", "--unknown", "maybe").exit_code == 2
+    assert "nothing to set" in run("mailbox", "set", "billing@example.com").output
+    assert "not a supervised address" in run("mailbox", "set", "x@example.com", "--unknown", "open").output
+
+
+def test_a_product_from_a_subject_keyword_or_the_mailbox(engine: Engine, store_url: str,
+                                                         tmp_path: Path) -> None:
+    store = engine.store
+    store.add_mailbox("billing@example.com", "default")
+    store.add_product("Router", keywords=["RT-100"])
+    store.add_product("Invoices", mailbox="billing@example.com")
+    fresh(engine)
+    assert deliver(engine, make(from_="ann@customer.test", subject="test_product my rt-100 blinks")) \
+        == replies.OK
+    assert deliver(engine, make(from_="bob@customer.test", subject="invoice 7"),
+                   rcpt="billing@example.com", qid="QID2") == replies.OK
+    assert deliver(engine, make(from_="cy@customer.test", subject="hello"), qid="QID3") == replies.OK
+    assert [c.product for c in Case.select().order_by(Case.id)] == ["Router", "Invoices", ""]
+    first = Case.select().order_by(Case.id).first()
+    assert "Product: Router" in text_of(outgoing("notify")[0])
+    store.remove_product("Router")
+    assert Case.get_by_id(first.id).product == "Router"  # cases keep the name they were filed under
+    base = cli_base(store_url, tmp_path)
+    runner = CliRunner()
+    assert "product: Router" in runner.invoke(cli.main, [*base, "case", "show", first.number]).output
+    assert json.loads(runner.invoke(cli.main, [*base, "case", "show", first.number, "--json"])
+                      .output)["product"] == "Router"
+
+
+def test_subject_prefix_reject_and_hold(engine: Engine) -> None:
+    store = engine.store
+    store.set_mailbox_intake("support@example.com", subject_prefix="[ORDER]")
+    fresh(engine)
+    # without the prefix: no case, a polite answer that says how
+    assert deliver(engine, make(from_="Ann <ann@customer.test>", subject="where is my parcel")) == replies.OK
+    assert Case.select().count() == 0
+    answer = outgoing("refused")[-1]
+    assert answer["To"] == "ann@customer.test" and answer["Auto-Submitted"] == "auto-replied"
+    assert 'starts with "[ORDER]"' in text_of(answer)
+    kept = Message.get(Message.direction == "in")
+    assert kept.case_id is None and b"where is my parcel" in bytes(kept.raw)
+    # a sender that asks for no automatic answers never gets one (loop-safe)
+    quiet = make(from_="bob@customer.test", subject="no prefix", headers={"X-Auto-Response-Suppress": "All"})
+    assert deliver(engine, quiet, qid="QID2") == replies.OK
+    assert len(outgoing("refused")) == 1
+    assert deliver(engine, make(from_="ann@customer.test", subject="[order] 42 is late"), qid="QID3") \
+        == replies.OK
+    assert Case.select().count() == 1
+
+    # reject unknown senders: Ann is known now (her case), Zed is not
+    store.set_mailbox_intake("support@example.com", subject_prefix="", unknown_policy="reject")
+    fresh(engine)
+    assert deliver(engine, make(from_="zed@new.test", subject="hi"), qid="QID4") == replies.OK
+    assert Case.select().count() == 1 and "could not" in text_of(outgoing("refused")[-1])
+    assert deliver(engine, make(from_="ann@customer.test", subject="another thing"), qid="QID5") == replies.OK
+    assert Case.select().count() == 2
+
+    # hold: the case waits, the CSR is told, #accept acknowledges, #reject refuses
+    store.set_mailbox_intake("support@example.com", unknown_policy="hold")
+    fresh(engine)
+    assert deliver(engine, make(from_="yan@new.test", subject="held one"), qid="QID6") == replies.OK
+    assert deliver(engine, make(from_="xi@new.test", subject="held two"), qid="QID7") == replies.OK
+    held = list(Case.select().where(Case.status == "held").order_by(Case.id))
+    assert [c.customer_address for c in held] == ["yan@new.test", "xi@new.test"]
+    assert "#accept opens it" in text_of(outgoing("notify")[-1])
+    acks = len(outgoing("ack"))
+    close = engine.command(held[0].number, actor="jane@example.com", commands=[_given("close")])
+    assert not close.ok and "#accept opens it" in close.errors[0]
+    accepted = engine.command(held[0].number, actor="jane@example.com", commands=[_given("accept")])
+    assert accepted.ok and Case.get_by_id(held[0].id).status == "received"
+    assert len(outgoing("ack")) == acks + 1 and outgoing("ack")[-1]["To"] == "yan@new.test"
+    again = engine.command(held[0].number, actor="jane@example.com", commands=[_given("accept")])
+    assert not again.ok and "not held" in again.errors[0]
+    rejected = engine.command(held[1].number, actor="jane@example.com", commands=[_given("reject")],
+                              text="spam")
+    assert rejected.ok and Case.get_by_id(held[1].id).status == "closed"
+    assert outgoing("refused")[-1]["To"] == "xi@new.test"
+    assert not outgoing("survey")
+
+
+def _given(name: str, arg: str = ""):
+    from rules.commands import Given
+
+    return Given(name, arg)
