@@ -281,6 +281,16 @@ def on_automatic(f: AutomaticFacts) -> Decision:
     if f.case is not None:
         return decision(Outcome.AUTOMATIC_APPENDED, [
             StoreMessage(kind, f.text), Record(EventKind.AUTOMATIC, detail, f.sender)], hits)
+    box = f.mailbox
+    prefix = box.subject_prefix.strip()
+    if box.unknown_policy == "reject" or (
+            prefix and not (f.subject or "").strip().lower().startswith(prefix.lower())):
+        # The mailbox's intake policy: no case, and never an answer to automatic mail.
+        why = (f"automatic mail to {box.address}, which takes known customers only"
+               if box.unknown_policy == "reject" else f"the subject does not start with {prefix!r}")
+        return decision(Outcome.INTAKE_REFUSED, [
+            StoreMessage(kind, f.text, attach=False), Record(EventKind.INTAKE_REFUSED, why, f.sender)],
+            [*hits, Hit("intake_policy", why)])
     # Automatic mail about no case still gets one (a real system's alert may
     # need a person), never an acknowledgement.
     return decision(Outcome.NEW_CASE_AUTOMATIC, [

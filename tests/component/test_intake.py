@@ -284,7 +284,9 @@ def test_subject_prefix_reject_and_hold(engine: Engine) -> None:
     # a sender that asks for no automatic answers never gets one (loop-safe)
     quiet = make(from_="bob@customer.test", subject="no prefix", headers={"X-Auto-Response-Suppress": "All"})
     assert deliver(engine, quiet, qid="QID2") == replies.OK
-    assert len(outgoing("refused")) == 1
+    auto = make(from_="alerts@monitor.test", subject="disk full", headers={"Auto-Submitted": "auto-generated"})
+    assert deliver(engine, auto, qid="QID2a") == replies.OK
+    assert len(outgoing("refused")) == 1 and Case.select().count() == 0
     assert deliver(engine, make(from_="ann@customer.test", subject="[order] 42 is late"), qid="QID3") \
         == replies.OK
     assert Case.select().count() == 1
