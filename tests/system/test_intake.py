@@ -22,7 +22,7 @@ pytestmark = [
     pytest.mark.skipif(postfix_available() is not None, reason=str(postfix_available())),
 ]
 
-SUPPORT, JANE = "support@example.com", "jane@example.com"
+SUPPORT, ORDERS, JANE = "support@example.com", "orders@example.com", "jane@example.com"
 EVERY_BYTE = bytes(range(256)) * 16
 
 
@@ -48,13 +48,15 @@ def env() -> Iterator[Env]:
     sink = Sink().start()
     filter_port, reinject_port = free_ports(2)
     pf = PostfixInstance(root=root / "pf", sink_port=sink.port, filter_port=filter_port,
-                         reinject_port=reinject_port, supervised=[SUPPORT])
+                         reinject_port=reinject_port, supervised=[SUPPORT, ORDERS])
     cg = Casegate(root / "cg")
     try:
         cg.run("init")
         cg.run("mailbox", "add", SUPPORT, "--pool", "default", "--name", "Example Support")
         cg.run("csr", "add", JANE, "--name", "Jane Doe", "--pool", "default")
         cg.run("product", "add", "Router", "--keyword", "RT-100")
+        cg.run("mailbox", "add", ORDERS, "--pool", "default", "--name", "Example Orders")
+        cg.run("mailbox", "set", ORDERS, "--subject-prefix", "[ORDER]", "--unknown", "hold")
         pf.start()
         cg.start(listen_port=filter_port, reinject_port=reinject_port)
         yield Env(pf, sink, cg)
@@ -133,3 +135,26 @@ def test_mail_to_a_non_ascii_local_part_goes_with_smtputf8(env: Env) -> None:
     assert ack.rcpt_tos == (customer,)
     # (Postfix takes a non-ASCII RCPT TO only with SMTPUTF8: the outbox gave it.)
     assert ack.message["To"] == customer and f"To: {customer}".encode() in ack.raw
+
+
+def test_orders_needs_its_prefix_and_holds_a_new_sender_for_accept(env: Env) -> None:
+    customer = "eli@customer.test"
+    env.postfix.send(customer, [ORDERS], make(from_=customer, to=ORDERS, subject="test_sys_hold parcel"),
+                     source="127.0.0.2")
+    refused = env.wait(customer, "test_sys_hold parcel")[0]
+    assert refused.message["Auto-Submitted"] == "auto-replied"
+    assert 'starts with "[ORDER]"' in text_of(refused.message)
+    subject = "[ORDER] test_sys_hold 42"
+    env.postfix.send(customer, [ORDERS], make(from_=customer, to=ORDERS, subject=subject),
+                     source="127.0.0.2")
+    note = env.wait(JANE, "test_sys_hold 42")[0]
+    assert "#accept opens it" in text_of(note.message)
+    number = str(note.message["Subject"]).split("#", 1)[1].split("]", 1)[0]
+    assert env.casegate.json("case", "show", number)["status"] == "held"
+    assert not [d for d in env.sink.messages(to=customer) if "test_sys_hold 42" in str(d.message["Subject"])]
+    accept = make(from_=JANE, to=f"orders+{number}@example.com", subject=f"Re: {note.message['Subject']}",
+                  body="#accept\n")
+    env.postfix.send(JANE, [f"orders+{number}@example.com"], accept, source="127.0.0.1")
+    ack = env.wait(customer, "test_sys_hold 42")[0]
+    assert f"[Case #{number}]" in str(ack.message["Subject"])
+    assert env.casegate.json("case", "show", number)["status"] == "received"
