@@ -450,7 +450,8 @@ class Executor:
             "case": self._case_view(case),
             "assignee": f"{csr.name} <{csr.address}>",
             "files": [{"id": f.id, "filename": f.filename, "content_type": f.content_type,
-                       "size": f.size, "attached": f.id in attached} for f in files],
+                       "size": f.size, "attached": f.id in attached, "inline": bool(f.inline),
+                       "content_id": f.content_id or ""} for f in files],
             "message": {"author": self._author(case, message, {}), "date": _date(message.created),
                         "text": text or "(no text)"}
             if about and message is not None else None,
