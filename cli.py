@@ -1176,6 +1176,29 @@ def case_open(app: App, customer: str, mailbox: str, actor: str, subject: str, b
          as_json, f"opened {result.number}; sent {', '.join(result.sent)}")
 
 
+@case_group.command("accept")
+@click.argument("number")
+@_csr_option
+@_with(_text_options)
+@_json_option
+@click.pass_obj
+def case_accept(app: App, number: str, actor: str | None, text: str | None, text_file: Any,
+                as_json: bool) -> None:
+    """Open a held case (mailbox --unknown hold): #accept; the customer gets the acknowledgement."""
+    run_commands(app, number, actor, [_given("accept")], _text(text, text_file), as_json)
+
+
+@case_group.command("refuse")
+@click.argument("number")
+@_csr_option
+@click.option("--note", default="", help="An internal note: why.")
+@_json_option
+@click.pass_obj
+def case_refuse(app: App, number: str, actor: str | None, note: str, as_json: bool) -> None:
+    """Refuse a held case: #reject; closed, the sender gets the polite refusal."""
+    run_commands(app, number, actor, [_given("reject")], note.replace("\\n", "\n"), as_json)
+
+
 @case_group.command("file")
 @click.argument("file_id", type=int)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),

@@ -269,7 +269,7 @@ def test_a_product_from_a_subject_keyword_or_the_mailbox(engine: Engine, store_u
                       .output)["product"] == "Router"
 
 
-def test_subject_prefix_reject_and_hold(engine: Engine) -> None:
+def test_subject_prefix_reject_and_hold(engine: Engine, store_url: str, tmp_path: Path) -> None:
     store = engine.store
     store.set_mailbox_intake("support@example.com", subject_prefix="[ORDER]")
     fresh(engine)
@@ -320,6 +320,17 @@ def test_subject_prefix_reject_and_hold(engine: Engine) -> None:
     assert rejected.ok and Case.get_by_id(held[1].id).status == "closed"
     assert outgoing("refused")[-1]["To"] == "xi@new.test"
     assert not outgoing("survey")
+
+    # the same from the shell (last: the CLI's connection stays open in this process)
+    assert deliver(engine, make(from_="wu@new.test", subject="held three"), qid="QID8") == replies.OK
+    third = Case.select().order_by(Case.id.desc()).get()
+    runner, base = CliRunner(), cli_base(store_url, tmp_path)
+    done = runner.invoke(cli.main, [*base, "case", "accept", third.number, "--csr", "jane@example.com",
+                                    "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["status"] == "received" and json.loads(done.output)["sent"] == ["ack"]
+    refused = runner.invoke(cli.main, [*base, "case", "refuse", third.number])
+    assert refused.exit_code == 1 and "#reject needs an argument" in refused.output
 
 
 def _given(name: str, arg: str = ""):
