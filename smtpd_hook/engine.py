@@ -222,6 +222,8 @@ class Engine:
             ctx.case = case
             ctx.mailbox = case.mailbox
         state = self.store.case_state(case, participants=match.participants) if case else None
+        if state is not None:
+            ctx.participants = set(state.participants)
         info = directory.mailbox(ctx.mailbox.address)
         assert info is not None
         hits = (Hit(identity.rule, identity.reason),)
@@ -275,8 +277,17 @@ class Engine:
                 answers_survey=state is not None and bool(
                     state.survey_ids & {*inbound.in_reply_to, *inbound.references}),
                 # ... from someone who takes no part in its case (a responder).
-                answers_our_mail=match.signed and match.number is None))
+                answers_our_mail=match.signed and match.number is None,
+                known_customer=self._known_customer(info, ctx, state, inbound, delivery)))
         return Decision(decision.outcome, decision.actions, hits + decision.hits, decision.errors)
+
+    def _known_customer(self, info: MailboxInfo, ctx: Context, state: object, inbound: Inbound,
+                        delivery: Delivery) -> bool:
+        """Read only when it matters: a new case where the mailbox's intake
+        policy is not ``open`` (issue 10)."""
+        if state is not None or info.unknown_policy == "open":
+            return True
+        return self.store.known_customer(ctx.mailbox, inbound.from_address or delivery.mail_from.lower())
 
     def _bounce(self, inbound: Inbound, number: str, message_id: int, ctx: Context,
                 mailboxes: dict[str, Mailbox], texts: Texts) -> Decision:
