@@ -761,7 +761,8 @@ class Store:
             csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),
                              frozenset(pools.get(a, ())), tuple(sorted(away.get(a, ()))),
                              tuple(sorted(levels.get(a, ()))),
-                             c.supervisor if c.needs_approval else "")
+                             c.supervisor if c.needs_approval else "",
+                             footer=bool((c.footer_html or "").strip()))
                   for a, c in csrs.items()},
             mailboxes=mailboxes,
             departments={d.name.lower(): DepartmentInfo(d.name, d.address, d.deadline)
@@ -1290,6 +1291,7 @@ def pool_info(pool: Pool, questions: Sequence[Question] | None = None) -> PoolIn
                     closed_policy=policy,
                     close_on_reply=bool(pool.close_on_reply),
                     remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None,
+                    acknowledge=bool(pool.acknowledge),
                     questions=tuple(QuestionInfo(q.name, tuple(c.strip() for c in q.choices.split(",")
                                                                if c.strip()),
                                                  bool(q.required), bool(q.free_text))
