@@ -738,7 +738,9 @@ class Store:
         csrs: dict[str, Csr] = {}
         now = self.now()
         levels: dict[str, list[tuple[str, int]]] = {}
-        rows = (Csr.select(Csr, Pool.name.alias("pool_name"), Membership.level.alias("m_level"),
+        # Not the footer picture (bytes; read when an answer needs it).
+        csr_columns = [f for f in Csr._meta.sorted_fields if f.name != "footer_image"]
+        rows = (Csr.select(*csr_columns, Pool.name.alias("pool_name"), Membership.level.alias("m_level"),
                            Membership.away.alias("m_away"),
                            Membership.away_until.alias("m_until"), Membership.deputy.alias("m_deputy"))
                 .join(Membership, JOIN.LEFT_OUTER).join(Pool, JOIN.LEFT_OUTER)

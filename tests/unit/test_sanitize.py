@@ -95,3 +95,37 @@ def test_footer_image_by_cid() -> None:
     html = footer_html('<p><b>Jane</b> <img src="cid:footer"> <img src="https://x/y.png"></p>'
                        "<script>x</script>", PNG)
     assert html == f'<p><b>Jane</b> <img src="cid:{footer_cid(PNG)}"> <img></p>'
+
+
+def _multipart(html: str, text: str = "Answer text") -> email.message.EmailMessage:
+    msg = email.message.EmailMessage(policy=email.policy.SMTP)
+    msg["From"], msg["Subject"] = "jane@example.com", "Re: x"
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    return email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+
+
+# (client, the CSR's HTML with its quoted history) -> what must stay, what must go.
+CLIENTS = [
+    ("gmail", '<div dir="ltr"><b>Kept answer</b><br><ul><li>item</li></ul></div><br>'
+              '<div class="gmail_quote"><div dir="ltr" class="gmail_attr">On Mon, Nov 30, 2026 at 10:00'
+              ' Support &lt;support@example.com&gt; wrote:<br></div><blockquote class="gmail_quote">'
+              f"{QUOTED_MARKER}</blockquote></div>"),
+    ("thunderbird", '<p><b>Kept answer</b></p><ul><li>item</li></ul><div class="moz-cite-prefix">On '
+                    '30.11.2026 10:00, Support wrote:<br></div><blockquote type="cite">'
+                    f"{QUOTED_MARKER}</blockquote>"),
+    ("outlook web", '<div><b>Kept answer</b></div><ul><li>item</li></ul><hr><div id="divRplyFwdMsg">'
+                    "<b>From:</b> Support<br><b>Sent:</b> Monday<br><b>Subject:</b> x</div>"
+                    f"<div>{QUOTED_MARKER}</div>"),
+    ("apple mail", '<div><b>Kept answer</b><ul><li>item</li></ul><div><br><blockquote type="cite">'
+                   f"<div>On 30 Nov 2026, Support wrote:</div>{QUOTED_MARKER}</blockquote></div></div>"),
+]
+
+
+@pytest.mark.parametrize(("client", "html"), CLIENTS, ids=[c[0] for c in CLIENTS])
+def test_csr_html_per_client(client: str, html: str) -> None:
+    got = csr_html(_multipart(html), "Kept answer\n\n- item")
+    assert got is not None
+    kept, images = got
+    assert "<b>Kept answer</b>" in kept and "<li>item</li>" in kept and images == []
+    assert QUOTED_MARKER not in kept and "wrote:" not in kept and "From:" not in kept
