@@ -148,6 +148,25 @@ def drop_command_lines(html: str, reply: str) -> str:
     return re.sub(r"^(\s*<(p|div)[^>]*>\s*</\2>)+", "", html.strip(), flags=re.I)
 
 
+_SIG_RE = re.compile(r"(?:<(p|div)[^>]*>\s*--(?:\s|&nbsp;|\xa0)*(?:<br\s*/?>\s*)?</\1>"
+                     r"|(?<![\w-])--(?:[ \t]|&nbsp;|\xa0)*<br\s*/?>)", re.I)
+SIGNATURE_LINES = 15  # as rules.quotes: a longer tail after "-- " is not a signature
+
+
+def drop_signature(html: str) -> str:
+    """The CSR's mail client's signature after a ``-- `` line goes, as in
+    the text part (casegate adds the CSR's signature itself). The HTML is
+    cut there and parsed again by nh3, which closes what was open."""
+    for m in reversed(list(_SIG_RE.finditer(html))):
+        tail = html_to_text(html[m.end():]).strip()
+        if len(tail.splitlines()) > SIGNATURE_LINES:
+            break
+        head = html[: m.start()]
+        if html_to_text(head).strip():
+            return sanitize(head)
+    return html
+
+
 def csr_html(msg: Message, reply: str) -> tuple[str, list[InlineImage]] | None:
     """The CSR's answer as safe HTML with the pictures it shows, or None when
     the message has no HTML body (or nothing is left of it)."""
@@ -155,7 +174,7 @@ def csr_html(msg: Message, reply: str) -> tuple[str, list[InlineImage]] | None:
     if body is None:
         return None
     cleaned = sanitize(strip_quoted_html(body))
-    cleaned = drop_command_lines(cleaned, reply)
+    cleaned = drop_signature(drop_command_lines(cleaned, reply))
     if not html_to_text(cleaned).strip() and "<img" not in cleaned:
         return None
     parts = _images(msg)

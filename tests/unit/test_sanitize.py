@@ -129,3 +129,18 @@ def test_csr_html_per_client(client: str, html: str) -> None:
     kept, images = got
     assert "<b>Kept answer</b>" in kept and "<li>item</li>" in kept and images == []
     assert QUOTED_MARKER not in kept and "wrote:" not in kept and "From:" not in kept
+
+
+@pytest.mark.parametrize(("html", "expected"), [
+    ("<div><b>Answer</b></div><div>-- </div><div>Jane Doe<br>ACME</div>", "<div><b>Answer</b></div>"),
+    ('<p>Answer <i>here</i><br>-- <br>Jane<br>ACME</p>', "<p>Answer <i>here</i><br></p>"),
+    ("<p>Answer</p><p>--&nbsp;</p><p>Jane</p>", "<p>Answer</p>"),
+    ("<p>a -- b<br>c</p>", "<p>a -- b<br>c</p>"),  # a dash in a sentence is not a delimiter
+    ("<p>x--<br>y</p>", "<p>x--<br>y</p>"),
+    ("<p>-- <br>only a signature</p>", "<p>-- <br>only a signature</p>"),  # nothing before it
+    ("<p>Answer</p><p>--</p>" + "<p>line</p>" * 20, "<p>Answer</p><p>--</p>" + "<p>line</p>" * 20),
+])
+def test_drop_signature(html: str, expected: str) -> None:
+    from smtpd_hook.sanitize import drop_signature
+
+    assert drop_signature(html) == expected
