@@ -411,7 +411,8 @@ def build_message(
     if html is not None:
         msg.add_alternative(html, subtype="html", charset="utf-8",
                             cte="7bit" if html.isascii() and _short_lines(html) else "quoted-printable")
-        html_part = msg.get_payload()[-1]
+        html_part = msg.get_payload()[-1]  # type: ignore[index]
+        assert isinstance(html_part, EmailMessage)
         for image in inline:
             maintype, _, subtype = image.content_type.partition("/")
             if maintype != "image" or not subtype:

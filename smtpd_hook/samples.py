@@ -12,7 +12,7 @@ from markupsafe import Markup
 from rules.quotes import REPLY_MARKER
 from smtpd_hook.render import greeting_line
 
-_CASE = {"number": "CS0000042", "status": "in_progress", "customer": "john.smith@example.net",
+_CASE: dict[str, Any] = {"number": "CS0000042", "status": "in_progress", "customer": "john.smith@example.net",
          "customer_address": "john.smith@example.net", "customer_name": "John Smith",
          "assignee": "jane@example.com", "subject": "Printer does not print",
          "mailbox": "support@example.com", "created": "2026-11-30 09:15 UTC",

@@ -94,7 +94,7 @@ def _html_body(msg: Message) -> str | None:
             return None  # inside a forwarded message: not the CSR's body
         if part.get_content_type() == "text/html" and part_role(part, root=part is msg) == "text":
             try:
-                return str(part.get_content())
+                return str(part.get_content())  # type: ignore[attr-defined]
             except Exception:
                 payload = part.get_payload(decode=True)
                 return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
