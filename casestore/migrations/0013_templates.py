@@ -1,6 +1,6 @@
 """Templates: a pool's language, acknowledgement, greeting and text-only
 choice; a CSR's footer (HTML and one inline image)."""
-from peewee import *
+from peewee import BlobField, BooleanField, CharField, TextField
 
 
 def up(migrator, db):
