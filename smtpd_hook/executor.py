@@ -542,7 +542,8 @@ class Executor:
         """The CSR's own HTML (their formatting, their pictures), when the
         answer comes from their message, not from the shell or a draft."""
         inbound = ctx.inbound
-        if inbound is None or base_address(inbound.from_address) != base_address(a.csr):
+        if (inbound is None or not a.with_files  # an approved draft: not this message's words
+                or base_address(inbound.from_address) != base_address(a.csr)):
             return None
         try:
             return csr_html(inbound.msg, a.text)
