@@ -61,11 +61,15 @@ def links(name: str) -> dict[str, Any]:
     return {}
 
 
+ANSWERS = ("reply", "solution")
+
+
 def sample(audience: str, name: str, language: str = "en") -> dict[str, Any]:
     """Every variable the template ``audience/name`` may use, with sample values."""
     if audience == "customer":
         context = customer_base(language)
-        context.update(answer_extra())  # harmless for templates that do not use them
+        if name in ANSWERS:  # only these get a CSR's words (a check must fail as serving would)
+            context.update(answer_extra())
         context["links"] = links(name)
         return context
     case = dict(_CASE)

@@ -112,6 +112,7 @@ def test_override_extends_builtin_layout(tmp_path: Path) -> None:
     ("Hello\n\n{% if %}\n", 3, "Expected an expression"),
     ("{{ reply.__class__.__mro__ }}\n", 1, "unsafe"),
     ("{{ nosuch }}\n", 1, "'nosuch' is undefined"),
+    ("A closing note from\n{{ csr.name }}\n", 2, "'csr' is undefined"),  # answers only
 ])
 def test_broken_override_check_and_fallback(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                             source: str, line: int, message: str) -> None:
