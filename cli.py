@@ -429,9 +429,14 @@ def csr_add(app: App, address: str, name: str, pools: tuple[str, ...], signature
 @click.option("--needs-approval/--no-needs-approval", default=None,
               help="Hold the CSR's answers for their supervisor's approval.")
 @click.option("--supervisor", default=None, metavar="ADDRESS", help="The CSR who approves them.")
+@click.option("--footer-file", default=None, metavar="FILE",
+              help="An HTML footer under the CSR's answers ('' to remove); cid:footer shows the image.")
+@click.option("--footer-image", default=None, metavar="FILE",
+              help="A JPEG/PNG/GIF the footer shows, sent inline ('' to remove).")
 @click.pass_obj
 def csr_set(app: App, address: str, name: str | None, pools: tuple[str, ...],
-            signature: str | None, needs_approval: bool | None, supervisor: str | None) -> None:
+            signature: str | None, needs_approval: bool | None, supervisor: str | None,
+            footer_file: str | None = None, footer_image: str | None = None) -> None:
     """Change a CSR: name, signature, pools with level and priority, approval."""
     address = valid_address(address)
     changes: dict[str, Any] = {}
@@ -447,9 +452,10 @@ def csr_set(app: App, address: str, name: str | None, pools: tuple[str, ...],
         changes["name"] = name.strip()
     if signature is not None:
         changes["signature"] = signature.replace("\\n", "\n")
+    changes.update(_footer_changes(footer_file, footer_image))
     if not changes and not pools:
-        raise click.UsageError("nothing to set: give --name, --signature, --pool, --needs-approval "
-                               "or --supervisor")
+        raise click.UsageError("nothing to set: give --name, --signature, --pool, --needs-approval, "
+                               "--supervisor, --footer-file or --footer-image")
     with store_errors():
         store = app.store()
         if changes.get("needs_approval") or "supervisor" in changes:
@@ -535,7 +541,9 @@ def pool_row(p: Any) -> dict[str, Any]:
             "autoclose_after": format_duration(p.autoclose_after or None),
             "unassigned_notify": p.unassigned_notify or None,
             "escalation_notice": bool(p.escalation_notice),
-            "cc_participants": bool(p.cc_participants), "max_participants": p.max_participants}
+            "cc_participants": bool(p.cc_participants), "max_participants": p.max_participants,
+            "language": p.language or "en", "acknowledge": bool(p.acknowledge),
+            "greeting": p.greeting or "", "text_only": bool(p.text_only)}
 
 
 @pool.command("list")
@@ -580,11 +588,21 @@ def _duration(value: str | None, option: str) -> int | None:
               help="A CSR's answer goes to the case's participants (Cc's) in Cc too (default on).")
 @click.option("--max-participants", type=click.IntRange(0, 100), default=None,
               help="At most this many Cc's join one case (default 10).")
+@click.option("--language", default=None, metavar="LANG",
+              help="The language of the built-in templates: en or pl (docs/templates.md).")
+@click.option("--acknowledge/--no-acknowledge", default=None,
+              help="Acknowledge a new case to the customer (template customer/ack).")
+@click.option("--greeting", default=None, metavar="TEXT",
+              help='The customer\'s greeting, e.g. "Dear {first_name}," (\'\' for the language\'s).')
+@click.option("--text-only/--no-text-only", default=None,
+              help="Send plain text only (no HTML alternative).")
 @click.pass_obj
 def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: str | None,
              escalation_notice: bool | None, closed_policy: str | None, close_on_reply: bool | None,
              remind_after: str | None, autoclose_after: str | None,
-             cc_participants: bool | None = None, max_participants: int | None = None) -> None:
+             cc_participants: bool | None = None, max_participants: int | None = None,
+             language: str | None = None, acknowledge: bool | None = None,
+             greeting: str | None = None, text_only: bool | None = None) -> None:
     """Change a pool's policies."""
     from rules.assign import AssignRule
     from rules.vocab import ClosedPolicy
@@ -614,10 +632,12 @@ def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: st
         changes["cc_participants"] = cc_participants
     if max_participants is not None:
         changes["max_participants"] = max_participants
+    changes.update(_template_pool_changes(language, acknowledge, greeting, text_only))
     if not changes:
         raise click.UsageError("nothing to set: give --assign, --unassigned-notify, --escalation-notice, "
                                "--closed-policy, --cc-participants, --max-participants, "
-                               "--close-on-reply, --remind-after or --autoclose-after")
+                               "--close-on-reply, --remind-after, --autoclose-after, --language, "
+                               "--acknowledge, --greeting or --text-only")
     with store_errors():
         row = pool_row(app.store().set_pool(name, **changes))
     shown = {"rule": "rule"}
@@ -1278,6 +1298,10 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),
         **file_limits(cfg),
     )
+    broken = template_problems(cfg)
+    if broken:
+        raise click.ClickException("broken template override(s); fix them (`casegate template "
+                                   "check`) or remove them:\n  " + "\n  ".join(broken))
     store = app.store()
     sign, dkim_verify = dkim_functions(cfg)
     extras = [milter_task(app, milter_at, cfg.secret)] if milter_at else []
@@ -1786,6 +1810,241 @@ def dkim_record(domain: str, selector: str, key_path: Path) -> None:
         click.echo(dkim.public_key_record(key_path, domain=domain, selector=selector))
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+# -- templates (issue 10): pool settings, CSR footers, `casegate template` ------------
+
+TEMPLATE_LANGUAGES = ("en", "pl")
+FOOTER_IMAGE_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png",
+                      b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
+FOOTER_MAX_BYTES = 512 * 1024
+
+
+def _template_pool_changes(language: str | None, acknowledge: bool | None, greeting: str | None,
+                           text_only: bool | None) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if language is not None:
+        if language.lower() not in TEMPLATE_LANGUAGES:
+            raise click.BadParameter(f"{language!r}: the built-in templates speak "
+                                     f"{', '.join(TEMPLATE_LANGUAGES)}", param_hint="--language")
+        changes["language"] = language.lower()
+    if acknowledge is not None:
+        changes["acknowledge"] = acknowledge
+    if greeting is not None:
+        text = " ".join(greeting.split())
+        if len(text) > 200 or any(ord(c) < 32 for c in greeting if c not in "\t\n"):
+            raise click.BadParameter("one line of at most 200 characters", param_hint="--greeting")
+        rest = text.replace("{first_name}", "").replace("{first name}", "").replace("{name}", "")
+        if "{" in rest or "}" in rest:
+            raise click.BadParameter("only {first_name} and {name} may be in braces",
+                                     param_hint="--greeting")
+        changes["greeting"] = text
+    if text_only is not None:
+        changes["text_only"] = text_only
+    return changes
+
+
+def _footer_changes(footer_file: str | None, footer_image: str | None) -> dict[str, Any]:
+    """The footer's HTML and picture, read and checked here (a wrong file is
+    an error before anything is stored)."""
+    changes: dict[str, Any] = {}
+    if footer_file is not None:
+        if footer_file == "":
+            changes["footer_html"] = ""
+        else:
+            try:
+                html = Path(footer_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise click.BadParameter(f"cannot read {footer_file}: {exc}",
+                                         param_hint="--footer-file") from None
+            from smtpd_hook.sanitize import sanitize
+
+            if not sanitize(html).strip():
+                raise click.BadParameter(f"{footer_file}: nothing is left of it after sanitising",
+                                         param_hint="--footer-file")
+            changes["footer_html"] = html
+    if footer_image is not None:
+        if footer_image == "":
+            changes.update(footer_image=None, footer_image_type="", footer_image_name="")
+        else:
+            try:
+                data = Path(footer_image).read_bytes()
+            except OSError as exc:
+                raise click.BadParameter(f"cannot read {footer_image}: {exc}",
+                                         param_hint="--footer-image") from None
+            kind = next((t for magic, t in FOOTER_IMAGE_TYPES.items() if data.startswith(magic)), None)
+            if kind is None:
+                raise click.BadParameter(f"{footer_image}: not a JPEG, PNG or GIF",
+                                         param_hint="--footer-image")
+            if len(data) > FOOTER_MAX_BYTES:
+                raise click.BadParameter(f"{footer_image}: {len(data)} bytes, at most "
+                                         f"{FOOTER_MAX_BYTES} (it goes with every answer)",
+                                         param_hint="--footer-image")
+            changes.update(footer_image=data, footer_image_type=kind,
+                           footer_image_name=Path(footer_image).name[:200])
+    return changes
+
+
+def template_problems(cfg: Config) -> list[str]:
+    """Every broken override under templates_dir, as ``file:line: message``."""
+    from smtpd_hook.render import LANGUAGES, Renderer
+    from smtpd_hook.samples import sample
+
+    if cfg.templates_dir is None:
+        return []
+    if not cfg.templates_dir.is_dir():
+        return [f"{cfg.templates_dir}: templates_dir (in {cfg.path}) is not a folder"]
+    renderer = Renderer(cfg.templates_dir)
+    problems: dict[str, None] = {}
+    for language in LANGUAGES:  # an override serves pools of either language
+        for p in renderer.check(lambda audience, name, lang=language: sample(audience, name, lang)):
+            problems.setdefault(str(p))
+    return list(problems)
+
+
+def _template_name(renderer: Any, name: str) -> tuple[str, str]:
+    known = renderer.builtin_names()
+    audience, _, short = name.rpartition("/")
+    short = short.removesuffix(".j2").removesuffix(".txt").removesuffix(".html")
+    found = [(a, n) for a, n in known if n == short and (not audience or a == audience)]
+    if not found:
+        raise click.BadParameter(f"{name!r}: no such template (`casegate template list`)",
+                                 param_hint="NAME")
+    return found[0]
+
+
+@main.group("template")
+def template_group() -> None:
+    """The mail casegate writes: templates, overrides, checks (docs/templates.md)."""
+
+
+@template_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def template_list(app: App, as_json: bool) -> None:
+    """Every template, its languages, and the overrides in templates_dir."""
+    from smtpd_hook.render import LANGUAGES, Renderer
+
+    renderer = Renderer(app.config.templates_dir)
+    rows = []
+    for audience, name in renderer.builtin_names():
+        langs = [lang for lang in LANGUAGES
+                 if renderer._first(renderer.candidates(audience, name, "txt", language=lang))[1]
+                 is not None and (lang == "en" or renderer._first(
+                     [f"builtin/{lang}/{audience}/{name}.txt.j2"])[1] is not None)]
+        overrides = [str(p) for p in renderer.overrides()
+                     if p.parts[-2:-1] == (audience,) and p.name.startswith(name + ".")]
+        rows.append({"name": f"{audience}/{name}", "languages": langs, "overrides": overrides})
+    emit(rows, as_json, "\n".join(
+        f"{r['name']:<22} {','.join(r['languages']):<6} "
+        + (" ".join(r["overrides"]) if r["overrides"] else "(built-in)") for r in rows))
+
+
+@template_group.command("show")
+@click.argument("name")
+@click.option("--pool", "pool_name", default="", help="As this pool would get it.")
+@click.option("--mailbox", default="", metavar="ADDRESS", help="As this supervised address would get it.")
+@click.option("--language", default=None, help="en or pl (default: the pool's, else en).")
+@click.option("--html", "as_html", is_flag=True, help="The HTML template (default: the text one).")
+@click.pass_obj
+def template_show(app: App, name: str, pool_name: str, mailbox: str, language: str | None,
+                  as_html: bool) -> None:
+    """Print the template that would be used, and where it comes from."""
+    from smtpd_hook.render import Renderer
+
+    renderer = Renderer(app.config.templates_dir)
+    audience, short = _template_name(renderer, name)
+    language = language or _pool_language(app, pool_name)
+    names = renderer.candidates(audience, short, "html" if as_html else "txt", pool=pool_name,
+                                mailbox=mailbox, language=language)
+    index, template = renderer._first(names)
+    if template is None:
+        raise click.ClickException(f"no template for {audience}/{short}")
+    click.echo(f"# {names[index]}", err=True)
+    click.echo(renderer.source(names[index]), nl=False)
+
+
+def _pool_language(app: App, pool_name: str) -> str:
+    if not pool_name or not app.config.exists:
+        return "en"
+    with store_errors():
+        from casestore.models import Pool
+
+        app.store()
+        row = Pool.get_or_none(Pool.name == pool_name)
+    return (row.language or "en") if row is not None else "en"
+
+
+@template_group.command("check")
+@click.pass_obj
+def template_check(app: App) -> None:
+    """Compile every override and render it against a sample case; exit 1
+    naming file:line of each problem."""
+    problems = template_problems(app.config)
+    if problems:
+        for p in problems:
+            click.echo(p, err=True)
+        raise SystemExit(1)
+    where = app.config.templates_dir
+    count = 0
+    if where is not None:
+        from smtpd_hook.render import Renderer
+
+        count = len(Renderer(where).overrides())
+    click.echo(f"{count} override(s) in {where} render fine" if where else
+               "no templates_dir configured: the built-in templates are used")
+
+
+@template_group.command("render")
+@click.argument("name")
+@click.option("--pool", "pool_name", default="", help="As this pool would get it.")
+@click.option("--mailbox", default="", metavar="ADDRESS", help="As this supervised address would get it.")
+@click.option("--case", "number", default=None, help="With this case's data (customer templates).")
+@click.option("--language", default=None, help="en or pl (default: the pool's, else en).")
+@click.option("--html", "as_html", is_flag=True, help="Print the HTML part (default: the text).")
+@click.pass_obj
+def template_render(app: App, name: str, pool_name: str, mailbox: str, number: str | None,
+                    language: str | None, as_html: bool) -> None:
+    """Render a template against a sample case, or a real one with --case."""
+    from smtpd_hook.render import Renderer
+    from smtpd_hook.samples import sample
+
+    renderer = Renderer(app.config.templates_dir)
+    audience, short = _template_name(renderer, name)
+    context = sample(audience, short, language or "en")
+    if number is not None:
+        if audience != "customer":
+            raise click.BadParameter("--case fills customer templates only", param_hint="--case")
+        context, mailbox, pool_name, case_language = _case_context(app, number, short, context)
+        language = language or case_language
+    language = language or _pool_language(app, pool_name)
+    if number is None:
+        context = sample(audience, short, language)
+    rendered = renderer.render(audience, short, context, pool=pool_name, mailbox=mailbox,
+                               language=language, html=True)
+    click.echo("# " + ", ".join(rendered.sources), err=True)
+    click.echo((rendered.html or "") if as_html else rendered.text, nl=False)
+
+
+def _case_context(app: App, number: str, name: str,
+                  context: dict[str, Any]) -> tuple[dict[str, Any], str, str, str]:
+    """A real case's variables over the sample (a CSR's answer stays the sample's)."""
+    from casestore.models import Case
+    from smtpd_hook.executor import Context
+
+    engine = _engine(app)
+    store = engine.store
+    with store_errors():
+        case = store.load_case(Case.number == number.strip().upper())
+        if case is None:
+            raise click.ClickException(f"no case {number}")
+        directory, _ = store.load_directory()
+        ctx = Context(mailbox=case.mailbox, directory=directory, case=case)
+        ex = engine.executor
+        real = {**ex._customer_context(case, ctx), **ex._thread_context(case, ctx)}
+    pool = case.mailbox.pool
+    return ({**context, **real, "links": context["links"]}, case.mailbox.address, pool.name,
+            pool.language or "en")
 
 
 if __name__ == "__main__":  # pragma: no cover

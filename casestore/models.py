@@ -48,6 +48,12 @@ class Pool(BaseModel):
     # too; at most max_participants Cc's per case become participants.
     cc_participants = BooleanField(default=defaults.CC_PARTICIPANTS)
     max_participants = IntegerField(default=defaults.MAX_PARTICIPANTS)
+    # Templates (migration 0013): the built-ins' language, whether a new case
+    # is acknowledged, the greeting line ("" = the language's), text-only mail.
+    language = CharField(max_length=8, default="en")
+    acknowledge = BooleanField(default=True)
+    greeting = CharField(max_length=200, default="")
+    text_only = BooleanField(default=False)
 
 
 class Mailbox(BaseModel):
@@ -71,6 +77,12 @@ class Csr(BaseModel):
     created = DateTimeField()
     needs_approval = BooleanField(default=False)  # answers held for the supervisor
     supervisor = CharField(max_length=320, default="")
+    # A footer under the CSR's answers (migration 0013): HTML, and one image
+    # it shows by ``cid:footer`` (sent inline, never linked).
+    footer_html = TextField(default="")
+    footer_image = BlobField(null=True)
+    footer_image_type = CharField(max_length=100, default="")
+    footer_image_name = CharField(max_length=200, default="")
 
 
 class Membership(BaseModel):

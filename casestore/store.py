@@ -740,7 +740,9 @@ class Store:
         csrs: dict[str, Csr] = {}
         now = self.now()
         levels: dict[str, list[tuple[str, int]]] = {}
-        rows = (Csr.select(Csr, Pool.name.alias("pool_name"), Membership.level.alias("m_level"),
+        # Not the footer picture (bytes; read when an answer needs it).
+        csr_columns = [f for f in Csr._meta.sorted_fields if f.name != "footer_image"]
+        rows = (Csr.select(*csr_columns, Pool.name.alias("pool_name"), Membership.level.alias("m_level"),
                            Membership.away.alias("m_away"),
                            Membership.away_until.alias("m_until"), Membership.deputy.alias("m_deputy"))
                 .join(Membership, JOIN.LEFT_OUTER).join(Pool, JOIN.LEFT_OUTER)
@@ -765,7 +767,8 @@ class Store:
             csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),
                              frozenset(pools.get(a, ())), tuple(sorted(away.get(a, ()))),
                              tuple(sorted(levels.get(a, ()))),
-                             c.supervisor if c.needs_approval else "")
+                             c.supervisor if c.needs_approval else "",
+                             footer=bool((c.footer_html or "").strip()))
                   for a, c in csrs.items()},
             mailboxes=mailboxes,
             departments={d.name.lower(): DepartmentInfo(d.name, d.address, d.deadline)
@@ -1383,6 +1386,7 @@ def pool_info(pool: Pool, questions: Sequence[Question] | None = None) -> PoolIn
                     remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None,
                     cc_participants=bool(getattr(pool, "cc_participants", True)),
                     max_participants=int(getattr(pool, "max_participants", 10) or 0),
+                    acknowledge=bool(pool.acknowledge),
                     questions=tuple(QuestionInfo(q.name, tuple(c.strip() for c in q.choices.split(",")
                                                                if c.strip()),
                                                  bool(q.required), bool(q.free_text))

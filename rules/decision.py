@@ -47,6 +47,7 @@ class PoolInfo:
     questions: tuple[QuestionInfo, ...] = ()  # the closing questionnaire
     cc_participants: bool = True  # a CSR's answer goes to the participants in Cc
     max_participants: int = 10  # Cc's that may join one case
+    acknowledge: bool = True  # a new case is acknowledged to the customer
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class CsrInfo:
     away: tuple[tuple[str, str], ...] = ()  # (pool, deputy or "") where the CSR is away now
     levels: tuple[tuple[str, int], ...] = ()  # (pool, level): 1 first line, 2 escalation
     supervisor: str = ""  # set: the CSR's answers are held for this CSR's approval
+    footer: bool = False  # the CSR has a footer for their answers (the store holds it)
 
     def level(self, pool: str) -> int:
         return next((lv for p, lv in self.levels if p == pool), 1)

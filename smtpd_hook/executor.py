@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from markupsafe import Markup
+
 from casestore.models import Case, Csr, Event, Mailbox, Message, Participant
 from casestore.store import Store, aware, case_dict
 from rules import decision as d
@@ -30,17 +32,29 @@ from rules.inbound import Inbound
 from rules.life import ack_refusal
 from rules.logctx import queue_id as current_queue_id
 from rules.loop import LOOP_HEADER, make_loop_header, verp_address
-from rules.names import greeting
-from rules.quotes import REPLY_MARKER
+from rules.names import first_name
+from rules.quotes import REPLY_MARKER, html_to_text
 from rules.salutation import own as own_salutation
+from rules.salutation import split as split_salutation
 from rules.vocab import CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
 from smtpd_hook.delivery import Delivery
-from smtpd_hook.render import OutgoingFile, Renderer, build_message, format_address
+from smtpd_hook.render import (
+    InlineImage,
+    OutgoingFile,
+    Rendered,
+    Renderer,
+    build_message,
+    format_address,
+    greeting_line,
+)
+from smtpd_hook.sanitize import csr_html, footer_cid, footer_html, inline_digests
 from smtpd_hook.settings import Settings
 
 log = logging.getLogger("casegate.executor")
 
 RULES_HEADER = "X-Casegate-Rules"
+# Variables of every customer template that cost queries (docs/templates.md).
+THREAD_VARIABLES = ("filelist", "threadcount", "threadlist", "threadlast")
 
 
 @dataclass
@@ -230,7 +244,7 @@ class Executor:
         csr_name = csr.name if csr is not None else a.by or "admin"
         msgs = store.messages(case)
         history, omitted = self._history(case, msgs, ctx.directory, exclude=None, public_only=True)
-        body = self.renderer.text("department/consult.txt.j2", {
+        out = self._render(ctx, "department", "consult", {
             "csr_name": csr_name, "organization": self._organization(ctx), "department": dept.name,
             "question": a.question, "case": self._case_view(case), "due": _date(consultation.due),
             "history": history, "history_omitted": omitted})
@@ -240,7 +254,7 @@ class Executor:
                        to=[dept.address],
                        subject=tokens.tagged_subject(case.number, f"Question for {dept.name}: {case.subject}",
                                                      self.settings.case_prefix),
-                       body=body, in_reply_to=None, references=[],
+                       body=out.text, html=out.html, in_reply_to=None, references=[],
                        headers=self._automatic_headers(ctx, "auto-generated"))
         self._schedule_consult_due(ctx)
 
@@ -270,13 +284,12 @@ class Executor:
             if case.assignee_id is not None:
                 targets.append((case.assignee.address, False))
             for to, to_department in targets:
-                body = self.renderer.text("department/overdue.txt.j2",
-                                          {**view, "to_department": to_department})
+                out = self._render(ctx, "department", "overdue", {**view, "to_department": to_department})
                 self._outgoing(ctx, kind=MessageKind.OVERDUE, from_=self._from_mailbox(ctx), to=[to],
                                subject=tokens.tagged_subject(
                                    case.number, f"Overdue: {c.department.name}, {case.subject}",
                                    self.settings.case_prefix),
-                               body=body, in_reply_to=None, references=[],
+                               body=out.text, html=out.html, in_reply_to=None, references=[],
                                headers=self._automatic_headers(ctx, "auto-generated"))
         self._schedule_consult_due(ctx)
 
@@ -288,15 +301,17 @@ class Executor:
         csr = ctx.directory.csr(a.csr)
         name = csr.name if csr is not None else a.csr
         organization = self._organization(ctx)
-        preview = self.renderer.text(f"customer/{a.kind}.txt.j2", {
-            **self._customer_context(case, ctx), "reply": a.text,
-            "csr": {"name": name, "signature": csr.signature.strip() if csr else ""},
+        preview = self._render(ctx, "customer", str(a.kind), {
+            **self._customer_context(case, ctx), "reply": a.text, "reply_html": "",
+            "csr": {"name": name, "signature": csr.signature.strip() if csr else "",
+                    "address": a.csr},
             "signoff": _signoff(name, csr.signature if csr else "", organization),
+            **self._footer(a.csr, ctx)[0],
             "history": [], "history_omitted": 0,
             "links": self._customer_links(case, ctx, a.kind),
-            **_own_salutation(a.text, name, csr.signature if csr else "", organization)})
+            **_own_salutation(a.text, name, csr.signature if csr else "", organization)}).text
         subject = tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix, reply=True)
-        body = self.renderer.text("csr/approval.txt.j2", {
+        out = self._render(ctx, "csr", "approval", {
             "csr": name, "draft": draft.id, "commands": a.commands, "preview": preview,
             "case": self._case_view(case),
             "approve": self._mailto(ctx, case, subject, f"#approve {draft.id}"),
@@ -308,7 +323,7 @@ class Executor:
                        to=[a.supervisor],
                        subject=tokens.tagged_subject(case.number, f"Approve? {case.subject}",
                                                      self.settings.case_prefix),
-                       body=body, in_reply_to=None, references=[], headers=headers)
+                       body=out.text, html=out.html, in_reply_to=None, references=[], headers=headers)
 
     def _decidedraft(self, a: d.DecideDraft, ctx: Context) -> None:
         self.store.decide_draft(a.draft, a.status, a.by)
@@ -351,11 +366,11 @@ class Executor:
         inbound = ctx.inbound
         subject = inbound.subject if inbound is not None else case.subject
         refs = [*inbound.references, inbound.message_id] if inbound and inbound.message_id else []
-        body = self.renderer.text("customer/ack.txt.j2", self._customer_context(case, ctx))
+        out = self._render(ctx, "customer", "ack", self._customer_context(case, ctx))
         self._outgoing(ctx, kind=MessageKind.ACK, from_=self._from_mailbox(ctx),
                        to=[case.customer_address],
                        subject=tokens.tagged_subject(case.number, subject, self.settings.case_prefix),
-                       body=body, in_reply_to=inbound.message_id if inbound else None,
+                       body=out.text, html=out.html, in_reply_to=inbound.message_id if inbound else None,
                        references=refs, headers=self._automatic_headers(ctx, "auto-replied"))
         self._event(ctx, EventKind.ACKNOWLEDGED, actor=case.customer_address)
 
@@ -368,13 +383,13 @@ class Executor:
             return
         context = self._customer_context(case, ctx)
         context["links"] = self._customer_links(case, ctx, a.kind)
-        body = self.renderer.text(f"customer/{a.kind}.txt.j2", context)
+        out = self._render(ctx, "customer", str(a.kind), context)
         msgs = self.store.messages(case)
         in_reply_to, thread = self._threading(msgs)
         self._outgoing(ctx, kind=a.kind, from_=self._from_mailbox(ctx), to=[case.customer_address],
                        subject=tokens.tagged_subject(case.number, case.subject,
                                                      self.settings.case_prefix, reply=True),
-                       body=body, in_reply_to=in_reply_to, references=thread,
+                       body=out.text, html=out.html, in_reply_to=in_reply_to, references=thread,
                        headers=self._automatic_headers(ctx, "auto-replied"))
 
     def _answercustomer(self, a: d.AnswerCustomer, ctx: Context) -> None:
@@ -384,25 +399,42 @@ class Executor:
         msgs = self.store.messages(case)
         organization = self._organization(ctx)
         context = self._customer_context(case, ctx)
+        html_mail = not ctx.mailbox.pool.text_only
+        own_html = self._csr_html(a, ctx) if html_mail else None
+        footer, footer_images = self._footer(a.csr, ctx)
         context.update({
             "reply": a.text,
-            "csr": {"name": csr.name, "signature": csr.signature.strip()},
+            "reply_html": Markup(own_html[0]) if own_html else "",
+            "csr": {"name": csr.name, "signature": csr.signature.strip(), "address": csr.address},
             "signoff": _signoff(csr.name, csr.signature, organization),
             "links": self._customer_links(case, ctx, a.kind),
+            **footer,
         })
-        context.update(_own_salutation(a.text, csr.name, csr.signature, organization))
+        salutation = _own_salutation(a.text, csr.name, csr.signature, organization)
+        context.update(salutation)
+        if own_html and salutation:
+            # The CSR's HTML keeps their own greeting and sign-off: the HTML
+            # part adds neither ours nor theirs a second time.
+            context["html_greeting"] = "" if "greeting" in salutation else context["greeting"]
+            theirs = split_salutation(a.text).signoff
+            context["html_signoff"] = (salutation["signoff"][len(theirs):].strip("\n")
+                                       if "signoff" in salutation else context["signoff"])
         context["history"], context["history_omitted"] = self._history(
             case, msgs, ctx.directory, exclude=ctx.message, public_only=True)
-        body = self.renderer.text(f"customer/{a.kind}.txt.j2", context)
+        out = self._render(ctx, "customer", str(a.kind), context)
+        inline = [*(own_html[1] if own_html else ()), *footer_images] if out.html is not None else []
         in_reply_to, thread = self._threading(msgs)
         parts = ctx.inbound.attachments if (a.with_files and ctx.inbound is not None) else ()
+        shown = inline_digests(inline)
+        parts = tuple(p for p in parts if p.sha256 not in shown)  # travels inline already
         files = [p for p, ok in zip(parts, _forwardable(parts), strict=True) if ok]
         self._outgoing(ctx, kind=a.kind,
                        from_=format_address(f"{csr.name} ({organization})", ctx.mailbox.address),
                        to=[case.customer_address],
                        subject=tokens.tagged_subject(case.number, case.subject,
                                                      self.settings.case_prefix, reply=True),
-                       body=body, in_reply_to=in_reply_to, references=thread,
+                       body=out.text, html=out.html, inline=inline, in_reply_to=in_reply_to,
+                       references=thread,
                        files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files],
                        cc=self._answer_cc(case, ctx))
 
@@ -446,7 +478,7 @@ class Executor:
             text = (text[: defaults.MESSAGE_TEXT_CHARS]
                     + f"\n[... {len(text) - defaults.MESSAGE_TEXT_CHARS} more characters: "
                     f"`casegate case show {case.number}`]")
-        body = self.renderer.text("csr/notify.txt.j2", {
+        out = self._render(ctx, "csr", "notify", {
             "marker": REPLY_MARKER,
             "headline": a.headline,
             "note": a.note,
@@ -478,7 +510,8 @@ class Executor:
                                             tokens.plus_address(ctx.mailbox.address, case.number)),
                        to=[csr.address],
                        subject=tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix),
-                       body=body, in_reply_to=earlier[-1] if earlier else None, references=earlier,
+                       body=out.text, html=out.html, in_reply_to=earlier[-1] if earlier else None,
+                       references=earlier,
                        headers=headers,
                        files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files_out])
 
@@ -512,16 +545,19 @@ class Executor:
         subject = (case.subject if case is not None else inbound.subject if inbound is not None
                    else "") or "(no subject)"
         info = ctx.directory.mailbox(ctx.mailbox.address)
-        body = self.renderer.text(f"customer/{a.template}.txt.j2", {
-            "greeting": greeting(case.customer_name if case is not None
-                                 else inbound.from_name if inbound is not None else ""),
+        pool = ctx.mailbox.pool
+        out = self._render(ctx, "customer", a.template, {
+            "greeting": greeting_line(case.customer_name if case is not None
+                                      else inbound.from_name if inbound is not None else "",
+                                      pool.greeting, pool.language),
             "organization": self._organization(ctx), "mailbox": ctx.mailbox.address,
             "subject_prefix": info.subject_prefix if info is not None else "",
             "subject": subject})
         by_mail = inbound is not None and case is None
         self._outgoing(ctx, kind=MessageKind.REFUSED, from_=self._from_mailbox(ctx), to=[address],
                        subject=f"Re: {subject}",
-                       body=body, in_reply_to=inbound.message_id if by_mail and inbound.message_id
+                       body=out.text, html=out.html,
+                       in_reply_to=inbound.message_id if by_mail and inbound.message_id
                        else None,
                        references=[inbound.message_id] if by_mail and inbound.message_id else [],
                        headers=self._automatic_headers(ctx, "auto-replied"))
@@ -569,7 +605,7 @@ class Executor:
     def _tellcsr(self, a: d.TellCsr, ctx: Context) -> None:
         case = ctx.case
         inbound = ctx.inbound
-        body = self.renderer.text("csr/notice.txt.j2", {
+        out = self._render(ctx, "csr", "notice", {
             "text": a.text, "case": self._case_view(case) if case is not None else None})
         subject = a.subject
         if inbound is not None and inbound.subject:
@@ -580,10 +616,64 @@ class Executor:
         if ctx.explain:
             headers[RULES_HEADER] = " ".join(ctx.explain.split())[:900]
         self._outgoing(ctx, kind=MessageKind.CSR_NOTICE, from_=self._from_mailbox(ctx), to=[a.to],
-                       subject=subject, body=body,
+                       subject=subject, body=out.text, html=out.html,
                        in_reply_to=inbound.message_id if inbound and inbound.message_id else None,
                        references=[inbound.message_id] if inbound and inbound.message_id else [],
                        headers=headers)
+
+    # -- templates (issue 10) ---------------------------------------------------------
+
+    def _render(self, ctx: Context, audience: str, name: str, context: dict[str, Any]) -> Rendered:
+        """A template pair for this mailbox: its overrides, its pool's language,
+        text only when the pool says so. The seed's tags (thread, files) are
+        read from the store only when the templates use them."""
+        pool = ctx.mailbox.pool
+        if audience == "customer" and self.renderer.uses(
+                audience, name, THREAD_VARIABLES, pool=pool.name, mailbox=ctx.mailbox.address,
+                language=pool.language or "en") and ctx.case is not None:
+            context = {**context, **self._thread_context(ctx.case, ctx)}
+        else:
+            context = {**dict.fromkeys(THREAD_VARIABLES), **context}
+        return self.renderer.render(audience, name, context, pool=pool.name,
+                                    mailbox=ctx.mailbox.address, language=pool.language or "en",
+                                    html=not pool.text_only)
+
+    def _thread_context(self, case: Case, ctx: Context) -> dict[str, Any]:
+        """The seed's tags: the case's files and its public thread, oldest first."""
+        names = {address: c.name for address, c in ctx.directory.csrs.items()}
+        thread = [{"date": _date(m.created), "author": self._author(case, m, names),
+                   "text": (m.text or "").strip(), "from_customer": m.kind == MessageKind.CUSTOMER}
+                  for m in self.store.messages(case)
+                  if m.direction == "in" and m.kind in (MessageKind.CUSTOMER, MessageKind.CSR)]
+        files = [{"id": f.id, "filename": f.filename, "content_type": f.content_type, "size": f.size}
+                 for f in self.store.attachments(case)]
+        return {"filelist": files, "threadcount": len(thread), "threadlist": thread,
+                "threadlast": thread[-1] if thread else None}
+
+    def _csr_html(self, a: d.AnswerCustomer, ctx: Context) -> tuple[str, list[InlineImage]] | None:
+        """The CSR's own HTML (their formatting, their pictures), when the
+        answer comes from their message, not from the shell or a draft."""
+        inbound = ctx.inbound
+        if (inbound is None or not a.with_files  # an approved draft: not this message's words
+                or base_address(inbound.from_address) != base_address(a.csr)):
+            return None
+        try:
+            return csr_html(inbound.msg, a.text)
+        except Exception:  # never lose an answer to its HTML: the text still goes
+            log.exception("the HTML of %s's answer could not be used; sending the text", a.csr)
+            return None
+
+    def _footer(self, address: str, ctx: Context) -> tuple[dict[str, Any], list[InlineImage]]:
+        """The CSR's footer for the templates, and its picture (inline)."""
+        info = ctx.directory.csr(address)
+        row = self.store.csr(address) if info is not None and info.footer else None
+        if row is None or not (row.footer_html or "").strip():
+            return {"footer_html": "", "footer_text": ""}, []
+        image = bytes(row.footer_image) if row.footer_image else None
+        html = footer_html(row.footer_html, image)
+        images = [InlineImage(footer_cid(image), row.footer_image_type or "image/jpeg", image,
+                              row.footer_image_name or "footer.jpg")] if image else []
+        return {"footer_html": Markup(html), "footer_text": html_to_text(html).strip()}, images
 
     # -- pieces ----------------------------------------------------------------------
 
@@ -645,8 +735,14 @@ class Executor:
                 "created": _date(case.created)}
 
     def _customer_context(self, case: Case, ctx: Context) -> dict[str, Any]:
-        return {"greeting": greeting(case.customer_name), "case": self._case_view(case),
-                "organization": self._organization(ctx), "links": {}}
+        pool, mailbox = ctx.mailbox.pool, ctx.mailbox
+        return {"greeting": greeting_line(case.customer_name, pool.greeting, pool.language),
+                "case": self._case_view(case),
+                "organization": self._organization(ctx), "links": {},
+                "customer": {"address": case.customer_address, "name": case.customer_name,
+                             "first_name": first_name(case.customer_name)},
+                "pool": {"name": pool.name, "language": pool.language or "en"},
+                "mailbox": {"address": mailbox.address, "display_name": mailbox.display_name}}
 
     def _mailto(self, ctx: Context, case: Case, subject: str, body: str) -> str:
         to = tokens.plus_address(ctx.mailbox.address, case.number)
@@ -758,7 +854,8 @@ class Executor:
     def _outgoing(self, ctx: Context, *, kind: MessageKind, from_: str, to: Sequence[str], subject: str,
                   body: str, in_reply_to: str | None, references: Sequence[str],
                   headers: dict[str, str] | None = None, files: Sequence[OutgoingFile] = (),
-                  cc: Sequence[str] = ()) -> Message:
+                  cc: Sequence[str] = (), html: str | None = None,
+                  inline: Sequence[InlineImage] = ()) -> Message:
         case, mailbox = ctx.case, ctx.mailbox
         domain = mailbox.address.partition("@")[2]
         if case is not None:
@@ -770,7 +867,7 @@ class Executor:
         raw = build_message(from_=from_, to=list(to), subject=subject, body=body,
                             message_id=message_id, date=self.store.clock(), reply_to=reply_to,
                             in_reply_to=in_reply_to, references=references, headers=headers,
-                            files=files, cc=cc)
+                            files=files, cc=cc, html=html, inline=inline)
         if self.sign is not None:
             raw = self.sign(raw)
         qid = current_queue_id.get()

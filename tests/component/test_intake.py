@@ -259,7 +259,7 @@ def test_a_product_from_a_subject_keyword_or_the_mailbox(engine: Engine, store_u
     assert deliver(engine, make(from_="cy@customer.test", subject="hello"), qid="QID3") == replies.OK
     assert [c.product for c in Case.select().order_by(Case.id)] == ["Router", "Invoices", ""]
     first = Case.select().order_by(Case.id).first()
-    assert "Product: Router" in text_of(outgoing("notify")[0])
+    assert "Product:   Router" in text_of(outgoing("notify")[0])
     store.remove_product("Router")
     assert Case.get_by_id(first.id).product == "Router"  # cases keep the name they were filed under
     base = cli_base(store_url, tmp_path)

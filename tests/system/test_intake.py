@@ -91,7 +91,7 @@ def test_a_case_opened_by_a_product_keyword(env: Env) -> None:
     subject = "test_sys_product my rt-100 blinks red"
     number, _ = env.open(make(from_="bo@customer.test", subject=subject), "bo@customer.test", subject)
     assert env.casegate.json("case", "show", number)["product"] == "Router"
-    assert "Product: Router" in text_of(env.wait(JANE, subject)[0].message)
+    assert "Product:   Router" in text_of(env.wait(JANE, subject)[0].message)
     assert "product: Router" in env.casegate.run("case", "show", number).stdout
 
 

@@ -155,6 +155,23 @@ def test_new_case_without_acknowledgement(sender: str, no_ack: str | None, reaso
     assert Hit("no_ack", reason) in got.hits
 
 
+@pytest.mark.parametrize(("acknowledge", "sender", "ack"), [
+    pytest.param(True, JOHN, Acknowledge(), id="on"),
+    pytest.param(False, JOHN, Record(EventKind.NO_ACK, "pool default: acknowledgements off"), id="off"),
+    pytest.param(False, "noreply@shop.test",
+                 Record(EventKind.NO_ACK, "noreply is a role address that never gets an automatic answer"),
+                 id="off-role-reason-first"),
+])
+def test_new_case_acknowledgement_per_pool(acknowledge: bool, sender: str, ack: object) -> None:
+    from dataclasses import replace
+
+    facts = replace(customer(sender=sender),
+                    mailbox=MailboxInfo(SUPPORT, "Example Support", pool(acknowledge=acknowledge)))
+    got = on_customer(facts)
+    assert got.outcome is Outcome.NEW_CASE
+    assert list(got.actions) == new_case_actions(sender=sender, ack=ack)
+
+
 # -- on_customer: a closed case -------------------------------------------------------
 
 
