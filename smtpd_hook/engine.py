@@ -82,6 +82,13 @@ class Result:
         return not self.errors
 
 
+def _delivered_case(seen: object) -> str | None:
+    """The case number a recorded delivery stored its message on, if any."""
+    message = getattr(seen, "message", None)
+    case = getattr(message, "case", None) if message is not None else None
+    return getattr(case, "number", None) if case is not None else None
+
+
 class Engine:
     def __init__(self, store: Store, settings: Settings, renderer: Renderer | None = None,
                  *, sign: Callable[[bytes], bytes] | None = None) -> None:
@@ -124,8 +131,11 @@ class Engine:
                     return self._failed(delivery, rcpt, exc, hold_after=1)
             except Exception as exc:
                 return self._failed(delivery, rcpt, exc)
-            if outcome is replies.OK:
-                outcome = result  # keep the first non-plain outcome (duplicate, discarded)
+            if replies.is_stored(outcome) and outcome != result:
+                # keep the first non-plain outcome (duplicate, discarded), and
+                # the first case number otherwise
+                if outcome == replies.OK or not replies.is_stored(result):
+                    outcome = result
         return outcome
 
     def _failed(self, delivery: Delivery, rcpt: str, exc: Exception,
@@ -176,9 +186,10 @@ class Engine:
         with store.atomic():
             seen = store.delivery_seen(key)
             if seen is not None:
-                log.info("duplicate delivery to %s (first seen as %s): nothing to do",
-                         rcpt, seen.queue_id or "?")
-                return replies.OK_DUPLICATE
+                number = _delivered_case(seen)
+                log.info("duplicate delivery to %s of %s (first seen as %s): nothing to do",
+                         rcpt, number or "no case", seen.queue_id or "?")
+                return replies.duplicate(number)
             if listed is not None:
                 # Should the milter be down or bypassed: discard, never store
                 # or answer, never a 5xx after the queue.
@@ -202,7 +213,7 @@ class Engine:
             log.info("message defects: %s", ", ".join(inbound.defects[:10]))
         log.info("stored %s %s: from=<%s> role=%s; %s", ctx.case.number if ctx.case else "-",
                  decision.outcome, inbound.from_address, identity.role, decision.explain())
-        return replies.OK
+        return replies.stored(ctx.case.number if ctx.case else None)
 
     def _decide(self, delivery: Delivery, rcpt: str, inbound: Inbound, identity: Identity,
                 ctx: Context, mailboxes: dict[str, Mailbox], texts: Texts) -> Decision:
