@@ -1524,6 +1524,65 @@ def status_cmd(app: App, as_json: bool) -> None:
         sys.exit(1)
 
 
+# -- check: the Postfix wiring ------------------------------------------------------
+
+
+@main.command("check")
+@click.option("--postfix-config", "postfix_config", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Postfix's configuration directory, as for `postconf -c` (default: the system's).")
+@click.option("--listen", default=None, help="The filter's HOST:PORT (default: [serve] listen).")
+@click.option("--reinject", default=None, help="The re-injection HOST:PORT (default: [serve] reinject).")
+@click.option("--milter", "milter_at", default=None,
+              help="casegate's milter HOST:PORT or unix:/path (default: [serve] milter or [milter] "
+              "listen; none: not checked).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def check_cmd(app: App, postfix_config: Path | None, listen: str | None, reinject: str | None,
+              milter_at: str | None, as_json: bool) -> None:
+    """Check the live Postfix wiring, the listeners, the store and DKIM.
+
+    One line per check (OK, FAIL or SKIP), each problem with the line to add;
+    exit 0 only when nothing fails. Reads `postconf -n/-M/-P` and the transport
+    map (`postmap -q` for each supervised address); changes nothing."""
+    from smtpd_hook import wiring
+
+    cfg = app.config
+    conf = cfg.serve
+    listen_at = hostport(listen or str(conf.get("listen", "127.0.0.1:10025")), "--listen")
+    reinject_at = hostport(reinject or str(conf.get("reinject", "127.0.0.1:10026")), "--reinject")
+    milter = milter_at or conf.get("milter") or cfg.milter.get("listen")
+    supervised: tuple[str, ...] = ()
+    store_problem: list[str] = []
+
+    def store_check() -> str:
+        if store_problem or app._store is None:
+            raise StoreError(store_problem[0] if store_problem else "no store")
+        return f"{app._store.display_url}: migrated, {len(supervised)} supervised address(es)"
+
+    try:
+        with store_errors():
+            store = app.store()
+            supervised = tuple(m.address for m in store.mailboxes())
+    except click.ClickException as exc:
+        store_problem.append(exc.message)
+    w = wiring.Wiring(supervised=supervised, listen=listen_at, reinject=reinject_at,
+                      milter=str(milter) if milter else None, postfix_config=postfix_config,
+                      dkim=cfg.dkim)
+    checks = wiring.check_all(w, store_check=store_check)
+    if store_problem:  # no addresses to route: say so instead of "none supervised"
+        checks = [c if c.name != "route" else
+                  wiring.Check("route", wiring.SKIP, "the store cannot be read: no addresses to check")
+                  for c in checks]
+    failed = [c for c in checks if c.status == wiring.FAIL]
+    if as_json:
+        emit({"ok": not failed, "checks": [c.as_dict() for c in checks]}, True, "")
+    else:
+        click.echo(wiring.render(checks))
+    if failed:
+        sys.exit(1)
+
+
 # -- limits ----------------------------------------------------------------------
 
 
