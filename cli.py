@@ -62,6 +62,7 @@ class Config:
     milter: dict[str, Any] = field(default_factory=dict)
     dkim: dict[str, Any] = field(default_factory=dict)
     source: str = "--config"  # where the path came from: --config, $CASEGATE_CONFIG, a default
+    log: str = "stderr"  # where serve and milter log: stderr, syslog, syslog:SOCKET|HOST:PORT
 
     def missing(self) -> str:
         """Why a command other than init refuses to run without the file."""
@@ -72,7 +73,7 @@ class Config:
 # Every key the config file may hold, by table ("" is the top level).
 CONFIG_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"store", "secret", "case_prefix", "organization", "templates_dir", "serve",
-                   "milter", "dkim"}),
+                   "milter", "dkim", "log"}),
     "serve": frozenset({"listen", "reinject", "trusted_networks", "milter", "milter_stamps", "tick"}),
     "milter": frozenset({"listen", "rate"}),
     "dkim": frozenset({"verify", "domain", "selector", "key"}),
@@ -103,7 +104,8 @@ def load_config(path: Path, store_override: str | None, source: str = "--config"
             raise click.ClickException(f"cannot read config {path}: {exc}") from exc
         check_config_keys(path, data)
     for key, kind in (("secret", str), ("store", str), ("case_prefix", str), ("organization", str),
-                      ("templates_dir", str), ("serve", dict), ("milter", dict), ("dkim", dict)):
+                      ("templates_dir", str), ("serve", dict), ("milter", dict), ("dkim", dict),
+                      ("log", str)):
         if key in data and not isinstance(data[key], kind):
             raise click.ClickException(f"{path}: {key} must be a {'table' if kind is dict else 'string'}")
     secret_hex = data.get("secret")
@@ -129,6 +131,7 @@ def load_config(path: Path, store_override: str | None, source: str = "--config"
         milter=dict(data.get("milter", {})),
         dkim=dict(data.get("dkim", {})),
         source=source,
+        log=str(data.get("log", "stderr")),
     )
 
 
@@ -144,6 +147,7 @@ def write_initial_config(path: Path, store_url: str) -> bytes:
         f'secret = "{secret.hex()}"\n'
         'case_prefix = "CS"\n'
         'organization = "Customer Support"\n'
+        '# log = "syslog"               # serve/milter log to /dev/log (facility mail); default stderr\n'
         "\n[serve]\n"
         'listen = "127.0.0.1:10025"\n'
         'reinject = "127.0.0.1:10026"\n'
@@ -256,11 +260,52 @@ def emit(rows: Any, as_json: bool, text: str) -> None:
         click.echo(text, nl=bool(text))
 
 
-def setup_logging(level: str) -> logging.handlers.QueueListener:
-    """Non-blocking logging: records go through a queue to stderr (journald)."""
+def log_handler(target: str) -> logging.Handler:
+    """Where serve and milter log: ``stderr`` (journald reads it under
+    systemd), ``syslog`` (the local syslog socket /dev/log, facility mail, so
+    casegate's lines land in mail.log beside Postfix's), or
+    ``syslog:/path/to/socket`` / ``syslog:HOST:PORT`` (UDP). With no syslog
+    socket to talk to it says so on stderr and logs there instead."""
+    if target == "stderr":
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        return handler
+    if target != "syslog" and not target.startswith("syslog:"):
+        raise click.BadParameter(f"--log must be stderr, syslog, syslog:/SOCKET or syslog:HOST:PORT, "
+                                 f"not {target!r}", param_hint="--log")
+    where = target.partition(":")[2] or "/dev/log"
+    address: str | tuple[str, int]
+    if where.startswith("/"):
+        address = where
+    else:
+        address = hostport(where, "--log syslog:HOST:PORT")
+    try:
+        if isinstance(address, str):  # SysLogHandler ignores a missing socket: probe it
+            import socket
+
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+                    probe.connect(address)
+            except OSError:  # a stream socket (some syslog daemons), or none at all
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.connect(address)
+        handler = logging.handlers.SysLogHandler(
+            address=address, facility=logging.handlers.SysLogHandler.LOG_MAIL)
+    except OSError as exc:
+        click.echo(f"casegate: cannot log to syslog at {where} ({exc}): logging to stderr instead",
+                   err=True)
+        return log_handler("stderr")
+    handler.ident = f"casegate[{os.getpid()}]: "
+    # syslog stamps the time and host itself
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s [%(queue_id)s] %(message)s"))
+    return handler
+
+
+def setup_logging(level: str, target: str = "stderr") -> logging.handlers.QueueListener:
+    """Non-blocking logging: records go through a queue to stderr (journald)
+    or syslog (:func:`log_handler`)."""
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler = log_handler(target)
     queue_handler = logging.handlers.QueueHandler(q)
     queue_handler.addFilter(QueueIdFilter())
     root = logging.getLogger()
@@ -1055,9 +1100,12 @@ def case_file(app: App, file_id: int, output: Path | None) -> None:
 @click.option("--tick", default=None, metavar="DURATION",
               help="How often the scheduler fires due timers (default 30s; [serve] tick).")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log", "log_target", default=None, metavar="stderr|syslog|syslog:SOCKET|syslog:HOST:PORT",
+              help="Where to log (default: the config's log, else stderr).")
 @click.pass_obj
 def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str, ...],
-          milter_listen: str | None, tick: str | None, log_level: str) -> None:
+          milter_listen: str | None, tick: str | None, log_level: str,
+          log_target: str | None = None) -> None:
     """Run the content filter (and the milter) until SIGTERM."""
     from smtpd_hook.app import serve as run_serve
     from smtpd_hook.settings import Settings
@@ -1102,7 +1150,7 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
     store = app.store()
     sign, dkim_verify = dkim_functions(cfg)
     extras = [milter_task(app, milter_at, cfg.secret)] if milter_at else []
-    listener = setup_logging(log_level)
+    listener = setup_logging(log_level, log_target or cfg.log)
     from casestore.store import display_url
 
     # What a sysadmin checks first: which config, which store, which listeners.
@@ -1201,8 +1249,11 @@ def milter_task(app: App, listen: str, secret: bytes) -> Any:
 @click.option("--listen", default=None, help="HOST:PORT or unix:/path (default 127.0.0.1:10027).")
 @click.option("--rate", default=None, help="Flood limit: MESSAGES/SECONDS per sender, or off.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log", "log_target", default=None, metavar="stderr|syslog|syslog:SOCKET|syslog:HOST:PORT",
+              help="Where to log (default: the config's log, else stderr).")
 @click.pass_obj
-def milter_cmd(app: App, listen: str | None, rate: str | None, log_level: str) -> None:
+def milter_cmd(app: App, listen: str | None, rate: str | None, log_level: str,
+               log_target: str | None = None) -> None:
     """Run the milter alone until SIGTERM (Postfix: smtpd_milters)."""
     import signal
 
@@ -1211,7 +1262,7 @@ def milter_cmd(app: App, listen: str | None, rate: str | None, log_level: str) -
         raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
     server = build_milter(app, listen or cfg.milter.get("listen", "127.0.0.1:10027"), cfg.secret,
                           rate or cfg.milter.get("rate", "30/3600"))
-    listener = setup_logging(log_level)
+    listener = setup_logging(log_level, log_target or cfg.log)
 
     async def run() -> None:
         stop = asyncio.Event()
