@@ -1115,43 +1115,70 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
     conf = cfg.serve
     listen_at = hostport(listen or str(conf.get("listen", "127.0.0.1:10025")), "--listen")
-    reinject_at = hostport(reinject or str(conf.get("reinject", "127.0.0.1:10026")), "--reinject")
-    configured = conf.get("trusted_networks", [])
-    if isinstance(configured, str):
-        configured = [configured]
-    try:
-        networks = parse_networks(list(trusted) or [str(n) for n in configured])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--trusted-network") from None
     milter_at = milter_listen or conf.get("milter")
     from rules import defaults
     from rules.durations import parse_duration
 
-    tick_text = tick or str(conf.get("tick", f"{defaults.TICK_SECONDS:g}s"))
-    try:
-        tick_seconds = parse_duration(tick_text, allow_off=False)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--tick") from None
-    if not tick_seconds:
-        raise click.BadParameter("the tick must be at least 1s", param_hint="--tick")
-    settings = Settings(
-        secret=cfg.secret,
-        case_prefix=cfg.case_prefix,
-        organization=cfg.organization,
-        trusted_networks=networks,
-        templates_dir=cfg.templates_dir,
-        reinject_host=reinject_at[0],
-        reinject_port=reinject_at[1],
-        tick_seconds=float(tick_seconds),
-        # With the milter in front (here, or `casegate milter` with
-        # milter_stamps = true), a client address counts only from its stamp.
-        require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),
-    )
+    def build(cfg: Config) -> Settings:
+        """The settings from a config (command-line options win); serve's
+        SIGHUP calls it again with the file read anew."""
+        conf = cfg.serve
+        if cfg.secret is None:
+            raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
+        reinject_at = hostport(reinject or str(conf.get("reinject", "127.0.0.1:10026")), "--reinject")
+        configured = conf.get("trusted_networks", [])
+        if isinstance(configured, str):
+            configured = [configured]
+        try:
+            networks = parse_networks(list(trusted) or [str(n) for n in configured])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--trusted-network") from None
+        tick_text = tick or str(conf.get("tick", f"{defaults.TICK_SECONDS:g}s"))
+        try:
+            tick_seconds = parse_duration(tick_text, allow_off=False)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--tick") from None
+        if not tick_seconds:
+            raise click.BadParameter("the tick must be at least 1s", param_hint="--tick")
+        return Settings(
+            secret=cfg.secret,
+            case_prefix=cfg.case_prefix,
+            organization=cfg.organization,
+            trusted_networks=networks,
+            templates_dir=cfg.templates_dir,
+            reinject_host=reinject_at[0],
+            reinject_port=reinject_at[1],
+            tick_seconds=float(tick_seconds),
+            # With the milter in front (here, or `casegate milter` with
+            # milter_stamps = true), a client address counts only from its stamp.
+            require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),
+        )
+
+    # --store or $CASEGATE_STORE chose the store: the file's store = is not the one in use
+    app_store_given = cfg.store != load_config(cfg.path, None, cfg.source).store
+
+    def reread() -> Settings:
+        fresh = load_config(cfg.path, None, cfg.source)
+        if not fresh.exists:
+            raise click.ClickException(fresh.missing())
+        for what, old, new in (("store", cfg.store, fresh.store if not app_store_given else cfg.store),
+                               ("[serve] listen", conf.get("listen"), fresh.serve.get("listen")),
+                               ("[serve] milter", conf.get("milter"), fresh.serve.get("milter"))):
+            if old != new:
+                log.warning("SIGHUP: %s changed (%s -> %s): that needs a restart", what,
+                            display_url(str(old)) if what == "store" else old,
+                            display_url(str(new)) if what == "store" else new)
+        return build(fresh)
+
+    from casestore.store import display_url
+
+    settings = build(cfg)
+    networks = settings.trusted_networks
     store = app.store()
     sign, dkim_verify = dkim_functions(cfg)
-    extras = [milter_task(app, milter_at, cfg.secret)] if milter_at else []
+    milter_reloaders: list[Any] = []
+    extras = [milter_task(app, milter_at, cfg.secret, milter_reloaders)] if milter_at else []
     listener = setup_logging(log_level, log_target or cfg.log)
-    from casestore.store import display_url
 
     # What a sysadmin checks first: which config, which store, which listeners.
     log.info("casegate %s: config %s, store %s, trusted networks %s, milter %s, tick %gs",
@@ -1160,7 +1187,8 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
              settings.tick_seconds)
     try:
         asyncio.run(run_serve(store, settings, listen=listen_at, extras=extras, sign=sign,
-                              dkim_verify=dkim_verify))
+                              dkim_verify=dkim_verify, reload_settings=reread,
+                              reloaders=milter_reloaders))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen_at[0]}:{listen_at[1]}: {exc}") from exc
     finally:
@@ -1231,8 +1259,12 @@ def build_milter(app: App, listen: str, secret: bytes, rate: str | None) -> Any:
     return MilterServer(policy, target, secret=secret)
 
 
-def milter_task(app: App, listen: str, secret: bytes) -> Any:
+def milter_task(app: App, listen: str, secret: bytes, reloaders: list[Any] | None = None) -> Any:
+    """The milter as one of serve's tasks; its SIGHUP reload (the blacklist
+    and the supervised addresses read again) goes into ``reloaders``."""
     server = build_milter(app, listen, secret, app.config.milter.get("rate", "30/3600"))
+    if reloaders is not None:
+        reloaders.append(server._policy.refresh)
 
     async def run(stop: asyncio.Event) -> None:
         await server.start()
@@ -1269,6 +1301,19 @@ def milter_cmd(app: App, listen: str | None, rate: str | None, log_level: str,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloading: set[Any] = set()
+
+        async def reload() -> None:  # SIGHUP: the blacklist and supervised addresses, now
+            log.info("SIGHUP: re-reading the blacklist and the supervised addresses")
+            await server._policy.refresh()
+            log.info("SIGHUP: reloaded")
+
+        def on_hup() -> None:
+            task = asyncio.ensure_future(reload())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         await server.start()
         log.info("milter listening on %s", ", ".join(server.addresses))
         await stop.wait()

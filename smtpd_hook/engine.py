@@ -101,6 +101,31 @@ class Engine:
         self._failing: set[str] = set()  # keys of deliveries that failed in this process
         self._cached_directory: tuple[float, int, tuple[Directory, dict[str, Mailbox]]] | None = None
 
+    # -- SIGHUP ---------------------------------------------------------------------
+
+    def reload(self, settings: Settings | None = None) -> None:
+        """Re-read what an admin edits without a restart (``casegate serve``
+        on SIGHUP): new settings, the templates read again, the blacklist and
+        the directory cache dropped so that the next message reads them.
+        A message being processed finishes with what it started with."""
+        if settings is not None:
+            old = self.settings
+            if settings.templates_dir != old.templates_dir:
+                self.renderer = type(self.renderer)(settings.templates_dir)
+                self.executor.renderer = self.renderer
+            self.settings = settings
+            self.executor.settings = settings
+        hook = getattr(self.renderer, "reload", None)
+        if callable(hook):  # the renderer's own, when it has one
+            hook()
+        else:  # jinja2 re-reads a changed file by itself; drop its cache anyway
+            cache = getattr(getattr(self.renderer, "env", None), "cache", None)
+            if cache is not None:
+                cache.clear()
+        with self._lock:
+            self._cached_blacklist = None
+            self._cached_directory = None
+
     # -- a delivery from Postfix ----------------------------------------------------
 
     def process(self, delivery: Delivery) -> Reply:
