@@ -9,6 +9,7 @@ what a command needs; nothing imports this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -256,8 +257,63 @@ def hostport(value: str, what: str) -> tuple[str, int]:
 def emit(rows: Any, as_json: bool, text: str) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    elif text and (header := _list_header()) is not None and _is_terminal():
+        click.echo(_table([list(header), *(line.split("\t") for line in text.split("\n"))]))
     else:
         click.echo(text, nl=bool(text))
+
+
+# -- on a terminal: header rows, progress bars ----------------------------------------
+
+#: The header row of each list command, shown on a terminal only: in a pipe
+#: the rows stay plain and tab-separated, as scripts (and tests) parse them.
+#: Keyed by the command's path without "casegate"; a list command whose
+#: columns change updates its line here (tests/component/test_cli_polish.py
+#: compares the counts).
+LIST_HEADERS: dict[str, tuple[str, ...]] = {
+    "mailbox list": ("ADDRESS", "POOL"),
+    "csr list": ("ADDRESS", "NAME", "POOLS"),
+    "pool list": ("NAME", "CLOSED CASES", "CLOSE ON REPLY", "REMIND", "AUTOCLOSE"),
+    "department list": ("NAME", "ADDRESS", "DEADLINE"),
+    "question list": ("POOL", "QUESTION", "CHOICES", "REQUIRED"),
+    "case list": ("NUMBER", "STATUS", "CUSTOMER", "ASSIGNEE", "SUBJECT"),
+    "blacklist list": ("PATTERN", "SUBJECT", "REASON"),
+    "approval list": ("ID", "CASE", "CSR", "STATUS", "TEXT"),
+    "quarantine list": ("ID", "STATUS", "QUEUE ID", "FROM", "ATTEMPTS", "ERROR"),
+}
+
+
+def _is_terminal(err: bool = False) -> bool:
+    """Is stdout (stderr) a terminal? Tests replace this."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _list_header() -> tuple[str, ...] | None:
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    return LIST_HEADERS.get(" ".join(ctx.command_path.split()[1:]))
+
+
+def _table(rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell (the last one left ragged)."""
+    widths: dict[int, int] = {}
+    for row in rows:
+        for i, cell in enumerate(row[:-1]):
+            widths[i] = max(widths.get(i, 0), len(cell))
+    return "\n".join("  ".join(cell.ljust(widths.get(i, 0)) if i < len(row) - 1 else cell
+                               for i, cell in enumerate(row)).rstrip() for row in rows)
+
+
+def _progress(items: list[Any], label: str) -> Any:
+    """A progress bar on stderr when it is a terminal; in a pipe nothing."""
+    if _is_terminal(err=True) and len(items) > 1:
+        return click.progressbar(items, label=label, file=sys.stderr)
+    return contextlib.nullcontext(items)
 
 
 def log_handler(target: str) -> logging.Handler:
@@ -356,7 +412,13 @@ def init(app: App) -> None:
         click.echo(f"added a secret to {cfg.path}")
     store = app.store(check=False, create=True)
     with store_errors():
-        applied = store.migrate()
+        if _is_terminal(err=True):  # one migration at a time, for the bar
+            applied = []
+            with _progress(store.migration_names(), "migrating the store") as names:
+                for name in names:
+                    applied += store.migrate(through=name)
+        else:
+            applied = store.migrate()
     if applied:
         click.echo(f"store {store.display_url}: applied {', '.join(applied)}")
     else:
@@ -1438,8 +1500,8 @@ def blacklist_import(app: App, file: Any) -> None:
             checked.append((valid_pattern(pattern), valid_regex(subject), reason))
         except click.BadParameter as exc:
             raise click.ClickException(f"entry {number}: {exc.message}; nothing imported") from None
-    with store_errors():
-        for pattern, subject, reason in checked:
+    with store_errors(), _progress(checked, "importing") as entries:
+        for pattern, subject, reason in entries:
             app.store().add_blacklist(pattern, subject, reason, by="import")
     click.echo(f"imported {len(checked)} entr{'y' if len(checked) == 1 else 'ies'}")
 
@@ -1618,6 +1680,27 @@ def status_cmd(app: App, as_json: bool) -> None:
                                  + [f"PROBLEM: {p}" for p in problems]))
     if problems:
         sys.exit(1)
+
+
+# -- shell completion ----------------------------------------------------------------
+
+
+@main.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    bash: casegate completion bash > /etc/bash_completion.d/casegate
+          (or: eval "$(casegate completion bash)" in ~/.bashrc)
+    zsh:  casegate completion zsh > "${fpath[1]}/_casegate"
+          (or: eval "$(casegate completion zsh)" in ~/.zshrc)
+    fish: casegate completion fish > ~/.config/fish/completions/casegate.fish"""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # the Choice above lists what click knows
+    click.echo(cls(main, {}, "casegate", "_CASEGATE_COMPLETE").source())
 
 
 # -- check: the Postfix wiring ------------------------------------------------------

@@ -386,15 +386,21 @@ class Store:
     def _runner(self) -> Runner:
         return Runner(self.db, str(MIGRATIONS), table_name=HISTORY_TABLE)
 
-    def migrate(self) -> list[str]:
+    def migrate(self, through: str | None = None) -> list[str]:
         """Create or upgrade the schema; idempotent. Returns what was applied.
+        ``through``: stop after that migration (init's progress bar).
 
         The one place a SQLite store is created: its folder 0700 (when made
         here; an existing folder is left as it is), its file 0600."""
         if self.path is not None:
             _create_file(self.path, folder=True)
         with self.guard():
-            return list(self._runner().up())
+            return list(self._runner().up(target=through))
+
+    @staticmethod
+    def migration_names() -> list[str]:
+        """Every migration of the code, in order (from the files: no database)."""
+        return sorted(p.stem for p in MIGRATIONS.glob("[0-9]*.py"))
 
     def backup(self, target: Path) -> dict[str, int]:
         """Copy a SQLite store to ``target`` while it is in use, with SQLite's
