@@ -1662,8 +1662,11 @@ def status_cmd(app: App, as_json: bool) -> None:
 
     with store_errors():
         store = app.store()
-        row = {**store.health(), "quarantine": quarantine.counts(store)}
+        row = {**store.health(), "quarantine": quarantine.counts(store), **store.attention()}
     problems = []
+    if row["cases_unassigned_long"]:
+        problems.append(f"{row['cases_unassigned_long']} open case(s) unassigned for more than an hour "
+                        "(no available CSR in their pool? `casegate csr list`)")
     if row["quarantine"].get("held"):
         problems.append(f"{row['quarantine']['held']} delivery(ies) held in the quarantine "
                         "(`casegate quarantine list`)")
@@ -1676,8 +1679,11 @@ def status_cmd(app: App, as_json: bool) -> None:
         problems.append(f"{row['timers_overdue']} timer(s) overdue by more than 10 minutes "
                         "(is `casegate serve` running?)")
     row["problems"] = problems
-    emit(row, as_json, "\n".join([f"{k}: {v}" for k, v in row.items() if k != "problems"]
-                                 + [f"PROBLEM: {p}" for p in problems]))
+    emit(row, as_json, "\n".join(
+        [f"{k}: {v}" for k, v in row.items() if k not in ("problems", "last_errors")]
+        + [f"error: {e['when']} {e['what']}: {e['error'].splitlines()[0] if e['error'] else ''}"
+           for e in row["last_errors"]]
+        + [f"PROBLEM: {p}" for p in problems]))
     if problems:
         sys.exit(1)
 

@@ -998,6 +998,32 @@ class Store:
                     Case.status.in_(OPEN_STATUSES) & Case.assignee.is_null()).count(),
             }
 
+    def attention(self, limit: int = 5, unassigned_after: float = 3600.0) -> dict[str, Any]:
+        """More for `casegate status`: the latest errors (outbox and
+        quarantine), newest first, and open cases left unassigned longer than
+        ``unassigned_after`` seconds (no CSR available in their pool)."""
+        from casestore.models import Quarantine
+
+        now = self.now()
+        with self.guard():
+            errors: list[dict[str, Any]] = []
+            for row in (Outbox.select(Outbox.id, Outbox.status, Outbox.next_attempt, Outbox.last_error)
+                        .where((Outbox.last_error != "") & (Outbox.status != "sent"))
+                        .order_by(Outbox.next_attempt.desc()).limit(limit)):
+                errors.append({"what": f"outbox {row.id} ({row.status})", "error": row.last_error,
+                               "when": aware(row.next_attempt).isoformat()})
+            for q in (Quarantine.select(Quarantine.id, Quarantine.status, Quarantine.last_seen,
+                                        Quarantine.error)
+                      .where(Quarantine.status.in_(("failing", "held")))
+                      .order_by(Quarantine.last_seen.desc()).limit(limit)):
+                errors.append({"what": f"quarantine {q.id} ({q.status})", "error": q.error,
+                               "when": aware(q.last_seen).isoformat()})
+            errors.sort(key=lambda e: e["when"], reverse=True)
+            waiting = Case.select().where(
+                Case.status.in_(OPEN_STATUSES) & Case.assignee.is_null()
+                & (Case.created <= now - dt.timedelta(seconds=unassigned_after))).count()
+        return {"last_errors": errors[:limit], "cases_unassigned_long": waiting}
+
     # -- pools ---------------------------------------------------------------
 
     def pools(self) -> list[Pool]:
