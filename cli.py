@@ -1357,6 +1357,9 @@ def milter_cmd(app: App, listen: str | None, rate: str | None, log_level: str,
     server = build_milter(app, listen or cfg.milter.get("listen", "127.0.0.1:10027"), cfg.secret,
                           rate or cfg.milter.get("rate", "30/3600"))
     listener = setup_logging(log_level, log_target or cfg.log)
+    from casestore.store import display_url
+
+    log.info("casegate %s milter: config %s, store %s", _version(), cfg.path, display_url(cfg.store))
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -140,6 +140,10 @@ def test_sighup_makes_the_milter_read_the_blacklist_and_mailboxes_now(tmp_path: 
             # Without the SIGHUP the milter would still use the lists of the first
             # message: its own refresh comes 5 s after that.
             assert time.monotonic() - first < 5
+        # It said at start which config and store it uses, and where it listens.
+        started = (tmp_path / "milter.log").read_text()
+        assert f"milter: config {cg.config}, store {cg.store_url}" in started
+        assert f"milter listening on 127.0.0.1:{port}" in started
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
