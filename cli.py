@@ -9,6 +9,7 @@ what a command needs; nothing imports this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -63,6 +64,7 @@ class Config:
     dkim: dict[str, Any] = field(default_factory=dict)
     files: dict[str, Any] = field(default_factory=dict)  # [files] message_max, case_max
     source: str = "--config"  # where the path came from: --config, $CASEGATE_CONFIG, a default
+    log: str = "stderr"  # where serve and milter log: stderr, syslog, syslog:SOCKET|HOST:PORT
 
     def missing(self) -> str:
         """Why a command other than init refuses to run without the file."""
@@ -73,7 +75,7 @@ class Config:
 # Every key the config file may hold, by table ("" is the top level).
 CONFIG_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"store", "secret", "case_prefix", "organization", "templates_dir", "serve",
-                   "milter", "dkim", "files"}),
+                   "milter", "dkim", "files", "log"}),
     "serve": frozenset({"listen", "reinject", "trusted_networks", "milter", "milter_stamps", "tick"}),
     "milter": frozenset({"listen", "rate"}),
     "dkim": frozenset({"verify", "domain", "selector", "key"}),
@@ -105,7 +107,8 @@ def load_config(path: Path, store_override: str | None, source: str = "--config"
             raise click.ClickException(f"cannot read config {path}: {exc}") from exc
         check_config_keys(path, data)
     for key, kind in (("secret", str), ("store", str), ("case_prefix", str), ("organization", str),
-                      ("templates_dir", str), ("serve", dict), ("milter", dict), ("dkim", dict)):
+                      ("templates_dir", str), ("serve", dict), ("milter", dict), ("dkim", dict),
+                      ("log", str)):
         if key in data and not isinstance(data[key], kind):
             raise click.ClickException(f"{path}: {key} must be a {'table' if kind is dict else 'string'}")
     secret_hex = data.get("secret")
@@ -132,6 +135,7 @@ def load_config(path: Path, store_override: str | None, source: str = "--config"
         dkim=dict(data.get("dkim", {})),
         files=dict(data.get("files", {})) if isinstance(data.get("files", {}), dict) else {},
         source=source,
+        log=str(data.get("log", "stderr")),
     )
 
 
@@ -162,6 +166,7 @@ def write_initial_config(path: Path, store_url: str) -> bytes:
         f'secret = "{secret.hex()}"\n'
         'case_prefix = "CS"\n'
         'organization = "Customer Support"\n'
+        '# log = "syslog"               # serve/milter log to /dev/log (facility mail); default stderr\n'
         "\n[serve]\n"
         'listen = "127.0.0.1:10025"\n'
         'reinject = "127.0.0.1:10026"\n'
@@ -270,15 +275,111 @@ def hostport(value: str, what: str) -> tuple[str, int]:
 def emit(rows: Any, as_json: bool, text: str) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    elif text and (header := _list_header()) is not None and _is_terminal():
+        click.echo(_table([list(header), *(line.split("\t") for line in text.split("\n"))]))
     else:
         click.echo(text, nl=bool(text))
 
 
-def setup_logging(level: str) -> logging.handlers.QueueListener:
-    """Non-blocking logging: records go through a queue to stderr (journald)."""
+# -- on a terminal: header rows, progress bars ----------------------------------------
+
+#: The header row of each list command, shown on a terminal only: in a pipe
+#: the rows stay plain and tab-separated, as scripts (and tests) parse them.
+#: Keyed by the command's path without "casegate"; a list command whose
+#: columns change updates its line here (tests/component/test_cli_polish.py
+#: compares the counts).
+LIST_HEADERS: dict[str, tuple[str, ...]] = {
+    "mailbox list": ("ADDRESS", "POOL"),
+    "csr list": ("ADDRESS", "NAME", "POOLS"),
+    "pool list": ("NAME", "CLOSED CASES", "CLOSE ON REPLY", "REMIND", "AUTOCLOSE"),
+    "department list": ("NAME", "ADDRESS", "DEADLINE"),
+    "question list": ("POOL", "QUESTION", "CHOICES", "REQUIRED"),
+    "case list": ("NUMBER", "STATUS", "CUSTOMER", "ASSIGNEE", "SUBJECT"),
+    "blacklist list": ("PATTERN", "SUBJECT", "REASON"),
+    "approval list": ("ID", "CASE", "CSR", "STATUS", "TEXT"),
+    "quarantine list": ("ID", "STATUS", "QUEUE ID", "FROM", "ATTEMPTS", "ERROR"),
+}
+
+
+def _is_terminal(err: bool = False) -> bool:
+    """Is stdout (stderr) a terminal? Tests replace this."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _list_header() -> tuple[str, ...] | None:
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    return LIST_HEADERS.get(" ".join(ctx.command_path.split()[1:]))
+
+
+def _table(rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell (the last one left ragged)."""
+    widths: dict[int, int] = {}
+    for row in rows:
+        for i, cell in enumerate(row[:-1]):
+            widths[i] = max(widths.get(i, 0), len(cell))
+    return "\n".join("  ".join(cell.ljust(widths.get(i, 0)) if i < len(row) - 1 else cell
+                               for i, cell in enumerate(row)).rstrip() for row in rows)
+
+
+def _progress(items: list[Any], label: str) -> Any:
+    """A progress bar on stderr when it is a terminal; in a pipe nothing."""
+    if _is_terminal(err=True) and len(items) > 1:
+        return click.progressbar(items, label=label, file=sys.stderr)
+    return contextlib.nullcontext(items)
+
+
+def log_handler(target: str) -> logging.Handler:
+    """Where serve and milter log: ``stderr`` (journald reads it under
+    systemd), ``syslog`` (the local syslog socket /dev/log, facility mail, so
+    casegate's lines land in mail.log beside Postfix's), or
+    ``syslog:/path/to/socket`` / ``syslog:HOST:PORT`` (UDP). With no syslog
+    socket to talk to it says so on stderr and logs there instead."""
+    if target == "stderr":
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        return handler
+    if target != "syslog" and not target.startswith("syslog:"):
+        raise click.BadParameter(f"--log must be stderr, syslog, syslog:/SOCKET or syslog:HOST:PORT, "
+                                 f"not {target!r}", param_hint="--log")
+    where = target.partition(":")[2] or "/dev/log"
+    address: str | tuple[str, int]
+    if where.startswith("/"):
+        address = where
+    else:
+        address = hostport(where, "--log syslog:HOST:PORT")
+    try:
+        if isinstance(address, str):  # SysLogHandler ignores a missing socket: probe it
+            import socket
+
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+                    probe.connect(address)
+            except OSError:  # a stream socket (some syslog daemons), or none at all
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.connect(address)
+        handler = logging.handlers.SysLogHandler(
+            address=address, facility=logging.handlers.SysLogHandler.LOG_MAIL)
+    except OSError as exc:
+        click.echo(f"casegate: cannot log to syslog at {where} ({exc}): logging to stderr instead",
+                   err=True)
+        return log_handler("stderr")
+    handler.ident = f"casegate[{os.getpid()}]: "
+    # syslog stamps the time and host itself
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s [%(queue_id)s] %(message)s"))
+    return handler
+
+
+def setup_logging(level: str, target: str = "stderr") -> logging.handlers.QueueListener:
+    """Non-blocking logging: records go through a queue to stderr (journald)
+    or syslog (:func:`log_handler`)."""
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler = log_handler(target)
     queue_handler = logging.handlers.QueueHandler(q)
     queue_handler.addFilter(QueueIdFilter())
     root = logging.getLogger()
@@ -329,7 +430,13 @@ def init(app: App) -> None:
         click.echo(f"added a secret to {cfg.path}")
     store = app.store(check=False, create=True)
     with store_errors():
-        applied = store.migrate()
+        if _is_terminal(err=True):  # one migration at a time, for the bar
+            applied = []
+            with _progress(store.migration_names(), "migrating the store") as names:
+                for name in names:
+                    applied += store.migrate(through=name)
+        else:
+            applied = store.migrate()
     if applied:
         click.echo(f"store {store.display_url}: applied {', '.join(applied)}")
     else:
@@ -1253,9 +1360,12 @@ def case_file(app: App, file_id: int, output: Path | None) -> None:
 @click.option("--tick", default=None, metavar="DURATION",
               help="How often the scheduler fires due timers (default 30s; [serve] tick).")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log", "log_target", default=None, metavar="stderr|syslog|syslog:SOCKET|syslog:HOST:PORT",
+              help="Where to log (default: the config's log, else stderr).")
 @click.pass_obj
 def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str, ...],
-          milter_listen: str | None, tick: str | None, log_level: str) -> None:
+          milter_listen: str | None, tick: str | None, log_level: str,
+          log_target: str | None = None) -> None:
     """Run the content filter (and the milter) until SIGTERM."""
     from smtpd_hook.app import serve as run_serve
     from smtpd_hook.settings import Settings
@@ -1265,48 +1375,76 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
     conf = cfg.serve
     listen_at = hostport(listen or str(conf.get("listen", "127.0.0.1:10025")), "--listen")
-    reinject_at = hostport(reinject or str(conf.get("reinject", "127.0.0.1:10026")), "--reinject")
-    configured = conf.get("trusted_networks", [])
-    if isinstance(configured, str):
-        configured = [configured]
-    try:
-        networks = parse_networks(list(trusted) or [str(n) for n in configured])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--trusted-network") from None
     milter_at = milter_listen or conf.get("milter")
     from rules import defaults
     from rules.durations import parse_duration
 
-    tick_text = tick or str(conf.get("tick", f"{defaults.TICK_SECONDS:g}s"))
-    try:
-        tick_seconds = parse_duration(tick_text, allow_off=False)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--tick") from None
-    if not tick_seconds:
-        raise click.BadParameter("the tick must be at least 1s", param_hint="--tick")
-    settings = Settings(
-        secret=cfg.secret,
-        case_prefix=cfg.case_prefix,
-        organization=cfg.organization,
-        trusted_networks=networks,
-        templates_dir=cfg.templates_dir,
-        reinject_host=reinject_at[0],
-        reinject_port=reinject_at[1],
-        tick_seconds=float(tick_seconds),
-        # With the milter in front (here, or `casegate milter` with
-        # milter_stamps = true), a client address counts only from its stamp.
-        require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),
-        **file_limits(cfg),
-    )
-    broken = template_problems(cfg)
-    if broken:
-        raise click.ClickException("broken template override(s); fix them (`casegate template "
-                                   "check`) or remove them:\n  " + "\n  ".join(broken))
+    def build(cfg: Config) -> Settings:
+        """The settings from a config (command-line options win); serve's
+        SIGHUP calls it again with the file read anew."""
+        conf = cfg.serve
+        if cfg.secret is None:
+            raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
+        reinject_at = hostport(reinject or str(conf.get("reinject", "127.0.0.1:10026")), "--reinject")
+        configured = conf.get("trusted_networks", [])
+        if isinstance(configured, str):
+            configured = [configured]
+        try:
+            networks = parse_networks(list(trusted) or [str(n) for n in configured])
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--trusted-network") from None
+        tick_text = tick or str(conf.get("tick", f"{defaults.TICK_SECONDS:g}s"))
+        try:
+            tick_seconds = parse_duration(tick_text, allow_off=False)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--tick") from None
+        if not tick_seconds:
+            raise click.BadParameter("the tick must be at least 1s", param_hint="--tick")
+        settings = Settings(
+            secret=cfg.secret,
+            case_prefix=cfg.case_prefix,
+            organization=cfg.organization,
+            trusted_networks=networks,
+            templates_dir=cfg.templates_dir,
+            reinject_host=reinject_at[0],
+            reinject_port=reinject_at[1],
+            tick_seconds=float(tick_seconds),
+            # With the milter in front (here, or `casegate milter` with
+            # milter_stamps = true), a client address counts only from its stamp.
+            require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),
+            **file_limits(cfg),
+        )
+        broken = template_problems(cfg)
+        if broken:
+            raise click.ClickException("broken template override(s); fix them (`casegate template "
+                                       "check`) or remove them:\n  " + "\n  ".join(broken))
+        return settings
+
+    # --store or $CASEGATE_STORE chose the store: the file's store = is not the one in use
+    app_store_given = cfg.store != load_config(cfg.path, None, cfg.source).store
+
+    def reread() -> Settings:
+        fresh = load_config(cfg.path, None, cfg.source)
+        if not fresh.exists:
+            raise click.ClickException(fresh.missing())
+        for what, old, new in (("store", cfg.store, fresh.store if not app_store_given else cfg.store),
+                               ("[serve] listen", conf.get("listen"), fresh.serve.get("listen")),
+                               ("[serve] milter", conf.get("milter"), fresh.serve.get("milter"))):
+            if old != new:
+                log.warning("SIGHUP: %s changed (%s -> %s): that needs a restart", what,
+                            display_url(str(old)) if what == "store" else old,
+                            display_url(str(new)) if what == "store" else new)
+        return build(fresh)
+
+    from casestore.store import display_url
+
+    settings = build(cfg)
+    networks = settings.trusted_networks
     store = app.store()
     sign, dkim_verify = dkim_functions(cfg)
-    extras = [milter_task(app, milter_at, cfg.secret)] if milter_at else []
-    listener = setup_logging(log_level)
-    from casestore.store import display_url
+    milter_reloaders: list[Any] = []
+    extras = [milter_task(app, milter_at, cfg.secret, milter_reloaders)] if milter_at else []
+    listener = setup_logging(log_level, log_target or cfg.log)
 
     # What a sysadmin checks first: which config, which store, which listeners.
     log.info("casegate %s: config %s, store %s, trusted networks %s, milter %s, tick %gs",
@@ -1315,7 +1453,8 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
              settings.tick_seconds)
     try:
         asyncio.run(run_serve(store, settings, listen=listen_at, extras=extras, sign=sign,
-                              dkim_verify=dkim_verify))
+                              dkim_verify=dkim_verify, reload_settings=reread,
+                              reloaders=milter_reloaders))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen_at[0]}:{listen_at[1]}: {exc}") from exc
     finally:
@@ -1386,8 +1525,12 @@ def build_milter(app: App, listen: str, secret: bytes, rate: str | None) -> Any:
     return MilterServer(policy, target, secret=secret)
 
 
-def milter_task(app: App, listen: str, secret: bytes) -> Any:
+def milter_task(app: App, listen: str, secret: bytes, reloaders: list[Any] | None = None) -> Any:
+    """The milter as one of serve's tasks; its SIGHUP reload (the blacklist
+    and the supervised addresses read again) goes into ``reloaders``."""
     server = build_milter(app, listen, secret, app.config.milter.get("rate", "30/3600"))
+    if reloaders is not None:
+        reloaders.append(server._policy.refresh)
 
     async def run(stop: asyncio.Event) -> None:
         await server.start()
@@ -1404,8 +1547,11 @@ def milter_task(app: App, listen: str, secret: bytes) -> Any:
 @click.option("--listen", default=None, help="HOST:PORT or unix:/path (default 127.0.0.1:10027).")
 @click.option("--rate", default=None, help="Flood limit: MESSAGES/SECONDS per sender, or off.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log", "log_target", default=None, metavar="stderr|syslog|syslog:SOCKET|syslog:HOST:PORT",
+              help="Where to log (default: the config's log, else stderr).")
 @click.pass_obj
-def milter_cmd(app: App, listen: str | None, rate: str | None, log_level: str) -> None:
+def milter_cmd(app: App, listen: str | None, rate: str | None, log_level: str,
+               log_target: str | None = None) -> None:
     """Run the milter alone until SIGTERM (Postfix: smtpd_milters)."""
     import signal
 
@@ -1414,13 +1560,29 @@ def milter_cmd(app: App, listen: str | None, rate: str | None, log_level: str) -
         raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
     server = build_milter(app, listen or cfg.milter.get("listen", "127.0.0.1:10027"), cfg.secret,
                           rate or cfg.milter.get("rate", "30/3600"))
-    listener = setup_logging(log_level)
+    listener = setup_logging(log_level, log_target or cfg.log)
+    from casestore.store import display_url
+
+    log.info("casegate %s milter: config %s, store %s", _version(), cfg.path, display_url(cfg.store))
 
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloading: set[Any] = set()
+
+        async def reload() -> None:  # SIGHUP: the blacklist and supervised addresses, now
+            log.info("SIGHUP: re-reading the blacklist and the supervised addresses")
+            await server._policy.refresh()
+            log.info("SIGHUP: reloaded")
+
+        def on_hup() -> None:
+            task = asyncio.ensure_future(reload())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         await server.start()
         log.info("milter listening on %s", ", ".join(server.addresses))
         await stop.wait()
@@ -1545,8 +1707,8 @@ def blacklist_import(app: App, file: Any) -> None:
             checked.append((valid_pattern(pattern), valid_regex(subject), reason))
         except click.BadParameter as exc:
             raise click.ClickException(f"entry {number}: {exc.message}; nothing imported") from None
-    with store_errors():
-        for pattern, subject, reason in checked:
+    with store_errors(), _progress(checked, "importing") as entries:
+        for pattern, subject, reason in entries:
             app.store().add_blacklist(pattern, subject, reason, by="import")
     click.echo(f"imported {len(checked)} entr{'y' if len(checked) == 1 else 'ies'}")
 
@@ -1707,8 +1869,11 @@ def status_cmd(app: App, as_json: bool) -> None:
 
     with store_errors():
         store = app.store()
-        row = {**store.health(), "quarantine": quarantine.counts(store)}
+        row = {**store.health(), "quarantine": quarantine.counts(store), **store.attention()}
     problems = []
+    if row["cases_unassigned_long"]:
+        problems.append(f"{row['cases_unassigned_long']} open case(s) unassigned for more than an hour "
+                        "(no available CSR in their pool? `casegate csr list`)")
     if row["quarantine"].get("held"):
         problems.append(f"{row['quarantine']['held']} delivery(ies) held in the quarantine "
                         "(`casegate quarantine list`)")
@@ -1721,9 +1886,92 @@ def status_cmd(app: App, as_json: bool) -> None:
         problems.append(f"{row['timers_overdue']} timer(s) overdue by more than 10 minutes "
                         "(is `casegate serve` running?)")
     row["problems"] = problems
-    emit(row, as_json, "\n".join([f"{k}: {v}" for k, v in row.items() if k != "problems"]
-                                 + [f"PROBLEM: {p}" for p in problems]))
+    emit(row, as_json, "\n".join(
+        [f"{k}: {v}" for k, v in row.items() if k not in ("problems", "last_errors")]
+        + [f"error: {e['when']} {e['what']}: {e['error'].splitlines()[0] if e['error'] else ''}"
+           for e in row["last_errors"]]
+        + [f"PROBLEM: {p}" for p in problems]))
     if problems:
+        sys.exit(1)
+
+
+# -- shell completion ----------------------------------------------------------------
+
+
+@main.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    bash: casegate completion bash > /etc/bash_completion.d/casegate
+          (or: eval "$(casegate completion bash)" in ~/.bashrc)
+    zsh:  casegate completion zsh > "${fpath[1]}/_casegate"
+          (or: eval "$(casegate completion zsh)" in ~/.zshrc)
+    fish: casegate completion fish > ~/.config/fish/completions/casegate.fish"""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None  # the Choice above lists what click knows
+    click.echo(cls(main, {}, "casegate", "_CASEGATE_COMPLETE").source())
+
+
+# -- check: the Postfix wiring ------------------------------------------------------
+
+
+@main.command("check")
+@click.option("--postfix-config", "postfix_config", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Postfix's configuration directory, as for `postconf -c` (default: the system's).")
+@click.option("--listen", default=None, help="The filter's HOST:PORT (default: [serve] listen).")
+@click.option("--reinject", default=None, help="The re-injection HOST:PORT (default: [serve] reinject).")
+@click.option("--milter", "milter_at", default=None,
+              help="casegate's milter HOST:PORT or unix:/path (default: [serve] milter or [milter] "
+              "listen; none: not checked).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def check_cmd(app: App, postfix_config: Path | None, listen: str | None, reinject: str | None,
+              milter_at: str | None, as_json: bool) -> None:
+    """Check the live Postfix wiring, the listeners, the store and DKIM.
+
+    One line per check (OK, FAIL or SKIP), each problem with the line to add;
+    exit 0 only when nothing fails. Reads `postconf -n/-M/-P` and the transport
+    map (`postmap -q` for each supervised address); changes nothing."""
+    from smtpd_hook import wiring
+
+    cfg = app.config
+    conf = cfg.serve
+    listen_at = hostport(listen or str(conf.get("listen", "127.0.0.1:10025")), "--listen")
+    reinject_at = hostport(reinject or str(conf.get("reinject", "127.0.0.1:10026")), "--reinject")
+    milter = milter_at or conf.get("milter") or cfg.milter.get("listen")
+    supervised: tuple[str, ...] = ()
+    store_problem: list[str] = []
+
+    def store_check() -> str:
+        if store_problem or app._store is None:
+            raise StoreError(store_problem[0] if store_problem else "no store")
+        return f"{app._store.display_url}: migrated, {len(supervised)} supervised address(es)"
+
+    try:
+        with store_errors():
+            store = app.store()
+            supervised = tuple(m.address for m in store.mailboxes())
+    except click.ClickException as exc:
+        store_problem.append(exc.message)
+    w = wiring.Wiring(supervised=supervised, listen=listen_at, reinject=reinject_at,
+                      milter=str(milter) if milter else None, postfix_config=postfix_config,
+                      dkim=cfg.dkim)
+    checks = wiring.check_all(w, store_check=store_check)
+    if store_problem:  # no addresses to route: say so instead of "none supervised"
+        checks = [c if c.name != "route" else
+                  wiring.Check("route", wiring.SKIP, "the store cannot be read: no addresses to check")
+                  for c in checks]
+    failed = [c for c in checks if c.status == wiring.FAIL]
+    if as_json:
+        emit({"ok": not failed, "checks": [c.as_dict() for c in checks]}, True, "")
+    else:
+        click.echo(wiring.render(checks))
+    if failed:
         sys.exit(1)
 
 

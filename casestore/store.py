@@ -388,15 +388,21 @@ class Store:
     def _runner(self) -> Runner:
         return Runner(self.db, str(MIGRATIONS), table_name=HISTORY_TABLE)
 
-    def migrate(self) -> list[str]:
+    def migrate(self, through: str | None = None) -> list[str]:
         """Create or upgrade the schema; idempotent. Returns what was applied.
+        ``through``: stop after that migration (init's progress bar).
 
         The one place a SQLite store is created: its folder 0700 (when made
         here; an existing folder is left as it is), its file 0600."""
         if self.path is not None:
             _create_file(self.path, folder=True)
         with self.guard():
-            return list(self._runner().up())
+            return list(self._runner().up(target=through))
+
+    @staticmethod
+    def migration_names() -> list[str]:
+        """Every migration of the code, in order (from the files: no database)."""
+        return sorted(p.stem for p in MIGRATIONS.glob("[0-9]*.py"))
 
     def backup(self, target: Path) -> dict[str, int]:
         """Copy a SQLite store to ``target`` while it is in use, with SQLite's
@@ -1006,6 +1012,32 @@ class Store:
                 "cases_unassigned": Case.select().where(
                     Case.status.in_(OPEN_STATUSES) & Case.assignee.is_null()).count(),
             }
+
+    def attention(self, limit: int = 5, unassigned_after: float = 3600.0) -> dict[str, Any]:
+        """More for `casegate status`: the latest errors (outbox and
+        quarantine), newest first, and open cases left unassigned longer than
+        ``unassigned_after`` seconds (no CSR available in their pool)."""
+        from casestore.models import Quarantine
+
+        now = self.now()
+        with self.guard():
+            errors: list[dict[str, Any]] = []
+            for row in (Outbox.select(Outbox.id, Outbox.status, Outbox.next_attempt, Outbox.last_error)
+                        .where((Outbox.last_error != "") & (Outbox.status != "sent"))
+                        .order_by(Outbox.next_attempt.desc()).limit(limit)):
+                errors.append({"what": f"outbox {row.id} ({row.status})", "error": row.last_error,
+                               "when": aware(row.next_attempt).isoformat()})
+            for q in (Quarantine.select(Quarantine.id, Quarantine.status, Quarantine.last_seen,
+                                        Quarantine.error)
+                      .where(Quarantine.status.in_(("failing", "held")))
+                      .order_by(Quarantine.last_seen.desc()).limit(limit)):
+                errors.append({"what": f"quarantine {q.id} ({q.status})", "error": q.error,
+                               "when": aware(q.last_seen).isoformat()})
+            errors.sort(key=lambda e: e["when"], reverse=True)
+            waiting = Case.select().where(
+                Case.status.in_(OPEN_STATUSES) & Case.assignee.is_null()
+                & (Case.created <= now - dt.timedelta(seconds=unassigned_after))).count()
+        return {"last_errors": errors[:limit], "cases_unassigned_long": waiting}
 
     # -- pools ---------------------------------------------------------------
 

@@ -8,6 +8,7 @@ to a sender who is often forged (backscatter).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 
@@ -47,3 +48,27 @@ OK_QUARANTINED = Reply(250, "2.0.0", "Ok: held in casegate's quarantine")
 TEMPFAIL = Reply(451, "4.3.0", "Temporary failure, try again later")
 TEMPFAIL_POLICY = Reply(451, "4.7.1", "Rate limit exceeded, try again later")
 REJECT_POLICY = Reply(550, "5.7.1", "Message rejected")
+
+
+# -- the 250 that names the case --------------------------------------------
+# Postfix logs the filter's reply text in ``status=sent (…)``: a sysadmin
+# following a message in mail.log sees which case it went to.
+
+_STORED = re.compile(r"Ok: [A-Z]{1,8}[0-9]+")
+
+
+def stored(number: str | None) -> Reply:
+    """The 250 for a message stored on case ``number`` (new or appended):
+    ``250 2.0.0 Ok: CS0000123``; the plain :data:`OK` when it made no case."""
+    return Reply(250, "2.0.0", f"Ok: {number}") if number else OK
+
+
+def duplicate(number: str | None) -> Reply:
+    """A delivery seen before: ``250 2.0.0 Ok: CS0000123 (already stored)``."""
+    return Reply(250, "2.0.0", f"Ok: {number} (already stored)") if number else OK_DUPLICATE
+
+
+def is_stored(reply: Reply) -> bool:
+    """True for a plain "stored" 250 (:data:`OK` or :func:`stored`), false
+    for a duplicate, a discard, a quarantine or a failure."""
+    return reply == OK or _STORED.fullmatch(reply.text) is not None

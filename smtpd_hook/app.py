@@ -38,7 +38,13 @@ async def serve(
     stop: asyncio.Event | None = None,
     sign: Callable[[bytes], bytes] | None = None,
     dkim_verify: Callable[[bytes], list[tuple[str, bool, str]]] | None = None,
+    reload_settings: Callable[[], Settings] | None = None,
+    reloaders: list[Callable[[], Awaitable[None]]] | None = None,
 ) -> None:
+    """Run until ``stop`` (or SIGTERM/SIGINT). On SIGHUP: ``reload_settings()``
+    (the config file read again), the engine's :meth:`~Engine.reload`
+    (templates, blacklist, directory) and each of ``reloaders`` (the
+    milter's lists); open SMTP sessions go on."""
     stop = stop or asyncio.Event()
     # SQLite takes one writer at a time: one database thread avoids lock
     # contention; PostgreSQL gets a few.
@@ -64,14 +70,44 @@ async def serve(
     log.info("listening on %s:%d, re-injecting to %s:%d", bound[0], bound[1],
              settings.reinject_host, settings.reinject_port)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    scheduler = Scheduler(engine, db_executor, tick=settings.tick_seconds,
+                          after=lambda: loop.call_soon_threadsafe(outbox.poke))
+    current = [settings]
+    reloading: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        log.info("SIGHUP: re-reading the config, templates and blacklist")
+        new = None
+        if reload_settings is not None:
+            try:
+                new = await loop.run_in_executor(None, reload_settings)
+            except Exception as exc:  # a typo in the file must not stop the service
+                log.error("SIGHUP: cannot use the config (%s): keeping the running settings", exc)
+        changed = [f.name for f in dataclasses.fields(Settings)
+                   if new is not None and getattr(new, f.name) != getattr(current[0], f.name)]
+        engine.reload(new)
+        if new is not None:
+            outbox.settings = new
+            scheduler.tick = new.tick_seconds
+            current[0] = new
+        for reloader in reloaders or []:
+            try:
+                await reloader()
+            except Exception as exc:
+                log.error("SIGHUP: reload failed: %s", exc)
+        log.info("SIGHUP: reloaded; settings changed: %s", ", ".join(changed) or "none")
+
+    def on_hup() -> None:
+        task = asyncio.ensure_future(reload())
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
+    for sig, action in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set), (signal.SIGHUP, on_hup)):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, action)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
 
-    scheduler = Scheduler(engine, db_executor, tick=settings.tick_seconds,
-                          after=lambda: loop.call_soon_threadsafe(outbox.poke))
     tasks = [asyncio.create_task(outbox.run(stop), name="outbox"),
              asyncio.create_task(scheduler.run(stop), name="scheduler")]
     tasks += [asyncio.create_task(extra(stop)) for extra in extras or []]

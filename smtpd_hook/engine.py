@@ -86,6 +86,13 @@ class Result:
         return not self.errors
 
 
+def _delivered_case(seen: object) -> str | None:
+    """The case number a recorded delivery stored its message on, if any."""
+    message = getattr(seen, "message", None)
+    case = getattr(message, "case", None) if message is not None else None
+    return getattr(case, "number", None) if case is not None else None
+
+
 class Engine:
     def __init__(self, store: Store, settings: Settings, renderer: Renderer | None = None,
                  *, sign: Callable[[bytes], bytes] | None = None) -> None:
@@ -97,6 +104,31 @@ class Engine:
         self._cached_blacklist: tuple[float, Blacklist] | None = None
         self._failing: set[str] = set()  # keys of deliveries that failed in this process
         self._cached_directory: tuple[float, int, tuple[Directory, dict[str, Mailbox]]] | None = None
+
+    # -- SIGHUP ---------------------------------------------------------------------
+
+    def reload(self, settings: Settings | None = None) -> None:
+        """Re-read what an admin edits without a restart (``casegate serve``
+        on SIGHUP): new settings, the templates read again, the blacklist and
+        the directory cache dropped so that the next message reads them.
+        A message being processed finishes with what it started with."""
+        if settings is not None:
+            old = self.settings
+            if settings.templates_dir != old.templates_dir:
+                self.renderer = type(self.renderer)(settings.templates_dir)
+                self.executor.renderer = self.renderer
+            self.settings = settings
+            self.executor.settings = settings
+        hook = getattr(self.renderer, "reload", None)
+        if callable(hook):  # the renderer's own, when it has one
+            hook()
+        else:  # jinja2 re-reads a changed file by itself; drop its cache anyway
+            cache = getattr(getattr(self.renderer, "env", None), "cache", None)
+            if cache is not None:
+                cache.clear()
+        with self._lock:
+            self._cached_blacklist = None
+            self._cached_directory = None
 
     # -- a delivery from Postfix ----------------------------------------------------
 
@@ -128,8 +160,11 @@ class Engine:
                     return self._failed(delivery, rcpt, exc, hold_after=1)
             except Exception as exc:
                 return self._failed(delivery, rcpt, exc)
-            if outcome is replies.OK:
-                outcome = result  # keep the first non-plain outcome (duplicate, discarded)
+            if replies.is_stored(outcome) and outcome != result:
+                # keep the first non-plain outcome (duplicate, discarded), and
+                # the first case number otherwise
+                if outcome == replies.OK or not replies.is_stored(result):
+                    outcome = result
         return outcome
 
     def _failed(self, delivery: Delivery, rcpt: str, exc: Exception,
@@ -182,9 +217,10 @@ class Engine:
         with store.atomic():
             seen = store.delivery_seen(key)
             if seen is not None:
-                log.info("duplicate delivery to %s (first seen as %s): nothing to do",
-                         rcpt, seen.queue_id or "?")
-                return replies.OK_DUPLICATE
+                number = _delivered_case(seen)
+                log.info("duplicate delivery to %s of %s (first seen as %s): nothing to do",
+                         rcpt, number or "no case", seen.queue_id or "?")
+                return replies.duplicate(number)
             if listed is not None:
                 # Should the milter be down or bypassed: discard, never store
                 # or answer, never a 5xx after the queue.
@@ -208,7 +244,7 @@ class Engine:
             log.info("message defects: %s", ", ".join(inbound.defects[:10]))
         log.info("stored %s %s: from=<%s> role=%s; %s", ctx.case.number if ctx.case else "-",
                  decision.outcome, inbound.from_address, identity.role, decision.explain())
-        return replies.OK
+        return replies.stored(ctx.case.number if ctx.case else None)
 
     def _decide(self, delivery: Delivery, rcpt: str, inbound: Inbound, identity: Identity,
                 ctx: Context, mailboxes: dict[str, Mailbox], texts: Texts) -> Decision:

@@ -77,9 +77,11 @@ _qid = iter(range(1, 10**6))
 
 def deliver(engine: Engine, raw: bytes, *, client: str = "198.51.100.7", rcpt: str = SUPPORT,
             mail_from: str = "forger@attacker.test") -> replies.Reply:
+    qid = f"A{next(_qid)}"
     reply = engine.process(Delivery(mail_from=mail_from, rcpt_tos=(rcpt,), data=raw,
-                                    client_addr=client, queue_id=f"A{next(_qid)}"))
-    assert reply == replies.OK
+                                    client_addr=client, queue_id=qid))
+    stored = Message.get((Message.queue_id == qid) & (Message.direction == "in"))
+    assert reply == replies.stored(stored.case.number if stored.case else None)
     return reply
 
 

@@ -43,9 +43,11 @@ _n = iter(range(1, 10**6))
 def new_case(engine: Engine) -> Case:
     n = next(_n)
     raw = make(from_=f"c{n}@customer.test", subject=f"test_assign {n}")
-    assert engine.process(Delivery(f"c{n}@customer.test", (SUPPORT,), raw, client_addr="127.0.0.2",
-                                   queue_id=f"A{n}")) == replies.OK
-    return Case.select().order_by(Case.id.desc()).get()
+    reply = engine.process(Delivery(f"c{n}@customer.test", (SUPPORT,), raw, client_addr="127.0.0.2",
+                                    queue_id=f"A{n}"))
+    case = Case.select().order_by(Case.id.desc()).get()
+    assert reply == replies.stored(case.number)
+    return case
 
 
 def assignee(case: Case) -> str | None:

@@ -61,8 +61,10 @@ def case_of(number: str) -> Case:
 
 def open_case(engine: Engine, subject: str = "test_life printer", sender: str = "John Smith <john@customer.test>"
               ) -> Case:
-    assert deliver(engine, make(from_=sender, subject=subject)) == replies.OK
-    return Case.select().order_by(Case.id.desc()).get()
+    reply = deliver(engine, make(from_=sender, subject=subject))
+    case = Case.select().order_by(Case.id.desc()).get()
+    assert reply == replies.stored(case.number)
+    return case
 
 
 def csr_says(engine: Engine, case: Case, body: str, *, csr: str = JANE, files=()) -> replies.Reply:
@@ -101,7 +103,7 @@ def test_statuses_from_first_mail_to_close(engine: Engine) -> None:
     case = case_of(case.number)
     assert case.status == "in_progress"
     assert pending_timers(case) == ["autoclose", "remind"]
-    assert csr_says(engine, case, "#close\n\nAll fixed, goodbye.\n") == replies.OK
+    assert csr_says(engine, case, "#close\n\nAll fixed, goodbye.\n") == replies.stored(case.number)
     case = case_of(case.number)
     assert case.status == "closed" and case.closed is not None
     assert pending_timers(case) == []
@@ -278,8 +280,9 @@ def test_close_on_reply(engine: Engine) -> None:
 def test_new_by_mail_opens_a_case_the_customer_answers(engine: Engine) -> None:
     raw = make(from_=JANE, subject="Your order 42",
                body="#new Mary Major <mary@customer.test>\nYour order has shipped.\n")
-    assert deliver(engine, raw, client="127.0.0.1", mail_from=JANE) == replies.OK
+    reply = deliver(engine, raw, client="127.0.0.1", mail_from=JANE)
     case = Case.get()
+    assert reply == replies.stored(case.number)
     assert (case.customer_address, case.customer_name, case.assignee.address, case.status) == (
         "mary@customer.test", "Mary Major", JANE, "in_progress")
     first = parse(bytes(out("reply", to="mary@customer.test")[0].raw))

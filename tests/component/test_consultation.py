@@ -46,7 +46,7 @@ def test_consult_answer_reaches_the_csr_only(depts: Engine) -> None:
     body = text_of(parse(bytes(ask.raw)))
     assert ask.recipients == LEGAL and "May we refund without a receipt?" in body
     assert "my printer is on fire" in body and "He may sue" not in body  # history, never notes
-    assert dept_answers(engine, LEGAL, "Yes, up to 100 EUR.\n") == replies.OK
+    assert dept_answers(engine, LEGAL, "Yes, up to 100 EUR.\n") == replies.stored(case.number)
     case = Case.get_by_id(case.id)
     assert case.status == "in_progress"
     note = out("notify")[-1]

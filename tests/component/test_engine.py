@@ -48,8 +48,9 @@ def outgoing(kind: str | None = None) -> list[Message]:
 def test_new_case_ack_and_notification(engine: Engine) -> None:
     raw = make(from_="John Smith <john@customer.test>", subject="test_new_case printer",
                files=[("photo.jpg", "image/jpeg", b"\xff\xd8jpegdata")])
-    assert deliver(engine, raw) == replies.OK
+    reply = deliver(engine, raw)
     case = Case.get()
+    assert reply == replies.stored(case.number) and str(reply) == f"250 2.0.0 Ok: {case.number}"
     assert re.fullmatch(r"CS\d{7}", case.number)
     assert (case.customer_address, case.customer_name, case.status) == (
         "john@customer.test", "John Smith", "received")
@@ -81,8 +82,11 @@ def test_new_case_ack_and_notification(engine: Engine) -> None:
 
 def test_same_delivery_twice_makes_one_case(engine: Engine) -> None:
     raw = make(from_="john@customer.test", subject="test_duplicate")
-    assert deliver(engine, raw) == replies.OK
-    assert deliver(engine, raw) == replies.OK_DUPLICATE
+    first = deliver(engine, raw)
+    number = Case.get().number
+    assert first == replies.stored(number)
+    again = deliver(engine, raw)
+    assert again == replies.duplicate(number) and again.text == f"Ok: {number} (already stored)"
     assert Case.select().count() == 1
     assert len(outgoing("ack")) == 1 and DeliveryRow.select().count() == 1
 
@@ -90,8 +94,9 @@ def test_same_delivery_twice_makes_one_case(engine: Engine) -> None:
 def _open_case(engine: Engine, **kw) -> tuple[Case, Message]:
     raw = make(from_=kw.pop("from_", "José Núñez <jose@customer.test>"),
                subject=kw.pop("subject", "test_reply Ünïcödé"), **kw)
-    assert deliver(engine, raw) == replies.OK
+    reply = deliver(engine, raw)
     case = Case.select().order_by(Case.id.desc()).get()
+    assert reply == replies.stored(case.number)
     return case, outgoing("notify")[-1]
 
 
@@ -108,7 +113,7 @@ def test_csr_reply_reaches_customer_with_greeting_signature_and_thread(engine: E
         files=[("manual.pdf", "application/pdf", b"%PDF-1.4 x")],
     )
     assert deliver(engine, reply, client="127.0.0.1", rcpt=f"support+{case.number}@example.com",
-                   mail_from="jane@example.com") == replies.OK
+                   mail_from="jane@example.com") == replies.stored(case.number)
     out = parse(bytes(outgoing("reply")[-1].raw))
     assert out["To"] == "jose@customer.test"
     assert out["Subject"] == f"Re: [Case #{case.number}] test_reply Ünïcödé"
@@ -131,9 +136,10 @@ def test_forged_csr_from_outside_is_a_customer(engine: Engine) -> None:
     case, _note = _open_case(engine)
     forged = make(from_="Jane Doe <jane@example.com>", subject=f"[Case #{case.number}] refund",
                   body="Send me all the data.\n", to=f"support+{case.number}@example.com")
-    assert deliver(engine, forged, client="127.0.0.2", rcpt=f"support+{case.number}@example.com") == replies.OK
+    reply = deliver(engine, forged, client="127.0.0.2", rcpt=f"support+{case.number}@example.com")
     assert outgoing("reply") == []
     new = Case.select().order_by(Case.id.desc()).get()
+    assert reply == replies.stored(new.number) and new.number != case.number
     assert new.id != case.id and new.customer_address == "jane@example.com"
     assert Event.select().where((Event.case == new) & (Event.kind == "mentions")).count() == 1
     # The new case's notification does not carry the old case's history.
@@ -146,7 +152,7 @@ def test_customer_reply_by_message_id_appends_and_reopens(engine: Engine) -> Non
     engine.store.touch(case, status="closed")
     again = make(from_="jose@customer.test", subject="Re: whatever", body="Still broken.\n",
                  in_reply_to=ack.message_id, references=[ack.message_id])
-    assert deliver(engine, again) == replies.OK
+    assert deliver(engine, again) == replies.stored(case.number)
     case = Case.get_by_id(case.id)
     assert case.status == "reopened" and Case.select().count() == 1
     kinds = [(e.kind, e.detail) for e in engine.store.events(case)]
@@ -159,29 +165,31 @@ def test_customer_reply_by_message_id_appends_and_reopens(engine: Engine) -> Non
 
 def test_tag_from_participant_joins_tag_from_stranger_does_not(engine: Engine) -> None:
     case, _ = _open_case(engine)
-    assert deliver(engine, make(from_="jose@customer.test", subject=f"Case:{case.number} more")) == replies.OK
+    assert deliver(engine, make(from_="jose@customer.test", subject=f"Case:{case.number} more")) == replies.stored(case.number)
     assert Case.select().count() == 1
-    assert deliver(engine, make(from_="eve@evil.test", subject=f"[Case #{case.number}] hi")) == replies.OK
+    reply = deliver(engine, make(from_="eve@evil.test", subject=f"[Case #{case.number}] hi"))
     assert Case.select().count() == 2
+    assert reply == replies.stored(Case.select().order_by(Case.id.desc()).get().number) != replies.stored(case.number)
     assert engine.store.participants(case) == {"jose@customer.test"}
-    assert deliver(engine, make(from_="jose@customer.test", subject="[Case #CS9999999] x")) == replies.OK
+    reply = deliver(engine, make(from_="jose@customer.test", subject="[Case #CS9999999] x"))
     assert Case.select().count() == 3
+    assert reply == replies.stored(Case.select().order_by(Case.id.desc()).get().number)
 
 
 def test_automatic_mail_gets_no_acknowledgement(engine: Engine) -> None:
     raw = make(from_="robot@customer.test", subject="test_auto Out of office",
                headers={"Auto-Submitted": "auto-replied"})
-    assert deliver(engine, raw) == replies.OK
+    assert deliver(engine, raw) == replies.stored(Case.get().number)
     assert outgoing("ack") == []
     assert Message.get(Message.direction == "in").automatic
     bounce = make(from_="MAILER-DAEMON@mx.test", subject="Undelivered Mail Returned to Sender")
-    assert deliver(engine, bounce, mail_from="") == replies.OK
+    assert deliver(engine, bounce, mail_from="") == replies.OK  # no case: the plain Ok
     assert Case.select().count() == 1  # a bounce never opens a case
     assert outgoing("ack") == []
 
 
 def test_noreply_sender_gets_no_acknowledgement(engine: Engine) -> None:
-    assert deliver(engine, make(from_="no-reply@shop.test", subject="test_noreply")) == replies.OK
+    assert deliver(engine, make(from_="no-reply@shop.test", subject="test_noreply")) == replies.stored(Case.get().number)
     assert Case.select().count() == 1 and outgoing("ack") == []
 
 
@@ -246,13 +254,14 @@ def test_blacklisted_sender_is_discarded_unstored_and_unanswered(engine: Engine)
     assert deliver(engine, make(from_="nice@customer.test", subject="CASINO")) == replies.OK_DISCARDED
     assert Message.select().count() == 0 and Case.select().count() == 0
     assert {d.outcome for d in DeliveryRow.select()} == {"discarded_blacklist"}
-    assert deliver(engine, make(from_="nice@customer.test", subject="hello")) == replies.OK
+    assert deliver(engine, make(from_="nice@customer.test", subject="hello")) == replies.stored(Case.get().number)
 
 
 def test_rate_cap_on_acknowledgements(engine: Engine) -> None:
     engine.store.set_setting("autoreply_per_recipient", "2")
     for i in range(3):
-        assert deliver(engine, make(from_="flood@customer.test", subject=f"test_cap {i}")) == replies.OK
+        reply = deliver(engine, make(from_="flood@customer.test", subject=f"test_cap {i}"))
+        assert reply == replies.stored(Case.select().order_by(Case.id.desc()).get().number)
     assert len(outgoing("ack")) == 2 and Case.select().count() == 3
     assert Event.select().where(Event.kind == "no_ack").get().detail.startswith("rate cap")
 
@@ -290,7 +299,7 @@ def test_csr_blacklist_command(engine: Engine) -> None:
     case, note = _open_case(engine, from_="troll@customer.test")
     cmd = make(from_="jane@example.com", subject=f"Re: [Case #{case.number}]",
                body="#blacklist\n", in_reply_to=note.message_id)
-    assert deliver(engine, cmd, client="127.0.0.1") == replies.OK
+    assert deliver(engine, cmd, client="127.0.0.1") == replies.stored(case.number)
     assert [(e.pattern, e.subject) for e in engine.store.blacklist()] == [("troll@customer.test", None)]
     assert outgoing("reply") == []
     # From a customer (or a forged CSR) the same words are just text.
@@ -350,7 +359,7 @@ def test_verp_bounce_lands_on_its_case_and_opens_none(engine: Engine) -> None:
            b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.test\r\n\r\n"
            b"Final-Recipient: rfc822; jose@customer.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
            b"Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n--b--\r\n")
-    assert deliver(engine, dsn, rcpt=ack_row.mail_from, mail_from="") == replies.OK
+    assert deliver(engine, dsn, rcpt=ack_row.mail_from, mail_from="") == replies.stored(case.number)
     assert Case.select().count() == 1
     failed = Event.get(Event.kind == "delivery_failed")
     assert failed.case_id == case.id and "5.1.1" in failed.detail and "ack to jose" in failed.detail
@@ -371,7 +380,7 @@ def test_html_only_mail_from_outlook_and_gmail(engine: Engine) -> None:
         '<br>Old notification text</div></body></html>')
     reply = make(from_="Jane Doe <jane@example.com>", subject=f"RE: [Case #{case.number}]",
                  body="", html=outlook, in_reply_to=note.message_id)
-    assert deliver(engine, reply, client="127.0.0.1") == replies.OK
+    assert deliver(engine, reply, client="127.0.0.1") == replies.stored(case.number)
     text = text_of(parse(bytes(outgoing("reply")[-1].raw)))
     assert text.startswith("Hello Ana,\n\nYour parcel left today.")
     assert "Old notification text" not in text and "divRplyFwdMsg" not in text
@@ -399,7 +408,7 @@ def test_html_only_mail_from_outlook_and_gmail(engine: Engine) -> None:
 ], ids=["eai", "crlf-filename", "nul", "too-long"])
 def test_hostile_input_is_stored_not_deferred(engine: Engine, raw: bytes) -> None:
     reply = deliver(engine, raw)
-    assert reply == replies.OK, reply
+    assert reply == replies.stored(Case.get().number), reply
     assert bytes(Message.get(Message.direction == "in").raw) == raw
     assert len(outgoing("notify")) == 1
 
@@ -441,14 +450,14 @@ def test_plus_address_and_base_address_are_one_delivery(engine: Engine) -> None:
     case, _ = _open_case(engine)
     raw = make(from_="jose@customer.test", subject=f"[Case #{case.number}] more",
                to=f"support@example.com, support+{case.number}@example.com")
-    assert deliver(engine, raw, rcpt="support@example.com") == replies.OK
-    assert deliver(engine, raw, rcpt=f"support+{case.number}@example.com") == replies.OK_DUPLICATE
+    assert deliver(engine, raw, rcpt="support@example.com") == replies.stored(case.number)
+    assert deliver(engine, raw, rcpt=f"support+{case.number}@example.com") == replies.duplicate(case.number)
     assert Message.select().where((Message.direction == "in") & (Message.case == case)).count() == 2
 
 
 def test_no_from_address_falls_back_to_the_envelope_sender(engine: Engine) -> None:
     raw = b"To: support@example.com\r\nSubject: test_no_from\r\n\r\nwho am I\r\n"
-    assert deliver(engine, raw, mail_from="real@customer.test") == replies.OK
+    assert deliver(engine, raw, mail_from="real@customer.test") == replies.stored(Case.get().number)
     assert Case.get().customer_address == "real@customer.test"
     assert parse(bytes(outgoing("ack")[0].raw))["To"] == "real@customer.test"
 

@@ -71,7 +71,7 @@ def related_with_cid_image(subject: str) -> bytes:
 
 def test_every_file_is_captured_listed_and_returned_byte_for_byte(engine: Engine, store_url: str,
                                                                   tmp_path: Path) -> None:
-    assert deliver(engine, related_with_cid_image("test_files screenshot")) == replies.OK
+    assert deliver(engine, related_with_cid_image("test_files screenshot")) == replies.stored("CS0000001")
     case = Case.get()
     history = engine.store.case_history(case)
     files = {f["name"]: f for f in history["files"]}
@@ -108,7 +108,7 @@ def test_a_file_over_the_limit_stays_stored_and_the_csr_is_told(store_url: str) 
         raw = make(from_="ann@customer.test", subject="test_file_limits",
                    files=[("small.txt", "text/plain", b"s" * 500),
                           ("big.bin", "application/octet-stream", b"b" * 2500)])
-        assert deliver(engine, raw) == replies.OK
+        assert deliver(engine, raw) == replies.stored("CS0000001")
         note = outgoing("notify")[0]
         assert attachment_names(note) == ["small.txt"]
         body = text_of(note)
@@ -118,7 +118,7 @@ def test_a_file_over_the_limit_stays_stored_and_the_csr_is_told(store_url: str) 
         raw2 = make(from_="ann@customer.test", subject=f"Re: [Case #{Case.get().number}] test_file_limits",
                     files=[("second.bin", "application/octet-stream", b"x" * 1900),
                            ("third.bin", "application/octet-stream", b"y" * 700)])
-        assert deliver(engine, raw2, qid="QID2") == replies.OK
+        assert deliver(engine, raw2, qid="QID2") == replies.stored("CS0000001")
         second = outgoing("notify")[-1]
         assert attachment_names(second) == []
         assert "the case's files are over 3.0 kB together" in text_of(second)
@@ -140,7 +140,7 @@ def csr_answer(engine: Engine, case: Case, text: str, qid: str) -> replies.Reply
 
 
 def test_a_cc_on_a_later_message_joins_gets_the_answer_and_may_write(engine: Engine) -> None:
-    assert deliver(engine, make(from_="Ann <ann@customer.test>", subject="test_cc printer")) == replies.OK
+    assert deliver(engine, make(from_="Ann <ann@customer.test>", subject="test_cc printer")) == replies.stored("CS0000001")
     case = Case.get()
     ack = outgoing("ack")[0]
     second = make(from_="Ann <ann@customer.test>", subject=f"Re: {ack['Subject']}",
@@ -148,13 +148,13 @@ def test_a_cc_on_a_later_message_joins_gets_the_answer_and_may_write(engine: Eng
                   headers={"Cc": "Carol <carol@customer.test>, jane@example.com, "
                                  "support+x@example.com, noreply@customer.test"},
                   in_reply_to=ack["Message-ID"], references=[ack["Message-ID"]])
-    assert deliver(engine, second, qid="QID2") == replies.OK
+    assert deliver(engine, second, qid="QID2") == replies.stored("CS0000001")
     people = {p.address: p.role for p in Participant.select().where(Participant.case == case)}
     assert people == {"ann@customer.test": "customer", "carol@customer.test": "cc"}
     note = text_of(outgoing("notify")[-1])
     assert "Also taking part" in note and "carol@customer.test" in note
 
-    assert csr_answer(engine, case, "A technician comes on Monday.\n", "QID3") == replies.OK
+    assert csr_answer(engine, case, "A technician comes on Monday.\n", "QID3") == replies.stored("CS0000001")
     reply = outgoing("reply")[-1]
     assert reply["To"] == "ann@customer.test" and reply["Cc"] == "carol@customer.test"
     envelope = Message.select().where(Message.kind == "reply").get().outbox.get().rcpt_to
@@ -163,14 +163,14 @@ def test_a_cc_on_a_later_message_joins_gets_the_answer_and_may_write(engine: Eng
     carol = make(from_="carol@customer.test", subject=f"Re: {reply['Subject']}",
                  body="Monday is fine for me.\n", in_reply_to=reply["Message-ID"],
                  references=[reply["Message-ID"]])
-    assert deliver(engine, carol, qid="QID4") == replies.OK
+    assert deliver(engine, carol, qid="QID4") == replies.stored("CS0000001")
     assert Case.select().count() == 1
     last = Message.select().where(Message.direction == "in").order_by(Message.id.desc()).get()
     assert (last.case_id, last.kind, last.sender) == (case.id, "customer", "carol@customer.test")
 
     engine.store.set_pool("default", cc_participants=False)
     engine._cached_directory = None
-    assert csr_answer(engine, case, "Off the list now.\n", "QID5") == replies.OK
+    assert csr_answer(engine, case, "Off the list now.\n", "QID5") == replies.stored("CS0000001")
     assert outgoing("reply")[-1]["Cc"] is None
 
 
@@ -180,12 +180,12 @@ def test_a_stranger_with_the_tag_does_not_add_participants_and_the_cap_holds(sto
         engine.store.set_pool("default", max_participants=2)
         first = make(from_="ann@customer.test", subject="test_cap",
                      headers={"Cc": "a@c.test, b@c.test, c@c.test"})
-        assert deliver(engine, first) == replies.OK
+        assert deliver(engine, first) == replies.stored("CS0000001")
         case = Case.get()
         assert engine.store.participants(case) == {"ann@customer.test", "a@c.test", "b@c.test"}
         stranger = make(from_="eve@evil.test", subject=f"[Case #{case.number}] me too",
                         headers={"Cc": "mallory@evil.test"})
-        assert deliver(engine, stranger, qid="QID2") == replies.OK
+        assert deliver(engine, stranger, qid="QID2") == replies.stored("CS0000002")
         assert engine.store.participants(case) == {"ann@customer.test", "a@c.test", "b@c.test"}
         assert Case.select().count() == 2  # the stranger got a case of their own
     finally:
@@ -253,10 +253,10 @@ def test_a_product_from_a_subject_keyword_or_the_mailbox(engine: Engine, store_u
     store.add_product("Invoices", mailbox="billing@example.com")
     fresh(engine)
     assert deliver(engine, make(from_="ann@customer.test", subject="test_product my rt-100 blinks")) \
-        == replies.OK
+        == replies.stored("CS0000001")
     assert deliver(engine, make(from_="bob@customer.test", subject="invoice 7"),
-                   rcpt="billing@example.com", qid="QID2") == replies.OK
-    assert deliver(engine, make(from_="cy@customer.test", subject="hello"), qid="QID3") == replies.OK
+                   rcpt="billing@example.com", qid="QID2") == replies.stored("CS0000002")
+    assert deliver(engine, make(from_="cy@customer.test", subject="hello"), qid="QID3") == replies.stored("CS0000003")
     assert [c.product for c in Case.select().order_by(Case.id)] == ["Router", "Invoices", ""]
     first = Case.select().order_by(Case.id).first()
     assert "Product:   Router" in text_of(outgoing("notify")[0])
@@ -288,7 +288,7 @@ def test_subject_prefix_reject_and_hold(engine: Engine, store_url: str, tmp_path
     assert deliver(engine, auto, qid="QID2a") == replies.OK
     assert len(outgoing("refused")) == 1 and Case.select().count() == 0
     assert deliver(engine, make(from_="ann@customer.test", subject="[order] 42 is late"), qid="QID3") \
-        == replies.OK
+        == replies.stored("CS0000001")
     assert Case.select().count() == 1
 
     # reject unknown senders: Ann is known now (her case), Zed is not
@@ -296,14 +296,14 @@ def test_subject_prefix_reject_and_hold(engine: Engine, store_url: str, tmp_path
     fresh(engine)
     assert deliver(engine, make(from_="zed@new.test", subject="hi"), qid="QID4") == replies.OK
     assert Case.select().count() == 1 and "could not" in text_of(outgoing("refused")[-1])
-    assert deliver(engine, make(from_="ann@customer.test", subject="another thing"), qid="QID5") == replies.OK
+    assert deliver(engine, make(from_="ann@customer.test", subject="another thing"), qid="QID5") == replies.stored("CS0000002")
     assert Case.select().count() == 2
 
     # hold: the case waits, the CSR is told, #accept acknowledges, #reject refuses
     store.set_mailbox_intake("support@example.com", unknown_policy="hold")
     fresh(engine)
-    assert deliver(engine, make(from_="yan@new.test", subject="held one"), qid="QID6") == replies.OK
-    assert deliver(engine, make(from_="xi@new.test", subject="held two"), qid="QID7") == replies.OK
+    assert deliver(engine, make(from_="yan@new.test", subject="held one"), qid="QID6") == replies.stored("CS0000003")
+    assert deliver(engine, make(from_="xi@new.test", subject="held two"), qid="QID7") == replies.stored("CS0000004")
     held = list(Case.select().where(Case.status == "held").order_by(Case.id))
     assert [c.customer_address for c in held] == ["yan@new.test", "xi@new.test"]
     assert "#accept opens it" in text_of(outgoing("notify")[-1])
@@ -322,7 +322,7 @@ def test_subject_prefix_reject_and_hold(engine: Engine, store_url: str, tmp_path
     assert not outgoing("survey")
 
     # the same from the shell (last: the CLI's connection stays open in this process)
-    assert deliver(engine, make(from_="wu@new.test", subject="held three"), qid="QID8") == replies.OK
+    assert deliver(engine, make(from_="wu@new.test", subject="held three"), qid="QID8") == replies.stored("CS0000005")
     third = Case.select().order_by(Case.id.desc()).get()
     runner, base = CliRunner(), cli_base(store_url, tmp_path)
     done = runner.invoke(cli.main, [*base, "case", "accept", third.number, "--csr", "jane@example.com",

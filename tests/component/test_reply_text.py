@@ -43,7 +43,7 @@ def open_case(engine: Engine, subject: str) -> Case:
     raw = make(from_="Anna Nowak <anna@customer.test>", subject=subject,
                body="My kettle broke after two days.\n")
     assert deliver(engine, raw, client="127.0.0.2", rcpt=SUPPORT,
-                   mail_from="anna@customer.test") == replies.OK
+                   mail_from="anna@customer.test") == replies.stored("CS0000001")
     return Case.select().order_by(Case.id.desc()).get()
 
 
@@ -52,7 +52,7 @@ def csr_answer(engine: Engine, case: Case, body: str) -> str:
     raw = make(from_="Jane Doe <jane@example.com>", to=plus,
                subject=f"Re: [Case #{case.number}] answer", body=body)
     assert deliver(engine, raw, client="127.0.0.1", rcpt=plus,
-                   mail_from="jane@example.com") == replies.OK
+                   mail_from="jane@example.com") == replies.stored("CS0000001")
     return text_of(parse(bytes(outgoing("reply")[-1].raw)))
 
 
@@ -98,7 +98,7 @@ def test_customer_reply_quotes_are_cut_for_the_csr(engine: Engine) -> None:
     raw = make(from_="Anna Nowak <anna@customer.test>", to=plus, subject=f"Re: {answer['Subject']}",
                body=body, in_reply_to=answer["Message-ID"], references=[answer["Message-ID"]])
     assert deliver(engine, raw, client="127.0.0.2", rcpt=plus,
-                   mail_from="anna@customer.test") == replies.OK
+                   mail_from="anna@customer.test") == replies.stored("CS0000001")
     stored = Message.select().where((Message.direction == "in") & (Message.kind == "customer")
                                     ).order_by(Message.id.desc()).get()
     assert bytes(stored.raw) == raw  # the raw message, whole
@@ -124,6 +124,6 @@ def test_first_message_keeps_a_forwarded_history(engine: Engine) -> None:
     raw = make(from_="Anna Nowak <anna@customer.test>", subject="test_first_message_forward",
                body=body)
     assert deliver(engine, raw, client="127.0.0.2", rcpt=SUPPORT,
-                   mail_from="anna@customer.test") == replies.OK
+                   mail_from="anna@customer.test") == replies.stored("CS0000001")
     note = text_of(parse(bytes(outgoing("notify")[-1].raw)))
     assert "Your order 12345 is cancelled." in note

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from casestore.models import MODELS
+from casestore.models import MODELS, Message
 from casestore.store import Store, StoreError
 from rules import replies
 from smtpd_hook.engine import Delivery, Engine
@@ -37,7 +37,8 @@ def _deliver(engine: Engine, n: int) -> None:
                files=[(f"scan{n}.bin", "application/octet-stream", data)])
     reply = engine.process(Delivery(mail_from=f"c{n}@customer.test", rcpt_tos=("support@example.com",),
                                     data=raw, client_addr="192.0.2.1", queue_id=f"B{n}"))
-    assert reply == replies.OK, reply
+    stored = Message.get((Message.queue_id == f"B{n}") & (Message.direction == "in"))
+    assert reply == replies.stored(stored.case.number), reply
 
 
 @pytest.fixture

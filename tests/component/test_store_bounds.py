@@ -41,8 +41,9 @@ def test_an_idna_from_longer_than_its_column_is_stored(engine: Engine) -> None:
            "Subject: test_store_bounds idna\r\nMessage-ID: <idn@client.test>\r\n"
            "Content-Type: text/plain; charset=utf-8\r\n\r\nHello.\r\n").encode()
     assert len(IDN_FROM) < 400 and len(ascii_domain(IDN_FROM)) > 400
-    assert _deliver(engine, raw, "bounce@client.test", "QIDN") == replies.OK
+    reply = _deliver(engine, raw, "bounce@client.test", "QIDN")
     stored = Message.get(Message.direction == "in")
+    assert reply == replies.stored(stored.case.number)
     assert bytes(stored.raw) == raw and len(stored.sender) == 320
     assert stored.sender.startswith("x" * 40 + "@xn--")
     case = Case.get()
@@ -55,14 +56,15 @@ def test_a_390_character_envelope_sender_without_from_is_stored(engine: Engine) 
     assert len(sender) == 390
     raw = (b"To: support@example.com\r\nSubject: test_store_bounds no From\r\n"
            b"Message-ID: <" + b"m" * 1200 + b"@client.test>\r\n\r\nHello.\r\n")
-    assert _deliver(engine, raw, sender, "Q390") == replies.OK
+    reply = _deliver(engine, raw, sender, "Q390")
     stored = Message.get(Message.direction == "in")
+    assert reply == replies.stored(stored.case.number)
     assert bytes(stored.raw) == raw
     # A Message-ID longer than a header line may be is no Message-ID (rules.inbound).
     assert stored.sender == sender[:320] and stored.message_id == ""
     assert Delivery.get().queue_id == "Q390"
     # Postfix hands it over again: the duplicate check still finds it.
-    assert _deliver(engine, raw, sender, "Q390") == replies.OK_DUPLICATE
+    assert _deliver(engine, raw, sender, "Q390") == replies.duplicate(stored.case.number)
     assert Message.select().where(Message.direction == "in").count() == 1
 
 
