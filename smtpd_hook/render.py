@@ -21,7 +21,9 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
+from rules.headerclasses import CachedHeaderRegistry
+
+SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998, header_factory=CachedHeaderRegistry())
 
 
 @dataclass(frozen=True)
