@@ -52,6 +52,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -584,7 +585,10 @@ def seed_store(url: str, cases: int, args: argparse.Namespace) -> None:
     if not script.exists():
         raise SystemExit("--seed-cases needs bench/seed.py")
     progress(args, f"seeding {cases} cases ...")
-    subprocess.run([sys.executable, str(script), "--store", url, "--cases", str(cases)], check=True)
+    started = time.monotonic()
+    subprocess.run([sys.executable, str(script), "--store", url, "--cases", str(cases),
+                    "--messages-per-case", str(args.seed_messages_per_case)], check=True)
+    progress(args, f"seeded {cases} cases in {time.monotonic() - started:.0f} s")
 
 
 def start_py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
@@ -756,6 +760,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="one run per count, each on a store seeded with that many cases by "
         "bench/seed.py first (e.g. 1000,1000000 for the flat-cost target)",
     )
+    p.add_argument("--seed-messages-per-case", type=int, default=3,
+                   help="messages per seeded case (bench/seed.py's default 3)")
     p.add_argument("--latency-rate", type=float, default=50.0,
                    help="the moderate rate of phases (r) and (q), msg/s (default 50)")
     p.add_argument("--latency-messages", type=int, default=500,
