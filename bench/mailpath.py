@@ -701,14 +701,15 @@ def targets(results: Sequence[Result]) -> list[Target]:
     for r in results:
         tag = r.store + (f", {r.seeded_cases} seeded" if r.seeded_cases else "")
         a, c = r.phase("a"), r.phase("c")
+        burst = r.burst_sessions_peak
         out += [
             Target("replies / null filter (a/b)", r.ratio_a_b, 0.7, "x", True, tag),
             Target("new cases / null filter (c/b)", r.ratio_c_b, 0.5, "x", True, tag),
             Target("CPU per reply", a.casegate_cpu_ms if a else None, 5.0, "ms", False, tag),
             Target("CPU per new case", c.casegate_cpu_ms if c else None, 7.0, "ms", False, tag),
             Target("p99 added latency at the moderate rate (r - q)", r.added_p99_ms, 50.0, "ms", False, tag),
-            Target(f"peak RSS with {r.sessions if r.burst_sessions_peak is None else r.burst_sessions_peak}"
-                   " concurrent sessions (s)", r.burst_peak_rss_mb, 150.0, "MB", False, tag),
+            Target(f"peak RSS with {'--burst-sessions' if burst is None else burst} concurrent sessions (s)",
+                   r.burst_peak_rss_mb, 150.0, "MB", False, tag),
         ]
     plain = [r for r in results if not r.seeded_cases]
     lite = next((r for r in plain if r.store == "sqlite"), None)
