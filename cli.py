@@ -76,7 +76,8 @@ class Config:
 CONFIG_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"store", "secret", "case_prefix", "organization", "templates_dir", "serve",
                    "milter", "dkim", "files", "log"}),
-    "serve": frozenset({"listen", "reinject", "trusted_networks", "milter", "milter_stamps", "tick"}),
+    "serve": frozenset({"listen", "reinject", "trusted_networks", "milter", "milter_stamps", "tick",
+                        "outbox_lease"}),
     "milter": frozenset({"listen", "rate"}),
     "dkim": frozenset({"verify", "domain", "selector", "key"}),
     "files": frozenset({"message_max", "case_max"}),
@@ -1400,6 +1401,15 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
             raise click.BadParameter(str(exc), param_hint="--tick") from None
         if not tick_seconds:
             raise click.BadParameter("the tick must be at least 1s", param_hint="--tick")
+        # How long an outgoing message stays leased to the host sending it: after
+        # a crash another host sharing the store sends it once this ran out.
+        lease_text = str(conf.get("outbox_lease", "120s"))
+        try:
+            outbox_lease = parse_duration(lease_text, allow_off=False)
+        except ValueError as exc:
+            raise click.BadParameter(f"[serve] outbox_lease: {exc}") from None
+        if not outbox_lease:
+            raise click.BadParameter("[serve] outbox_lease must be at least 1s")
         settings = Settings(
             secret=cfg.secret,
             case_prefix=cfg.case_prefix,
@@ -1409,6 +1419,7 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
             reinject_host=reinject_at[0],
             reinject_port=reinject_at[1],
             tick_seconds=float(tick_seconds),
+            outbox_lease_seconds=int(outbox_lease),
             # With the milter in front (here, or `casegate milter` with
             # milter_stamps = true), a client address counts only from its stamp.
             require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),

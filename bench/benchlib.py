@@ -332,3 +332,44 @@ def terminate_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+# -- concurrency ---------------------------------------------------------------
+
+
+def established_to(port: int) -> int:
+    """How many established TCP connections have ``port`` as their local port
+    (IPv4, /proc/net/tcp): the SMTP sessions a listener holds right now."""
+    want = f":{port:04X}"
+    count = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1].endswith(want) and fields[3] == "01":  # 01 = ESTABLISHED
+                count += 1
+    return count
+
+
+class PeakSessions:
+    """Samples :func:`established_to` in a thread; ``peak`` is the most seen."""
+
+    def __init__(self, port: int, interval: float = 0.01) -> None:
+        self.port = port
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-sessions", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, established_to(self.port))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakSessions:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

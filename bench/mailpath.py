@@ -1,7 +1,9 @@
 """The mail path through a private Postfix: casegate against a null filter.
 
     .venv/bin/python bench/mailpath.py [--messages N] [--sessions S] [--size BYTES]
-                                       [--store URL] [--rate MSG_PER_S] [--py-spy FILE] [--json]
+                                       [--store URL [--store URL]] [--seed-cases N,M]
+                                       [--rate MSG_PER_S] [--latency-rate R] [--burst-sessions B]
+                                       [--py-spy FILE] [--json]
 
 One run starts a capture sink, a private Postfix built from contrib/postfix/
 (support@example.com supervised) and ``casegate serve`` on a fresh store
@@ -19,6 +21,17 @@ with one CSR, then measures three phases with the same N, S and body size:
     stopped, the null filter on the same port): each message passes the
     filter once, is re-injected to support@example.com.reinjected.test and
     reaches the sink. Latency: MAIL FROM to the arrival at the sink.
+(r), (q) the first --latency-messages replies again at a moderate
+    --latency-rate (50 msg/s), through casegate (r) and the null filter (q):
+    p99(r) - p99(q) is the latency casegate adds.
+(s) a burst of new cases over --burst-sessions (100) sessions, with Postfix
+    allowed as many connections to casegate: the most sessions casegate held
+    at once (/proc/net/tcp) and its peak RSS after it.
+
+At the end a table holds every target of issue 12 with its ratio and a
+PASS/short mark. ``--store`` given twice (``sqlite`` and a PostgreSQL URL)
+gives the PostgreSQL/SQLite target; ``--seed-cases 1000,1000000`` one run per
+count on a store seeded by bench/seed.py, for the flat-cost target.
 
 Throughput is N / (last awaited arrival - first MAIL FROM). It prints a/b,
 casegate's peak memory (VmHWM of the ``serve`` process at the end of (c)+(a))
@@ -39,6 +52,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +63,7 @@ from urllib.parse import urlparse
 import benchlib  # noqa: F401 - puts the repository root on sys.path
 from benchlib import (
     HostCpu,
+    PeakSessions,
     Submission,
     cpu_seconds,
     machine,
@@ -105,7 +120,7 @@ def body(size: int, first_line: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def new_case_messages(n: int, size: int) -> list[Submission]:
+def new_case_messages(n: int, size: int, first: int = 0) -> list[Submission]:
     return [
         Submission(
             key=i,
@@ -117,7 +132,7 @@ def new_case_messages(n: int, size: int) -> list[Submission]:
                 body=body(size, "Hello, our printer is broken."),
             ),
         )
-        for i in range(n)
+        for i in range(first, first + n)
     ]
 
 
@@ -128,15 +143,16 @@ class Ack:
     subject: str
 
 
-def reply_messages(acks: dict[int, Ack], size: int) -> list[Submission]:
+def reply_messages(acks: dict[int, Ack], size: int, limit: int | None = None,
+                   first_line: str = "Thank you, here is more about it.") -> list[Submission]:
     """Each customer answers their acknowledgement, as a mail client would."""
     out = []
-    for i, ack in sorted(acks.items()):
+    for i, ack in sorted(acks.items())[:limit]:
         data = make(
             from_=f"Customer {i} <{customer(i)}>",
             to=ack.reply_to,
             subject="Re: " + ack.subject,
-            body=body(size, "Thank you, here is more about it."),
+            body=body(size, first_line),
             in_reply_to=ack.message_id,
             references=[ack.message_id],
         )
@@ -337,17 +353,28 @@ class Result:
     size: int
     store: str
     rate: float | None = None
+    seeded_cases: int = 0
     phases: list[Phase] = field(default_factory=list)
     ratio_a_b: float | None = None
-    casegate_peak_rss_mb: float | None = None
+    ratio_c_b: float | None = None
+    casegate_peak_rss_mb: float | None = None  # VmHWM at the end of (c)+(a)
     casegate_rss_mb: float | None = None
+    burst_sessions_peak: int | None = None  # most SMTP sessions casegate held at once in (s)
+    burst_peak_rss_mb: float | None = None  # VmHWM after (s)
+    added_p99_ms: float | None = None  # (r) p99 - (q) p99: casegate's added latency at --latency-rate
     store_mb: float | None = None
     casegate_log_warnings: int = 0
     deferred_in_maillog: int = 0
     machine: dict[str, Any] = field(default_factory=dict)
 
+    def phase(self, name: str) -> Phase | None:
+        return next((p for p in self.phases if p.name == name), None)
 
-def run(args: argparse.Namespace) -> Result:
+
+BURST_FIRST = 500_000  # customer numbers of the (s) burst: c500000@customer.test ...
+
+
+def run(args: argparse.Namespace, store_url: str | None = None, seed_cases: int = 0) -> Result:
     root = _new_root()
     sink = Sink()
     pf: PostfixInstance | None = None
@@ -355,7 +382,7 @@ def run(args: argparse.Namespace) -> Result:
     nf: NullFilter | None = None
     store: StoreUnderTest | None = None
     spy: subprocess.Popen[bytes] | None = None
-    result = Result(args.messages, args.sessions, args.size, "?", args.rate, machine=machine())
+    result = Result(args.messages, args.sessions, args.size, "?", args.rate, seed_cases, machine=machine())
     try:
         sink.start()
         smtpd_port, filter_port, reinject_port = free_ports(3, exclude=[sink.port])
@@ -367,10 +394,12 @@ def run(args: argparse.Namespace) -> Result:
             reinject_port=reinject_port,
             supervised=[SUPPORT],
         )
-        store = prepare_store(args.store, root)
+        store = prepare_store(store_url, root)
         result.store = store.kind
         cg = Casegate(root / "cg", store_url=store.url)
         cg.setup(csrs=[(CSR, "Jane Doe", "Jane Doe\\nExample Support Team")])
+        if seed_cases:
+            seed_store(store.url, seed_cases, args)
         pf.start()
         cg.start(listen_port=filter_port, reinject_port=reinject_port)
         progress(args, f"Postfix and casegate up in {root}")
@@ -378,7 +407,8 @@ def run(args: argparse.Namespace) -> Result:
         spy = start_py_spy(cg.proc.pid, args.py_spy) if args.py_spy else None
 
         n, s = args.messages, args.sessions
-        common = {"port": smtpd_port, "sessions": s, "sink": sink, "stall": args.stall, "rate": args.rate}
+        common = {"port": smtpd_port, "sink": sink, "stall": args.stall}
+        full = {**common, "sessions": s, "rate": args.rate}
 
         # (c) new cases
         phase_c, arrived = run_phase(
@@ -389,7 +419,7 @@ def run(args: argparse.Namespace) -> Result:
             latency_kind="ack",
             cpu_pid=cg.proc.pid,
             expected={(k, i) for i in range(n) for k in ("ack", "notify")},
-            **common,
+            **full,
         )
         progress(args, f"(c) {phase_c.per_second} msg/s")
         acks = {
@@ -408,7 +438,7 @@ def run(args: argparse.Namespace) -> Result:
             latency_kind="forward",
             cpu_pid=cg.proc.pid,
             expected={("forward", i) for i in range(n)},
-            **common,
+            **full,
         )
         progress(args, f"(a) {phase_a.per_second} msg/s")
         settle(pf, sink)
@@ -418,10 +448,57 @@ def run(args: argparse.Namespace) -> Result:
         vm = vm_status(cg.proc.pid)
         result.casegate_peak_rss_mb = round(vm.get("VmHWM", 0) / 1024, 1)
         result.casegate_rss_mb = round(vm.get("VmRSS", 0) / 1024, 1)
+        phases = [phase_a]
+
+        # (r) replies at a moderate rate: the latency one message sees
+        lat_n = min(args.latency_messages, n)
+        if lat_n:
+            phase_r, _ = run_phase(
+                "r",
+                f"(r) replies at {args.latency_rate:g}/s, casegate",
+                items=reply_messages(acks, args.size, lat_n, "One more thing about it."),
+                classify=classify_forward,
+                latency_kind="forward",
+                cpu_pid=cg.proc.pid,
+                expected={("forward", i) for i in sorted(acks)[:lat_n]},
+                sessions=s,
+                rate=args.latency_rate,
+                **common,
+            )
+            progress(args, f"(r) p99 {phase_r.p99_ms} ms")
+            settle(pf, sink)
+            phases.append(phase_r)
+
+        # (s) a burst of new cases over --burst-sessions sessions, Postfix
+        # allowed as many connections to casegate: its memory then
+        if args.burst_sessions:
+            bn = args.burst_messages or 3 * args.burst_sessions
+            widen_casegate_transport(pf, args.burst_sessions)
+            with PeakSessions(filter_port) as peak:
+                phase_s, _ = run_phase(
+                    "s",
+                    f"(s) new cases, {args.burst_sessions} sessions",
+                    items=new_case_messages(bn, args.size, BURST_FIRST),
+                    classify=classify_new_case,
+                    latency_kind="ack",
+                    cpu_pid=cg.proc.pid,
+                    expected={(k, i) for i in range(BURST_FIRST, BURST_FIRST + bn)
+                              for k in ("ack", "notify")},
+                    sessions=args.burst_sessions,
+                    rate=None,
+                    **common,
+                )
+            settle(pf, sink)
+            result.burst_sessions_peak = peak.peak
+            result.burst_peak_rss_mb = round(vm_status(cg.proc.pid).get("VmHWM", 0) / 1024, 1)
+            progress(args, f"(s) {peak.peak} sessions at once, peak RSS {result.burst_peak_rss_mb} MB")
+            phases.append(phase_s)
+
         result.store_mb = round(store.size_bytes() / 2**20, 1)
-        cases = cg.json("case", "list")
-        if len(cases) != n:
-            raise RuntimeError(f"expected {n} cases after (c) and (a), the store has {len(cases)}")
+        want = n + (bn if args.burst_sessions else 0)
+        cases = [] if seed_cases else cg.json("case", "list")
+        if len(cases) != want and not seed_cases:
+            raise RuntimeError(f"expected {want} cases after the casegate phases, the store has {len(cases)}")
         result.casegate_log_warnings = sum(
             1 for line in cg.log().splitlines() if " WARNING " in line or " ERROR " in line
         )
@@ -436,13 +513,31 @@ def run(args: argparse.Namespace) -> Result:
             classify=classify_passed,
             latency_kind="passed",
             expected={("passed", i) for i in range(n)},
-            **common,
+            **full,
         )
         progress(args, f"(b) {phase_b.per_second} msg/s")
         settle(pf, sink)
+        phases.append(phase_b)
+        if lat_n:
+            phase_q, _ = run_phase(
+                "q",
+                f"(q) replies at {args.latency_rate:g}/s, null filter",
+                items=reply_messages(acks, args.size, lat_n, "One more thing about it."),
+                classify=classify_passed,
+                latency_kind="passed",
+                expected={("passed", i) for i in sorted(acks)[:lat_n]},
+                sessions=s,
+                rate=args.latency_rate,
+                **common,
+            )
+            settle(pf, sink)
+            phases.append(phase_q)
+            result.added_p99_ms = round(phase_r.p99_ms - phase_q.p99_ms, 1)
 
-        result.phases = [phase_a, phase_b, phase_c]
+        phases.append(phase_c)
+        result.phases = phases
         result.ratio_a_b = round(phase_a.per_second / phase_b.per_second, 2)
+        result.ratio_c_b = round(phase_c.per_second / phase_b.per_second, 2)
         result.deferred_in_maillog = pf.maillog().count("status=deferred")
         return result
     except Exception:
@@ -469,6 +564,31 @@ def run(args: argparse.Namespace) -> Result:
         # The sink and the null filter stop their loops with Postfix's cached
         # connections still open; their tasks would be reported at exit.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
+def widen_casegate_transport(pf: PostfixInstance, sessions: int) -> None:
+    """Let Postfix open up to ``sessions`` connections to casegate at once
+    (contrib's master.cf caps the casegate transport at 10 processes)."""
+    subprocess.run(["postconf", "-c", str(pf.etc), "-F", f"casegate/unix/process_limit={sessions}"],
+                   check=True, capture_output=True)
+    subprocess.run(["postconf", "-c", str(pf.etc), "-e",
+                    f"casegate_destination_concurrency_limit={sessions}",
+                    f"casegate_initial_destination_concurrency={sessions}"],
+                   check=True, capture_output=True)
+    pf.reload()
+
+
+def seed_store(url: str, cases: int, args: argparse.Namespace) -> None:
+    """``cases`` cases with their messages, written straight into the store by
+    bench/seed.py (the search engineer's bulk seeder)."""
+    script = Path(__file__).with_name("seed.py")
+    if not script.exists():
+        raise SystemExit("--seed-cases needs bench/seed.py")
+    progress(args, f"seeding {cases} cases ...")
+    started = time.monotonic()
+    subprocess.run([sys.executable, str(script), "--store", url, "--cases", str(cases),
+                    "--messages-per-case", str(args.seed_messages_per_case)], check=True)
+    progress(args, f"seeded {cases} cases in {time.monotonic() - started:.0f} s")
 
 
 def start_py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
@@ -515,19 +635,23 @@ def report(result: Result) -> str:
         )
         for p in result.phases
     ]
+    seeded = f", {result.seeded_cases} cases seeded first" if result.seeded_cases else ""
     lines = [
         f"mail path: {result.messages} messages, {result.sessions} sessions, "
-        f"{result.size}-byte bodies, {result.store} store, "
+        f"{result.size}-byte bodies, {result.store} store{seeded}, "
         + (f"submitted at {result.rate:g} msg/s" if result.rate else "submitted as fast as taken"),
         "",
         table(
             ("phase", "messages", "seconds", "msg/s", "p50 ms", "p99 ms", "cg CPU ms/msg", "host CPU %"), rows
         ),
         "",
-        f"a/b (casegate replies / null filter): {result.ratio_a_b}",
+        f"a/b (casegate replies / null filter): {result.ratio_a_b}; c/b (new cases): {result.ratio_c_b}",
         f"casegate serve peak RSS (VmHWM): {result.casegate_peak_rss_mb} MB "
         f"(RSS at the end {result.casegate_rss_mb} MB); store on disk: {result.store_mb} MB",
     ]
+    if result.burst_sessions_peak is not None:
+        lines.append(f"(s): {result.burst_sessions_peak} SMTP sessions at casegate at once, "
+                     f"peak RSS after it {result.burst_peak_rss_mb} MB")
     notes = []
     if result.casegate_log_warnings:
         notes.append(f"{result.casegate_log_warnings} WARNING/ERROR lines in casegate.log")
@@ -542,6 +666,81 @@ def report(result: Result) -> str:
     return "\n".join(lines)
 
 
+# -- the targets of issue 12 ---------------------------------------------------
+
+
+@dataclass
+class Target:
+    what: str
+    measured: float | None
+    limit: float
+    unit: str
+    higher_is_better: bool
+    run: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """measured / limit: at least 1 passes for a floor, at most 1 for a ceiling."""
+        if self.measured is None:
+            return None
+        return round(self.measured / self.limit, 2) if self.limit else None
+
+    @property
+    def mark(self) -> str:
+        if self.measured is None:
+            return "not measured"
+        ok = self.measured >= self.limit if self.higher_is_better else self.measured <= self.limit
+        return "PASS" if ok else "short"
+
+
+def targets(results: Sequence[Result]) -> list[Target]:
+    """Every target of issue 12 that the runs measured (and the ones they did
+    not, marked so). Store and seed comparisons use the first SQLite / the
+    smallest seed run against the PostgreSQL / the largest seed run."""
+    out: list[Target] = []
+    for r in results:
+        tag = r.store + (f", {r.seeded_cases} seeded" if r.seeded_cases else "")
+        a, c = r.phase("a"), r.phase("c")
+        burst = r.burst_sessions_peak
+        out += [
+            Target("replies / null filter (a/b)", r.ratio_a_b, 0.7, "x", True, tag),
+            Target("new cases / null filter (c/b)", r.ratio_c_b, 0.5, "x", True, tag),
+            Target("CPU per reply", a.casegate_cpu_ms if a else None, 5.0, "ms", False, tag),
+            Target("CPU per new case", c.casegate_cpu_ms if c else None, 7.0, "ms", False, tag),
+            Target("p99 added latency at the moderate rate (r - q)", r.added_p99_ms, 50.0, "ms", False, tag),
+            Target(f"peak RSS with {'--burst-sessions' if burst is None else burst} concurrent sessions (s)",
+                   r.burst_peak_rss_mb, 150.0, "MB", False, tag),
+        ]
+    plain = [r for r in results if not r.seeded_cases]
+    lite = next((r for r in plain if r.store == "sqlite"), None)
+    pg = next((r for r in plain if r.store == "postgresql"), None)
+    for name, label in (("a", "replies"), ("c", "new cases")):
+        measured = None
+        if lite and pg:
+            measured = round(pg.phase(name).per_second / lite.phase(name).per_second, 2)
+        out.append(Target(f"PostgreSQL / SQLite, {label} msg/s", measured, 0.8, "x", True,
+                          "both stores" if measured is not None else "needs --store twice"))
+    seeded = sorted((r for r in results if r.seeded_cases), key=lambda r: r.seeded_cases)
+    for name, label in (("a", "reply"), ("c", "new case")):
+        measured, run = None, "needs --seed-cases SMALL,LARGE"
+        if len(seeded) >= 2:
+            small, large = seeded[0], seeded[-1]
+            measured = round(large.phase(name).casegate_cpu_ms / small.phase(name).casegate_cpu_ms, 2)
+            run = f"{large.seeded_cases} / {small.seeded_cases} cases, {large.store}"
+        out.append(Target(f"CPU per {label} at many cases / at few", measured, 1.2, "x", False, run))
+    return out
+
+
+def targets_report(items: Sequence[Target]) -> str:
+    rows = [
+        (t.what, t.run, "-" if t.measured is None else f"{t.measured:g} {t.unit}",
+         ("≥ " if t.higher_is_better else "≤ ") + f"{t.limit:g} {t.unit}",
+         "-" if t.ratio is None else t.ratio, t.mark)
+        for t in items
+    ]
+    return "targets (issue 12)\n\n" + table(("target", "run", "measured", "target", "ratio", "mark"), rows)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--messages", "-n", type=int, default=1000, help="per phase (default 1000)")
@@ -549,10 +748,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=2048, help="body bytes (default 2048)")
     p.add_argument(
         "--store",
+        action="append",
         default=None,
         help="postgresql://USER@HOST:PORT/DB (a fresh database is made on that "
-        "server) or sqlite:///NEW.db; default: a new SQLite file",
+        "server) or sqlite:///NEW.db or 'sqlite' (a new SQLite file, the default); "
+        "give it twice (sqlite and postgresql://...) for the PostgreSQL/SQLite target",
     )
+    p.add_argument(
+        "--seed-cases",
+        default="",
+        metavar="N[,M...]",
+        help="one run per count, each on a store seeded with that many cases by "
+        "bench/seed.py first (e.g. 1000,1000000 for the flat-cost target)",
+    )
+    p.add_argument("--seed-messages-per-case", type=int, default=3,
+                   help="messages per seeded case (bench/seed.py's default 3)")
+    p.add_argument("--latency-rate", type=float, default=50.0,
+                   help="the moderate rate of phases (r) and (q), msg/s (default 50)")
+    p.add_argument("--latency-messages", type=int, default=500,
+                   help="messages in (r) and (q), at most --messages; 0 skips them (default 500)")
+    p.add_argument("--burst-sessions", type=int, default=100,
+                   help="concurrent sessions of phase (s), Postfix allowed as many "
+                   "connections to casegate; 0 skips it (default 100)")
+    p.add_argument("--burst-messages", type=int, default=0,
+                   help="new cases in (s) (default 3 x --burst-sessions)")
     p.add_argument(
         "--rate",
         type=float,
@@ -575,8 +794,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(collapsed stacks; needs py-spy in the venv or on PATH)",
     )
     args = p.parse_args(argv)
-    if args.messages < 1 or args.sessions < 1 or args.messages > 999_999:
-        p.error("--messages must be 1..999999 and --sessions at least 1")
+    if args.messages < 1 or args.sessions < 1 or args.messages >= BURST_FIRST:
+        p.error(f"--messages must be 1..{BURST_FIRST - 1} and --sessions at least 1")
+    if args.burst_messages + BURST_FIRST > 999_999:
+        p.error("--burst-messages too large")
+    try:
+        args.seed_counts = [int(x) for x in args.seed_cases.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--seed-cases: comma-separated counts, not {args.seed_cases!r}")
+    args.stores = [None if x == "sqlite" else x for x in (args.store or ["sqlite"])]
     return args
 
 
@@ -587,15 +813,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     terminate_on_sigterm()
+    results = []
     try:
-        result = run(args)
+        for store in args.stores:
+            for seed in args.seed_counts or [0]:
+                result = run(args, store, seed)
+                results.append(result)
+                if not args.json:
+                    print(report(result) + "\n", flush=True)
     except KeyboardInterrupt:
         print("interrupted; cleaned up", file=sys.stderr)
         return 130
+    items = targets(results)
     if args.json:
-        print(json.dumps(asdict(result), indent=2))
+        print(json.dumps({"runs": [asdict(r) for r in results],
+                          "targets": [{**asdict(t), "ratio": t.ratio, "mark": t.mark} for t in items]},
+                         indent=2))
     else:
-        print(report(result))
+        print(targets_report(items))
     return 0
 
 

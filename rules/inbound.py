@@ -38,6 +38,7 @@ from email.policy import EmailPolicy
 from typing import Any, Literal
 
 from rules import limits
+from rules.headerclasses import CachedHeaderRegistry
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -154,7 +155,7 @@ class _BoundedPolicy(EmailPolicy):
 
 #: The policy of every message ``parse`` returns. Serializing keeps header
 #: fields as received (no refolding, which would parse them unbounded).
-POLICY = _BoundedPolicy(refold_source="none")
+POLICY = _BoundedPolicy(refold_source="none", header_factory=CachedHeaderRegistry())
 
 
 # --------------------------------------------------------------------------

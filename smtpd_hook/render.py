@@ -37,7 +37,9 @@ from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
+from rules.headerclasses import CachedHeaderRegistry
+
+SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998, header_factory=CachedHeaderRegistry())
 
 log = logging.getLogger("casegate.render")
 

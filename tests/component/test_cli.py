@@ -112,6 +112,20 @@ def test_serve_refuses_a_bad_trusted_network(run) -> None:
     assert result.exit_code == 2 and "not a network" in result.output
 
 
+@pytest.mark.parametrize(("value", "error"), [
+    ('"soon"', "[serve] outbox_lease"),
+    ('"0s"', "outbox_lease must be at least 1s"),
+    ('"off"', "[serve] outbox_lease"),
+])
+def test_serve_refuses_a_bad_outbox_lease(run, tmp_path: Path, value: str, error: str) -> None:
+    run("init")
+    config = tmp_path / "casegate.toml"
+    text = config.read_text().replace("\n[serve]\n", f"\n[serve]\noutbox_lease = {value}\n", 1)
+    config.write_text(text)
+    result = run("serve")
+    assert result.exit_code == 2 and error in result.output, result.output
+
+
 def test_idn_domains_are_stored_as_postfix_sees_them(run) -> None:
     run("init")
     assert run("mailbox", "add", "support@bär.test").exit_code == 0

@@ -33,6 +33,9 @@ class Casegate:
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, "CASEGATE_CONFIG": str(self.config)}
         self.env.pop("CASEGATE_STORE", None)
+        # Prepended to the ``serve`` command line (e.g. unshare, to run it
+        # under a host name of its own).
+        self.wrapper: list[str] = []
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [*casegate_cmd(), "--config", str(self.config), "--store", self.store_url, *args]
@@ -55,7 +58,7 @@ class Casegate:
     def start(self, *, listen_port: int, reinject_port: int,
               trusted: Sequence[str] = ("127.0.0.1/32",), extra: Sequence[str] = (),
               timeout: float = 15.0) -> None:
-        args = [*casegate_cmd(), "--config", str(self.config), "--store", self.store_url,
+        args = [*self.wrapper, *casegate_cmd(), "--config", str(self.config), "--store", self.store_url,
                 "serve", "--listen", f"127.0.0.1:{listen_port}",
                 "--reinject", f"127.0.0.1:{reinject_port}", *extra]
         for net in trusted:
