@@ -9,11 +9,13 @@ what a command needs; nothing imports this module.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import logging.handlers
 import os
 import queue
+import re
 import secrets
 import sys
 import tomllib
@@ -752,18 +754,69 @@ STATUS_CHOICES = ["open", *[s.value for s in Status]]
 @click.option("--status", type=click.Choice(STATUS_CHOICES), default=None,
               help="Only cases with this status (open: every status but closed).")
 @click.option("--overdue", is_flag=True, help="Only cases with a consultation past its deadline.")
+@click.option("--csr", default=None, metavar="ADDRESS",
+              help="Only cases assigned to this CSR (none: unassigned).")
+@click.option("--pool", "pool_name", default=None, metavar="NAME",
+              help="Only cases of this pool's mailboxes.")
+@click.option("--product", default=None, metavar="NAME", help="Only cases about this product.")
+@click.option("--since", default=None, metavar="DATE",
+              help="Only cases opened since: 2026-11-01, 2026-11-01T09:00 (UTC) or 7d.")
+@click.option("--sort", type=click.Choice(["number", "created", "subject"]), default="number",
+              show_default=True, help="Sort by case number, creation date or subject (A-Z).")
+@click.option("--reverse", is_flag=True, help="Reverse the order (newest or Z first).")
+@click.option("--limit", type=click.IntRange(0), default=None, help="At most this many cases.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj
-def case_list(app: App, status: str | None, overdue: bool, as_json: bool) -> None:
-    """List cases."""
+def case_list(app: App, status: str | None, overdue: bool, csr: str | None, pool_name: str | None,
+              product: str | None, since: str | None, sort: str, reverse: bool, limit: int | None,
+              as_json: bool) -> None:
+    """List cases, filtered and sorted in the database (indexed columns)."""
+    from casestore.search import list_cases
+
+    since_at = _since(since) if since else None
     with store_errors():
-        store = app.store()
-        late = set(store.overdue_cases()) if overdue else None
-        rows = [case_row(c) for c in store.cases(status=status)
-                if late is None or c.number in late]
+        rows = list_cases(app.store(), status=status, csr=csr, pool=pool_name, product=product,
+                          overdue=overdue, since=since_at, sort=sort, reverse=reverse, limit=limit)
     emit(rows, as_json, "\n".join(
         f"{r['number']}\t{r['status']}\t{r['customer']}\t{r['assignee'] or '-'}\t{r['subject']}"
         for r in rows))
+
+
+def _since(value: str) -> dt.datetime:
+    """--since: an ISO date or date-time (UTC), or a duration back from now (7d, 12h)."""
+    if re.fullmatch(r"\d+[smhdw]", value.strip()):
+        seconds = _duration(value.strip(), "--since") or 0
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    try:
+        at = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date: use 2026-11-01, 2026-11-01T09:00 "
+                                 "or a duration such as 7d", param_hint="--since") from None
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
+@case_group.command("search")
+@click.argument("text")
+@click.option("--body", is_flag=True, help="Search the messages' text too.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="At most this many cases.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def case_search(app: App, text: str, body: bool, limit: int, as_json: bool) -> None:
+    """Find cases by number, customer name or address, subject (and with
+    --body the messages' text): every word must start a word there; case and
+    accents do not matter. Newest first. Exit 1 when nothing is found."""
+    from casestore.search import search
+
+    with store_errors():
+        rows = search(app.store(), text, body=body, limit=limit)
+    emit(rows, as_json, "\n".join(
+        f"{r['number']}\t{r['status']}\t{r['customer_name'] or '-'} <{r['customer']}>\t"
+        f"{r['assignee'] or '-'}\t{r['subject']}" for r in rows))
+    if not rows:
+        if not as_json:
+            click.echo(f"no case matches {text!r}", err=True)
+        sys.exit(1)
 
 
 @case_group.command("show")
@@ -778,6 +831,9 @@ def case_show(app: App, number: str, as_json: bool) -> None:
         if case is None:
             raise click.ClickException(f"no case {number}; `casegate case list` shows them")
         row = store.case_history(case)
+        from casestore.search import timeline, timeline_lines
+
+        row["timeline"] = timeline(store, case, row)
     if as_json:
         emit(row, True, "")
         return
@@ -793,20 +849,7 @@ def case_show(app: App, number: str, as_json: bool) -> None:
         lines.append(f"rating: {row['rating']}/5" + (f" ({row['rating_comment']})"
                                                       if row["rating_comment"] else ""))
     lines.append("")
-    for item in row["history"]:
-        if item["type"] == "message":
-            m = item
-            lines.append(f"--- {m['date']}  message #{m['id']} {m['direction']} {m['kind']} "
-                         f"from {m['from'] or '-'} to {m['to'] or '-'}")
-            if m["text"].strip():
-                lines.append(m["text"].rstrip())
-        elif item["kind"] == "note":
-            lines.append(f"--- {item['at']}  internal note by {item['actor'] or 'admin'}")
-            lines.append(item["detail"].rstrip())
-        else:
-            lines.append(f"  * {item['at']}  {item['kind']}"
-                         + (f" ({item['actor']})" if item["actor"] else "")
-                         + (f": {item['detail']}" if item["detail"] else ""))
+    lines += timeline_lines(row["timeline"])
     if row["files"]:
         lines.append("")
         lines += [f"file {f['id']}: {f['filename']} ({f['content_type']}, {f['size']} bytes)"

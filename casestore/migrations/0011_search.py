@@ -1,0 +1,111 @@
+"""Finding cases (``casegate case search``, ``case list`` filters and sorting).
+
+SQLite: two FTS5 tables with external content, kept in step by triggers
+(``case_fts`` over number, customer name and address, subject;
+``message_fts`` over the messages' readable text), tokenizer ``unicode61
+remove_diacritics 2`` (case and accents do not matter), filled here from the
+existing rows.
+
+PostgreSQL: GIN indexes on ``tsvector`` expressions (the ``simple``
+configuration: no stemming, any language) through two immutable SQL
+functions, so the index is kept in step by the database itself and built
+here from the existing rows. Accents fold with the ``unaccent`` extension
+when it can be created (it is trusted from PostgreSQL 13: a database owner
+may create it); without it the search still works, only accents count.
+
+Both: an index on the cases' creation date for ``case list --since`` and
+``--sort created``.
+"""
+from peewee import *  # noqa: F403
+
+SQLITE = [
+    """CREATE VIRTUAL TABLE IF NOT EXISTS case_fts USING fts5(
+        number, customer_name, customer_address, subject,
+        content='support_case', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS case_fts_insert AFTER INSERT ON support_case BEGIN
+        INSERT INTO case_fts(rowid, number, customer_name, customer_address, subject)
+        VALUES (new.id, new.number, new.customer_name, new.customer_address, new.subject);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS case_fts_delete AFTER DELETE ON support_case BEGIN
+        INSERT INTO case_fts(case_fts, rowid, number, customer_name, customer_address, subject)
+        VALUES ('delete', old.id, old.number, old.customer_name, old.customer_address, old.subject);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS case_fts_update
+        AFTER UPDATE OF number, customer_name, customer_address, subject ON support_case BEGIN
+        INSERT INTO case_fts(case_fts, rowid, number, customer_name, customer_address, subject)
+        VALUES ('delete', old.id, old.number, old.customer_name, old.customer_address, old.subject);
+        INSERT INTO case_fts(rowid, number, customer_name, customer_address, subject)
+        VALUES (new.id, new.number, new.customer_name, new.customer_address, new.subject);
+    END""",
+    """CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5(
+        text, content='message', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2')""",
+    """CREATE TRIGGER IF NOT EXISTS message_fts_insert AFTER INSERT ON message BEGIN
+        INSERT INTO message_fts(rowid, text) VALUES (new.id, new.text);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS message_fts_delete AFTER DELETE ON message BEGIN
+        INSERT INTO message_fts(message_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS message_fts_update AFTER UPDATE OF text ON message BEGIN
+        INSERT INTO message_fts(message_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        INSERT INTO message_fts(rowid, text) VALUES (new.id, new.text);
+    END""",
+    "INSERT INTO case_fts(case_fts) VALUES ('rebuild')",
+    "INSERT INTO message_fts(message_fts) VALUES ('rebuild')",
+]
+
+# Everything schema-qualified: index expressions are also evaluated by
+# autovacuum and pg_restore with an empty search_path. The text is cut at
+# 200,000 characters (to_tsvector refuses more than 1 MB: a huge message
+# must never fail to store because of its index).
+PG_FOLD = """CREATE OR REPLACE FUNCTION casegate_fold(t text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.regexp_replace(pg_catalog.lower({unaccent}),
+                                     '[^[:alnum:]]+', ' ', 'g') $$"""
+PG = [
+    """CREATE OR REPLACE FUNCTION casegate_tsv(t text) RETURNS tsvector
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+        SELECT pg_catalog.to_tsvector('pg_catalog.simple'::regconfig,
+                                      public.casegate_fold(pg_catalog.left(t, 200000))) $$""",
+    """CREATE OR REPLACE FUNCTION casegate_case_tsv(number text, name text, address text,
+                                                   subject text) RETURNS tsvector
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+        SELECT public.casegate_tsv(pg_catalog.concat_ws(' ', number, name, address, subject)) $$""",
+    """CREATE INDEX IF NOT EXISTS support_case_search ON support_case USING gin
+        (public.casegate_case_tsv(number, customer_name, customer_address, subject))""",
+    """CREATE INDEX IF NOT EXISTS message_text_search ON message USING gin
+        (public.casegate_tsv(text))""",
+]
+
+
+def _unaccent_schema(db):
+    """The schema of the unaccent extension, creating it when allowed; None without it."""
+    row = db.execute_sql("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n "
+                         "ON n.oid = e.extnamespace WHERE e.extname = 'unaccent'").fetchone()
+    if row:
+        return row[0]
+    try:
+        with db.atomic():  # a savepoint: a refusal must not abort the migration
+            db.execute_sql("CREATE EXTENSION IF NOT EXISTS unaccent SCHEMA public")
+    except Exception:
+        return None
+    return "public"
+
+
+def up(migrator, db):
+    if isinstance(db, SqliteDatabase):  # noqa: F405
+        for sql in SQLITE:
+            db.execute_sql(sql)
+    else:
+        schema = _unaccent_schema(db)
+        if schema:
+            unaccent = f"\"{schema}\".unaccent('\"{schema}\".unaccent'::regdictionary, t)"
+        else:
+            unaccent = "t"
+        db.execute_sql("SET search_path = public")
+        db.execute_sql(PG_FOLD.format(unaccent=unaccent))
+        for sql in PG:
+            db.execute_sql(sql)
+        db.execute_sql("RESET search_path")
+    db.execute_sql("CREATE INDEX IF NOT EXISTS support_case_created ON support_case (created)")
