@@ -47,8 +47,16 @@ class SearchError(StoreError):
     """A query or filter that cannot run (no words, an unknown CSR or pool): the message says why."""
 
 
+# The letters the SQLite triggers fold before indexing (0011_search.FOLD).
+FOLD = (("ł", "l"), ("Ł", "L"), ("đ", "d"), ("Đ", "D"), ("ø", "o"), ("Ø", "O"), ("ß", "ss"),
+        ("æ", "ae"), ("Æ", "AE"), ("œ", "oe"), ("Œ", "OE"), ("ı", "i"))
+
+
 def words(text: str) -> list[str]:
-    """The query's words, as the index splits them (letters and digits)."""
+    """The query's words, as the index splits them (letters and digits),
+    folded as the SQLite index is."""
+    for a, b in FOLD:
+        text = text.replace(a, b)
     return _WORD.findall(text)[:MAX_TERMS]
 
 
