@@ -274,7 +274,9 @@ def timeline(store: Store, case: Case, history: dict[str, Any]) -> list[dict[str
             items.append({"at": _iso(f.created), "type": "link", "kind": "follow_up",
                           "actor": "", "detail": f"follow-up case {f.number}", "number": f.number,
                           "order": 2})
-    items.sort(key=lambda i: (i["at"] or "", i["order"]))
+    # One event's rows are written within the same second (the opened event
+    # a moment before its message): to the second, messages come first.
+    items.sort(key=lambda i: ((i["at"] or "")[:19], i["order"]))
     for i in items:
         del i["order"]
     return items
