@@ -7,9 +7,9 @@ migration ``0011_search``), never a scan per query:
 - SQLite: FTS5 tables ``case_fts`` (number, customer name and address,
   subject) and ``message_fts`` (messages' readable text), tokenizer
   ``unicode61 remove_diacritics 2``, kept in step by triggers;
-- PostgreSQL: GIN indexes on ``casegate_case_tsv(...)`` and
-  ``casegate_tsv(text)`` (``simple`` configuration, accents folded with
-  ``unaccent`` when the extension could be created).
+- PostgreSQL: stored generated ``search_tsv`` columns with GIN indexes
+  (``simple`` configuration, accents folded with ``unaccent`` when the
+  extension could be created).
 
 The same words find the same cases on both. A query is split into words
 (letters and digits; ``jones@firma.example.pl`` is the words ``jones``,
@@ -23,6 +23,7 @@ case first. Results are newest first.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -36,6 +37,8 @@ from rules.vocab import OPEN_STATUSES
 # Indexes that 0011_search creates outside the models (expression indexes on
 # PostgreSQL): the schema check leaves them alone.
 DATABASE_ONLY_INDEXES = frozenset({"support_case_search", "message_text_search"})
+# ... and the stored tsvector columns on PostgreSQL, (table, column).
+DATABASE_ONLY_COLUMNS = frozenset({("support_case", "search_tsv"), ("message", "search_tsv")})
 
 SORTS = ("number", "created", "subject")
 MAX_TERMS = 16
@@ -63,43 +66,44 @@ def words(text: str) -> list[str]:
 # -- rows ------------------------------------------------------------------------
 
 
+_parent = Case.alias("parent")
+_COLUMNS = (Case.id, Case.number, Case.status, Case.customer_address, Case.customer_name,
+            Csr.address, Case.subject, Mailbox.address, Case.created, Case.updated, Case.closed,
+            _parent.number, Case.rating, Case.rating_comment, Case.answers)
+
+
 def _base_query() -> Any:
-    parent = Case.alias("parent")
-    return (Case.select(Case, Mailbox.address.alias("mailbox_address"),
-                        Csr.address.alias("assignee_address"), parent.number.alias("parent_number"))
+    return (Case.select(*_COLUMNS)
             .join(Mailbox, on=(Case.mailbox == Mailbox.id))
             .switch(Case).join(Csr, JOIN.LEFT_OUTER, on=(Case.assignee == Csr.id))
-            .switch(Case).join(parent, JOIN.LEFT_OUTER, on=(Case.follow_up_of == parent.id)))
+            .switch(Case).join(_parent, JOIN.LEFT_OUTER, on=(Case.follow_up_of == _parent.id)))
 
 
-def _row(c: Any) -> dict[str, Any]:
-    """The keys of ``casestore.store.case_dict``, from one joined query (no
-    query per case)."""
-    import json
-
-    return {
-        "number": c.number,
-        "status": c.status,
-        "customer": c.customer_address,
-        "customer_name": c.customer_name,
-        "assignee": c.assignee_address,
-        "subject": c.subject,
-        "mailbox": c.mailbox_address,
-        "created": _iso(c.created),
-        "updated": _iso(c.updated),
-        "closed": _iso(c.closed),
-        "follow_up_of": c.parent_number,
-        "rating": c.rating,
-        "rating_comment": c.rating_comment,
-        "answers": json.loads(c.answers) if c.answers else {},
-    }
+def _rows(query: Any, ids: list[int] | None = None) -> list[dict[str, Any]]:
+    """The keys of ``casestore.store.case_dict``, from one joined query read
+    as tuples (no query, and no model object, per case)."""
+    out = []
+    for (case_id, number, status, customer, name, assignee, subject, mailbox, created, updated,
+         closed, parent, rating, comment, answers) in query.tuples():
+        out.append({
+            "number": number, "status": status, "customer": customer, "customer_name": name,
+            "assignee": assignee, "subject": subject, "mailbox": mailbox,
+            "created": _iso(created), "updated": _iso(updated), "closed": _iso(closed),
+            "follow_up_of": parent, "rating": rating, "rating_comment": comment,
+            "answers": json.loads(answers) if answers else {},
+        })
+        if ids is not None:
+            ids.append(case_id)
+    return out
 
 
 def rows_by_id(ids: Sequence[int]) -> list[dict[str, Any]]:
     """The cases with these ids, in the order given."""
     if not ids:
         return []
-    found = {c.id: _row(c) for c in _base_query().where(Case.id.in_(list(ids))).objects()}
+    ids_found: list[int] = []
+    rows = _rows(_base_query().where(Case.id.in_(list(ids))), ids_found)
+    found = dict(zip(ids_found, rows, strict=True))
     return [found[i] for i in ids if i in found]
 
 
@@ -145,16 +149,26 @@ def _pg_ids(store: Store, text: str, body: bool, limit: int) -> list[int]:
     if not terms:
         return []
     tsquery = " & ".join(f"{t}:*" for t in terms)  # letters and digits only: nothing to escape
+    # The planner picks the GIN index for rare words and the newest rows
+    # first (checking the stored vector) for common ones.
     ids = [r[0] for r in db.execute_sql(
-        "SELECT id FROM support_case WHERE public.casegate_case_tsv(number, customer_name, "
-        "customer_address, subject) @@ pg_catalog.to_tsquery('pg_catalog.simple', %s) "
+        "SELECT id FROM support_case WHERE search_tsv @@ pg_catalog.to_tsquery('pg_catalog.simple', %s) "
         "ORDER BY id DESC LIMIT %s", (tsquery, limit))]
     if body:
-        more = [r[0] for r in db.execute_sql(
-            "SELECT case_id FROM message WHERE public.casegate_tsv(text) @@ "
-            "pg_catalog.to_tsquery('pg_catalog.simple', %s) AND case_id IS NOT NULL "
-            "GROUP BY case_id ORDER BY case_id DESC LIMIT %s", (tsquery, limit))]
-        ids = sorted(set(ids) | set(more), reverse=True)[:limit]
+        found: dict[int, None] = {}
+        last = None
+        while len(found) < limit:
+            page = db.execute_sql(
+                "SELECT id, case_id FROM message WHERE search_tsv @@ "
+                "pg_catalog.to_tsquery('pg_catalog.simple', %s) AND case_id IS NOT NULL"
+                + (" AND id < %s" if last is not None else "") + " ORDER BY id DESC LIMIT %s",
+                (tsquery, *([last] if last is not None else []), limit * 4)).fetchall()
+            for message_id, case_id in page:
+                found.setdefault(case_id)
+                last = message_id
+            if len(page) < limit * 4:
+                break
+        ids = sorted(set(ids) | set(list(found)[:limit]), reverse=True)[:limit]
     return ids
 
 
@@ -223,7 +237,7 @@ def list_cases(store: Store, *, status: str | None = None, csr: str | None = Non
         q = q.order_by(*[k.desc() if reverse else k.asc() for k in keys])
         if limit is not None:
             q = q.limit(max(0, limit))
-        return [_row(c) for c in q.objects()]
+        return _rows(q)
 
 
 def _product_filter(q: Any, product: str) -> Any:
