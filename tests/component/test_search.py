@@ -255,3 +255,38 @@ def test_the_query_folds_letters_as_the_sqlite_index_does() -> None:
 
     migration = importlib.import_module("casestore.migrations.0011_search")
     assert search_module.FOLD == migration.FOLD
+
+
+def test_the_migration_indexes_cases_stored_before_it(store_url: str) -> None:
+    from playhouse.migrations import Runner
+
+    from casestore.store import HISTORY_TABLE, MIGRATIONS
+
+    store = Store(store_url)
+    store.migrate()  # creates the file; then start again from an older schema on a fresh one
+    store.close()
+    if store.is_sqlite:
+        Path(store.path).unlink()
+        for extra in ("-wal", "-shm"):
+            Path(str(store.path) + extra).unlink(missing_ok=True)
+    else:
+        store.db.execute_sql("DROP SCHEMA public CASCADE")
+        store.db.execute_sql("CREATE SCHEMA public")
+        store.close()
+    store = Store(store_url)
+    if store.is_sqlite:
+        from casestore.store import _create_file
+
+        _create_file(store.path, folder=True)
+    Runner(store.db, str(MIGRATIONS), table_name=HISTORY_TABLE).up(target="0010_approval")
+    mailbox = store.add_mailbox("support@example.com", "default")
+    with store.atomic():
+        case = store.new_case(mailbox=mailbox, prefix="CS", customer_address="old@customer.test",
+                              customer_name="Ólafur Łęcki", subject="Stored before search existed")
+        store.add_message(case=case, direction="in", kind="customer", sender="old@customer.test",
+                          text="An ancient gramophone problem.", raw=b"x")
+    assert store.migrate() == [p.stem for p in sorted(MIGRATIONS.glob("0*.py"))
+                               if p.stem > "0010_approval"]
+    assert _found(store, "olafur lecki") == [case.number]
+    assert _found(store, "gramophone", body=True) == [case.number]
+    store.close()
