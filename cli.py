@@ -1622,6 +1622,18 @@ def _json_flag(f: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="JSON output.")(f)
 
 
+@case_group.command("reindex")
+@click.pass_obj
+def case_reindex(app: App) -> None:
+    """Rebuild the search index from the stored cases and messages (when
+    `case search` says it is incomplete; safe to run any time)."""
+    from casestore.search import reindex
+
+    with store_errors():
+        counts = reindex(app.store())
+    click.echo(f"search index rebuilt: {counts['cases']} cases, {counts['messages']} messages")
+
+
 @mailbox.command("show")
 @click.argument("address")
 @_json_flag

@@ -180,6 +180,10 @@ def search(store: Store, text: str, *, body: bool = False, limit: int = 50) -> l
         raise SearchError(f"nothing to search for in {text!r}: give a word, a name, an address "
                           "or a case number")
     limit = max(1, limit)
+    gone = missing_triggers(store)
+    if gone:
+        raise SearchError(f"the search index of this store is incomplete ({', '.join(gone)} missing: a "
+                          "migration rebuilt a table): run `casegate case reindex`")
     with store.guard():
         first = _number_hits(text)
         if store.is_sqlite:
@@ -316,3 +320,48 @@ def timeline_lines(items: Iterable[dict[str, Any]]) -> list[str]:
                          + (f": {i['detail']}" if i["detail"] else ""))
     return lines
 
+
+
+# -- keeping the SQLite index whole --------------------------------------------------
+
+_TRIGGERS = ("case_fts_insert", "case_fts_delete", "case_fts_update",
+             "message_fts_insert", "message_fts_delete", "message_fts_update")
+
+
+def _migration() -> Any:
+    import importlib
+
+    return importlib.import_module("casestore.migrations.0011_search")
+
+
+def missing_triggers(store: Store) -> list[str]:
+    """SQLite: the search triggers that are gone. peewee's SQLite migrator
+    rebuilds a table for some changes (add_not_null, drop_column …) and the
+    table's triggers go with it; the index would then silently fall behind."""
+    if not store.is_sqlite:
+        return []
+    with store.guard():
+        have = {r[0] for r in store.db.execute_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    return [t for t in _TRIGGERS if t not in have]
+
+
+def reindex(store: Store) -> dict[str, int]:
+    """Rebuild the search index from the stored rows (SQLite: the triggers
+    made again, the FTS tables emptied and filled; PostgreSQL: REINDEX of the
+    GIN indexes, whose generated columns the database keeps itself)."""
+    with store.atomic():
+        if store.is_sqlite:
+            m = _migration()
+            for sql in m.SQLITE[:-2]:  # tables and triggers (IF NOT EXISTS)
+                store.db.execute_sql(sql)
+            store.db.execute_sql("INSERT INTO case_fts(case_fts) VALUES ('delete-all')")
+            store.db.execute_sql("INSERT INTO message_fts(message_fts) VALUES ('delete-all')")
+            for sql in m.SQLITE[-2:]:  # fill from the rows
+                store.db.execute_sql(sql)
+        else:
+            store.db.execute_sql("REINDEX INDEX support_case_search")
+            store.db.execute_sql("REINDEX INDEX message_text_search")
+        cases = Case.select().count()
+        messages = store.db.execute_sql("SELECT count(*) FROM message").fetchone()[0]
+    return {"cases": cases, "messages": int(messages)}

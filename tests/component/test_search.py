@@ -290,3 +290,21 @@ def test_the_migration_indexes_cases_stored_before_it(store_url: str) -> None:
     assert _found(store, "olafur lecki") == [case.number]
     assert _found(store, "gramophone", body=True) == [case.number]
     store.close()
+
+
+def test_a_lost_trigger_is_named_and_reindex_repairs(engine: Engine, cases: list[str], store_url: str,
+                                                     tmp_path: Path) -> None:
+    store = engine.store
+    if store.is_sqlite:  # what peewee's SQLite migrator does when it rebuilds a table
+        store.db.execute_sql("DROP TRIGGER case_fts_insert")
+        with pytest.raises(SearchError, match=r"case_fts_insert missing.*casegate case reindex"):
+            search(store, "garcia")
+    deliver(engine, make(from_="Nadia <nadia@customer.test>", subject="test_search written meanwhile"))
+    run = _cli(tmp_path, store_url)
+    done = run("case", "reindex")
+    assert done.exit_code == 0 and f"{len(cases) + 1} cases" in done.output
+    from casestore.models import MODELS
+
+    store.db.bind(MODELS)
+    assert _found(store, "meanwhile") and _found(store, "garcia") == [cases[0]]
+    assert _found(store, "charged twice", body=True) == [cases[1]]
