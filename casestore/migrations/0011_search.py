@@ -76,8 +76,9 @@ SQLITE = [
 
 # Everything schema-qualified: index expressions are also evaluated by
 # autovacuum and pg_restore with an empty search_path. The text is cut at
-# 200,000 characters (to_tsvector refuses more than 1 MB: a huge message
-# must never fail to store because of its index).
+# 100,000 characters: to_tsvector refuses a vector over 1 MB, and a huge
+# message must never fail to store because of its index (200,000 distinct
+# 4-byte words made 1,000,008 bytes; 100,000 stay near half of the limit).
 PG_FOLD = """CREATE OR REPLACE FUNCTION casegate_fold(t text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT pg_catalog.regexp_replace(pg_catalog.lower({unaccent}),
@@ -86,7 +87,7 @@ PG = [
     """CREATE OR REPLACE FUNCTION casegate_tsv(t text) RETURNS tsvector
         LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         SELECT pg_catalog.to_tsvector('pg_catalog.simple'::regconfig,
-                                      public.casegate_fold(pg_catalog.left(t, 200000))) $$""",
+                                      public.casegate_fold(pg_catalog.left(t, 100000))) $$""",
     # Stored (generated) columns: a query's recheck reads the stored vector
     # instead of parsing the text again, so a common word costs no more than
     # reading rows. Adding them rewrites both tables once (the backfill).

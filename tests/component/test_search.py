@@ -308,3 +308,20 @@ def test_a_lost_trigger_is_named_and_reindex_repairs(engine: Engine, cases: list
     store.db.bind(MODELS)
     assert _found(store, "meanwhile") and _found(store, "garcia") == [cases[0]]
     assert _found(store, "charged twice", body=True) == [cases[1]]
+
+
+def test_a_huge_crafted_text_still_stores(engine: Engine, store_url: str) -> None:
+    """Distinct 4-byte words make the biggest vectors; PostgreSQL refuses one
+    over 1 MB, which must never stop a message from being stored."""
+    import random
+
+    rnd = random.Random(1)
+    text = " ".join("".join(chr(0x20000 + rnd.randrange(40000)) for _ in range(3)) for _ in range(120_000))
+    store = engine.store
+    mailbox = store.mailbox("support@example.com")
+    with store.atomic():
+        case = store.new_case(mailbox=mailbox, prefix="CS", customer_address="big@customer.test",
+                              customer_name="Big " + text[:50_000], subject=text)
+        store.add_message(case=case, direction="in", kind="customer", text=text + " needleword",
+                          raw=text.encode())
+    assert _found(store, text[:3] + " big", body=False) == [case.number]
