@@ -63,6 +63,7 @@ class Config:
     serve: dict[str, Any] = field(default_factory=dict)
     milter: dict[str, Any] = field(default_factory=dict)
     dkim: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Any] = field(default_factory=dict)  # [files] message_max, case_max
     source: str = "--config"  # where the path came from: --config, $CASEGATE_CONFIG, a default
 
     def missing(self) -> str:
@@ -74,10 +75,11 @@ class Config:
 # Every key the config file may hold, by table ("" is the top level).
 CONFIG_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"store", "secret", "case_prefix", "organization", "templates_dir", "serve",
-                   "milter", "dkim"}),
+                   "milter", "dkim", "files"}),
     "serve": frozenset({"listen", "reinject", "trusted_networks", "milter", "milter_stamps", "tick"}),
     "milter": frozenset({"listen", "rate"}),
     "dkim": frozenset({"verify", "domain", "selector", "key"}),
+    "files": frozenset({"message_max", "case_max"}),
 }
 
 
@@ -130,8 +132,24 @@ def load_config(path: Path, store_override: str | None, source: str = "--config"
         serve=dict(data.get("serve", {})),
         milter=dict(data.get("milter", {})),
         dkim=dict(data.get("dkim", {})),
+        files=dict(data.get("files", {})) if isinstance(data.get("files", {}), dict) else {},
         source=source,
     )
+
+
+def file_limits(cfg: Config) -> dict[str, int]:
+    """``[files] message_max`` and ``case_max`` (bytes, or 500k / 5MB / 1G) as Settings fields."""
+    from rules import defaults
+    from rules.files import parse_size
+
+    out = {}
+    for key, field_name, default in (("message_max", "files_message_max", defaults.FILES_MESSAGE_MAX),
+                                     ("case_max", "files_case_max", defaults.FILES_CASE_MAX)):
+        try:
+            out[field_name] = parse_size(cfg.files.get(key, default))
+        except ValueError as exc:
+            raise click.ClickException(f"{cfg.path}: [files] {key}: {exc}") from None
+    return out
 
 
 def write_initial_config(path: Path, store_url: str) -> bytes:
@@ -518,7 +536,8 @@ def pool_row(p: Any) -> dict[str, Any]:
             "remind_after": format_duration(p.remind_after or None),
             "autoclose_after": format_duration(p.autoclose_after or None),
             "unassigned_notify": p.unassigned_notify or None,
-            "escalation_notice": bool(p.escalation_notice)}
+            "escalation_notice": bool(p.escalation_notice),
+            "cc_participants": bool(p.cc_participants), "max_participants": p.max_participants}
 
 
 @pool.command("list")
@@ -559,10 +578,15 @@ def _duration(value: str | None, option: str) -> int | None:
               help="Remind the customer after this long without an answer (3d, 12h, off).")
 @click.option("--autoclose-after", default=None, metavar="DURATION",
               help="Close the case after this long without an answer (14d, off).")
+@click.option("--cc-participants/--no-cc-participants", default=None,
+              help="A CSR's answer goes to the case's participants (Cc's) in Cc too (default on).")
+@click.option("--max-participants", type=click.IntRange(0, 100), default=None,
+              help="At most this many Cc's join one case (default 10).")
 @click.pass_obj
 def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: str | None,
              escalation_notice: bool | None, closed_policy: str | None, close_on_reply: bool | None,
-             remind_after: str | None, autoclose_after: str | None) -> None:
+             remind_after: str | None, autoclose_after: str | None,
+             cc_participants: bool | None = None, max_participants: int | None = None) -> None:
     """Change a pool's policies."""
     from rules.assign import AssignRule
     from rules.vocab import ClosedPolicy
@@ -588,9 +612,13 @@ def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: st
         changes["remind_after"] = _duration(remind_after, "--remind-after")
     if autoclose_after is not None:
         changes["autoclose_after"] = _duration(autoclose_after, "--autoclose-after")
+    if cc_participants is not None:
+        changes["cc_participants"] = cc_participants
+    if max_participants is not None:
+        changes["max_participants"] = max_participants
     if not changes:
         raise click.UsageError("nothing to set: give --assign, --unassigned-notify, --escalation-notice, "
-                               "--closed-policy, "
+                               "--closed-policy, --cc-participants, --max-participants, "
                                "--close-on-reply, --remind-after or --autoclose-after")
     with store_errors():
         row = pool_row(app.store().set_pool(name, **changes))
@@ -736,6 +764,130 @@ def question_remove(app: App, pool_name: str, name: str) -> None:
     click.echo(f"pool {pool_name}: question {name} removed")
 
 
+# -- products and a mailbox's intake policy (issue 10) ----------------------------
+
+
+@main.group()
+def product() -> None:
+    """Products: a case's product comes from a keyword in its subject or its mailbox."""
+
+
+def product_row(p: Any) -> dict[str, Any]:
+    return {"name": p.name, "mailbox": p.mailbox or None,
+            "keywords": [k for k in (p.keywords or "").split(",") if k]}
+
+
+def _product_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not name or len(name) > 64 or "," in name:
+        raise click.BadParameter(f"{name!r}: 1-64 characters, no comma", param_hint="NAME")
+    return name
+
+
+def _keywords(words: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for word in words:
+        word = " ".join(word.split())
+        if not word or "," in word or len(word) > 64:
+            raise click.BadParameter(f"{word!r}: a word or phrase of 1-64 characters, no comma",
+                                     param_hint="--keyword")
+        if word.lower() not in (w.lower() for w in out):
+            out.append(word)
+    return out
+
+
+@mailbox.command("set")
+@click.argument("address")
+@click.option("--subject-prefix", default=None, metavar="TEXT",
+              help="A new case's subject must start with it ('' for any subject); others get a "
+                   "polite answer that says so.")
+@click.option("--unknown", "unknown_policy", type=click.Choice(["open", "reject", "hold"]), default=None,
+              help="A sender new to this mailbox: open a case (default), reject politely (no case), "
+                   "or hold the case for a CSR's #accept.")
+@click.pass_obj
+def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_policy: str | None) -> None:
+    """Change a supervised address's intake policy."""
+    changes: dict[str, Any] = {}
+    if subject_prefix is not None:
+        prefix = " ".join(subject_prefix.split())
+        if len(prefix) > 200:
+            raise click.BadParameter("at most 200 characters", param_hint="--subject-prefix")
+        changes["subject_prefix"] = prefix
+    if unknown_policy is not None:
+        changes["unknown_policy"] = unknown_policy
+    if not changes:
+        raise click.UsageError("nothing to set: give --subject-prefix or --unknown")
+    with store_errors():
+        row = app.store().set_mailbox_intake(valid_address(address), **changes)
+    click.echo(f"{row.address}: subject prefix {row.subject_prefix or '(none)'}, "
+               f"unknown senders: {row.unknown_policy}")
+
+
+@product.command("add")
+@click.argument("name")
+@click.option("--mailbox", default="", metavar="ADDRESS", help="Every case of this mailbox is about it.")
+@click.option("--keyword", "keywords", multiple=True, metavar="WORD",
+              help="A word (or phrase) in a new case's subject that names it; repeatable. "
+                   "The name is one too.")
+@click.pass_obj
+def product_add(app: App, name: str, mailbox: str, keywords: tuple[str, ...]) -> None:
+    """Add a product."""
+    name = _product_name(name)
+    words = _keywords(keywords)
+    with store_errors():
+        row = product_row(app.store().add_product(
+            name, mailbox=valid_address(mailbox) if mailbox else "", keywords=words))
+    click.echo(f"added product {row['name']}" + (f", mailbox {row['mailbox']}" if row["mailbox"] else "")
+               + (f", keywords {', '.join(row['keywords'])}" if row["keywords"] else ""))
+
+
+@product.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def product_list(app: App, as_json: bool) -> None:
+    """List products with their mailbox and keywords."""
+    with store_errors():
+        rows = [product_row(p) for p in app.store().products()]
+    emit(rows, as_json, "\n".join(["NAME\tMAILBOX\tKEYWORDS"] + [
+        f"{r['name']}\t{r['mailbox'] or '-'}\t{', '.join(r['keywords']) or '-'}" for r in rows])
+         if rows else "no products (`casegate product add NAME`)")
+
+
+@product.command("set")
+@click.argument("name")
+@click.option("--mailbox", default=None, metavar="ADDRESS", help="Its mailbox ('' for none).")
+@click.option("--keyword", "keywords", multiple=True, metavar="WORD",
+              help="Replaces the keywords; repeatable.")
+@click.option("--no-keywords", is_flag=True, help="Remove every keyword.")
+@click.option("--rename", default=None, metavar="NEW", help="A new name (cases keep the old one).")
+@click.pass_obj
+def product_set(app: App, name: str, mailbox: str | None, keywords: tuple[str, ...], no_keywords: bool,
+                rename: str | None) -> None:
+    """Change a product's mailbox, keywords or name."""
+    if keywords and no_keywords:
+        raise click.UsageError("give --keyword or --no-keywords, not both")
+    if mailbox is None and not keywords and not no_keywords and rename is None:
+        raise click.UsageError("nothing to set: give --mailbox, --keyword, --no-keywords or --rename")
+    with store_errors():
+        row = product_row(app.store().set_product(
+            name, mailbox=(valid_address(mailbox) if mailbox else "") if mailbox is not None else None,
+            keywords=[] if no_keywords else (_keywords(keywords) if keywords else None),
+            rename=_product_name(rename) if rename is not None else None))
+    click.echo(f"{row['name']}: mailbox {row['mailbox'] or '-'}, keywords "
+               f"{', '.join(row['keywords']) or '-'}")
+
+
+@product.command("remove")
+@click.argument("name")
+@click.pass_obj
+def product_remove(app: App, name: str) -> None:
+    """Remove a product (its cases keep the name)."""
+    with store_errors():
+        if not app.store().remove_product(name):
+            raise click.ClickException(f"no product named {name!r} (`casegate product list`)")
+    click.echo(f"removed product {name}")
+
+
 @main.group("case")
 def case_group() -> None:
     """Cases."""
@@ -841,6 +993,8 @@ def case_show(app: App, number: str, as_json: bool) -> None:
              f"customer: {row['customer_name']} <{row['customer']}>",
              f"assignee: {row['assignee'] or '-'}   created: {row['created']}"
              + (f"   closed: {row['closed']}" if row["closed"] else "")]
+    if row.get("product"):
+        lines.append(f"product: {row['product']}")
     if row["follow_up_of"]:
         lines.append(f"follow-up of: {row['follow_up_of']}")
     if row["follow_ups"]:
@@ -852,8 +1006,8 @@ def case_show(app: App, number: str, as_json: bool) -> None:
     lines += timeline_lines(row["timeline"])
     if row["files"]:
         lines.append("")
-        lines += [f"file {f['id']}: {f['filename']} ({f['content_type']}, {f['size']} bytes)"
-                  for f in row["files"]]
+        lines += [f"file {f['id']}: {f['name']} ({f['type']}, {f['size']} bytes, "
+                  f"{'inline' if f['inline'] else 'attachment'})" for f in row["files"]]
     pending = [t for t in row["timers"] if t["status"] == "pending"]
     if pending:
         lines.append("")
@@ -870,7 +1024,8 @@ def _engine(app: App) -> Any:
         raise click.ClickException(f"no secret in {cfg.path}: run `casegate init` first")
     sign, _ = dkim_functions(cfg)
     settings = Settings(secret=cfg.secret, case_prefix=cfg.case_prefix,
-                        organization=cfg.organization, templates_dir=cfg.templates_dir)
+                        organization=cfg.organization, templates_dir=cfg.templates_dir,
+                        **file_limits(cfg))
     return Engine(app.store(), settings, sign=sign)
 
 
@@ -1064,6 +1219,29 @@ def case_open(app: App, customer: str, mailbox: str, actor: str, subject: str, b
          as_json, f"opened {result.number}; sent {', '.join(result.sent)}")
 
 
+@case_group.command("accept")
+@click.argument("number")
+@_csr_option
+@_with(_text_options)
+@_json_option
+@click.pass_obj
+def case_accept(app: App, number: str, actor: str | None, text: str | None, text_file: Any,
+                as_json: bool) -> None:
+    """Open a held case (mailbox --unknown hold): #accept; the customer gets the acknowledgement."""
+    run_commands(app, number, actor, [_given("accept")], _text(text, text_file), as_json)
+
+
+@case_group.command("refuse")
+@click.argument("number")
+@_csr_option
+@click.option("--note", default="", help="An internal note: why.")
+@_json_option
+@click.pass_obj
+def case_refuse(app: App, number: str, actor: str | None, note: str, as_json: bool) -> None:
+    """Refuse a held case: #reject; closed, the sender gets the polite refusal."""
+    run_commands(app, number, actor, [_given("reject")], note.replace("\\n", "\n"), as_json)
+
+
 @case_group.command("file")
 @click.argument("file_id", type=int)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -1141,6 +1319,7 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         # With the milter in front (here, or `casegate milter` with
         # milter_stamps = true), a client address counts only from its stamp.
         require_stamp=bool(milter_at) or bool(conf.get("milter_stamps", False)),
+        **file_limits(cfg),
     )
     store = app.store()
     sign, dkim_verify = dkim_functions(cfg)

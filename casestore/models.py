@@ -44,6 +44,10 @@ class Pool(BaseModel):
     unassigned_notify = CharField(max_length=320, default="")  # told once per case nobody took
     last_assigned = IntegerField(null=True)  # the CSR id round_robin gave the last case to
     escalation_notice = BooleanField(default=False)  # tell the customer when a case is escalated
+    # Intake (migration 0014): the CSR's answer goes to the participants in Cc
+    # too; at most max_participants Cc's per case become participants.
+    cc_participants = BooleanField(default=defaults.CC_PARTICIPANTS)
+    max_participants = IntegerField(default=defaults.MAX_PARTICIPANTS)
 
 
 class Mailbox(BaseModel):
@@ -53,6 +57,10 @@ class Mailbox(BaseModel):
     pool = ForeignKeyField(Pool, backref="mailboxes", on_delete="RESTRICT")
     display_name = CharField(max_length=200, default="")
     created = DateTimeField()
+    # Intake (migration 0014): a new case's subject must start with this
+    # (""=any); what a sender unknown to this mailbox gets: open|reject|hold.
+    subject_prefix = CharField(max_length=200, default="")
+    unknown_policy = CharField(max_length=8, default=defaults.UNKNOWN_POLICY)
 
 
 class Csr(BaseModel):
@@ -97,6 +105,7 @@ class Case(BaseModel):
     rating = IntegerField(null=True)  # the customer's survey answer, 1-5
     rating_comment = TextField(default="")
     answers = TextField(default="")  # the closing questionnaire's answers, JSON {name: value}
+    product = CharField(max_length=64, default="")  # a Product's name (kept if it is removed)
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
@@ -169,6 +178,17 @@ class Attachment(BaseModel):
     size = IntegerField()
     sha256 = CharField(max_length=64)
     data = BlobField()
+    inline = BooleanField(default=False)  # Content-Disposition inline / a cid-only part
+    content_id = CharField(max_length=255, default="")  # without <>
+
+
+class Product(BaseModel):
+    """A product a case is about: from its mailbox, or a keyword in the subject."""
+
+    name = CharField(max_length=64, unique=True)
+    mailbox = CharField(max_length=320, default="")  # every case of this mailbox ("" none)
+    keywords = TextField(default="")  # comma-separated words matched in a new case's subject
+    created = DateTimeField()
 
 
 class Event(BaseModel):
@@ -330,4 +350,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     Timer,
     Quarantine,
     Setting,
+    Product,
 )

@@ -51,6 +51,7 @@ from casestore.models import (
     Outbox,
     Participant,
     Pool,
+    Product,
     Question,
     Setting,
     Timer,
@@ -64,6 +65,7 @@ from rules.decision import (
     DraftInfo,
     MailboxInfo,
     PoolInfo,
+    ProductInfo,
     QuestionInfo,
 )
 from rules.vocab import AUTOMATIC_OUT, OPEN_STATUSES, ClosedPolicy, MessageKind, Status
@@ -755,7 +757,9 @@ class Store:
         if rows_mb:
             for q in Question.select().order_by(Question.id):
                 asked.setdefault(q.pool_id, []).append(q)
-        mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool, asked.get(m.pool_id, [])))
+        mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool, asked.get(m.pool_id, [])),
+                                    subject_prefix=m.subject_prefix or "",
+                                    unknown_policy=m.unknown_policy or "open")
                      for a, m in rows_mb.items()}
         return Directory(
             csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),
@@ -766,6 +770,7 @@ class Store:
             mailboxes=mailboxes,
             departments={d.name.lower(): DepartmentInfo(d.name, d.address, d.deadline)
                          for d in Department.select()} if rows_mb else {},
+            products=self.product_infos() if rows_mb else (),
         ), rows_mb
 
     def case_state(self, case: Case, *, participants: set[str] | None = None) -> CaseState:
@@ -825,8 +830,11 @@ class Store:
                         for e in events if e["kind"] == "note"]
         row["history"] = sorted(messages + events, key=lambda i: (
             i["date"] if i["type"] == "message" else i["at"], 0 if i["type"] == "message" else 1))
-        row["files"] = [{"id": a.id, "message": a.message_id, "filename": a.filename,
-                         "content_type": a.content_type, "size": a.size, "sha256": a.sha256}
+        row["files"] = [{"id": a.id, "message": a.message_id, "name": a.filename,
+                         "type": a.content_type, "size": a.size, "inline": bool(a.inline),
+                         "content_id": a.content_id or None, "sha256": a.sha256,
+                         # the names of before issue 10, kept for scripts that read them
+                         "filename": a.filename, "content_type": a.content_type}
                         for a in self.attachments(case)]
         row["timers"] = [{"kind": t.kind, "due": _iso(t.due), "status": t.status,
                           "fired": _iso(t.fired)} for t in self.timers(case)]
@@ -867,7 +875,8 @@ class Store:
         return _create(Message, **fields)
 
     def add_attachment(
-        self, message: Message, *, filename: str, content_type: str, data: bytes, sha256: str
+        self, message: Message, *, filename: str, content_type: str, data: bytes, sha256: str,
+        inline: bool = False, content_id: str = "",
     ) -> Attachment:
         return _create(
             Attachment,
@@ -877,13 +886,16 @@ class Store:
             size=len(data),
             sha256=sha256,
             data=data,
+            inline=inline,
+            content_id=content_id,
         )
 
     def attachments(self, case: Case) -> list[Attachment]:
         """A case's files, without their bytes (``attachment(id)`` has those)."""
         return list(
             Attachment.select(Attachment.id, Attachment.message, Attachment.filename,
-                              Attachment.content_type, Attachment.size, Attachment.sha256)
+                              Attachment.content_type, Attachment.size, Attachment.sha256,
+                              Attachment.inline, Attachment.content_id)
             .join(Message)
             .where(Message.case == case)
             .order_by(Attachment.id)
@@ -1276,6 +1288,85 @@ class Store:
             )
             return aware(row.due) if row is not None and row.due is not None else None
 
+    # -- intake: products and a mailbox's intake policy (issue 10) ---------------
+
+    def add_product(self, name: str, *, mailbox: str = "", keywords: Sequence[str] = ()) -> Product:
+        self.directory_generation += 1
+        with self.atomic():
+            if Product.get_or_none(Product.name == name) is not None:
+                raise StoreError(f"a product {name!r} exists already (`casegate product set`)")
+            self._check_product_mailbox(name, mailbox)
+            return Product.create(**bounded(Product, dict(
+                name=name, mailbox=mailbox, keywords=",".join(keywords), created=self.now())))
+
+    def _check_product_mailbox(self, name: str, mailbox: str) -> None:
+        if not mailbox:
+            return
+        if Mailbox.get_or_none(Mailbox.address == mailbox) is None:
+            raise StoreError(f"{mailbox} is not a supervised address (`casegate mailbox list`)")
+        other = Product.get_or_none((Product.mailbox == mailbox) & (Product.name != name))
+        if other is not None:
+            raise StoreError(f"{mailbox} is the mailbox of product {other.name!r} already: "
+                             "one product per mailbox")
+
+    def products(self) -> list[Product]:
+        with self.guard():
+            return list(Product.select().order_by(Product.name))
+
+    def product_infos(self) -> tuple[ProductInfo, ...]:
+        return tuple(ProductInfo(p.name, p.mailbox or "",
+                                 tuple(k for k in (p.keywords or "").split(",") if k))
+                     for p in Product.select().order_by(Product.name))
+
+    def set_product(self, name: str, *, mailbox: str | None = None,
+                    keywords: Sequence[str] | None = None, rename: str | None = None) -> Product:
+        self.directory_generation += 1
+        with self.atomic():
+            product = Product.get_or_none(Product.name == name)
+            if product is None:
+                raise StoreError(f"no product named {name!r} (`casegate product list`)")
+            if mailbox is not None:
+                self._check_product_mailbox(name, mailbox)
+                product.mailbox = mailbox
+            if keywords is not None:
+                product.keywords = ",".join(keywords)
+            if rename is not None and rename != name:
+                if Product.get_or_none(Product.name == rename) is not None:
+                    raise StoreError(f"a product {rename!r} exists already")
+                product.name = rename
+            product.save()
+            return product
+
+    def remove_product(self, name: str) -> int:
+        """Remove a product; its cases keep the name they were filed under."""
+        self.directory_generation += 1
+        with self.atomic():
+            return Product.delete().where(Product.name == name).execute()
+
+    def set_mailbox_intake(self, address: str, **changes: Any) -> Mailbox:
+        """``subject_prefix`` and ``unknown_policy`` of a supervised address."""
+        self.directory_generation += 1
+        with self.atomic():
+            row = Mailbox.get_or_none(Mailbox.address == address)
+            if row is None:
+                raise StoreError(f"{address} is not a supervised address (`casegate mailbox list`)")
+            for key, value in bounded(Mailbox, changes).items():
+                setattr(row, key, value)
+            row.save(only=[getattr(Mailbox, key) for key in changes])
+            return row
+
+    def known_customer(self, mailbox: Mailbox, address: str) -> bool:
+        """Has ``address`` written to this mailbox before (a case of theirs, or
+        a case they take part in)?"""
+        if not address:
+            return False
+        with self.guard():
+            own = Case.select(Case.id).where((Case.mailbox == mailbox)
+                                             & (Case.customer_address == address)).exists()
+            return own or (Participant.select(Participant.id).join(Case)
+                           .where((Case.mailbox == mailbox) & (Participant.address == address))
+                           .exists())
+
 
 def pool_info(pool: Pool, questions: Sequence[Question] | None = None) -> PoolInfo:
     """A pool as the rules see it (its questions read unless given)."""
@@ -1290,6 +1381,8 @@ def pool_info(pool: Pool, questions: Sequence[Question] | None = None) -> PoolIn
                     closed_policy=policy,
                     close_on_reply=bool(pool.close_on_reply),
                     remind_after=pool.remind_after or None, autoclose_after=pool.autoclose_after or None,
+                    cc_participants=bool(getattr(pool, "cc_participants", True)),
+                    max_participants=int(getattr(pool, "max_participants", 10) or 0),
                     questions=tuple(QuestionInfo(q.name, tuple(c.strip() for c in q.choices.split(",")
                                                                if c.strip()),
                                                  bool(q.required), bool(q.free_text))
@@ -1322,6 +1415,7 @@ def case_dict(case: Case) -> dict[str, Any]:
         "rating": case.rating,
         "rating_comment": case.rating_comment,
         "answers": json.loads(case.answers) if case.answers else {},
+        "product": case.product or None,
     }
 
 

@@ -23,6 +23,7 @@ from rules.decision import (
     AnswerCustomer,
     Assign,
     Blacklist,
+    Cancel,
     CaseState,
     Consult,
     CsrInfo,
@@ -36,6 +37,7 @@ from rules.decision import (
     OpenCase,
     PoolInfo,
     Record,
+    RefuseIntake,
     SendCustomer,
     SetAnswers,
     SetAway,
@@ -49,7 +51,7 @@ from rules.decision import (
     timers_after_answer,
 )
 from rules.durations import parse_duration
-from rules.vocab import EventKind, MessageKind, Outcome, Status
+from rules.vocab import EventKind, MessageKind, Outcome, Status, TimerKind
 
 _COMMAND_LINE = re.compile(r"^#([a-z][a-z-]*)\b[ \t]*(.*)$", re.IGNORECASE)
 # name=value pairs (a value with spaces in double quotes): #close product=Router partner="ACME Ltd"
@@ -179,6 +181,8 @@ class Close(Command):
         assert f.case is not None
         if f.case.status is Status.CLOSED:
             return f"{f.case.number} is already closed"
+        if f.case.status is Status.HELD:
+            return f"{f.case.number} is held: #accept opens it, #reject refuses it"
         questions = f.pool.questions if f.pool is not None else ()
         answers = answers_of(arg)
         known = {q.name.lower(): q for q in questions}
@@ -383,10 +387,16 @@ class Approve(Command):
 class RejectDraft(Command):
     name = "reject"
     takes_arg = True
+    arg_optional = True  # on a held case (intake policy "hold"): refuse the case
     text_role = NOTE
-    help = "#reject N: (a supervisor) return held answer N to its author; the text below says why"
+    help = ("#reject N: (a supervisor) return held answer N to its author; the text below says why. "
+            "#reject alone on a held case: refuse it")
 
     def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        if not arg.strip():
+            if f.case is not None and f.case.status is Status.HELD:
+                return None
+            return f"#reject needs an argument: {self.help}"
         d = _draft(arg, f)
         if d is None:
             waiting = ", ".join(str(x.id) for x in f.drafts) or "none"
@@ -394,6 +404,8 @@ class RejectDraft(Command):
         return _may_decide(d, f)
 
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        if not arg.strip():
+            return refuse_held(text, f)
         d = _draft(arg, f)
         assert d is not None
         number = f.case.number if f.case else ""
@@ -404,6 +416,38 @@ class RejectDraft(Command):
                     f"{f.actor.label} did not approve your answer on {number}; nothing was sent "
                     f"to the customer.\n\n{why}\n\nYour draft:\n\n"
                     + (f"{d.commands}\n" if d.commands else "") + d.text))]
+
+
+# -- a held case (a mailbox's intake policy "hold", issue 10) ---------------------------
+
+
+def refuse_held(text: str, f: CommandFacts) -> list[Action]:
+    """#reject on a held case: closed without survey or closing mail; the
+    sender gets the polite refusal (under the loop guards); the text below is
+    a note."""
+    assert f.case is not None
+    out: list[Action] = [SetStatus(Status.CLOSED, f"refused by {f.actor.label}"),
+                         Cancel((TimerKind.REMIND, TimerKind.AUTOCLOSE, TimerKind.ASSIGN_RETRY)),
+                         Record(EventKind.INTAKE_REFUSED, "held case refused", f.actor.label),
+                         RefuseIntake(f.case.customer_address, "intake_rejected", "refused by a CSR")]
+    if text.strip():
+        out.append(AddNote(f.actor.label, text.strip()))
+    return out
+
+
+class Accept(Command):
+    name = "accept"
+    help = "#accept: open a held case (a sender new to the mailbox) normally; they get the acknowledgement"
+
+    def check(self, arg: str, text: str, f: CommandFacts) -> str | None:
+        assert f.case is not None
+        if f.case.status is not Status.HELD:
+            return f"{f.case.number} is not held (it is {f.case.status}): nothing to accept"
+        return None
+
+    def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        return [SetStatus(Status.RECEIVED, f"accepted by {f.actor.label}"),
+                Record(EventKind.ACCEPTED, "", f.actor.label), SendCustomer(MessageKind.ACK)]
 
 
 class Take(Command):
@@ -637,7 +681,10 @@ class SetTo(Command):
         try:
             status = Status(arg.strip().lower())
         except ValueError:
-            return f"{arg!r} is not a status: use {', '.join(s.value for s in Status)}"
+            shown = (s.value for s in Status if s is not Status.HELD)
+            return f"{arg!r} is not a status: use {', '.join(shown)}"
+        if status is Status.HELD or f.case.status is Status.HELD:
+            return "a held case is opened with #accept (or refused with #reject), not by #status"
         if status is Status.CLOSED:
             return "use #close to close a case (the customer is told)"
         if status is Status.UNDER_CONSULTATION:
@@ -653,6 +700,7 @@ class SetTo(Command):
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Close(), Reopen(), Note(), AssignTo(), Take(), Solution(), SetTo(), BlacklistSender(),
     BlacklistSubject(), New(), Next(), Away(), Back(), Escalate(), ConsultDepartment(), Approve(),
+    Accept(),
     RejectDraft())}
 
 HELP = "\n".join(f"  {c.help}" for c in COMMANDS.values())
@@ -745,7 +793,7 @@ def _text_role(names: Sequence[str]) -> str:
 
 
 # The order in which commands act, whatever order they were written in.
-_ORDER = ("new", "reopen", "take", "assign", "escalate", "consult", "status", "note", "solution",
+_ORDER = ("new", "accept", "reopen", "take", "assign", "escalate", "consult", "status", "note", "solution",
           "close", "blacklist", "blacklist-subject")
 
 

@@ -45,6 +45,8 @@ class PoolInfo:
     remind_after: int | None = None  # seconds; None: off
     autoclose_after: int | None = None
     questions: tuple[QuestionInfo, ...] = ()  # the closing questionnaire
+    cc_participants: bool = True  # a CSR's answer goes to the participants in Cc
+    max_participants: int = 10  # Cc's that may join one case
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,17 @@ class MailboxInfo:
     address: str
     display_name: str
     pool: PoolInfo
+    subject_prefix: str = ""  # a new case's subject must start with it ("": any)
+    unknown_policy: str = "open"  # a sender new to this mailbox: open | reject | hold
+
+
+@dataclass(frozen=True)
+class ProductInfo:
+    """A product: every case of ``mailbox``, or one whose subject has a keyword."""
+
+    name: str
+    mailbox: str = ""
+    keywords: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,7 @@ class Directory:
     csrs: Mapping[str, CsrInfo]
     mailboxes: Mapping[str, MailboxInfo]
     departments: Mapping[str, DepartmentInfo] = field(default_factory=dict)  # by name
+    products: tuple[ProductInfo, ...] = ()
 
     def department(self, name: str) -> DepartmentInfo | None:
         return self.departments.get((name or "").lower())
@@ -168,6 +182,30 @@ class OpenCase(Action):
     participants: tuple[str, ...] = ()  # Cc's who may write on the case
     follow_up_of: str | None = None
     mentions: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AddParticipants(Action):
+    """Cc's of a customer's message join the case (rules.participants)."""
+
+    addresses: tuple[str, ...]
+    refused: tuple[tuple[str, str], ...] = ()  # (address, why not): recorded
+
+
+@dataclass(frozen=True)
+class RefuseIntake(Action):
+    """A polite templated answer, no case (or a held case refused): the
+    mailbox's intake policy. Automatic mail to ``to``: the loop guards apply."""
+
+    to: str
+    template: str  # customer/<template>.txt.j2: intake_prefix | intake_rejected
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SetProduct(Action):
+    product: str
     reason: str = ""
 
 

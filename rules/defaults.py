@@ -35,3 +35,13 @@ HISTORY_MAX_CHARS = 64_000  # ... and at most this much of their text in all ...
 HISTORY_ITEM_CHARS = 16_000  # ... and of any one of them
 MESSAGE_TEXT_CHARS = 100_000  # the new message's text shown in a notification
 FORWARD_FILES_BYTES = 5_000_000  # files attached to one outgoing mail (Postfix's limit is 10 MB)
+
+# Intake (issue 10): participants, files, unknown customers.
+CC_PARTICIPANTS = True  # a CSR's answer goes to the case's participants in Cc (per pool)
+MAX_PARTICIPANTS = 10  # Cc's of customer mail that become participants of one case (per pool)
+UNKNOWN_POLICY = "open"  # a sender new to a mailbox: open | reject | hold (per mailbox)
+# Files of one message (all together), and of a whole case, that travel with
+# a notification; larger ones stay stored and the CSR is told (config
+# [files] message_max / case_max).
+FILES_MESSAGE_MAX = FORWARD_FILES_BYTES
+FILES_CASE_MAX = 50_000_000

@@ -166,6 +166,8 @@ class Part:
     filename: str
     content_type: str
     data: bytes
+    inline: bool = False  # shown in the text (disposition inline, or a Content-ID only)
+    content_id: str = ""  # without the angle brackets
 
     @property
     def sha256(self) -> str:
@@ -416,10 +418,49 @@ def attachments(msg: Message) -> tuple[Part, ...]:
             filename = part.get_filename() or ""
         except Exception:
             filename = ""
-        if ctype in ("message/rfc822", "message/global") and not filename:
-            filename = "message.eml"
-        found.append(Part(clean(filename, 255) or "attachment", clean(ctype, 255), _part_data(part)))
+        inline, cid = _placement(part)
+        if not filename:
+            filename = _unnamed(ctype, cid)
+        found.append(Part(clean(filename, 255) or "attachment", clean(ctype, 255), _part_data(part),
+                          inline=inline, content_id=cid))
     return tuple(found)
+
+
+_CID = re.compile(r"<?\s*([^<>\s]{1,250})\s*>?")
+_NAME_UNSAFE = re.compile(r"[^\w.+-]+")
+# Names for files that come without one (a cid-only image, an invitation).
+_EXTENSIONS = {"message/rfc822": ".eml", "message/global": ".eml", "text/calendar": ".ics",
+               "image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif",
+               "image/webp": ".webp", "image/svg+xml": ".svg", "application/pdf": ".pdf",
+               "text/plain": ".txt", "text/html": ".html"}
+_BASES = {"message/rfc822": "message", "message/global": "message", "text/calendar": "invite"}
+
+
+def _placement(part: Message) -> tuple[bool, str]:
+    """(inline, Content-ID) of a file part: inline when its disposition says
+    so, or when it has a Content-ID and no disposition (an image a
+    multipart/related text refers to by ``cid:``)."""
+    try:
+        disposition = (part.get_content_disposition() or "").lower()
+    except Exception:
+        disposition = ""
+    m = _CID.fullmatch(clean(raw_header(part, "Content-ID"), 300).strip())
+    cid = m.group(1) if m else ""
+    return disposition == "inline" or (not disposition and bool(cid)), cid
+
+
+def _unnamed(ctype: str, cid: str) -> str:
+    """A name for a file that has none: ``message.eml``, ``invite.ics``, or
+    the Content-ID's local part (``logo.png`` for ``<logo@x>``)."""
+    ext = _EXTENSIONS.get(ctype, "")
+    base = _BASES.get(ctype, "")
+    if not base and cid:
+        base = _NAME_UNSAFE.sub("_", cid.partition("@")[0]).strip("._")[:60]
+        if base.lower().endswith(ext) and ext:
+            ext = ""
+    if not base:
+        base = "inline" if cid else "attachment"
+    return base + ext
 
 
 # --------------------------------------------------------------------------

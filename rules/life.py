@@ -15,6 +15,7 @@ from rules.decision import (
     CANCEL_WAITING,
     Acknowledge,
     Action,
+    AddParticipants,
     Assign,
     CaseState,
     ConsultationAnswered,
@@ -28,7 +29,9 @@ from rules.decision import (
     OpenCase,
     PoolInfo,
     Record,
+    RefuseIntake,
     SendCustomer,
+    SetProduct,
     SetRating,
     SetStatus,
     StoreMessage,
@@ -38,6 +41,8 @@ from rules.decision import (
 )
 from rules.durations import format_duration
 from rules.match import Match
+from rules.participants import joining
+from rules.products import product_for
 from rules.vocab import ClosedPolicyKind, EventKind, MessageKind, Outcome, Status, TimerKind
 
 _RATING = re.compile(r"^\s*([1-5])(?![\d.,])\s*(?:/\s*5|stars?|[-–:.)!]|$|\s)", re.IGNORECASE)
@@ -65,6 +70,7 @@ class CustomerFacts:
     now: dt.datetime
     answers_survey: bool = False  # In-Reply-To/References name the case's survey mail
     answers_our_mail: bool = False  # ... name mail we wrote, but the sender takes no part in its case
+    known_customer: bool = True  # has written to this mailbox before (read when its policy is not open)
 
 
 def first_line(text: str) -> str:
@@ -90,6 +96,26 @@ def rating_of(text: str, *, answers_survey: bool = True) -> tuple[int, str] | No
 
 
 def on_customer(f: CustomerFacts) -> Decision:
+    """A customer's (or participant's) message; its Cc's join an existing case
+    (rules.participants) right after it is stored."""
+    decided = _on_customer(f)
+    if f.case is None or not f.cc or not any(isinstance(a, StoreMessage) for a in decided.actions) \
+            or decided.outcome is Outcome.FOLLOW_UP:
+        return decided
+    joined = joining(f.cc, sender=f.sender, known=f.case.participants or {f.case.customer_address},
+                     directory=f.directory, limit=f.mailbox.pool.max_participants)
+    if not joined.added and not joined.refused:
+        return decided
+    actions = list(decided.actions)
+    at = next(i for i, a in enumerate(actions) if isinstance(a, StoreMessage)) + 1
+    actions.insert(at, AddParticipants(joined.added, joined.refused))
+    hits = list(decided.hits)
+    if joined.added:
+        hits.append(Hit("cc_participants", f"{', '.join(joined.added)} join the case"))
+    return decision(decided.outcome, actions, hits, decided.errors)
+
+
+def _on_customer(f: CustomerFacts) -> Decision:
     hits = [Hit(f.match.rule, f.match.reason)]
     case, pool = f.case, f.mailbox.pool
     if case is None:
@@ -152,14 +178,50 @@ def _tell(f: CustomerFacts, headline: str) -> list[Action]:
     return [Assign(None, f.mailbox.pool.rule), Notify(headline)]
 
 
+def intake_refusal(f: CustomerFacts) -> tuple[str, str] | None:
+    """(template, why) when the mailbox's intake policy opens no case for
+    this new message: an unknown sender where unknown senders are rejected,
+    then a subject without the mailbox's prefix. None: open a case."""
+    box = f.mailbox
+    if box.unknown_policy == "reject" and not f.known_customer:
+        return "intake_rejected", f"{f.sender} is new to {box.address}, which takes known customers only"
+    prefix = box.subject_prefix.strip()
+    if prefix and not (f.subject or "").strip().lower().startswith(prefix.lower()):
+        return "intake_prefix", f"the subject does not start with {prefix!r}"
+    return None
+
+
 def _new_case(f: CustomerFacts, hits: list[Hit], *, follow_up_of: str | None = None) -> Decision:
-    cc = tuple(dict.fromkeys(a for a in f.cc if a != f.sender and not f.directory.is_ours(a)))
+    refused = intake_refusal(f) if follow_up_of is None else None
+    if refused is not None:
+        template, why = refused
+        hits.append(Hit("intake_policy", why))
+        return decision(Outcome.INTAKE_REFUSED, [
+            StoreMessage(MessageKind.CUSTOMER, f.text, attach=False),
+            Record(EventKind.INTAKE_REFUSED, why, f.sender),
+            RefuseIntake(f.sender, template, why)], hits)
+    held = follow_up_of is None and f.mailbox.unknown_policy == "hold" and not f.known_customer
+    joined = joining(f.cc, sender=f.sender, known={f.sender}, directory=f.directory,
+                     limit=f.mailbox.pool.max_participants)
     actions: list[Action] = [
-        OpenCase(f.sender, f.sender_name, f.subject, participants=cc, follow_up_of=follow_up_of,
-                 mentions=f.match.mentioned, reason=f.match.reason),
+        OpenCase(f.sender, f.sender_name, f.subject, participants=joined.added,
+                 follow_up_of=follow_up_of, mentions=f.match.mentioned, reason=f.match.reason,
+                 status=Status.HELD if held else Status.RECEIVED),
         StoreMessage(MessageKind.CUSTOMER, f.text),
-        Assign(None, f.mailbox.pool.rule),
     ]
+    product = product_for(f.mailbox.address, f.subject, f.directory.products)
+    if product is not None:
+        actions.append(SetProduct(*product))
+        hits.append(Hit("product", f"{product[0]}: {product[1]}"))
+    actions.append(Assign(None, f.mailbox.pool.rule))
+    if held:
+        why = f"{f.sender} is new to {f.mailbox.address}: held for a CSR"
+        hits.append(Hit("intake_policy", why))
+        actions += [Record(EventKind.HELD, why, f.sender),
+                    Notify("New case, held: the sender is new to this mailbox. "
+                           "#accept opens it (they get the acknowledgement); #reject refuses it "
+                           "politely")]
+        return decision(Outcome.HELD_CASE, actions, hits)
     no_ack = ack_refusal(f.sender, f.directory) or f.no_ack_reason or (
         # A responder answering from a new address each time would loop.
         "answers our own mail without taking part in its case: no acknowledgement"
@@ -219,6 +281,16 @@ def on_automatic(f: AutomaticFacts) -> Decision:
     if f.case is not None:
         return decision(Outcome.AUTOMATIC_APPENDED, [
             StoreMessage(kind, f.text), Record(EventKind.AUTOMATIC, detail, f.sender)], hits)
+    box = f.mailbox
+    prefix = box.subject_prefix.strip()
+    if box.unknown_policy == "reject" or (
+            prefix and not (f.subject or "").strip().lower().startswith(prefix.lower())):
+        # The mailbox's intake policy: no case, and never an answer to automatic mail.
+        why = (f"automatic mail to {box.address}, which takes known customers only"
+               if box.unknown_policy == "reject" else f"the subject does not start with {prefix!r}")
+        return decision(Outcome.INTAKE_REFUSED, [
+            StoreMessage(kind, f.text, attach=False), Record(EventKind.INTAKE_REFUSED, why, f.sender)],
+            [*hits, Hit("intake_policy", why)])
     # Automatic mail about no case still gets one (a real system's alert may
     # need a person), never an acknowledgement.
     return decision(Outcome.NEW_CASE_AUTOMATIC, [

@@ -102,30 +102,35 @@ _ATTRIBUTIONS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = tuple(
         (("wrote", "writes", "sent"), r"[-\s]*on\s.{3,400}?\b(?:wrote|writes|sent)\s?:[-\s]*"),
         (("wrote",), r"-{2,}\s*on\s.{3,400}?\bwrote\s*:?\s*-{2,}"),
         (("schrieb",), r"am\s.{3,400}?\bschrieb\b.{0,300}?:"),
+        (("schrieb",), r".{3,400}?\bschrieb\s+am\s.{3,200}?:"),  # Gmail: "X <x@y> schrieb am <date>:"
         (("écrit",), r"le\s.{3,400}?\ba\s+écrit\s?:"),
         (("escribió",), r"el\s.{3,400}?\bescribió\s?:"),
-        (("scritto",), r"il\s.{3,400}?\bha\s+scritto\s?:"),
+        (("scritto",), r"(?:il|in\s+data)\s.{3,400}?\bha\s+scritto\s?:"),
         (("escreveu",), r"em\s.{3,400}?\bescreveu\s?:"),
         (("schreef", "geschreven"), r"op\s.{3,400}?\b(?:schreef|geschreven)\b.{0,300}?:"),
         (("skrev",), r".{3,400}?\bskrev\b.{0,300}?:"),
-        (("napisa", "pisze"), r".{3,400}?\b(?:napisał\w*|pisze)\s?:"),
+        (("napisa", "pisze"), r".{3,400}?\b(?:napisał\w*(?:\(a\))?|pisze)\s?:"),
         (("napsal",), r".{3,400}?\bnapsal\w*(?:\(a\))?\s?:"),
-        (("написал",), r".{3,400}?\bнаписал(?:а|\(а\))?\s?:"),
+        (("написал", "пишет"), r".{3,400}?\b(?:написал(?:а|\(а\))?|пишет)\s?:"),
+        (("написав", "написала", "пише"), r".{3,400}?\b(?:написав|написала|написав\(ла\)|пише)\s?:"),
+        (("のメッセージ", "書きました"), r".{3,400}?(?:のメッセージ|は書きました)\s?[:：]"),
         (("kirjoitti",), r".{3,400}?\bkirjoitti\s?:"),
         (("írta",), r".{3,400}?\bírta\s?:"),
         (("yazdı",), r".{3,400}?\byazdı\s?:"),
         (("đã viết",), r"vào\s.{3,400}?\bđã viết\s?:"),
         (("写道",), r".{3,400}?写道\s?[:：]"),
+        (("작성",), r".{3,400}?님이\s?작성(?:하였습니다|했습니다)?\s?[:：]"),
     )
 )
 # Android's "---- John Smith wrote ----" carries no date.
 _ANDROID_ATTRIBUTION_RE = re.compile(r"-{2,}\s*.{1,100}?\bwrote\s*-{2,}", re.IGNORECASE)
+_DASHED_RE = re.compile(r"-{2,}\s*(.{3,500}?)\s*-{2,}")
 # Weak forms, trusted only in front of a quote: "<name> wrote:" in any of
 # the languages above, and "<date> <name> <email>:" (Gmail in Japanese,
 # Russian; Android) or without the colon.
 _WEAK_VERB_RE = re.compile(  # no sentence may end before the verb
     r"(?:(?![.!?]\s).){1,200}?\b(?:wrote|schrieb|a\s+écrit|escribió|ha\s+scritto|escreveu|schreef|skrev"
-    r"|napisał\w*|написал(?:а|\(а\))?)\s?:",
+    r"|napisał\w*(?:\(a\))?|pisze|написал(?:а|\(а\))?|пишет|написав|написала|пише)\s?:",
     re.IGNORECASE,
 )
 _WEAK_EMAIL_RE = re.compile(
@@ -144,7 +149,9 @@ _ORIGINAL_MESSAGE_RE = re.compile(
     r"|message original|mensaje original|messaggio originale|oorspronkelijk bericht"
     r"|origineel bericht|mensagem original|oprindelig meddelelse|opprinnelig melding"
     r"|ursprungligt meddelande|originalmeddelande|alkuperäinen viesti|исходное сообщение"
-    r"|wiadomość oryginalna|původní zpráva|eredeti üzenet|orijinal ileti)\s*[-=_*]{2,}[-=_*\s]*",
+    r"|wiadomość oryginalna|oryginalna wiadomość|původní zpráva|eredeti üzenet|orijinal ileti"
+    r"|ursprüngliche mail|mail original|oorspronkelijk e-mailbericht|originalt meddelande"
+    r"|вихідне повідомлення|原始邮件|元のメッセージ)\s*[-=_*]{2,}[-=_*\s]*",
     re.IGNORECASE,
 )
 _FORWARD_RE = re.compile(
@@ -161,14 +168,14 @@ _RULE_RE = re.compile(r"\s*(?:_{10,}|-{10,}|={10,}|\*{10,})\s*")
 # fmt: off
 _HEADER_FAMILIES: dict[str, tuple[str, ...]] = {
     "from": (
-        "from", "von", "de", "da", "van", "fra", "från", "od", "от", "lähettäjä",
+        "from", "von", "de", "da", "van", "fra", "från", "od", "от", "від", "lähettäjä",
         "feladó", "kimden", "expéditeur", "remitente", "mittente", "发件人", "寄件者",
         "差出人", "보낸 사람",
     ),
     "date": (
         "date", "datum", "fecha", "data", "sent", "gesendet", "envoyé", "enviado",
         "enviado el", "enviada em", "enviada", "inviato", "verzonden", "skickat", "sendt",
-        "wysłano", "отправлено", "дата", "lähetetty", "päivämäärä", "dátum", "tarih",
+        "wysłano", "отправлено", "надіслано", "дата", "lähetetty", "päivämäärä", "dátum", "tarih",
         "gönderildi", "odesláno", "发送时间", "日期", "送信日時", "날짜", "보낸 날짜",
     ),
     "to": (
@@ -190,7 +197,7 @@ _HEADER_LINE_RE = re.compile(
         re.escape(k).replace(r"\ ", r"\s")
         for k in sorted(_HEADER_KEY_TO_FAMILY, key=len, reverse=True)
     )
-    + r")\*{0,2}[ \t\xa0]?[:：]\*{0,2}(?:\s|$)",
+    + r")\*{0,2}[ \t\xa0]?(?:[:：]\*{0,2}(?:\s|$)|：)",  # "主题：x" needs no space
     re.IGNORECASE,
 )
 _INLINE_HEADER_RE = re.compile(
@@ -282,6 +289,12 @@ def _attribution_strength(header: str) -> int:
             return _WEAK
     if "wrote" in hits and _ANDROID_ATTRIBUTION_RE.fullmatch(header):
         return _STRONG
+    dashed = _DASHED_RE.fullmatch(header)
+    if dashed is not None and has_digit and "@" in hits:
+        # Zoho: "---- Am Mo, 01 Jan 2024 ... schrieb X <x@y> ----", any language.
+        inner = dashed.group(1) + ":"
+        if any(not hits.isdisjoint(keys) and rx.fullmatch(inner) for keys, rx in _ATTRIBUTIONS):
+            return _STRONG
     if hits != {"@"} and _WEAK_VERB_RE.fullmatch(header):
         return _WEAK
     if has_digit and "@" in hits and _WEAK_EMAIL_RE.fullmatch(header):

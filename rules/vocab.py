@@ -17,6 +17,7 @@ class Status(StrEnum):
     UNDER_CONSULTATION = "under_consultation"  # reserved: a department is consulted
     CLOSED = "closed"
     REOPENED = "reopened"  # the customer wrote to a closed case (or rejected a solution)
+    HELD = "held"  # an unknown customer's case waiting for a CSR's #accept (mailbox --unknown hold)
 
     @property
     def is_open(self) -> bool:
@@ -49,12 +50,14 @@ class MessageKind(StrEnum):
     CONSULT = "consult"  # to a department: a CSR's question
     OVERDUE = "overdue"  # to a department and a CSR: a consultation past its deadline
     APPROVAL = "approval"  # to a supervisor: a held answer, as the customer would get it
+    REFUSED = "refused"  # to a sender: no case opened (the mailbox's intake policy)
 
 
 # Outgoing mail to customers that nobody typed: RFC 3834 auto-replies, under
 # the rate caps, never in answer to automatic mail.
 AUTOMATIC_OUT = frozenset({MessageKind.ACK, MessageKind.CLOSED, MessageKind.SURVEY,
-                           MessageKind.REMINDER, MessageKind.THANKS, MessageKind.ESCALATED})
+                           MessageKind.REMINDER, MessageKind.THANKS, MessageKind.ESCALATED,
+                           MessageKind.REFUSED})
 # What the customer's thread holds (threading headers of answers).
 CUSTOMER_THREAD_OUT = frozenset({MessageKind.ACK, MessageKind.REPLY, MessageKind.SOLUTION,
                                  MessageKind.CLOSED, MessageKind.SURVEY, MessageKind.REMINDER,
@@ -101,6 +104,10 @@ class EventKind(StrEnum):
     REMINDED = "reminded"
     AUTOCLOSED = "autoclosed"
     TIMER = "timer"
+    PARTICIPANTS = "participants"  # Cc's joined the case (or were refused)
+    PRODUCT = "product"  # the case's product was set
+    INTAKE_REFUSED = "intake_refused"  # no case: the mailbox's intake policy
+    ACCEPTED = "accepted"  # a held case was accepted by a CSR
 
 
 class Outcome(StrEnum):
@@ -130,6 +137,9 @@ class Outcome(StrEnum):
     DISCARDED_BLACKLIST = "discarded_blacklist"
     TIMER_FIRED = "timer_fired"
     TIMER_SKIPPED = "timer_skipped"
+    INTAKE_REFUSED = "intake_refused"  # no case opened: subject prefix or unknown sender
+    HELD_CASE = "held_case"  # opened as held for a CSR's #accept
+    CASE_ACCEPTED = "case_accepted"
 
 
 class TimerKind(StrEnum):

@@ -61,6 +61,10 @@ class Texts:
 
     body: str  # the whole text (history included): what is stored
     reply: str  # a CSR's new text, quotes stripped
+    # A customer's text without the history it quotes (signature kept): what
+    # is stored, shown to CSRs and in the case history when the message joins
+    # an existing case, whose history holds the quoted messages already.
+    shown: str = ""
 
 
 class Misrouted(Exception):
@@ -172,7 +176,9 @@ class Engine:
         # SQLite's lock (a 9 MB header storm held it for a minute).
         staff = identity.role in (Role.CSR, Role.DEPARTMENT)
         texts = Texts(body="" if staff else body_text(inbound.msg),
-                      reply=extract_reply(inbound.msg) if staff else "")
+                      reply=extract_reply(inbound.msg) if staff else "",
+                      shown=extract_reply(inbound.msg, keep_signature=True)
+                      if identity.role is Role.CUSTOMER else "")
         with store.atomic():
             seen = store.delivery_seen(key)
             if seen is not None:
@@ -216,6 +222,8 @@ class Engine:
             ctx.case = case
             ctx.mailbox = case.mailbox
         state = self.store.case_state(case, participants=match.participants) if case else None
+        if state is not None:
+            ctx.participants = set(state.participants)
         info = directory.mailbox(ctx.mailbox.address)
         assert info is not None
         hits = (Hit(identity.rule, identity.reason),)
@@ -260,7 +268,8 @@ class Engine:
                 # No From: address: the envelope sender, else nobody to answer.
                 sender=inbound.from_address or delivery.mail_from.lower(),
                 sender_name=inbound.from_name, subject=inbound.subject,
-                cc=tuple(a for _, a in inbound.cc), text=texts.body,
+                cc=tuple(a for _, a in inbound.cc),
+                text=texts.shown if state is not None and texts.shown.strip() else texts.body,
                 # The first line means something (Accept, a rating) only here.
                 reply_text=extract_reply(inbound.msg) if state is not None and state.status in (
                     Status.CLOSED, Status.SOLUTION_PROPOSED) else "",
@@ -268,8 +277,17 @@ class Engine:
                 answers_survey=state is not None and bool(
                     state.survey_ids & {*inbound.in_reply_to, *inbound.references}),
                 # ... from someone who takes no part in its case (a responder).
-                answers_our_mail=match.signed and match.number is None))
+                answers_our_mail=match.signed and match.number is None,
+                known_customer=self._known_customer(info, ctx, state, inbound, delivery)))
         return Decision(decision.outcome, decision.actions, hits + decision.hits, decision.errors)
+
+    def _known_customer(self, info: MailboxInfo, ctx: Context, state: object, inbound: Inbound,
+                        delivery: Delivery) -> bool:
+        """Read only when it matters: a new case where the mailbox's intake
+        policy is not ``open`` (issue 10)."""
+        if state is not None or info.unknown_policy == "open":
+            return True
+        return self.store.known_customer(ctx.mailbox, inbound.from_address or delivery.mail_from.lower())
 
     def _bounce(self, inbound: Inbound, number: str, message_id: int, ctx: Context,
                 mailboxes: dict[str, Mailbox], texts: Texts) -> Decision:

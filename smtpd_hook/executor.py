@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from casestore.models import Case, Csr, Event, Mailbox, Message
+from casestore.models import Case, Csr, Event, Mailbox, Message, Participant
 from casestore.store import Store, aware, case_dict
 from rules import decision as d
 from rules import defaults, tokens
@@ -32,6 +32,7 @@ from rules.logctx import queue_id as current_queue_id
 from rules.loop import LOOP_HEADER, make_loop_header, verp_address
 from rules.names import greeting
 from rules.quotes import REPLY_MARKER
+from rules.salutation import own as own_salutation
 from rules.vocab import CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.render import OutgoingFile, Renderer, build_message, format_address
@@ -58,6 +59,7 @@ class Context:
     explain: str = ""  # the decision's rule hits
     actor: str = ""  # at the shell: who gives the command
     opened: bool = False  # the case was opened by this decision
+    participants: set[str] | None = None  # the case's, when the caller loaded them (saves a query)
     sent: list[Message] = field(default_factory=list)
 
 
@@ -92,6 +94,7 @@ class Executor:
         self._event(ctx, EventKind.OPENED, a.reason, a.customer_address)
         for address in a.participants:
             store.add_participant(case, address, "cc")
+        ctx.participants = {a.customer_address, *a.participants} if a.customer_address else None
         if a.mentions:
             self._event(ctx, EventKind.MENTIONS, ", ".join(a.mentions), a.customer_address)
         if previous is not None:
@@ -130,7 +133,8 @@ class Executor:
         for part in inbound.attachments:
             self.store.add_attachment(message, filename=part.filename,
                                       content_type=part.content_type, data=part.data,
-                                      sha256=part.sha256)
+                                      sha256=part.sha256, inline=part.inline,
+                                      content_id=part.content_id)
         ctx.message = message
 
     def _setstatus(self, a: d.SetStatus, ctx: Context) -> None:
@@ -212,6 +216,7 @@ class Executor:
         assert case is not None, a.number
         ctx.case = case
         ctx.mailbox = case.mailbox
+        ctx.participants = None  # another case's
 
     def _addnote(self, a: d.AddNote, ctx: Context) -> None:
         self._event(ctx, EventKind.NOTE, a.text, a.author)
@@ -288,7 +293,8 @@ class Executor:
             "csr": {"name": name, "signature": csr.signature.strip() if csr else ""},
             "signoff": _signoff(name, csr.signature if csr else "", organization),
             "history": [], "history_omitted": 0,
-            "links": self._customer_links(case, ctx, a.kind)})
+            "links": self._customer_links(case, ctx, a.kind),
+            **_own_salutation(a.text, name, csr.signature if csr else "", organization)})
         subject = tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix, reply=True)
         body = self.renderer.text("csr/approval.txt.j2", {
             "csr": name, "draft": draft.id, "commands": a.commands, "preview": preview,
@@ -384,6 +390,7 @@ class Executor:
             "signoff": _signoff(csr.name, csr.signature, organization),
             "links": self._customer_links(case, ctx, a.kind),
         })
+        context.update(_own_salutation(a.text, csr.name, csr.signature, organization))
         context["history"], context["history_omitted"] = self._history(
             case, msgs, ctx.directory, exclude=ctx.message, public_only=True)
         body = self.renderer.text(f"customer/{a.kind}.txt.j2", context)
@@ -396,7 +403,8 @@ class Executor:
                        subject=tokens.tagged_subject(case.number, case.subject,
                                                      self.settings.case_prefix, reply=True),
                        body=body, in_reply_to=in_reply_to, references=thread,
-                       files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files])
+                       files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files],
+                       cc=self._answer_cc(case, ctx))
 
     def _setaway(self, a: d.SetAway, ctx: Context) -> None:
         pools = self.store.set_away(a.csr, list(a.pools), away=True, until=a.until, deputy=a.deputy)
@@ -426,9 +434,11 @@ class Executor:
         about = message is not None and message.kind in (
             MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE, MessageKind.DEPARTMENT)
         parts = ctx.inbound.attachments if (about and ctx.inbound is not None) else ()
-        fits = _forwardable(parts)
+        fates = self._file_fates(parts, files, message)
+        fits = [f.forward for f in fates]
         mine = [f.id for f in files if about and message is not None and f.message_id == message.id]
         attached = {fid for fid, ok in zip(mine, fits, strict=False) if ok}
+        held = {fid: fate.reason for fid, fate in zip(mine, fates, strict=False) if not fate.forward}
         history, omitted = self._history(case, msgs, ctx.directory, exclude=message if about else None,
                                          public_only=False)
         text = (message.text or "").strip() if message is not None else ""
@@ -443,13 +453,19 @@ class Executor:
             "case": self._case_view(case),
             "assignee": f"{csr.name} <{csr.address}>",
             "files": [{"id": f.id, "filename": f.filename, "content_type": f.content_type,
-                       "size": f.size, "attached": f.id in attached} for f in files],
+                       "size": f.size, "attached": f.id in attached, "inline": bool(f.inline),
+                       "content_id": f.content_id or ""} for f in files],
             "message": {"author": self._author(case, message, {}), "date": _date(message.created),
                         "text": text or "(no text)"}
             if about and message is not None else None,
             "history": history,
             "history_omitted": omitted,
             "actions": self._actions(case, ctx),
+            # issue 10: who else takes part, the product, files kept back
+            "participants": self._participant_list(case, ctx.participants),
+            "product": case.product or "",
+            "files_held": [{"id": f.id, "filename": f.filename, "size": f.size,
+                            "reason": held[f.id]} for f in files if f.id in held],
         })
         earlier = [m.message_id for m in msgs if m.direction == "out" and m.kind == MessageKind.NOTIFY]
         name = case.customer_name or case.customer_address or "unknown sender"
@@ -465,6 +481,90 @@ class Executor:
                        body=body, in_reply_to=earlier[-1] if earlier else None, references=earlier,
                        headers=headers,
                        files=[OutgoingFile(p.filename, p.content_type, p.data) for p in files_out])
+
+    def _file_fates(self, parts: Sequence[Any], files: Sequence[Any],
+                    message: Message | None) -> list[Any]:
+        """Which of the inbound message's files travel (the size limits of
+        ``settings.files_*``); the others stay stored and are listed."""
+        from rules.files import plan
+
+        before = sum(f.size for f in files if message is None or f.message_id != message.id)
+        return plan([(p.sha256, len(p.data)) for p in parts],
+                    message_max=self.settings.files_message_max, case_used=before,
+                    case_max=self.settings.files_case_max)
+
+    def _refuseintake(self, a: d.RefuseIntake, ctx: Context) -> None:
+        """The mailbox's intake policy opened no case (or a CSR refused a held
+        one): a polite answer, under every guard of automatic mail."""
+        address = a.to
+        refused = ack_refusal(address, ctx.directory) or ctx.suppress
+        if not refused and address.rpartition("@")[2].startswith("["):
+            refused = "never to an address literal"
+        if not refused:
+            refused = (self._over_rate_cap(ctx.case, address) if ctx.case is not None
+                       else self._over_recipient_cap(address))
+        if refused:
+            self._event(ctx, EventKind.NOT_SENT, f"{a.template}: {refused}")
+            log.info("no %s mail to %s: %s", a.template, address, refused)
+            return
+        inbound = ctx.inbound
+        case = ctx.case
+        subject = (case.subject if case is not None else inbound.subject if inbound is not None
+                   else "") or "(no subject)"
+        info = ctx.directory.mailbox(ctx.mailbox.address)
+        body = self.renderer.text(f"customer/{a.template}.txt.j2", {
+            "greeting": greeting(case.customer_name if case is not None
+                                 else inbound.from_name if inbound is not None else ""),
+            "organization": self._organization(ctx), "mailbox": ctx.mailbox.address,
+            "subject_prefix": info.subject_prefix if info is not None else "",
+            "subject": subject})
+        by_mail = inbound is not None and case is None
+        self._outgoing(ctx, kind=MessageKind.REFUSED, from_=self._from_mailbox(ctx), to=[address],
+                       subject=f"Re: {subject}",
+                       body=body, in_reply_to=inbound.message_id if by_mail and inbound.message_id
+                       else None,
+                       references=[inbound.message_id] if by_mail and inbound.message_id else [],
+                       headers=self._automatic_headers(ctx, "auto-replied"))
+
+    def _over_recipient_cap(self, address: str) -> str | None:
+        limits = self.store.limits()
+        since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
+        key = rate_key(address)
+        to_mailbox, to_domain = self.store.automatic_sent_to(since=since, recipient=key)
+        if to_mailbox >= limits["autoreply_per_recipient"]:
+            return f"rate cap: {limits['autoreply_per_recipient']} automatic mails to {key} already sent"
+        if to_domain >= limits["autoreply_per_domain"]:
+            return f"rate cap: {limits['autoreply_per_domain']} automatic mails to @{key.rpartition('@')[2]}"
+        return None
+
+    def _setproduct(self, a: d.SetProduct, ctx: Context) -> None:
+        self.store.touch(self._case(ctx), product=a.product)
+        self._event(ctx, EventKind.PRODUCT, f"{a.product}: {a.reason}" if a.reason else a.product)
+
+    def _addparticipants(self, a: d.AddParticipants, ctx: Context) -> None:
+        case = self._case(ctx)
+        for address in a.addresses:
+            self.store.add_participant(case, address, "cc")
+        if ctx.participants is not None:
+            ctx.participants |= set(a.addresses)
+        detail = ", ".join(a.addresses) + "".join(f"; not {addr}: {why}" for addr, why in a.refused)
+        self._event(ctx, EventKind.PARTICIPANTS, detail.strip("; "))
+
+    def _answer_cc(self, case: Case, ctx: Context) -> list[str]:
+        """The participants in Cc of a CSR's answer, when the pool says so
+        (never our own addresses, should one have become a CSR since)."""
+        info = ctx.directory.mailbox(ctx.mailbox.address)
+        if info is not None and not info.pool.cc_participants:
+            return []
+        return [a for a in self._participant_list(case, ctx.participants)
+                if not ctx.directory.is_ours(a)]
+
+    def _participant_list(self, case: Case, ctx_participants: set[str] | None = None) -> list[str]:
+        """The case's participants other than the customer (Cc's)."""
+        if ctx_participants is not None:
+            return sorted(a for a in ctx_participants if a != case.customer_address)
+        return [p.address for p in case.participants.order_by(Participant.id)
+                if p.address != case.customer_address]
 
     def _tellcsr(self, a: d.TellCsr, ctx: Context) -> None:
         case = ctx.case
@@ -657,7 +757,8 @@ class Executor:
 
     def _outgoing(self, ctx: Context, *, kind: MessageKind, from_: str, to: Sequence[str], subject: str,
                   body: str, in_reply_to: str | None, references: Sequence[str],
-                  headers: dict[str, str] | None = None, files: Sequence[OutgoingFile] = ()) -> Message:
+                  headers: dict[str, str] | None = None, files: Sequence[OutgoingFile] = (),
+                  cc: Sequence[str] = ()) -> Message:
         case, mailbox = ctx.case, ctx.mailbox
         domain = mailbox.address.partition("@")[2]
         if case is not None:
@@ -669,20 +770,20 @@ class Executor:
         raw = build_message(from_=from_, to=list(to), subject=subject, body=body,
                             message_id=message_id, date=self.store.clock(), reply_to=reply_to,
                             in_reply_to=in_reply_to, references=references, headers=headers,
-                            files=files)
+                            files=files, cc=cc)
         if self.sign is not None:
             raw = self.sign(raw)
         qid = current_queue_id.get()
         message = self.store.add_message(
             case=case, direction="out", kind=kind.value, sender=mailbox.address,
-            recipients=",".join(to), message_id=message_id, in_reply_to=in_reply_to or "",
+            recipients=",".join([*to, *cc]), message_id=message_id, in_reply_to=in_reply_to or "",
             subject=subject, text=body, raw=raw, queue_id=qid if qid != "-" else "",
             rcpt_key=rate_key(to[0])[:320] if to else "",
             rcpt_domain=rate_key(to[0]).rpartition("@")[2][:255] if to else "")
         # VERP: a bounce of this message names its case and the message exactly.
         envelope = (verp_address(self.settings.secret, mailbox.address, case.number, message.id)
                     if case is not None else mailbox.address)
-        self.store.enqueue(message, mail_from=envelope, rcpt_to=to)
+        self.store.enqueue(message, mail_from=envelope, rcpt_to=[*to, *cc])
         ctx.sent.append(message)
         return message
 
@@ -733,6 +834,11 @@ def _signoff(name: str, signature: str, organization: str) -> str:
     if organization and organization not in signature:
         lines.append(organization)
     return "\n".join(lines)
+
+
+def _own_salutation(text: str, name: str, signature: str, organization: str) -> dict[str, str]:
+    """The CSR's own greeting and sign-off replace ours, never both (docs/cases.md)."""
+    return own_salutation(text, name, _signoff(name, signature, organization))
 
 
 def _date(value: Any) -> str:

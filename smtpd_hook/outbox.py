@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from casestore.models import Outbox
 from casestore.store import Store, StoreUnavailable
 from rules.logctx import queue_id
+from smtpd_hook.render import needs_smtputf8
 from smtpd_hook.settings import Settings
 
 log = logging.getLogger("casegate.outbox")
@@ -58,7 +59,17 @@ def send_batch(
             rcpts = [r for r in item.rcpt_to.split("\n") if r]
             try:
                 _xforward_ident(client, item.message.queue_id)
-                refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw))
+                # A non-ASCII local part (ana.maría@…) needs SMTPUTF8 (RFC 6531).
+                options = ["SMTPUTF8"] if needs_smtputf8([item.mail_from, *rcpts]) else []
+                refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw),
+                                          mail_options=options)
+            except smtplib.SMTPNotSupportedError as exc:
+                # Postfix without smtputf8_enable: this item waits and retries
+                # (the log says why); the others go.
+                on_result(item, smtplib.SMTPException(f"the re-injection server does not offer "
+                                                      f"SMTPUTF8 ({exc}): set smtputf8_enable = yes"))
+                _rset(client)
+                continue
             except smtplib.SMTPRecipientsRefused as exc:
                 on_result(item, _classify(exc.recipients))
                 _rset(client)

@@ -73,10 +73,13 @@ def build_message(
     references: Sequence[str] = (),
     headers: Mapping[str, str] | None = None,
     files: Sequence[OutgoingFile] = (),
+    cc: Sequence[str] = (),
 ) -> bytes:
     msg = EmailMessage(policy=SMTP_POLICY)
     msg["From"] = from_
     msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
     if reply_to:
         msg["Reply-To"] = reply_to
     msg["Subject"] = subject
@@ -103,4 +106,19 @@ def build_message(
             f.data, maintype=maintype or "application", subtype=subtype or "octet-stream",
             filename=f.filename,
         )
+    if needs_smtputf8([*to, *cc]):
+        # RFC 6531/6532: an address with a non-ASCII local part cannot be
+        # RFC 2047-encoded; its headers go as UTF-8 and the outbox sends the
+        # message with SMTPUTF8.
+        return msg.as_bytes(policy=SMTP_POLICY.clone(utf8=True))
     return msg.as_bytes(policy=SMTP_POLICY)
+
+
+def needs_smtputf8(addresses: Sequence[str]) -> bool:
+    """Does any of these addresses (``Name <addr>`` or bare) have a non-ASCII
+    local part (the domain is IDNA-encoded elsewhere)?"""
+    for value in addresses:
+        address = email.utils.parseaddr(value)[1] or value
+        if not address.rpartition("@")[0].isascii():
+            return True
+    return False

@@ -29,3 +29,6 @@ class Settings:
     retry_max_seconds: float = 300.0
     helo_name: str = "casegate.localhost"
     extra: dict[str, str] = field(default_factory=dict)
+    # Files that travel with a notification (config [files]); larger ones stay stored.
+    files_message_max: int = defaults.FILES_MESSAGE_MAX
+    files_case_max: int = defaults.FILES_CASE_MAX

@@ -411,7 +411,8 @@ class Counter:
 # engine's fact loading, not in these numbers).
 # (Before the reshape: 32 for a new case with one Cc. The first event also
 # reads the directory, 4 statements, which serve then caches for 5 s.)
-STATEMENT_BUDGET = {"new_case_one_cc": 28, "customer_reply": 13, "csr_reply": 18}
+# (Issue 10, intake: +1 the products, read with the directory.)
+STATEMENT_BUDGET = {"new_case_one_cc": 29, "customer_reply": 13, "csr_reply": 18}
 
 
 def test_statements_per_event(engine: Engine) -> None:

@@ -119,7 +119,8 @@ def test_pool_policies_are_listed(env: Env) -> None:
     assert pools["default"] == {"name": "default", "rule": "least_load", "closed_policy": "reopen",
                                 "close_on_reply": False, "remind_after": "3d",
                                 "autoclose_after": "2w", "unassigned_notify": None,
-                                "escalation_notice": False}
+                                "escalation_notice": False, "cc_participants": True,
+                                "max_participants": 10}
     assert pools["linked"]["closed_policy"] == "new_linked"
     assert (pools["quick"]["remind_after"], pools["quick"]["autoclose_after"]) == ("2s", "5s")
 
