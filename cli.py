@@ -804,10 +804,24 @@ def _keywords(words: tuple[str, ...]) -> list[str]:
 @click.option("--unknown", "unknown_policy", type=click.Choice(["open", "reject", "hold"]), default=None,
               help="A sender new to this mailbox: open a case (default), reject politely (no case), "
                    "or hold the case for a CSR's #accept.")
+@click.option("--pool", default=None, help="Move it to this pool (made when new); open cases keep their CSR.")
+@click.option("--name", "display_name", default=None, help="The sender name ('' for none).")
 @click.pass_obj
-def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_policy: str | None) -> None:
-    """Change a supervised address's intake policy."""
+def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_policy: str | None,
+                pool: str | None, display_name: str | None) -> None:
+    """Change a supervised address: its pool, sender name, intake policy."""
     changes: dict[str, Any] = {}
+    if pool is not None or display_name is not None:
+        from casestore.admin import set_mailbox
+
+        if pool is not None and not pool.strip():
+            raise click.BadParameter("a pool needs a name", param_hint="--pool")
+        with store_errors():
+            m = set_mailbox(app.store(), valid_address(address), pool=pool, display_name=display_name)
+        click.echo(f"{m.address}: pool {m.pool.name}"
+                   + (f", name {m.display_name!r}" if m.display_name else ""))
+        if subject_prefix is None and unknown_policy is None:
+            return
     if subject_prefix is not None:
         prefix = " ".join(subject_prefix.split())
         if len(prefix) > 200:
@@ -816,7 +830,7 @@ def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_poli
     if unknown_policy is not None:
         changes["unknown_policy"] = unknown_policy
     if not changes:
-        raise click.UsageError("nothing to set: give --subject-prefix or --unknown")
+        raise click.UsageError("nothing to set: give --pool, --name, --subject-prefix or --unknown")
     with store_errors():
         row = app.store().set_mailbox_intake(valid_address(address), **changes)
     click.echo(f"{row.address}: subject prefix {row.subject_prefix or '(none)'}, "
@@ -1824,24 +1838,6 @@ def mailbox_show(app: App, address: str, as_json: bool) -> None:
     with store_errors():
         row = mailbox_info(app.store(), address.lower())
     emit(row, as_json, "\n".join(f"{k}: {v}" for k, v in row.items()))
-
-
-@mailbox.command("set")
-@click.argument("address")
-@click.option("--pool", default=None, help="Move it to this pool (made when new).")
-@click.option("--name", "display_name", default=None, help="The sender name ('' for none).")
-@click.pass_obj
-def mailbox_set(app: App, address: str, pool: str | None, display_name: str | None) -> None:
-    """Change a supervised address's pool or sender name (open cases keep their CSR)."""
-    from casestore.admin import set_mailbox
-
-    if pool is None and display_name is None:
-        raise click.UsageError("nothing to set: give --pool or --name")
-    if pool is not None and not pool.strip():
-        raise click.BadParameter("a pool needs a name", param_hint="--pool")
-    with store_errors():
-        m = set_mailbox(app.store(), address.lower(), pool=pool, display_name=display_name)
-    click.echo(f"{m.address}: pool {m.pool.name}" + (f", name {m.display_name!r}" if m.display_name else ""))
 
 
 @mailbox.command("remove")

@@ -58,9 +58,14 @@ def mailbox_info(store: Store, address: str) -> dict[str, Any]:
         m = get_mailbox(store, address)
         counts = dict(Case.select(Case.status, fn.COUNT(Case.id)).where(Case.mailbox == m.id)
                       .group_by(Case.status).tuples())
-    return {"address": m.address, "pool": m.pool.name, "name": m.display_name,
-            "created": _iso(m.created), "cases": sum(counts.values()),
-            "open_cases": sum(v for k, v in counts.items() if k in OPEN_STATUSES)}
+    row = {"address": m.address, "pool": m.pool.name, "name": m.display_name,
+           "created": _iso(m.created)}
+    for extra in ("subject_prefix", "unknown_policy"):  # intake's policies, where the schema has them
+        if extra in Mailbox._meta.fields:
+            row[extra] = getattr(m, extra)
+    row["cases"] = sum(counts.values())
+    row["open_cases"] = sum(v for k, v in counts.items() if k in OPEN_STATUSES)
+    return row
 
 
 def set_mailbox(store: Store, address: str, *, pool: str | None = None,

@@ -70,6 +70,9 @@ _parent = Case.alias("parent")
 _COLUMNS = (Case.id, Case.number, Case.status, Case.customer_address, Case.customer_name,
             Csr.address, Case.subject, Mailbox.address, Case.created, Case.updated, Case.closed,
             _parent.number, Case.rating, Case.rating_comment, Case.answers)
+_PRODUCT = Case._meta.fields.get("product")  # a case's product, where this schema has one
+if _PRODUCT is not None:
+    _COLUMNS = (*_COLUMNS, _PRODUCT)
 
 
 def _base_query() -> Any:
@@ -83,8 +86,9 @@ def _rows(query: Any, ids: list[int] | None = None) -> list[dict[str, Any]]:
     """The keys of ``casestore.store.case_dict``, from one joined query read
     as tuples (no query, and no model object, per case)."""
     out = []
-    for (case_id, number, status, customer, name, assignee, subject, mailbox, created, updated,
-         closed, parent, rating, comment, answers) in query.tuples():
+    for row in query.tuples():
+        (case_id, number, status, customer, name, assignee, subject, mailbox, created, updated,
+         closed, parent, rating, comment, answers) = row[:15]
         out.append({
             "number": number, "status": status, "customer": customer, "customer_name": name,
             "assignee": assignee, "subject": subject, "mailbox": mailbox,
@@ -92,6 +96,8 @@ def _rows(query: Any, ids: list[int] | None = None) -> list[dict[str, Any]]:
             "follow_up_of": parent, "rating": rating, "rating_comment": comment,
             "answers": json.loads(answers) if answers else {},
         })
+        if _PRODUCT is not None:
+            out[-1]["product"] = row[15] or None
         if ids is not None:
             ids.append(case_id)
     return out
@@ -252,7 +258,7 @@ def _product_filter(q: Any, product: str) -> Any:
         raise SearchError("this store has no products yet: --product cannot filter")
     rel = getattr(field, "rel_model", None)
     if rel is None:
-        return q.where(field == product)
+        return q.where(fn.LOWER(field) == product.lower())
     name = rel._meta.fields.get("name")
     target = rel.get_or_none(name == product) if name is not None else None
     if target is None:
@@ -344,6 +350,15 @@ def missing_triggers(store: Store) -> list[str]:
         have = {r[0] for r in store.db.execute_sql(
             "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
     return [t for t in _TRIGGERS if t not in have]
+
+
+def repair_index(store: Store) -> bool:
+    """After migrations: rebuild the index when a trigger went missing
+    (True), else nothing (one query)."""
+    if not missing_triggers(store):
+        return False
+    reindex(store)
+    return True
 
 
 def reindex(store: Store) -> dict[str, int]:

@@ -396,7 +396,14 @@ class Store:
         if self.path is not None:
             _create_file(self.path, folder=True)
         with self.guard():
-            return list(self._runner().up())
+            applied = list(self._runner().up())
+        if applied:
+            # A migration that rebuilds a SQLite table drops its triggers,
+            # the search index's among them: made again, the index refilled.
+            from casestore.search import repair_index
+
+            repair_index(self)
+        return applied
 
     def backup(self, target: Path) -> dict[str, int]:
         """Copy a SQLite store to ``target`` while it is in use, with SQLite's
