@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import logging.handlers
 import os
 import queue
+import re
 import secrets
 import sys
 import tomllib
@@ -930,10 +932,24 @@ def _keywords(words: tuple[str, ...]) -> list[str]:
 @click.option("--unknown", "unknown_policy", type=click.Choice(["open", "reject", "hold"]), default=None,
               help="A sender new to this mailbox: open a case (default), reject politely (no case), "
                    "or hold the case for a CSR's #accept.")
+@click.option("--pool", default=None, help="Move it to this pool (made when new); open cases keep their CSR.")
+@click.option("--name", "display_name", default=None, help="The sender name ('' for none).")
 @click.pass_obj
-def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_policy: str | None) -> None:
-    """Change a supervised address's intake policy."""
+def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_policy: str | None,
+                pool: str | None, display_name: str | None) -> None:
+    """Change a supervised address: its pool, sender name, intake policy."""
     changes: dict[str, Any] = {}
+    if pool is not None or display_name is not None:
+        from casestore.admin import set_mailbox
+
+        if pool is not None and not pool.strip():
+            raise click.BadParameter("a pool needs a name", param_hint="--pool")
+        with store_errors():
+            m = set_mailbox(app.store(), valid_address(address), pool=pool, display_name=display_name)
+        click.echo(f"{m.address}: pool {m.pool.name}"
+                   + (f", name {m.display_name!r}" if m.display_name else ""))
+        if subject_prefix is None and unknown_policy is None:
+            return
     if subject_prefix is not None:
         prefix = " ".join(subject_prefix.split())
         if len(prefix) > 200:
@@ -942,7 +958,7 @@ def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_poli
     if unknown_policy is not None:
         changes["unknown_policy"] = unknown_policy
     if not changes:
-        raise click.UsageError("nothing to set: give --subject-prefix or --unknown")
+        raise click.UsageError("nothing to set: give --pool, --name, --subject-prefix or --unknown")
     with store_errors():
         row = app.store().set_mailbox_intake(valid_address(address), **changes)
     click.echo(f"{row.address}: subject prefix {row.subject_prefix or '(none)'}, "
@@ -1032,18 +1048,69 @@ STATUS_CHOICES = ["open", *[s.value for s in Status]]
 @click.option("--status", type=click.Choice(STATUS_CHOICES), default=None,
               help="Only cases with this status (open: every status but closed).")
 @click.option("--overdue", is_flag=True, help="Only cases with a consultation past its deadline.")
+@click.option("--csr", default=None, metavar="ADDRESS",
+              help="Only cases assigned to this CSR (none: unassigned).")
+@click.option("--pool", "pool_name", default=None, metavar="NAME",
+              help="Only cases of this pool's mailboxes.")
+@click.option("--product", default=None, metavar="NAME", help="Only cases about this product.")
+@click.option("--since", default=None, metavar="DATE",
+              help="Only cases opened since: 2026-11-01, 2026-11-01T09:00 (UTC) or 7d.")
+@click.option("--sort", type=click.Choice(["number", "created", "subject"]), default="number",
+              show_default=True, help="Sort by case number, creation date or subject (A-Z).")
+@click.option("--reverse", is_flag=True, help="Reverse the order (newest or Z first).")
+@click.option("--limit", type=click.IntRange(0), default=None, help="At most this many cases.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_obj
-def case_list(app: App, status: str | None, overdue: bool, as_json: bool) -> None:
-    """List cases."""
+def case_list(app: App, status: str | None, overdue: bool, csr: str | None, pool_name: str | None,
+              product: str | None, since: str | None, sort: str, reverse: bool, limit: int | None,
+              as_json: bool) -> None:
+    """List cases, filtered and sorted in the database (indexed columns)."""
+    from casestore.search import list_cases
+
+    since_at = _since(since) if since else None
     with store_errors():
-        store = app.store()
-        late = set(store.overdue_cases()) if overdue else None
-        rows = [case_row(c) for c in store.cases(status=status)
-                if late is None or c.number in late]
+        rows = list_cases(app.store(), status=status, csr=csr, pool=pool_name, product=product,
+                          overdue=overdue, since=since_at, sort=sort, reverse=reverse, limit=limit)
     emit(rows, as_json, "\n".join(
         f"{r['number']}\t{r['status']}\t{r['customer']}\t{r['assignee'] or '-'}\t{r['subject']}"
         for r in rows))
+
+
+def _since(value: str) -> dt.datetime:
+    """--since: an ISO date or date-time (UTC), or a duration back from now (7d, 12h)."""
+    if re.fullmatch(r"\d+[smhdw]", value.strip()):
+        seconds = _duration(value.strip(), "--since") or 0
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    try:
+        at = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date: use 2026-11-01, 2026-11-01T09:00 "
+                                 "or a duration such as 7d", param_hint="--since") from None
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
+@case_group.command("search")
+@click.argument("text")
+@click.option("--body", is_flag=True, help="Search the messages' text too.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True,
+              help="At most this many cases.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_obj
+def case_search(app: App, text: str, body: bool, limit: int, as_json: bool) -> None:
+    """Find cases by number, customer name or address, subject (and with
+    --body the messages' text): every word must start a word there; case and
+    accents do not matter. Newest first. Exit 1 when nothing is found."""
+    from casestore.search import search
+
+    with store_errors():
+        rows = search(app.store(), text, body=body, limit=limit)
+    emit(rows, as_json, "\n".join(
+        f"{r['number']}\t{r['status']}\t{r['customer_name'] or '-'} <{r['customer']}>\t"
+        f"{r['assignee'] or '-'}\t{r['subject']}" for r in rows))
+    if not rows:
+        if not as_json:
+            click.echo(f"no case matches {text!r}", err=True)
+        sys.exit(1)
 
 
 @case_group.command("show")
@@ -1058,6 +1125,9 @@ def case_show(app: App, number: str, as_json: bool) -> None:
         if case is None:
             raise click.ClickException(f"no case {number}; `casegate case list` shows them")
         row = store.case_history(case)
+        from casestore.search import timeline, timeline_lines
+
+        row["timeline"] = timeline(store, case, row)
     if as_json:
         emit(row, True, "")
         return
@@ -1075,20 +1145,7 @@ def case_show(app: App, number: str, as_json: bool) -> None:
         lines.append(f"rating: {row['rating']}/5" + (f" ({row['rating_comment']})"
                                                       if row["rating_comment"] else ""))
     lines.append("")
-    for item in row["history"]:
-        if item["type"] == "message":
-            m = item
-            lines.append(f"--- {m['date']}  message #{m['id']} {m['direction']} {m['kind']} "
-                         f"from {m['from'] or '-'} to {m['to'] or '-'}")
-            if m["text"].strip():
-                lines.append(m["text"].rstrip())
-        elif item["kind"] == "note":
-            lines.append(f"--- {item['at']}  internal note by {item['actor'] or 'admin'}")
-            lines.append(item["detail"].rstrip())
-        else:
-            lines.append(f"  * {item['at']}  {item['kind']}"
-                         + (f" ({item['actor']})" if item["actor"] else "")
-                         + (f": {item['detail']}" if item["detail"] else ""))
+    lines += timeline_lines(row["timeline"])
     if row["files"]:
         lines.append("")
         lines += [f"file {f['id']}: {f['name']} ({f['type']}, {f['size']} bytes, "
@@ -2030,6 +2087,284 @@ def limits_set(app: App, per_recipient: int | None, per_domain: int | None, per_
 
 
 # -- dkim ------------------------------------------------------------------------
+
+
+# -- admin objects: show, set, remove (issue 11, the admin's shell) -----------------
+# Each object an admin defines can be listed, shown, changed and removed; the
+# rules for removing (cases are never lost) are in casestore/admin.py.
+
+
+def _json_flag(f: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="JSON output.")(f)
+
+
+@case_group.command("reindex")
+@click.pass_obj
+def case_reindex(app: App) -> None:
+    """Rebuild the search index from the stored cases and messages (when
+    `case search` says it is incomplete; safe to run any time)."""
+    from casestore.search import reindex
+
+    with store_errors():
+        counts = reindex(app.store())
+    click.echo(f"search index rebuilt: {counts['cases']} cases, {counts['messages']} messages")
+
+
+@mailbox.command("show")
+@click.argument("address")
+@_json_flag
+@click.pass_obj
+def mailbox_show(app: App, address: str, as_json: bool) -> None:
+    """Show a supervised address: its pool, name and how many cases it has."""
+    from casestore.admin import mailbox_info
+
+    with store_errors():
+        row = mailbox_info(app.store(), address.lower())
+    emit(row, as_json, "\n".join(f"{k}: {v}" for k, v in row.items()))
+
+
+@mailbox.command("remove")
+@click.argument("address")
+@click.option("--move-cases-to", default=None, metavar="ADDRESS",
+              help="Move its cases to this supervised address first (needed when it has cases).")
+@click.pass_obj
+def mailbox_remove(app: App, address: str, move_cases_to: str | None) -> None:
+    """Stop supervising ADDRESS. A mailbox with cases keeps them: refused
+    unless --move-cases-to names another supervised address for them. Remove
+    it from Postfix's maps too."""
+    from casestore.admin import remove_mailbox
+
+    with store_errors():
+        moved = remove_mailbox(app.store(), address.lower(),
+                               move_cases_to=move_cases_to.lower() if move_cases_to else None)
+    click.echo(f"{address.lower()} is no longer supervised"
+               + (f"; its {moved} case(s) moved to {move_cases_to}" if moved else "")
+               + "; remove it from casegate_transport and casegate_recipients (then postmap)")
+
+
+@pool.command("show")
+@click.argument("name")
+@_json_flag
+@click.pass_obj
+def pool_show(app: App, name: str, as_json: bool) -> None:
+    """Show a pool: its policies, mailboxes, members, questions and open cases."""
+    from casestore.admin import get_pool, pool_info
+
+    with store_errors():
+        store = app.store()
+        with store.guard():
+            row = pool_row(get_pool(name))
+        row.update(pool_info(store, name))
+    if as_json:
+        emit(row, True, "")
+        return
+    lines = [f"{k}: {v}" for k, v in row.items() if k not in ("members", "mailboxes", "questions")]
+    lines.append(f"mailboxes: {', '.join(row['mailboxes']) or '-'}")
+    lines.append(f"questions: {', '.join(row['questions']) or '-'}")
+    lines.append("members:" + ("" if row["members"] else " -"))
+    lines += [f"  {m['address']}\t{m['name']}\tlevel {m['level']}\tpriority {m['priority']}"
+              + ("\taway" if m["away"] else "") for m in row["members"]]
+    click.echo("\n".join(lines))
+
+
+@pool.command("remove")
+@click.argument("name")
+@click.pass_obj
+def pool_remove(app: App, name: str) -> None:
+    """Remove a pool no mailbox uses (its memberships and questions go with it)."""
+    from casestore.admin import remove_pool
+
+    with store_errors():
+        remove_pool(app.store(), name)
+    click.echo(f"pool {name} removed")
+
+
+def _csr_rows(app: App, address: str) -> dict[str, Any]:
+    from casestore.admin import csr_cases, get_csr
+
+    store = app.store()
+    with store.guard():
+        c = get_csr(address)
+        row = {"address": c.address, "name": c.name, "available": c.available,
+               "pools": store.csr_pools(c), "memberships": store.memberships(c),
+               "signature": c.signature, "supervisor": c.supervisor if c.needs_approval else None,
+               "created": aware(c.created).isoformat()}
+    row.update(csr_cases(store, address))
+    return row
+
+
+@csr.command("show")
+@click.argument("address")
+@_json_flag
+@click.pass_obj
+def csr_show(app: App, address: str, as_json: bool) -> None:
+    """Show a CSR: name, pools with level, priority and absence, signature, cases."""
+    with store_errors():
+        row = _csr_rows(app, address.lower())
+    if as_json:
+        emit(row, True, "")
+        return
+    lines = [f"{k}: {v}" for k, v in row.items() if k not in ("memberships", "signature", "pools")]
+    lines += [f"pool {m['pool']}: level {m['level']}, priority {m['priority']}"
+              + (f", away until {m['away_until'] or 'further notice'}" if m["away"] else "")
+              for m in row["memberships"]]
+    lines += ["signature:"] + ["  " + s for s in (row["signature"] or "-").splitlines()]
+    click.echo("\n".join(lines))
+
+
+@csr.command("remove")
+@click.argument("address")
+@click.option("--reassign-to", default=None, metavar="ADDRESS",
+              help="Give the CSR's open cases to this CSR (default: by each pool's assignment rule).")
+@_json_flag
+@click.pass_obj
+def csr_remove(app: App, address: str, reassign_to: str | None, as_json: bool) -> None:
+    """Remove a CSR. Their open cases go first to --reassign-to, or back to
+    their pools, whose assignment rule hands them out at once (a case that
+    finds nobody waits unassigned and is retried, as a new one would). Closed
+    cases keep their history; their mail no longer counts as a CSR's."""
+    from casestore.admin import get_csr, open_cases_of, release_cases, remove_csr
+    from rules.commands import Given
+
+    address = address.lower()
+    with store_errors():
+        store = app.store()
+        cases = open_cases_of(store, address)
+        handed: dict[str, str | None] = {}
+        if reassign_to is not None:
+            target = valid_address(reassign_to)
+            if target == address:
+                raise click.BadParameter("a CSR cannot hand their cases to themselves",
+                                         param_hint="--reassign-to")
+            with store.guard():
+                get_csr(target)
+            engine = _engine(app) if cases else None
+            failed = []
+            for number in cases:
+                result = engine.command(number, actor=None, commands=[Given("assign", target)], text="")
+                if not result.ok:
+                    failed.append(f"{number}: {'; '.join(result.errors)}")
+                handed[number] = target if result.ok else None
+            if failed:
+                raise click.ClickException(f"{address} is kept: these cases could not go to {target}: "
+                                           + ", ".join(failed))
+        elif cases:
+            released = release_cases(store, address)
+            engine = _engine(app)
+            while engine.run_due_timers(f"cli-csr-remove:{os.getpid()}"):
+                pass
+            for number in released:
+                case = store.case(number)
+                handed[number] = case.assignee.address if case is not None and case.assignee_id else None
+        remove_csr(store, address)
+    row = {"address": address, "cases": handed}
+    emit(row, as_json, f"CSR {address} removed" + "".join(
+        f"\n  {n} -> {who or 'unassigned (waits for a CSR; retried)'}" for n, who in handed.items()))
+
+
+@department.command("show")
+@click.argument("name")
+@_json_flag
+@click.pass_obj
+def department_show(app: App, name: str, as_json: bool) -> None:
+    """Show a department and its consultations by status."""
+    from peewee import fn
+
+    from casestore.models import Consultation, Department
+
+    with store_errors():
+        store = app.store()
+        with store.guard():
+            d = Department.get_or_none(Department.name == name)
+            if d is None:
+                raise click.ClickException(f"no department named {name!r}; "
+                                           "`casegate department list` shows them")
+            row = department_row(d)
+            row["consultations"] = dict(Consultation.select(Consultation.status, fn.COUNT(Consultation.id))
+                                        .where(Consultation.department == d.id)
+                                        .group_by(Consultation.status).tuples())
+    emit(row, as_json, "\n".join(f"{k}: {v}" for k, v in row.items()))
+
+
+@question.command("show")
+@click.argument("pool_name", metavar="POOL")
+@click.argument("name")
+@_json_flag
+@click.pass_obj
+def question_show(app: App, pool_name: str, name: str, as_json: bool) -> None:
+    """Show a closing question."""
+    from casestore.admin import get_question, question_row
+
+    with store_errors():
+        with app.store().guard():
+            row = question_row(get_question(pool_name, name))
+    emit(row, as_json, "\n".join(f"{k}: {v}" for k, v in row.items()))
+
+
+@question.command("set")
+@click.argument("pool_name", metavar="POOL")
+@click.argument("name")
+@click.option("--choices", default=None, help='The allowed answers, comma-separated ("" for any).')
+@click.option("--required/--no-required", default=None, help="A case does not close without an answer.")
+@click.option("--free-text/--no-free-text", default=None, help="Answers outside the choices are fine too.")
+@click.pass_obj
+def question_set(app: App, pool_name: str, name: str, choices: str | None, required: bool | None,
+                 free_text: bool | None) -> None:
+    """Change a closing question (answers already given stay on their cases)."""
+    from casestore.admin import question_row, set_question
+
+    changes: dict[str, Any] = {}
+    if choices is not None:
+        changes["choices"] = ",".join(c.strip() for c in choices.split(",") if c.strip())
+    if required is not None:
+        changes["required"] = required
+    if free_text is not None:
+        changes["free_text"] = free_text
+    if not changes:
+        raise click.UsageError("nothing to set: give --choices, --required/--no-required "
+                               "or --free-text/--no-free-text")
+    with store_errors():
+        row = question_row(set_question(app.store(), pool_name, name, **changes))
+    if not row["choices"] and not row["free_text"]:
+        click.echo(f"note: question {name} has no choices and no free text: any answer is taken", err=True)
+    click.echo(f"pool {pool_name}: #close {name}={'|'.join(row['choices']) or '...'}"
+               + (" (required)" if row["required"] else ""))
+
+
+@blacklist.command("show")
+@click.argument("pattern")
+@_json_flag
+@click.pass_obj
+def blacklist_show(app: App, pattern: str, as_json: bool) -> None:
+    """Show the entries for an address or @domain (with their subject patterns)."""
+    with store_errors():
+        from casestore.admin import blacklist_entries
+
+        rows = [{"pattern": e.pattern, "subject": e.subject, "reason": e.reason,
+                 "created": aware(e.created).isoformat(), "created_by": e.created_by}
+                for e in blacklist_entries(app.store(), pattern.lower())]
+    if not rows:
+        raise click.ClickException(f"{pattern} is not on the blacklist; `casegate blacklist list` shows it")
+    emit(rows, as_json, "\n".join(f"{k}: {v}" for r in rows for k, v in r.items()))
+
+
+@limits.command("remove")
+@click.argument("names", nargs=-1, metavar="[per-recipient|per-domain|per-case|window-hours]...")
+@click.option("--all", "all_limits", is_flag=True, help="Every cap back to its default.")
+@click.pass_obj
+def limits_remove(app: App, names: tuple[str, ...], all_limits: bool) -> None:
+    """Put caps back to their defaults (the values set with `limits set` are removed)."""
+    from casestore.admin import LIMIT_OPTIONS, reset_limits
+
+    unknown = [n for n in names if n.lstrip("-") not in LIMIT_OPTIONS]
+    if unknown:
+        raise click.BadParameter(f"unknown cap {unknown[0]!r}: use {', '.join(LIMIT_OPTIONS)} or --all")
+    keys = list(LIMIT_OPTIONS.values()) if all_limits else [LIMIT_OPTIONS[n.lstrip("-")] for n in names]
+    if not keys:
+        raise click.UsageError(f"name the caps to reset ({', '.join(LIMIT_OPTIONS)}) or give --all")
+    with store_errors():
+        back = reset_limits(app.store(), keys)
+    click.echo(", ".join(f"{k} = {v} (default)" for k, v in back.items()))
 
 
 @main.group("dkim")

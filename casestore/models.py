@@ -110,7 +110,7 @@ class Case(BaseModel):
     subject = TextField(default="")
     status = CharField(max_length=32, default=Status.RECEIVED.value, index=True)  # rules.vocab.Status
     assignee = ForeignKeyField(Csr, null=True, backref="cases", on_delete="SET NULL")
-    created = DateTimeField()
+    created = DateTimeField(index=True)  # case list --since / --sort created (0011_search)
     updated = DateTimeField()
     closed = DateTimeField(null=True)
     follow_up_of = ForeignKeyField("self", null=True, backref="follow_ups", on_delete="SET NULL")

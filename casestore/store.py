@@ -436,7 +436,14 @@ class Store:
         if self.path is not None:
             _create_file(self.path, folder=True)
         with self.guard():
-            return list(self._runner().up(target=through))
+            applied = list(self._runner().up(target=through))
+        if applied:
+            # A migration that rebuilds a SQLite table drops its triggers,
+            # the search index's among them: made again, the index refilled.
+            from casestore.search import repair_index
+
+            repair_index(self)
+        return applied
 
     @staticmethod
     def migration_names() -> list[str]:

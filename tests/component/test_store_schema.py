@@ -8,6 +8,7 @@ from playhouse.migrations import Runner
 from playhouse.schema_diff import diff_models
 
 from casestore.models import MODELS
+from casestore.search import DATABASE_ONLY_COLUMNS, DATABASE_ONLY_INDEXES
 from casestore.store import HISTORY_TABLE, MIGRATIONS, Store, StoreError
 
 ALL = sorted(p.stem for p in MIGRATIONS.glob("0*.py"))
@@ -19,7 +20,13 @@ def test_migrations_build_the_models_schema(store_url: str) -> None:
     assert ALL[:6] == ["0001_initial", "0002_gatekeeping", "0003_rate_cap_indexes", "0004_case_life",
                        "0005_rate_keys", "0006_quarantine"]
     assert store.migrate() == []
-    assert not diff_models(store.db, list(MODELS)), diff_models(store.db, list(MODELS))
+    diff = diff_models(store.db, list(MODELS))
+    # The full-text indexes (0011_search) are expressions the models cannot declare.
+    diff = diff._replace(drop_indexes=[i for i in diff.drop_indexes
+                                       if i.name not in DATABASE_ONLY_INDEXES],
+                         drop_columns=[c for c in diff.drop_columns
+                                       if tuple(c) not in DATABASE_ONLY_COLUMNS])
+    assert not diff, diff
     store.check_schema()
     store.close()
 
