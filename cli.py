@@ -516,7 +516,8 @@ def pool_row(p: Any) -> dict[str, Any]:
             "remind_after": format_duration(p.remind_after or None),
             "autoclose_after": format_duration(p.autoclose_after or None),
             "unassigned_notify": p.unassigned_notify or None,
-            "escalation_notice": bool(p.escalation_notice)}
+            "escalation_notice": bool(p.escalation_notice),
+            "resolve_within": format_duration(p.resolve_within or None)}
 
 
 @pool.command("list")
@@ -557,10 +558,13 @@ def _duration(value: str | None, option: str) -> int | None:
               help="Remind the customer after this long without an answer (3d, 12h, off).")
 @click.option("--autoclose-after", default=None, metavar="DURATION",
               help="Close the case after this long without an answer (14d, off).")
+@click.option("--resolve-within", default=None, metavar="DURATION",
+              help="The resolution target: opening to closing, for `casegate report` (2d, off).")
 @click.pass_obj
 def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: str | None,
              escalation_notice: bool | None, closed_policy: str | None, close_on_reply: bool | None,
-             remind_after: str | None, autoclose_after: str | None) -> None:
+             remind_after: str | None, autoclose_after: str | None,
+             resolve_within: str | None = None) -> None:
     """Change a pool's policies."""
     from rules.assign import AssignRule
     from rules.vocab import ClosedPolicy
@@ -586,10 +590,12 @@ def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: st
         changes["remind_after"] = _duration(remind_after, "--remind-after")
     if autoclose_after is not None:
         changes["autoclose_after"] = _duration(autoclose_after, "--autoclose-after")
+    if resolve_within is not None:
+        changes["resolve_within"] = _duration(resolve_within, "--resolve-within")
     if not changes:
         raise click.UsageError("nothing to set: give --assign, --unassigned-notify, --escalation-notice, "
                                "--closed-policy, "
-                               "--close-on-reply, --remind-after or --autoclose-after")
+                               "--close-on-reply, --remind-after, --autoclose-after or --resolve-within")
     with store_errors():
         row = pool_row(app.store().set_pool(name, **changes))
     shown = {"rule": "rule"}

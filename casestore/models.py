@@ -44,6 +44,7 @@ class Pool(BaseModel):
     unassigned_notify = CharField(max_length=320, default="")  # told once per case nobody took
     last_assigned = IntegerField(null=True)  # the CSR id round_robin gave the last case to
     escalation_notice = BooleanField(default=False)  # tell the customer when a case is escalated
+    resolve_within = IntegerField(null=True)  # seconds from opening to closing (reports); NULL: no target
 
 
 class Mailbox(BaseModel):
@@ -100,6 +101,7 @@ class Case(BaseModel):
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
+        indexes = ((("created",), False), (("closed",), False))  # reports (casestore.reports)
 
 
 class Question(BaseModel):
@@ -159,6 +161,7 @@ class Message(BaseModel):
             (("case", "kind", "created"), False),
             (("rcpt_key", "created"), False),
             (("rcpt_domain", "created"), False),
+            (("kind", "created"), False),  # reports: e-mails received in a period
         )
 
 
@@ -178,6 +181,9 @@ class Event(BaseModel):
     kind = CharField(max_length=32)
     actor = CharField(max_length=320, default="")
     detail = TextField(default="")
+
+    class Meta:
+        indexes = ((("kind", "at"), False),)  # reports: reopenings in a period
 
 
 class Delivery(BaseModel):
@@ -242,7 +248,7 @@ class Consultation(BaseModel):
     answered = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("status", "due"), False),)
+        indexes = ((("status", "due"), False), (("asked",), False))  # asked: reports
 
 
 class Draft(BaseModel):

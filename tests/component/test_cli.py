@@ -216,7 +216,7 @@ def test_pool_set_and_list(run) -> None:
     pools = json.loads(run("pool", "list", "--json").output)
     assert pools == [{"name": "default", "rule": "least_load", "closed_policy": "new_linked_after:7",
                       "close_on_reply": True, "remind_after": "36h", "autoclose_after": "off",
-                      "unassigned_notify": None, "escalation_notice": False}]
+                      "unassigned_notify": None, "escalation_notice": False, "resolve_within": "off"}]
     for args, message in ((["--closed-policy", "sometimes"], "unknown closed-case policy"),
                           (["--remind-after", "3x"], "not a duration"),
                           ([], "nothing to set")):
