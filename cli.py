@@ -1615,5 +1615,63 @@ def dkim_record(domain: str, selector: str, key_path: Path) -> None:
         raise click.ClickException(str(exc)) from exc
 
 
+# -- report ---------------------------------------------------------------------------------
+
+
+@main.command("report")
+@click.option("--from", "first", default=None, metavar="DATE",
+              help="First day of the period, YYYY-MM-DD (UTC); default 29 days before --to.")
+@click.option("--to", "last", default=None, metavar="DATE",
+              help="Last day of the period, included, YYYY-MM-DD (UTC); default today.")
+@click.option("--pool", "pool_name", default=None, metavar="NAME", help="Only the cases of this pool.")
+@click.option("--by", type=click.Choice(["csr", "pool", "day", "product"]), default="csr",
+              show_default=True, help="The breakdown shown in table, CSV and HTML (JSON has them all).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of standard output.")
+@click.pass_obj
+def report(app: App, first: str | None, last: str | None, pool_name: str | None, by: str, fmt: str,
+           output: Path | None) -> None:
+    """How the service centre and each CSR perform over a period (docs/reports.md)."""
+    from casestore import report_formats, reports
+
+    try:
+        first_day = reports.parse_day(first) if first else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--from") from None
+    try:
+        last_day = reports.parse_day(last) if last else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    store = app.store()
+    try:
+        period = reports.default_period(store.clock().date(), first_day, last_day)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--from/--to") from None
+    if by == "product" and reports.product_column(store) is None:
+        raise click.BadParameter("this store has no products (no product column on cases)",
+                                 param_hint="--by")
+    with store_errors():
+        if sys.stderr.isatty():
+            with click.progressbar(length=len(reports.Report.STEPS), label="report",
+                                   file=sys.stderr) as bar:
+                data = reports.build(store, period, pool=pool_name, progress=lambda step: bar.update(1))
+        else:
+            data = reports.build(store, period, pool=pool_name)
+    text = report_formats.render(data, fmt, by)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
+    click.echo(f"wrote {output} ({fmt}, {period.first} to {period.last})", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
