@@ -161,7 +161,7 @@ class Message(BaseModel):
             (("case", "kind", "created"), False),
             (("rcpt_key", "created"), False),
             (("rcpt_domain", "created"), False),
-            (("kind", "created"), False),  # reports: e-mails received in a period
+            (("kind", "created", "case"), False),  # reports: e-mails received in a period (covering)
         )
 
 

@@ -8,7 +8,7 @@ def up(migrator, db):
         migrator.add_column('pool', 'resolve_within', IntegerField(null=True)),
         migrator.add_index('support_case', ('created',), False),
         migrator.add_index('support_case', ('closed',), False),
-        migrator.add_index('message', ('kind', 'created'), False),
+        migrator.add_index('message', ('kind', 'created', 'case_id'), False),
         migrator.add_index('event', ('kind', 'at'), False),
         migrator.add_index('consultation', ('asked',), False),
     )

@@ -1,0 +1,172 @@
+"""How long `casegate report` takes on a large store (issue 11: under a second
+for 100,000 cases), on SQLite and PostgreSQL.
+
+    .venv/bin/python bench/report.py                       # 100,000 cases, SQLite and PostgreSQL
+    .venv/bin/python bench/report.py --cases 20000 --no-pg --json
+
+Seeds a fresh store with ``bench/seed.py`` (cases over the last 90 days,
+about half closed, 3 messages each, 3 pools, 12 CSRs), then adds what the
+seeder does not make and the report reads: a 2-day resolution target on two
+of the three pools, and a consultation on one case in ten (on time, late or
+unanswered). Then it times :func:`casestore.reports.build` over the whole 90
+days (every case in the period, the worst case) and rendering it as JSON and
+HTML, ``--repeat`` times, and prints the median and the slowest run against
+the target. PostgreSQL runs in a database of its own on ``--pg`` (created
+and dropped here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from seed import seed  # noqa: E402
+
+from casestore import models  # noqa: E402
+from casestore.report_formats import to_html, to_json  # noqa: E402
+from casestore.reports import Period, build  # noqa: E402
+from casestore.store import Store  # noqa: E402
+
+TARGET_SECONDS = 1.0
+NOW = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def add_report_facts(url: str, *, share: float = 0.1, rnd_seed: int = 1) -> int:
+    """Resolution targets on pool1 and pool2; a consultation on ``share`` of the
+    cases (asked a day after opening, due a day later, answered on time, late or
+    not at all). Returns the number of consultations."""
+    rnd = random.Random(rnd_seed)
+    store = Store(url, clock=lambda: NOW)
+    for name in ("pool1", "pool2"):
+        store.set_pool(name, resolve_within=2 * 86400)
+    with store.atomic():
+        dept = models.Department.get_or_none(models.Department.name == "legal") or models.Department.create(
+            name="legal", address="legal@example.com", deadline=86400, created=store.now())
+        rows = []
+        for case_id, created in (models.Case.select(models.Case.id, models.Case.created)
+                                 .order_by(models.Case.id).tuples()):
+            if rnd.random() >= share:
+                continue
+            created = created if isinstance(created, dt.datetime) else dt.datetime.fromisoformat(created)
+            asked = created + dt.timedelta(hours=1)
+            due = asked + dt.timedelta(days=1)
+            fate = rnd.random()
+            answered = (asked + dt.timedelta(hours=5) if fate < 0.6 else
+                        due + dt.timedelta(hours=7) if fate < 0.85 else None)
+            rows.append({"case": case_id, "department": dept.id, "question": "May we?",
+                         "asked_by": "csr1@example.com", "status": "answered" if answered else "open",
+                         "asked": asked, "due": due, "answered": answered})
+        for i in range(0, len(rows), 2000):
+            models.Consultation.insert_many(rows[i:i + 2000]).execute()
+    if not store.is_sqlite:
+        store.db.execute_sql("ANALYZE")
+    store.close()
+    return len(rows)
+
+
+def measure(url: str, repeat: int) -> dict[str, Any]:
+    store = Store(url, clock=lambda: NOW)
+    period = Period(NOW.date() - dt.timedelta(days=90), NOW.date())
+    runs, render = [], []
+    report: dict[str, Any] = {}
+    for _ in range(repeat):
+        store.close()  # a cold connection each time, as a CLI run has
+        t0 = time.perf_counter()
+        report = build(store, period)
+        t1 = time.perf_counter()
+        to_json(report)
+        to_html(report)
+        runs.append(t1 - t0)
+        render.append(time.perf_counter() - t1)
+    store.close()
+    return {"report_median_s": round(statistics.median(runs), 3), "report_max_s": round(max(runs), 3),
+            "render_json_html_median_s": round(statistics.median(render), 3),
+            "cases_opened": report["cases_opened"], "cases_closed": report["cases_closed"],
+            "emails_received": report["emails_received"], "open_cases": report["open_cases"],
+            "overdue_cases": report["overdue_cases"],
+            "consultations": report["consulted_on_time"] + report["consulted_late"]
+            + report["consultations_pending"]}
+
+
+def one(label: str, url: str, cases: int, repeat: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    seeded = seed(url, cases=cases, messages_per_case=3, pools=3, csrs=12, days=90, seed=1,
+                  now=NOW, progress=sys.stderr.isatty())
+    consultations = add_report_facts(url)
+    figures = {"store": label, "cases": seeded["rows"]["cases"], "messages": seeded["rows"]["messages"],
+               "consultations_seeded": consultations, "seed_s": round(time.perf_counter() - t0, 1)}
+    figures.update(measure(url, repeat))
+    total = figures["report_median_s"] + figures["render_json_html_median_s"]
+    figures["verdict"] = "PASS" if max(figures["report_max_s"], total) < TARGET_SECONDS else "SHORT"
+    return figures
+
+
+def _pg(dsn: str) -> tuple[str, Any]:
+    import psycopg2
+
+    admin = psycopg2.connect(dsn, connect_timeout=5)
+    admin.autocommit = True
+    name = f"casegate_bench_{uuid.uuid4().hex[:8]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+    return f"{dsn.rsplit('/', 1)[0]}/{name}", drop
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pg", default=os.environ.get("CASEGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
+                    help="a PostgreSQL database to create the benchmark's database from")
+    ap.add_argument("--no-pg", action="store_true", help="SQLite only")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="casegate-report-bench-") as tmp:
+        results.append(one("sqlite", f"sqlite:///{tmp}/bench.db", args.cases, args.repeat))
+    if not args.no_pg:
+        url, drop = _pg(args.pg)
+        try:
+            results.append(one("postgresql", url, args.cases, args.repeat))
+        finally:
+            drop()
+    if args.json:
+        print(json.dumps({"target_s": TARGET_SECONDS, "cpus": os.cpu_count(),
+                          "load": os.getloadavg(), "results": results}, indent=2))
+        return 0
+    print(f"casegate report over 90 days, target < {TARGET_SECONDS:.1f} s "
+          f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f})")
+    for r in results:
+        print(f"  {r['store']:<10} {r['cases']:>9,} cases, {r['messages']:,} messages, "
+              f"{r['consultations_seeded']:,} consultations: report {r['report_median_s']:.3f} s median "
+              f"(max {r['report_max_s']:.3f} s of {args.repeat}), "
+              f"JSON+HTML {r['render_json_html_median_s']:.3f} s  {r['verdict']}")
+        print(f"  {'':<10} figures: {r['cases_opened']:,} opened, {r['cases_closed']:,} closed, "
+              f"{r['emails_received']:,} e-mails, {r['open_cases']:,} open, {r['overdue_cases']:,} overdue, "
+              f"{r['consultations']:,} consultations (seeded in {r['seed_s']} s)")
+    return 0 if all(r["verdict"] == "PASS" for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
