@@ -130,6 +130,7 @@ table { border-collapse: collapse; background: #fff; box-shadow: 0 1px 3px #0002
 th, td { padding: 5px 9px; border-bottom: 1px solid #e3e6ee; text-align: right; }
 th { background: #e8ebf3; } td:first-child, th:first-child { text-align: left; white-space: nowrap; }
 tr.overdue td { background: #fdecea; color: #8e1b1b; }
+#overdue td, #overdue th { text-align: left; }
 tr.overdue td:first-child { border-left: 5px solid #c62828; font-weight: 600; }
 .icon { vertical-align: -3px; margin-right: 4px; }
 .chart { background: #fff; box-shadow: 0 1px 3px #0002; border-radius: 8px; padding: 8px; }

@@ -369,10 +369,10 @@ class Report:
         first answer; the cases closed in the period (``status = 'closed'``,
         ``closed`` in it) against their pool's ``resolve_within`` (on time when
         within it or when the pool has none), consulted or not, rated or not;
-        and the open cases now (every status but ``closed``) by age (to the
-        millisecond), overdue when older than their pool's target or with a
-        consultation unanswered past its ``due``. The period tests are done in
-        SQL, exactly; Python only counts."""
+        and the open cases now (every status but ``closed``) by age, overdue
+        when older than their pool's target or with a consultation unanswered
+        past its ``due``. The period tests are done in SQL, exactly; Python
+        only counts."""
         opened = self._between(Case.created)
         closed = (Case.status == "closed") & self._between(Case.closed)
         is_open = Case.status.in_(OPEN_STATUSES)
@@ -392,39 +392,57 @@ class Report:
         late = {c for (c,) in self._rows(Consultation.select(Consultation.case).distinct().where(
             Consultation.answered.is_null() & (Consultation.due < self.now)))}
         now = self.now.replace(tzinfo=dt.UTC).timestamp()
-        buckets = [(upper * 86400, key) for key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
+        # Instants come as floats accurate to some 20 microseconds (SQLite's
+        # julianday): comparisons allow half a millisecond, so a case closed
+        # exactly at its target is on time and one open exactly 1 day is in 1–3d.
+        slack = 0.0005
+        limits = [(upper * 86400 - slack, key) for key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
         oldest = BACKLOG_BUCKETS[-1][0]
         n = len(keys)
         targets = self._target
+        by_key = tally.by_key
         for row in self._rows(q):
             (case_id, was_opened, was_closed, still_open, day_opened, day_closed, t_created, t_closed,
              rating) = row[n:]
             if was_opened:
-                acc = tally[(*row[:2], day_opened, *row[2:n])]
-                acc.add("cases_opened")
+                key = (*row[:2], day_opened, *row[2:n])
+                acc = by_key.get(key) or by_key.setdefault(key, _Acc())
+                counts = acc.counts
+                counts["cases_opened"] = counts.get("cases_opened", 0) + 1
                 answered = first.get(case_id)
                 if answered is not None:
-                    acc.first_answer.append(max(0.0, round(answered - t_created, 3)))
+                    acc.first_answer.append(max(0.0, answered - t_created))
             if was_closed:
-                acc = tally[(*row[:2], day_closed, *row[2:n])]
-                took = round(t_closed - t_created, 3)
+                key = (*row[:2], day_closed, *row[2:n])
+                acc = by_key.get(key) or by_key.setdefault(key, _Acc())
+                counts = acc.counts
+                took = t_closed - t_created
                 target = targets.get(row[1])
-                acc.add(("closed_late" if target is not None and took > target else "closed_on_time")
-                        + ("_consulted" if case_id in consulted else "_not_consulted"))
-                acc.add("cases_closed")
+                late_close = target is not None and took > target + slack
+                which = ("closed_late" if late_close else "closed_on_time") + (
+                    "_consulted" if case_id in consulted else "_not_consulted")
+                counts[which] = counts.get(which, 0) + 1
+                counts["cases_closed"] = counts.get("cases_closed", 0) + 1
                 if target is None:
-                    acc.add("closed_without_target")
+                    counts["closed_without_target"] = counts.get("closed_without_target", 0) + 1
                 acc.close.append(took)
                 if rating is not None:
-                    acc.add("surveys_answered")
+                    counts["surveys_answered"] = counts.get("surveys_answered", 0) + 1
                     acc.rating_sum += int(rating)
             if still_open:
-                acc = tally[(*row[:2], None, *row[2:n])]
-                age = round(now - t_created, 3)  # to the millisecond
-                acc.add(next((key for upper, key in buckets if age < upper), oldest))
+                key = (*row[:2], None, *row[2:n])
+                acc = by_key.get(key) or by_key.setdefault(key, _Acc())
+                counts = acc.counts
+                age = now - t_created
+                bucket = oldest
+                for limit, name in limits:
+                    if age < limit:
+                        bucket = name
+                        break
+                counts[bucket] = counts.get(bucket, 0) + 1
                 target = targets.get(row[1])
-                if (target is not None and age > target) or case_id in late:
-                    acc.add("overdue_cases")
+                if (target is not None and age > target + slack) or case_id in late:
+                    counts["overdue_cases"] = counts.get("overdue_cases", 0) + 1
 
     def consultations(self, tally: _Tally) -> None:
         """Consultations by ``asked`` in the period: on time when ``answered <=
