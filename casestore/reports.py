@@ -255,7 +255,7 @@ class _Sql:
         """``YYYY-MM-DD`` of a timestamp (SQLite keeps ``YYYY-MM-DD HH:MM:SS…`` text)."""
         if self.sqlite:
             return fn.substr(column, 1, 10).coerce(False)
-        return fn.to_char(column, "YYYY-MM-DD").coerce(False)
+        return column.cast("date")  # a date (to_char costs several times more)
 
     def epoch(self, column: Any) -> Any:
         """Seconds since 1970 as a float (differences of two are durations)."""
