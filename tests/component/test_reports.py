@@ -474,3 +474,26 @@ def test_percentile_is_postgresql_percentile_cont() -> None:
                             ([1800, 3600, 10800, 86400], 0.9, 63720.0)):
         got = percentile(values, q)
         assert (got is None and want is None) or abs(got - want) < 1e-9, (values, q, got)
+
+
+def test_report_refusals_say_what_to_give(tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["--config", str(tmp_path / "casegate.toml"), "--store", f"sqlite:///{tmp_path / 'c.db'}"]
+    assert runner.invoke(cli.main, [*base, "init"]).exit_code == 0
+    assert runner.invoke(cli.main, [*base, "mailbox", "add", SUPPORT]).exit_code == 0
+    for args, code, message in (
+            (["--from", "30.11.2026"], 2, "not a date: '30.11.2026' (use YYYY-MM-DD"),
+            (["--from", "2026-12-01", "--to", "2026-11-01"], 2, "ends (2026-11-01) before it starts"),
+            (["--pool", "nosuch"], 1, "no pool named 'nosuch' (pools: default)"),
+            (["--by", "product"], 2, "this store has no products"),
+            (["--format", "pdf"], 2, "'pdf' is not one of"),
+            (["--output", str(tmp_path / "no" / "such" / "r.html")], 1, "cannot write")):
+        result = runner.invoke(cli.main, [*base, "report", *args])
+        assert result.exit_code == code and message in result.output, (args, result.output)
+    # An empty store reports zeros and nulls, and --output writes the file (quiet on stdout).
+    out = tmp_path / "r.json"
+    result = runner.invoke(cli.main, [*base, "report", "--format", "json", "--output", str(out)])
+    assert result.exit_code == 0 and result.stdout == "", result.output
+    empty = json.loads(out.read_text())
+    assert empty["cases_closed"] == 0 and empty["feedback_share"] is None and empty["by_csr"] == {}
+    assert len(empty["by_day"]) == 30 and empty["overdue"] == []
