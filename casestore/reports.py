@@ -20,10 +20,14 @@ assigned to when the report runs (``(unassigned)`` when nobody), and for the
 pool of its mailbox. The open backlog and the overdue cases are a snapshot at
 the time the report runs, whatever the period.
 
-The counting is done in SQL (one grouped query per fact, by CSR, pool, day
-and product at once, with the indexes of migration 0012); the durations
-(first answer, closing) stream one number per case and their percentiles are
-computed here, so one code path serves SQLite and PostgreSQL.
+The database does the counting, grouped by ids (the case's assignee and
+mailbox, the day, the product; names are looked up here), with the indexes of
+migration 0012: one pass over ``support_case`` for what a case's own row
+says, one grouped query each for e-mails, consultations and reopenings. The
+durations (first answer, closing) stream one number per case and their
+percentiles are computed here, so one code path serves SQLite and PostgreSQL.
+Adding a grouping is a column in :meth:`Report._keys` and a name in
+:data:`GROUPINGS` (``product`` is there when the store has the column).
 """
 
 from __future__ import annotations
