@@ -497,3 +497,39 @@ def test_report_refusals_say_what_to_give(tmp_path: Path) -> None:
     empty = json.loads(out.read_text())
     assert empty["cases_closed"] == 0 and empty["feedback_share"] is None and empty["by_csr"] == {}
     assert len(empty["by_day"]) == 30 and empty["overdue"] == []
+
+
+def test_by_product_when_the_store_has_products(sqlite_url: str) -> None:
+    """The product grouping is there as soon as support_case has a product
+    column (the intake branch adds it); without one it is skipped (above)."""
+    from peewee import CharField
+
+    from casestore.report_formats import to_csv
+    from casestore.reports import product_column
+
+    clock = Clock(dt.datetime(2026, 11, 10, 9, 0, tzinfo=dt.UTC))
+    store = Store(sqlite_url, clock=clock)
+    store.migrate()
+    box = store.add_mailbox(SUPPORT, "default")
+    store.add_csr(JANE, "Jane Doe", ["default"])
+    store.db.execute_sql("ALTER TABLE support_case ADD COLUMN product VARCHAR(64)")
+    Case._meta.add_field("product", CharField(max_length=64, null=True))
+    try:
+        assert product_column(store) is not None
+        for n, product in enumerate(["router", "router", None]):
+            case = store.new_case(mailbox=box, prefix="CS", customer_address=f"c{n}@customer.test",
+                                  customer_name="", subject=f"s{n}")
+            Case.update(product=product).where(Case.id == case.id).execute()
+        clock.advance(hours=5)
+        Case.update(status="closed", closed=store.now()).where(Case.subject == "s0").execute()
+        report = build(store, Period(dt.date(2026, 11, 1), dt.date(2026, 11, 30)))
+        assert {k: (v["cases_opened"], v["cases_closed"], v["open_cases"])
+                for k, v in report["by_product"].items()} == {"router": (2, 1, 1), "(none)": (1, 0, 1)}
+        assert report["by_product"]["router"]["close_median_seconds"] == 5 * HOUR
+        rows = list(csv.DictReader(io.StringIO(to_csv(report, "product"))))
+        assert [(r["product"], r["cases_opened"]) for r in rows] == [("(all)", "3"), ("(none)", "1"),
+                                                                      ("router", "2")]
+    finally:
+        Case._meta.remove_field("product")
+        store.close()
+    assert product_column(Store(sqlite_url)) is None
