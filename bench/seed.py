@@ -73,8 +73,17 @@ STATUSES = (("closed", 55), ("in_progress", 18), ("received", 10), ("solution_pr
             ("reopened", 5), ("under_consultation", 5))
 
 
+_SYLLABLES = ("ka", "lo", "mi", "ter", "zon", "pra", "vel", "du", "rix", "no", "sta", "gor", "bel",
+              "fi", "quo", "man", "tis", "ra", "ex", "ul")
+# A long tail of rarer words (model names, places, jargon): real mail is not
+# only common words, and a search for a rare one must find few messages.
+RARE = tuple(sorted({"".join(random.Random(7 + i).choices(_SYLLABLES, k=3)) for i in range(6000)}))
+
+
 def _sentence(rnd: random.Random) -> str:
     words = [rnd.choice(WORDS) for _ in range(rnd.randint(6, 16))]
+    if rnd.random() < 0.5:
+        words.insert(rnd.randrange(len(words)), rnd.choice(RARE))
     return " ".join(words).capitalize() + "."
 
 
