@@ -293,7 +293,7 @@ class Report:
         self.sql = _Sql(store)
         self.now = store.now()
 
-    STEPS = ("cases", "emails", "consultations", "reopenings", "overdue")
+    STEPS = ("cases", "backlog", "emails", "consultations", "reopenings", "overdue")
 
     # -- helpers ----------------------------------------------------------------
 
@@ -368,23 +368,20 @@ class Report:
         self._count(tally, "emails_received", q, len(keys))
 
     def cases(self, tally: _Tally) -> None:
-        """One pass over ``support_case`` for every figure of a case's own row:
-        the cases opened in the period (by ``created``) with the time to our
-        first answer; the cases closed in the period (``status = 'closed'``,
-        ``closed`` in it) against their pool's ``resolve_within`` (on time when
-        within it or when the pool has none), consulted or not, rated or not;
-        and the open cases now (every status but ``closed``) by age, overdue
-        when older than their pool's target or with a consultation unanswered
-        past its ``due``. The period tests are done in SQL, exactly; Python
-        only counts."""
+        """One pass over the period's ``support_case`` rows: the cases opened in
+        the period (by ``created``) with the time to our first answer; the
+        cases closed in the period (``status = 'closed'``, ``closed`` in it)
+        against their pool's ``resolve_within`` (on time when within it or
+        when the pool has none), consulted or not, rated or not. The period
+        tests are done in SQL, exactly; Python only counts and keeps the
+        durations."""
         opened = self._between(Case.created)
         closed = (Case.status == "closed") & self._between(Case.closed)
-        is_open = Case.status.in_(OPEN_STATUSES)
         keys = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
-        q = (Case.select(*keys, Case.id, opened, closed, is_open, self.sql.day(Case.created),
+        q = (Case.select(*keys, Case.id, opened, closed, self.sql.day(Case.created),
                          self.sql.day(Case.closed), self.sql.epoch(Case.created), self.sql.epoch(Case.closed),
                          Case.rating)
-             .where((opened | closed | is_open) & self._cases()))
+             .where((opened | closed) & self._cases()))
         # The first answer to each case: the first ``message`` of kind ``reply``
         # or ``solution`` (always outgoing), from the index message(kind,
         # created, case_id) alone.
@@ -393,21 +390,15 @@ class Report:
             .where(Message.kind.in_(["reply", "solution"]) & (Message.created >= self.period.start))
             .group_by(Message.case))}
         consulted = {c for (c,) in self._rows(Consultation.select(Consultation.case).distinct())}
-        late = {c for (c,) in self._rows(Consultation.select(Consultation.case).distinct().where(
-            Consultation.answered.is_null() & (Consultation.due < self.now)))}
-        now = self.now.replace(tzinfo=dt.UTC).timestamp()
         # Instants come as floats accurate to some 20 microseconds (SQLite's
         # julianday): comparisons allow half a millisecond, so a case closed
-        # exactly at its target is on time and one open exactly 1 day is in 1–3d.
+        # exactly at its target is on time.
         slack = 0.0005
-        limits = [(upper * 86400 - slack, key) for key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
-        oldest = BACKLOG_BUCKETS[-1][0]
         n = len(keys)
         targets = self._target
         by_key = tally.by_key
         for row in self._rows(q):
-            (case_id, was_opened, was_closed, still_open, day_opened, day_closed, t_created, t_closed,
-             rating) = row[n:]
+            case_id, was_opened, was_closed, day_opened, day_closed, t_created, t_closed, rating = row[n:]
             if was_opened:
                 key = (*row[:2], day_opened, *row[2:n])
                 acc = by_key.get(key) or by_key.setdefault(key, _Acc())
@@ -433,20 +424,25 @@ class Report:
                 if rating is not None:
                     counts["surveys_answered"] = counts.get("surveys_answered", 0) + 1
                     acc.rating_sum += int(rating)
-            if still_open:
-                key = (*row[:2], None, *row[2:n])
-                acc = by_key.get(key) or by_key.setdefault(key, _Acc())
-                counts = acc.counts
-                age = now - t_created
-                bucket = oldest
-                for limit, name in limits:
-                    if age < limit:
-                        bucket = name
-                        break
-                counts[bucket] = counts.get(bucket, 0) + 1
-                target = targets.get(row[1])
-                if (target is not None and age > target + slack) or case_id in late:
-                    counts["overdue_cases"] = counts.get("overdue_cases", 0) + 1
+
+    def backlog(self, tally: _Tally) -> None:
+        """Open cases now (every status but ``closed``), counted by age from
+        ``created`` and overdue or not, grouped in SQL: overdue when opened
+        longer ago than the pool's ``resolve_within``, or with a consultation
+        unanswered past its ``due``."""
+        whens = [(Case.created > self.now - dt.timedelta(days=upper), key)
+                 for key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
+        bucket = peewee.Case(None, whens, BACKLOG_BUCKETS[-1][0])
+        overdue = self._overdue()
+        keys = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
+        q = (Case.select(*keys, bucket, overdue, fn.COUNT(SQL("*")))
+             .where(Case.status.in_(OPEN_STATUSES) & self._cases()).group_by(*keys, bucket, overdue))
+        n = len(keys)
+        for row in self._rows(q):
+            acc = tally[(*row[:2], None, *row[2:n])]
+            acc.add(str(row[n]), int(row[n + 2]))
+            if row[n + 1]:
+                acc.add("overdue_cases", int(row[n + 2]))
 
     def consultations(self, tally: _Tally) -> None:
         """Consultations by ``asked`` in the period: on time when ``answered <=
@@ -540,7 +536,7 @@ class Report:
             self._directory()
             tally = _Tally()
             steps: list[tuple[str, Callable[[_Tally], Any]]] = [
-                ("cases", self.cases), ("emails", self.emails_received),
+                ("cases", self.cases), ("backlog", self.backlog), ("emails", self.emails_received),
                 ("consultations", self.consultations), ("reopenings", self.reopenings)]
             for name, step in steps:
                 step(tally)
