@@ -653,7 +653,8 @@ def pool_row(p: Any) -> dict[str, Any]:
             "escalation_notice": bool(p.escalation_notice),
             "cc_participants": bool(p.cc_participants), "max_participants": p.max_participants,
             "language": p.language or "en", "acknowledge": bool(p.acknowledge),
-            "greeting": p.greeting or "", "text_only": bool(p.text_only)}
+            "greeting": p.greeting or "", "text_only": bool(p.text_only),
+            "resolve_within": format_duration(p.resolve_within or None)}
 
 
 @pool.command("list")
@@ -706,13 +707,16 @@ def _duration(value: str | None, option: str) -> int | None:
               help='The customer\'s greeting, e.g. "Dear {first_name}," (\'\' for the language\'s).')
 @click.option("--text-only/--no-text-only", default=None,
               help="Send plain text only (no HTML alternative).")
+@click.option("--resolve-within", default=None, metavar="DURATION",
+              help="The resolution target: opening to closing, for `casegate report` (2d, off).")
 @click.pass_obj
 def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: str | None,
              escalation_notice: bool | None, closed_policy: str | None, close_on_reply: bool | None,
              remind_after: str | None, autoclose_after: str | None,
              cc_participants: bool | None = None, max_participants: int | None = None,
              language: str | None = None, acknowledge: bool | None = None,
-             greeting: str | None = None, text_only: bool | None = None) -> None:
+             greeting: str | None = None, text_only: bool | None = None,
+             resolve_within: str | None = None) -> None:
     """Change a pool's policies."""
     from rules.assign import AssignRule
     from rules.vocab import ClosedPolicy
@@ -743,11 +747,13 @@ def pool_set(app: App, name: str, assign_rule: str | None, unassigned_notify: st
     if max_participants is not None:
         changes["max_participants"] = max_participants
     changes.update(_template_pool_changes(language, acknowledge, greeting, text_only))
+    if resolve_within is not None:
+        changes["resolve_within"] = _duration(resolve_within, "--resolve-within")
     if not changes:
         raise click.UsageError("nothing to set: give --assign, --unassigned-notify, --escalation-notice, "
                                "--closed-policy, --cc-participants, --max-participants, "
                                "--close-on-reply, --remind-after, --autoclose-after, --language, "
-                               "--acknowledge, --greeting or --text-only")
+                               "--acknowledge, --greeting, --text-only or --resolve-within")
     with store_errors():
         row = pool_row(app.store().set_pool(name, **changes))
     shown = {"rule": "rule"}
@@ -2639,6 +2645,64 @@ def _case_context(app: App, number: str, name: str,
     pool = case.mailbox.pool
     return ({**context, **real, "links": context["links"]}, case.mailbox.address, pool.name,
             pool.language or "en")
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+@main.command("report")
+@click.option("--from", "first", default=None, metavar="DATE",
+              help="First day of the period, YYYY-MM-DD (UTC); default 29 days before --to.")
+@click.option("--to", "last", default=None, metavar="DATE",
+              help="Last day of the period, included, YYYY-MM-DD (UTC); default today.")
+@click.option("--pool", "pool_name", default=None, metavar="NAME", help="Only the cases of this pool.")
+@click.option("--by", type=click.Choice(["csr", "pool", "day", "product"]), default="csr",
+              show_default=True, help="The breakdown shown in table, CSV and HTML (JSON has them all).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of standard output.")
+@click.pass_obj
+def report(app: App, first: str | None, last: str | None, pool_name: str | None, by: str, fmt: str,
+           output: Path | None) -> None:
+    """How the service centre and each CSR perform over a period (docs/reports.md)."""
+    from casestore import report_formats, reports
+
+    try:
+        first_day = reports.parse_day(first) if first else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--from") from None
+    try:
+        last_day = reports.parse_day(last) if last else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    store = app.store()
+    try:
+        period = reports.default_period(store.clock().date(), first_day, last_day)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--from/--to") from None
+    if by == "product" and reports.product_column(store) is None:
+        raise click.BadParameter("this store has no products (no product column on cases)",
+                                 param_hint="--by")
+    with store_errors():
+        if sys.stderr.isatty():
+            with click.progressbar(length=len(reports.Report.STEPS), label="report",
+                                   file=sys.stderr) as bar:
+                data = reports.build(store, period, pool=pool_name, progress=lambda step: bar.update(1))
+        else:
+            data = reports.build(store, period, pool=pool_name)
+    text = report_formats.render(data, fmt, by)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
+    click.echo(f"wrote {output} ({fmt}, {period.first} to {period.last})", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

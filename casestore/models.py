@@ -54,6 +54,7 @@ class Pool(BaseModel):
     acknowledge = BooleanField(default=True)
     greeting = CharField(max_length=200, default="")
     text_only = BooleanField(default=False)
+    resolve_within = IntegerField(null=True)  # seconds from opening to closing (reports); NULL: no target
 
 
 class Mailbox(BaseModel):
@@ -121,6 +122,7 @@ class Case(BaseModel):
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
+        indexes = ((("closed",), False),)  # reports (casestore.reports); created: index=True above
 
 
 class Question(BaseModel):
@@ -180,6 +182,7 @@ class Message(BaseModel):
             (("case", "kind", "created"), False),
             (("rcpt_key", "created"), False),
             (("rcpt_domain", "created"), False),
+            (("kind", "created", "case"), False),  # reports: e-mails received in a period (covering)
         )
 
 
@@ -210,6 +213,9 @@ class Event(BaseModel):
     kind = CharField(max_length=32)
     actor = CharField(max_length=320, default="")
     detail = TextField(default="")
+
+    class Meta:
+        indexes = ((("kind", "at"), False),)  # reports: reopenings in a period
 
 
 class Delivery(BaseModel):
@@ -274,7 +280,7 @@ class Consultation(BaseModel):
     answered = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("status", "due"), False),)
+        indexes = ((("status", "due"), False), (("asked",), False))  # asked: reports
 
 
 class Draft(BaseModel):

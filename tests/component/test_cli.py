@@ -232,7 +232,8 @@ def test_pool_set_and_list(run) -> None:
                       "close_on_reply": True, "remind_after": "36h", "autoclose_after": "off",
                       "unassigned_notify": None, "escalation_notice": False,
                       "cc_participants": True, "max_participants": 10,
-                      "language": "en", "acknowledge": True, "greeting": "", "text_only": False}]
+                      "language": "en", "acknowledge": True, "greeting": "", "text_only": False,
+                      "resolve_within": "off"}]
     for args, message in ((["--closed-policy", "sometimes"], "unknown closed-case policy"),
                           (["--remind-after", "3x"], "not a duration"),
                           ([], "nothing to set")):

@@ -121,7 +121,7 @@ def test_pool_policies_are_listed(env: Env) -> None:
                                 "autoclose_after": "2w", "unassigned_notify": None,
                                 "escalation_notice": False, "cc_participants": True,
                                 "max_participants": 10, "language": "en", "acknowledge": True,
-                                "greeting": "", "text_only": False}
+                                "greeting": "", "text_only": False, "resolve_within": "off"}
     assert pools["linked"]["closed_policy"] == "new_linked"
     assert (pools["quick"]["remind_after"], pools["quick"]["autoclose_after"]) == ("2s", "5s")
 

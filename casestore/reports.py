@@ -1,0 +1,581 @@
+"""Reports: how the service centre and each CSR perform over a period.
+
+Every figure is defined once: in :data:`FIGURES` (the key, the label and the
+definition that ``docs/reports.md`` repeats word for word) and in the
+docstring of the function that computes it. The facts come from the store's
+own rows, never from a counter kept aside:
+
+* ``message``: customer mail in (``direction = 'in'``, ``kind = 'customer'``);
+  our answers out (``kind`` ``reply`` or ``solution``);
+* ``support_case``: ``created``, ``closed`` (the last close; NULL while open),
+  ``status``, ``rating``, ``assignee``;
+* ``consultation``: ``asked``, ``due``, ``answered``;
+* ``event``: status changes (``kind = 'status'``, detail ``"closed -> …"``);
+* ``pool.resolve_within``: the resolution target (``pool set --resolve-within``).
+
+A period is whole UTC days, ``--from`` and ``--to`` both included. Each fact
+counts in the period of its own timestamp (a customer's mail when it arrived,
+a case when it opened or when it closed …). A case counts for the CSR it is
+assigned to when the report runs (``(unassigned)`` when nobody), and for the
+pool of its mailbox. The open backlog and the overdue cases are a snapshot at
+the time the report runs, whatever the period.
+
+The database does the counting, grouped by ids (the case's assignee and
+mailbox, the day, the product; names are looked up here), with the indexes of
+migration 0012: one pass over ``support_case`` for what a case's own row
+says, one grouped query each for e-mails, consultations and reopenings. The
+durations (first answer, closing) stream one number per case and their
+percentiles are computed here, so one code path serves SQLite and PostgreSQL.
+Adding a grouping is a column in :meth:`Report._keys` and a name in
+:data:`GROUPINGS` (``product`` is there when the store has the column).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
+
+import peewee
+from peewee import SQL, fn
+
+from casestore.models import Case, Consultation, Csr, Event, Mailbox, Message, Pool
+from casestore.store import Store, StoreError, aware
+from rules.vocab import OPEN_STATUSES
+
+UNASSIGNED = "(unassigned)"
+NO_PRODUCT = "(none)"
+OVERDUE_LIST_LIMIT = 500  # overdue cases listed by name (the count is always whole)
+
+# The open backlog's age buckets: (key, lower bound in days, upper bound in days or None).
+BACKLOG_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("backlog_under_1d", 0, 1),
+    ("backlog_1d_3d", 1, 3),
+    ("backlog_3d_7d", 3, 7),
+    ("backlog_7d_30d", 7, 30),
+    ("backlog_over_30d", 30, None),
+)
+
+# key, label, definition. The order is the order of the table, CSV and HTML.
+FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("emails_received", "E-mails received",
+     "Customer messages stored in the period: mail from a customer to a supervised address, "
+     "new cases and follow-ups alike (not CSR, department, automatic mail, bounces or survey answers)."),
+    ("cases_opened", "Cases opened", "Cases created in the period (by a customer's mail or by a CSR)."),
+    ("cases_closed", "Cases closed",
+     "Cases closed now whose last closing falls in the period (a case reopened and closed "
+     "again counts once, when it closed last)."),
+    ("closed_on_time", "Closed on time",
+     "Closed cases whose time from opening to closing is within their pool's resolution target "
+     "(`pool set --resolve-within`); a case of a pool without a target is on time."),
+    ("closed_on_time_not_consulted", "  on time, without consulting",
+     "Closed on time, and no department was ever consulted on the case."),
+    ("closed_on_time_consulted", "  on time, with consulting",
+     "Closed on time, and at least one department was consulted on the case."),
+    ("closed_late", "Closed past the deadline",
+     "Closed cases whose time from opening to closing exceeds their pool's resolution target."),
+    ("closed_late_not_consulted", "  late, without consulting",
+     "Closed past the deadline, and no department was consulted."),
+    ("closed_late_consulted", "  late, with consulting",
+     "Closed past the deadline, and at least one department was consulted."),
+    ("closed_without_target", "Closed without a target",
+     "Closed cases of pools without a resolution target (counted on time too)."),
+    ("consulted_on_time", "Consultations answered on time",
+     "Consultations asked in the period that the department answered by its deadline."),
+    ("consulted_late", "Consultations past the deadline",
+     "Consultations asked in the period that were answered after the department's deadline, "
+     "or are still unanswered with the deadline passed."),
+    ("consultations_pending", "Consultations pending",
+     "Consultations asked in the period, unanswered, deadline not yet reached."),
+    ("surveys_answered", "Surveys answered",
+     "Cases closed in the period that the customer rated (the survey's 1–5 grade)."),
+    ("feedback_share", "Feedback share",
+     "surveys_answered / cases_closed, a fraction from 0 to 1 (empty when nothing closed)."),
+    ("average_rating", "Average rating",
+     "The mean grade of the surveys answered, 1–5 (empty when none)."),
+    ("first_answer_median_seconds", "Time to first answer, median",
+     "For cases opened in the period and answered: seconds from opening to our first answer "
+     "to the customer (a CSR's reply or proposed solution); the median."),
+    ("first_answer_p90_seconds", "Time to first answer, 90th percentile",
+     "The same durations, 90th percentile (linear interpolation, as PostgreSQL's percentile_cont)."),
+    ("close_median_seconds", "Time to close, median",
+     "For cases closed in the period: seconds from opening to the last closing; the median."),
+    ("close_p90_seconds", "Time to close, 90th percentile", "The same durations, 90th percentile."),
+    ("cases_reopened", "Reopenings",
+     "Times a closed case was reopened in the period (the customer's mail, #reopen, `case reopen`); "
+     "a case reopened twice counts twice."),
+    ("open_cases", "Open backlog", "Cases open when the report runs (every status but closed)."),
+    ("backlog_under_1d", "  open less than 1 day", "Open cases opened less than 1 day ago."),
+    ("backlog_1d_3d", "  open 1–3 days", "Open cases opened 1 to 3 days ago."),
+    ("backlog_3d_7d", "  open 3–7 days", "Open cases opened 3 to 7 days ago."),
+    ("backlog_7d_30d", "  open 7–30 days", "Open cases opened 7 to 30 days ago."),
+    ("backlog_over_30d", "  open 30 days or more", "Open cases opened 30 days ago or earlier."),
+    ("overdue_cases", "Overdue open cases",
+     "Open cases past their pool's resolution target, or with a consultation past its deadline "
+     "and unanswered, when the report runs."),
+)
+FIGURE_KEYS = tuple(k for k, _, _ in FIGURES)
+LABELS = {k: label.strip() for k, label, _ in FIGURES}
+DURATION_KEYS = frozenset(k for k in FIGURE_KEYS if k.endswith("_seconds"))
+SNAPSHOT_KEYS = frozenset(["open_cases", "overdue_cases", *(b[0] for b in BACKLOG_BUCKETS)])
+
+GROUPINGS = ("csr", "pool", "day", "product")
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole UTC days: ``first`` and ``last`` both included."""
+
+    first: dt.date
+    last: dt.date
+
+    def __post_init__(self) -> None:
+        if self.last < self.first:
+            raise ValueError(f"the period ends ({self.last}) before it starts ({self.first})")
+
+    @property
+    def start(self) -> dt.datetime:
+        """Naive UTC, as the rows store it; included."""
+        return dt.datetime.combine(self.first, dt.time())
+
+    @property
+    def end(self) -> dt.datetime:
+        """Naive UTC; excluded (midnight after the last day)."""
+        return dt.datetime.combine(self.last + dt.timedelta(days=1), dt.time())
+
+    def days(self) -> list[str]:
+        n = (self.last - self.first).days + 1
+        return [(self.first + dt.timedelta(days=i)).isoformat() for i in range(n)]
+
+
+def parse_day(text: str) -> dt.date:
+    """``2026-11-30``; ValueError with the accepted form otherwise."""
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"not a date: {text!r} (use YYYY-MM-DD, e.g. 2026-11-30)") from None
+
+
+def default_period(today: dt.date, first: dt.date | None, last: dt.date | None) -> Period:
+    """``--to`` defaults to today, ``--from`` to 29 days before ``--to`` (30 days)."""
+    last = last or today
+    return Period(first or last - dt.timedelta(days=29), last)
+
+
+# -- accumulation -------------------------------------------------------------------------
+
+
+@dataclass
+class _Acc:
+    counts: dict[str, int] = field(default_factory=dict)
+    rating_sum: int = 0
+    first_answer: list[float] = field(default_factory=list)
+    close: list[float] = field(default_factory=list)
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] = self.counts.get(key, 0) + n
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th quantile (0..1) with linear interpolation between the closest
+    ranks (PostgreSQL's ``percentile_cont``, numpy's default); None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _seconds(value: float | None) -> float | int | None:
+    if value is None:
+        return None
+    rounded = round(value, 3)
+    return int(rounded) if rounded == int(rounded) else rounded
+
+
+def figures(acc: _Acc) -> dict[str, Any]:
+    """The figures of one group (or of everything), keyed as FIGURES."""
+    c = acc.counts
+    row: dict[str, Any] = {k: c.get(k, 0) for k in FIGURE_KEYS}
+    row["closed_on_time"] = c.get("closed_on_time_not_consulted", 0) + c.get("closed_on_time_consulted", 0)
+    row["closed_late"] = c.get("closed_late_not_consulted", 0) + c.get("closed_late_consulted", 0)
+    answered, closed = c.get("surveys_answered", 0), c.get("cases_closed", 0)
+    row["feedback_share"] = round(answered / closed, 4) if closed else None
+    row["average_rating"] = round(acc.rating_sum / answered, 2) if answered else None
+    row["first_answer_median_seconds"] = _seconds(percentile(acc.first_answer, 0.5))
+    row["first_answer_p90_seconds"] = _seconds(percentile(acc.first_answer, 0.9))
+    row["close_median_seconds"] = _seconds(percentile(acc.close, 0.5))
+    row["close_p90_seconds"] = _seconds(percentile(acc.close, 0.9))
+    row["open_cases"] = sum(c.get(b[0], 0) for b in BACKLOG_BUCKETS)
+    return row
+
+
+class _Tally:
+    """Accumulators per raw key (assignee id, mailbox id, day, product) as the
+    queries return them; spread over the total and the groupings at the end,
+    so a row costs one dict lookup."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[Any, ...], _Acc] = {}
+
+    def __getitem__(self, key: tuple[Any, ...]) -> _Acc:
+        acc = self.by_key.get(key)
+        if acc is None:
+            acc = self.by_key[key] = _Acc()
+        return acc
+
+
+def _merge(into: _Acc, acc: _Acc) -> None:
+    for key, n in acc.counts.items():
+        into.counts[key] = into.counts.get(key, 0) + n
+    into.rating_sum += acc.rating_sum
+    into.first_answer.extend(acc.first_answer)
+    into.close.extend(acc.close)
+
+
+def _label(grouping: str, value: Any) -> str:
+    if value is None or value == "":
+        return UNASSIGNED if grouping == "csr" else NO_PRODUCT if grouping == "product" else "(none)"
+    if isinstance(value, dt.datetime | dt.date):
+        return value.strftime("%Y-%m-%d")
+    return str(value)
+
+
+# -- the queries ----------------------------------------------------------------------------
+
+
+class _Sql:
+    """What differs between SQLite and PostgreSQL: days and instants as numbers."""
+
+    def __init__(self, store: Store) -> None:
+        self.sqlite = store.is_sqlite
+
+    def day(self, column: Any) -> Any:
+        """``YYYY-MM-DD`` of a timestamp (SQLite keeps ``YYYY-MM-DD HH:MM:SS…`` text)."""
+        if self.sqlite:
+            return fn.substr(column, 1, 10).coerce(False)
+        return column.cast("date")  # a date (to_char costs several times more)
+
+    def epoch(self, column: Any) -> Any:
+        """Seconds since 1970 as a float (differences of two are durations)."""
+        if self.sqlite:
+            return ((fn.julianday(column) - 2440587.5) * 86400.0).coerce(False)
+        return fn.date_part("epoch", column).coerce(False)
+
+
+def product_column(store: Store) -> Any | None:
+    """The case's product column when the store has products (``product`` on
+    ``support_case``), else None: ``--by product`` then says so."""
+    fld = Case._meta.fields.get("product")
+    if fld is None:
+        return None
+    columns = {c.name for c in store.db.get_columns(Case._meta.table_name)}
+    return fld if fld.column_name in columns else None
+
+
+class Report:
+    """Computes the figures for a period (and pool); :meth:`run` returns one dict.
+
+    The queries group by ids (the case's assignee and mailbox, a day, the
+    product) with no join to the directory tables; ids become names here."""
+
+    def __init__(self, store: Store, period: Period, *, pool: str | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.period = period
+        self.pool_name = pool
+        self.progress = progress or (lambda step: None)
+        self.sql = _Sql(store)
+        self.now = store.now()
+
+    STEPS = ("cases", "backlog", "emails", "consultations", "reopenings", "overdue")
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _directory(self) -> None:
+        self._product = product_column(self.store)
+        self._csr = {i: a for i, a in Csr.select(Csr.id, Csr.address).tuples()}
+        pools = {i: (n, t) for i, n, t in Pool.select(Pool.id, Pool.name, Pool.resolve_within).tuples()}
+        self._pool = None
+        if self.pool_name is not None:
+            self._pool = next((i for i, (n, _) in pools.items() if n == self.pool_name), None)
+            if self._pool is None:
+                names = ", ".join(sorted(n for n, _ in pools.values()))
+                raise StoreError(f"no pool named {self.pool_name!r} (pools: {names or 'none'})")
+        self._mailbox_pool: dict[int, str] = {}
+        self._target: dict[int, int | None] = {}  # mailbox id -> its pool's resolve_within
+        self._mailboxes: list[int] = []  # the mailboxes in the report (--pool)
+        for mid, pid in Mailbox.select(Mailbox.id, Mailbox.pool).tuples():
+            self._mailbox_pool[mid], self._target[mid] = pools[pid]
+            if self._pool is None or pid == self._pool:
+                self._mailboxes.append(mid)
+        self._products: dict[Any, str] = {}
+        if isinstance(self._product, peewee.ForeignKeyField):  # a products table: its names
+            rel = self._product.rel_model
+            if "name" in rel._meta.fields:
+                self._products = {i: n for i, n in rel.select(rel.id, rel.name).tuples()}
+
+    def _groupings(self) -> tuple[str, ...]:
+        return GROUPINGS if self._product is not None else tuple(g for g in GROUPINGS if g != "product")
+
+    def _keys(self, day: Any) -> list[Any]:
+        """The raw grouping columns: assignee id, mailbox id, day (NULL for a
+        snapshot), product."""
+        keys: list[Any] = [Case.assignee, Case.mailbox, self.sql.day(day) if day is not None else SQL("NULL")]
+        if self._product is not None:
+            keys.append(self._product)
+        return keys
+
+    @staticmethod
+    def _group(keys: Sequence[Any]) -> list[Any]:
+        """The keys to GROUP BY: not the NULL that stands for a snapshot's day."""
+        return [k for k in keys if not isinstance(k, SQL)]
+
+    def _cases(self) -> Any:
+        """The report's cases: those of --pool's mailboxes, or all."""
+        if self._pool is None:
+            return SQL("1 = 1")
+        return Case.mailbox.in_(self._mailboxes) if self._mailboxes else SQL("1 = 0")
+
+    def _between(self, column: Any) -> Any:
+        return (column >= self.period.start) & (column < self.period.end)
+
+    def _rows(self, query: Any) -> Any:
+        """Raw tuples straight from the driver (no per-row model conversion)."""
+        sql, params = query.sql()
+        return self.store.db.execute_sql(sql, params)
+
+    def _count(self, tally: _Tally, key: str, query: Any, n_keys: int) -> None:
+        for row in self._rows(query):
+            tally[tuple(row[:n_keys])].add(key, int(row[n_keys] or 0))
+
+    # -- the facts --------------------------------------------------------------
+
+    def emails_received(self, tally: _Tally) -> None:
+        """Customer messages in the period: ``message`` rows ``kind = 'customer'``
+        (always ``direction = 'in'``), by ``created``. The index message(kind,
+        created, case_id) covers the message side: the rows, with their raw
+        bytes, are never read."""
+        keys = self._keys(Message.created)
+        q = (Message.select(*keys, fn.COUNT(SQL("*"))).join(Case, on=(Message.case == Case.id))
+             .where((Message.kind == "customer") & self._between(Message.created) & self._cases())
+             .group_by(keys[2], *keys[:2], *keys[3:]))
+        self._count(tally, "emails_received", q, len(keys))
+
+    def cases(self, tally: _Tally) -> None:
+        """One pass over the period's ``support_case`` rows: the cases opened in
+        the period (by ``created``) with the time to our first answer; the
+        cases closed in the period (``status = 'closed'``, ``closed`` in it)
+        against their pool's ``resolve_within`` (on time when within it or
+        when the pool has none), consulted or not, rated or not. The period
+        tests are done in SQL, exactly; Python only counts and keeps the
+        durations."""
+        opened = self._between(Case.created)
+        closed = (Case.status == "closed") & self._between(Case.closed)
+        keys = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
+        q = (Case.select(*keys, Case.id, opened, closed, self.sql.day(Case.created),
+                         self.sql.day(Case.closed), self.sql.epoch(Case.created), self.sql.epoch(Case.closed),
+                         Case.rating)
+             .where((opened | closed) & self._cases()))
+        # The first answer to each case: the first ``message`` of kind ``reply``
+        # or ``solution`` (always outgoing), from the index message(kind,
+        # created, case_id) alone.
+        first = {case_id: at for case_id, at in self._rows(
+            Message.select(Message.case, self.sql.epoch(fn.MIN(Message.created)))
+            .where(Message.kind.in_(["reply", "solution"]) & (Message.created >= self.period.start))
+            .group_by(Message.case))}
+        consulted = {c for (c,) in self._rows(Consultation.select(Consultation.case).distinct())}
+        # Instants come as floats accurate to some 20 microseconds (SQLite's
+        # julianday): comparisons allow half a millisecond, so a case closed
+        # exactly at its target is on time.
+        slack = 0.0005
+        n = len(keys)
+        targets = self._target
+        by_key = tally.by_key
+        for row in self._rows(q):
+            case_id, was_opened, was_closed, day_opened, day_closed, t_created, t_closed, rating = row[n:]
+            if was_opened:
+                key = (*row[:2], day_opened, *row[2:n])
+                acc = by_key.get(key) or by_key.setdefault(key, _Acc())
+                counts = acc.counts
+                counts["cases_opened"] = counts.get("cases_opened", 0) + 1
+                answered = first.get(case_id)
+                if answered is not None:
+                    acc.first_answer.append(max(0.0, answered - t_created))
+            if was_closed:
+                key = (*row[:2], day_closed, *row[2:n])
+                acc = by_key.get(key) or by_key.setdefault(key, _Acc())
+                counts = acc.counts
+                took = t_closed - t_created
+                target = targets.get(row[1])
+                late_close = target is not None and took > target + slack
+                which = ("closed_late" if late_close else "closed_on_time") + (
+                    "_consulted" if case_id in consulted else "_not_consulted")
+                counts[which] = counts.get(which, 0) + 1
+                counts["cases_closed"] = counts.get("cases_closed", 0) + 1
+                if target is None:
+                    counts["closed_without_target"] = counts.get("closed_without_target", 0) + 1
+                acc.close.append(took)
+                if rating is not None:
+                    counts["surveys_answered"] = counts.get("surveys_answered", 0) + 1
+                    acc.rating_sum += int(rating)
+
+    def backlog(self, tally: _Tally) -> None:
+        """Open cases now (every status but ``closed``), counted by age from
+        ``created`` and overdue or not, grouped in SQL: overdue when opened
+        longer ago than the pool's ``resolve_within``, or with a consultation
+        unanswered past its ``due``."""
+        whens = [(Case.created > self.now - dt.timedelta(days=upper), key)
+                 for key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
+        bucket = peewee.Case(None, whens, BACKLOG_BUCKETS[-1][0])
+        overdue = self._overdue()
+        keys = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
+        q = (Case.select(*keys, bucket, overdue, fn.COUNT(SQL("*")))
+             .where(Case.status.in_(OPEN_STATUSES) & self._cases()).group_by(*keys, bucket, overdue))
+        n = len(keys)
+        for row in self._rows(q):
+            acc = tally[(*row[:2], None, *row[2:n])]
+            acc.add(str(row[n]), int(row[n + 2]))
+            if row[n + 1]:
+                acc.add("overdue_cases", int(row[n + 2]))
+
+    def consultations(self, tally: _Tally) -> None:
+        """Consultations by ``asked`` in the period: on time when ``answered <=
+        due``; late when answered after ``due`` or unanswered past it now;
+        pending otherwise."""
+        verdict = peewee.Case(None, [
+            (Consultation.answered.is_null(False) & (Consultation.answered <= Consultation.due),
+             "consulted_on_time"),
+            (Consultation.answered.is_null(False) | (Consultation.due < self.now), "consulted_late"),
+        ], "consultations_pending")
+        keys = self._keys(Consultation.asked)
+        q = (Consultation.select(*keys, verdict, fn.COUNT(SQL("*")))
+             .join(Case, on=(Consultation.case == Case.id))
+             .where(self._between(Consultation.asked) & self._cases()).group_by(*keys, verdict))
+        n = len(keys)
+        for row in self._rows(q):
+            tally[tuple(row[:n])].add(str(row[n]), int(row[n + 1]))
+
+    def reopenings(self, tally: _Tally) -> None:
+        """``event`` rows ``kind = 'status'`` whose detail starts ``closed ->``,
+        by ``at`` in the period (index event(kind, at))."""
+        keys = self._keys(Event.at)
+        q = (Event.select(*keys, fn.COUNT(SQL("*"))).join(Case, on=(Event.case == Case.id))
+             .where((Event.kind == "status") & self._between(Event.at)
+                    & Event.detail.startswith("closed -> ") & self._cases())
+             .group_by(*keys))
+        self._count(tally, "cases_reopened", q, len(keys))
+
+    def _past_target(self) -> Any:
+        """Opened longer ago than the pool's target: per mailbox, so no date
+        arithmetic in SQL (and the index on created serves it)."""
+        terms = [(Case.mailbox == mid) & (Case.created < self.now - dt.timedelta(seconds=target))
+                 for mid, target in self._target.items() if target is not None and mid in self._mailboxes]
+        if not terms:
+            return SQL("1 = 0")
+        return reduce(operator.or_, terms)
+
+    def _late_consultation(self) -> Any:
+        """The case has a consultation unanswered past its ``due`` (one subquery,
+        not one per case)."""
+        return Case.id.in_(Consultation.select(Consultation.case).where(
+            Consultation.answered.is_null() & (Consultation.due < self.now)))
+
+    def _overdue(self) -> Any:
+        return self._past_target() | self._late_consultation()
+
+    def overdue(self) -> list[dict[str, Any]]:
+        """The oldest :data:`OVERDUE_LIST_LIMIT` overdue open cases: past their
+        pool's ``resolve_within`` now, or with a consultation unanswered past
+        its ``due`` (``overdue_cases``, counted in :meth:`cases`, has them all)."""
+        late = self._late_consultation()
+        q = (Case.select(Case.number, Case.subject, Case.customer_address, Case.status, Case.assignee,
+                         Case.mailbox, Case.created, late)
+             .where(Case.status.in_(OPEN_STATUSES) & self._cases() & (self._past_target() | late))
+             .order_by(Case.created, Case.id).limit(OVERDUE_LIST_LIMIT))
+        listed = []
+        for number, subject, customer, status, csr, mailbox, created, consult in q.tuples():
+            opened = aware(created)
+            age = (self.now - created).total_seconds() if isinstance(created, dt.datetime) else None
+            target = self._target.get(mailbox)
+            reasons = []
+            if target is not None and age is not None and age > target:
+                reasons.append("past the resolution target")
+            if consult:
+                reasons.append("consultation past its deadline")
+            listed.append({"number": number, "subject": subject, "customer": customer, "status": status,
+                           "csr": self._csr.get(csr, UNASSIGNED), "pool": self._mailbox_pool.get(mailbox),
+                           "opened": opened.isoformat() if opened else None,
+                           "age_seconds": _seconds(age), "reasons": reasons})
+        return listed
+
+    # -- the whole ------------------------------------------------------------------
+
+    def _labels(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        assignee, mailbox, day, *rest = key
+        labels = [_label("csr", self._csr.get(assignee)), _label("pool", self._mailbox_pool.get(mailbox)),
+                  None if day is None else _label("day", day)]
+        if rest:
+            product = rest[0]
+            labels.append(_label("product", self._products.get(product, product)
+                                 if self._products else product))
+        return tuple(labels)
+
+    def run(self) -> dict[str, Any]:
+        with self.store.guard():
+            if self.store.is_sqlite:
+                # Read the store through memory maps and a larger page cache:
+                # this connection reads much more than the mail path does.
+                self.store.db.execute_sql("PRAGMA mmap_size = 1073741824")
+                self.store.db.execute_sql("PRAGMA cache_size = -65536")
+            self._directory()
+            tally = _Tally()
+            steps: list[tuple[str, Callable[[_Tally], Any]]] = [
+                ("cases", self.cases), ("backlog", self.backlog), ("emails", self.emails_received),
+                ("consultations", self.consultations), ("reopenings", self.reopenings)]
+            for name, step in steps:
+                step(tally)
+                self.progress(name)
+            overdue = self.overdue()
+            self.progress("overdue")
+        groupings = self._groupings()
+        total = _Acc()
+        by: dict[str, dict[str, _Acc]] = {g: {} for g in groupings}
+        for key, acc in tally.by_key.items():
+            _merge(total, acc)
+            for grouping, label in zip(groupings, self._labels(key), strict=True):
+                if label is not None:
+                    _merge(by[grouping].setdefault(label, _Acc()), acc)
+        report: dict[str, Any] = {
+            "period": {"from": self.period.first.isoformat(), "to": self.period.last.isoformat(),
+                       "pool": self.pool_name},
+            "generated": aware(self.now).isoformat() if self.now else None,
+            **figures(total),
+        }
+        for grouping in groupings:
+            accs = by[grouping]
+            if grouping == "day":
+                # Every day of the period, in order (a chart needs the empty ones too).
+                rows = {day: figures(accs.get(day, _Acc())) for day in self.period.days()}
+                for row in rows.values():
+                    for key in SNAPSHOT_KEYS:
+                        row.pop(key, None)
+            else:
+                rows = {name: figures(accs[name]) for name in sorted(accs)}
+            report[f"by_{grouping}"] = rows
+        report["overdue"] = overdue
+        return report
+
+
+def build(store: Store, period: Period, *, pool: str | None = None,
+          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The report for a period (and pool) as one dict: ``period``, every
+    figure of :data:`FIGURES` for everything, ``by_csr``, ``by_pool``,
+    ``by_day`` (every day of the period), ``by_product`` when the store has
+    products, and ``overdue`` (the oldest overdue open cases)."""
+    return Report(store, period, pool=pool, progress=progress).run()
