@@ -25,10 +25,11 @@ import email.policy
 import email.utils
 import html as htmllib
 import logging
+import random
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from email.generator import Generator
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
@@ -480,6 +481,19 @@ def _text_part(text: str, subtype: str, cte: str) -> tuple[str, str]:
             payload.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n"))
 
 
+def _boundary(text: str) -> str:
+    """A boundary as Generator._make_boundary makes it, tested by substring
+    (stricter than its line match) instead of a fresh regex per message."""
+    while True:
+        token = random.randrange(sys.maxsize)
+        boundary = "=" * 15 + str(token).zfill(_BOUNDARY_WIDTH) + "=="
+        if "--" + boundary not in text:
+            return boundary
+
+
+_BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
+
+
 def _build_plain(fields: Sequence[tuple[str, str]], body: str, cte: str, html: str | None) -> bytes:
     """``build_message`` for the common mail (ASCII headers, no files), as
     the email package would write it, without its header objects: a third
@@ -492,7 +506,7 @@ def _build_plain(fields: Sequence[tuple[str, str]], body: str, cte: str, html: s
     html_head, html_payload = _text_part(html, "html", html_cte)
     parts = [text_head + "\r\n" + text_payload,
              html_head + "MIME-Version: 1.0\r\n\r\n" + html_payload]
-    boundary = Generator._make_boundary("\r\n".join(parts))
+    boundary = _boundary("\r\n".join(parts))
     return (head + f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
             + f"--{boundary}\r\n" + f"\r\n--{boundary}\r\n".join(parts)
             + f"\r\n--{boundary}--\r\n").encode("ascii")
