@@ -415,7 +415,8 @@ class Counter:
 # (Before the reshape: 32 for a new case with one Cc. The first event also
 # reads the directory, 4 statements, which serve then caches for 5 s.)
 # (Issue 10, intake: +1 the products, read with the directory.)
-STATEMENT_BUDGET = {"new_case_one_cc": 29, "customer_reply": 13, "csr_reply": 18}
+# (Issue 12: -3, a new case's messages, files and notes are not read back.)
+STATEMENT_BUDGET = {"new_case_one_cc": 26, "customer_reply": 13, "csr_reply": 18}
 
 
 def test_statements_per_event(engine: Engine) -> None:
