@@ -1414,10 +1414,10 @@ class Store:
         return freed
 
     def outbox_sent(self, item: Outbox) -> None:
-        with self.atomic():
-            Outbox.update(status="sent", sent=self.now(), lease_until=None, last_error="").where(
-                Outbox.id == item.id
-            ).execute()
+        with self.atomic():  # once per message sent: plain SQL, text made once
+            self.db.execute_sql(_text(self.db, "outbox_sent", (
+                'UPDATE "outbox" SET "status" = ?, "sent" = ?, "lease_until" = NULL, "last_error" = ? '
+                'WHERE "id" = ?')), ["sent", Outbox.sent.db_value(self.now()), "", item.id])
 
     def outbox_retry(self, item: Outbox, error: str, delay_seconds: float,
                      at: dt.datetime | None = None) -> None:
