@@ -169,9 +169,10 @@ class _BoundedPolicy(EmailPolicy):
 # the stdlib parses the field anew on every read (a seventh of casegate's CPU,
 # bench/profiles/). The objects are immutable (str subclasses with read-only
 # properties), so one is shared by every reader; short values only, and at
-# most _PARSED_MAX of them.
+# most _PARSED_MAX of them (a parsed header keeps its token tree, ~4 KB: 2048 of them
+# would hold about 8 MB; a message needs a dozen).
 _PARSED: dict[tuple[str, str, Any], Any] = {}
-_PARSED_MAX = 2048
+_PARSED_MAX = 256
 _PARSED_VALUE_CHARS = 2000
 
 
