@@ -933,9 +933,15 @@ def _signoff(name: str, signature: str, organization: str) -> str:
     return "\n".join(lines)
 
 
-def _own_salutation(text: str, name: str, signature: str, organization: str) -> dict[str, str]:
-    """The CSR's own greeting and sign-off replace ours, never both (docs/cases.md)."""
-    return own_salutation(text, name, _signoff(name, signature, organization))
+def _own_salutation(text: str, name: str, signature: str, organization: str) -> dict[str, Any]:
+    """The CSR's own greeting and sign-off replace ours, never both (docs/cases.md).
+    ``own_signoff``: their words end with their sign-off, so the answer
+    templates keep the sign-off right under them (a solution's question
+    follows it), in the text part as in their HTML."""
+    out: dict[str, Any] = own_salutation(text, name, _signoff(name, signature, organization))
+    if "signoff" in out:
+        out["own_signoff"] = True
+    return out
 
 
 def _date(value: Any) -> str:
