@@ -501,7 +501,9 @@ def mailbox_add(app: App, address: str, pool: str, display_name: str) -> None:
 def mailbox_list(app: App, as_json: bool) -> None:
     """List supervised addresses."""
     with store_errors():
-        rows = [{"address": m.address, "pool": m.pool.name, "name": m.display_name}
+        rows = [{"address": m.address, "pool": m.pool.name, "name": m.display_name,
+                 # the mailbox's own template settings; null: its pool's
+                 "language": m.language, "acknowledge": m.acknowledge, "greeting": m.greeting}
                 for m in app.store().mailboxes()]
     emit(rows, as_json, "\n".join(f"{r['address']}\tpool={r['pool']}" for r in rows))
 
@@ -940,10 +942,23 @@ def _keywords(words: tuple[str, ...]) -> list[str]:
                    "or hold the case for a CSR's #accept.")
 @click.option("--pool", default=None, help="Move it to this pool (made when new); open cases keep their CSR.")
 @click.option("--name", "display_name", default=None, help="The sender name ('' for none).")
+@click.option("--language", default=None, metavar="LANG",
+              help="The language of its built-in templates: en or pl ('' for the pool's).")
+@click.option("--acknowledge", "acknowledge", flag_value="on", default=None,
+              help="Acknowledge its new cases, whatever the pool says.")
+@click.option("--no-acknowledge", "acknowledge", flag_value="off",
+              help="Do not acknowledge its new cases, whatever the pool says.")
+@click.option("--pool-acknowledge", "acknowledge", flag_value="pool",
+              help="Acknowledge as its pool does (the default).")
+@click.option("--greeting", default=None, metavar="TEXT",
+              help='The customer\'s greeting, e.g. "Dear {first_name}," (\'\' for the pool\'s).')
 @click.pass_obj
 def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_policy: str | None,
-                pool: str | None, display_name: str | None) -> None:
-    """Change a supervised address: its pool, sender name, intake policy."""
+                pool: str | None, display_name: str | None, language: str | None = None,
+                acknowledge: str | None = None, greeting: str | None = None) -> None:
+    """Change a supervised address: its pool, sender name, intake policy, and
+    its own language, acknowledgement and greeting (beating its pool's)."""
+    templates = _mailbox_template_changes(language, acknowledge, greeting)
     changes: dict[str, Any] = {}
     if pool is not None or display_name is not None:
         from casestore.admin import set_mailbox
@@ -954,7 +969,7 @@ def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_poli
             m = set_mailbox(app.store(), valid_address(address), pool=pool, display_name=display_name)
         click.echo(f"{m.address}: pool {m.pool.name}"
                    + (f", name {m.display_name!r}" if m.display_name else ""))
-        if subject_prefix is None and unknown_policy is None:
+        if subject_prefix is None and unknown_policy is None and not templates:
             return
     if subject_prefix is not None:
         prefix = " ".join(subject_prefix.split())
@@ -963,12 +978,44 @@ def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_poli
         changes["subject_prefix"] = prefix
     if unknown_policy is not None:
         changes["unknown_policy"] = unknown_policy
-    if not changes:
-        raise click.UsageError("nothing to set: give --pool, --name, --subject-prefix or --unknown")
+    if not changes and not templates:
+        raise click.UsageError("nothing to set: give --pool, --name, --subject-prefix, --unknown, "
+                               "--language, --acknowledge/--no-acknowledge/--pool-acknowledge "
+                               "or --greeting")
     with store_errors():
-        row = app.store().set_mailbox_intake(valid_address(address), **changes)
-    click.echo(f"{row.address}: subject prefix {row.subject_prefix or '(none)'}, "
-               f"unknown senders: {row.unknown_policy}")
+        row = app.store().set_mailbox_intake(valid_address(address), **changes, **templates)
+    if changes:
+        click.echo(f"{row.address}: subject prefix {row.subject_prefix or '(none)'}, "
+                   f"unknown senders: {row.unknown_policy}")
+    if templates:
+        shown = mailbox_templates(row)
+        click.echo(f"{row.address}: " + ", ".join(f"{k} = {v}" for k, v in shown.items() if k in templates))
+
+
+def _mailbox_template_changes(language: str | None, acknowledge: str | None,
+                              greeting: str | None) -> dict[str, Any]:
+    """A mailbox's own template settings; None (NULL) in each: its pool's."""
+    changes = _template_pool_changes(language or None, None, greeting or None, None)
+    if language is not None and not language.strip():
+        changes["language"] = None
+    if greeting is not None and not greeting.strip():
+        changes["greeting"] = None
+    if acknowledge is not None:
+        changes["acknowledge"] = {"on": True, "off": False}.get(acknowledge)
+    return changes
+
+
+def mailbox_templates(m: Any) -> dict[str, Any]:
+    """A mailbox's template settings as shown: its own value, else "pool"
+    (inherited: the value in brackets)."""
+    pool = m.pool
+    default = "the language's"
+    return {
+        "language": m.language or f"pool ({pool.language or 'en'})",
+        "acknowledge": ("on" if m.acknowledge else "off") if m.acknowledge is not None
+        else f"pool ({'on' if pool.acknowledge else 'off'})",
+        "greeting": m.greeting if m.greeting is not None else f"pool ({pool.greeting or default})",
+    }
 
 
 @product.command("add")
@@ -2125,8 +2172,10 @@ def mailbox_show(app: App, address: str, as_json: bool) -> None:
     from casestore.admin import mailbox_info
 
     with store_errors():
-        row = mailbox_info(app.store(), address.lower())
-    emit(row, as_json, "\n".join(f"{k}: {v}" for k, v in row.items()))
+        store = app.store()
+        row = mailbox_info(store, address.lower())
+        shown = {**row, **mailbox_templates(store.mailbox(row["address"]))}
+    emit(row, as_json, "\n".join(f"{k}: {v}" for k, v in shown.items()))
 
 
 @mailbox.command("remove")
@@ -2644,7 +2693,7 @@ def _case_context(app: App, number: str, name: str,
         real = {**ex._customer_context(case, ctx), **ex._thread_context(case, ctx)}
     pool = case.mailbox.pool
     return ({**context, **real, "links": context["links"]}, case.mailbox.address, pool.name,
-            pool.language or "en")
+            case.mailbox.language or pool.language or "en")
 
 
 # -- report ---------------------------------------------------------------------------------

@@ -545,11 +545,10 @@ class Executor:
         subject = (case.subject if case is not None else inbound.subject if inbound is not None
                    else "") or "(no subject)"
         info = ctx.directory.mailbox(ctx.mailbox.address)
-        pool = ctx.mailbox.pool
         out = self._render(ctx, "customer", a.template, {
             "greeting": greeting_line(case.customer_name if case is not None
                                       else inbound.from_name if inbound is not None else "",
-                                      pool.greeting, pool.language),
+                                      _greeting(ctx.mailbox), _language(ctx.mailbox)),
             "organization": self._organization(ctx), "mailbox": ctx.mailbox.address,
             "subject_prefix": info.subject_prefix if info is not None else "",
             "subject": subject})
@@ -630,12 +629,12 @@ class Executor:
         pool = ctx.mailbox.pool
         if audience == "customer" and self.renderer.uses(
                 audience, name, THREAD_VARIABLES, pool=pool.name, mailbox=ctx.mailbox.address,
-                language=pool.language or "en") and ctx.case is not None:
+                language=_language(ctx.mailbox)) and ctx.case is not None:
             context = {**context, **self._thread_context(ctx.case, ctx)}
         else:
             context = {**dict.fromkeys(THREAD_VARIABLES), **context}
         return self.renderer.render(audience, name, context, pool=pool.name,
-                                    mailbox=ctx.mailbox.address, language=pool.language or "en",
+                                    mailbox=ctx.mailbox.address, language=_language(ctx.mailbox),
                                     html=not pool.text_only)
 
     def _thread_context(self, case: Case, ctx: Context) -> dict[str, Any]:
@@ -736,12 +735,12 @@ class Executor:
 
     def _customer_context(self, case: Case, ctx: Context) -> dict[str, Any]:
         pool, mailbox = ctx.mailbox.pool, ctx.mailbox
-        return {"greeting": greeting_line(case.customer_name, pool.greeting, pool.language),
+        return {"greeting": greeting_line(case.customer_name, _greeting(mailbox), _language(mailbox)),
                 "case": self._case_view(case),
                 "organization": self._organization(ctx), "links": {},
                 "customer": {"address": case.customer_address, "name": case.customer_name,
                              "first_name": first_name(case.customer_name)},
-                "pool": {"name": pool.name, "language": pool.language or "en"},
+                "pool": {"name": pool.name, "language": _language(mailbox)},
                 "mailbox": {"address": mailbox.address, "display_name": mailbox.display_name}}
 
     def _mailto(self, ctx: Context, case: Case, subject: str, body: str) -> str:
@@ -942,6 +941,21 @@ def _own_salutation(text: str, name: str, signature: str, organization: str) -> 
     if "signoff" in out:
         out["own_signoff"] = True
     return out
+
+
+def _language(mailbox: Mailbox) -> str:
+    """The language of a mailbox's built-in templates: its own, else its pool's."""
+    return mailbox.language or mailbox.pool.language or "en"
+
+
+def _greeting(mailbox: Mailbox) -> str:
+    """A mailbox's greeting line template ("": its language's): its own, else
+    its pool's, unless the mailbox speaks another language than its pool."""
+    if mailbox.greeting is not None:
+        return mailbox.greeting
+    if mailbox.language and mailbox.language != (mailbox.pool.language or "en"):
+        return ""
+    return mailbox.pool.greeting
 
 
 def _date(value: Any) -> str:
