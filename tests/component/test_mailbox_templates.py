@@ -111,3 +111,40 @@ def test_mailbox_language_greeting_and_acknowledgement_beat_the_pool(engine: Eng
     [ack] = sent("ack", open_case(engine, FAKTURY))
     assert text_of(ack).startswith("Dear John,\n\nThank you for contacting Example Billing.")
 
+
+# What the executor wrote in English into every notification before it had a table.
+ENGLISH = ("New case", "Close (", "Propose a solution", "Add an internal note", "Take it",
+           "Set a status", "Assign to", "Escalate to", "Blacklist", "Internal note by", "(no text)",
+           "The customer", "level ", "available", "wrote again", "department, internal")
+
+
+def test_polish_notification_has_no_english_labels(engine: Engine) -> None:
+    from rules.quotes import html_to_text
+
+    store = engine.store
+    store.set_pool("billing", language="pl", greeting="")
+    store.add_csr("piotr@example.com", "Piotr Nowak", ["billing:2"], "Piotr")
+    store.add_csr("ewa@example.com", "Ewa Kowalska", ["billing"], "Ewa")
+    case = open_case(engine, BILLING)
+    assignee = case.assignee.address
+    plus = BILLING.replace("@", f"+{case.number}@")
+    note = Message.select().where((Message.kind == "notify") & (Message.case == case)).get()
+    assert deliver(engine, make(from_=assignee, to=plus, subject=f"Re: [Case #{case.number}] x",
+                                body="#note\nZadzwonić jutro.\n", in_reply_to=note.message_id),
+                   plus, client="127.0.0.1", mail_from=assignee) == replies.stored(case.number)
+    assert deliver(engine, make(from_="John Smith <john@customer.test>", to=plus,
+                                subject=f"Re: [Case #{case.number}] x", body="Jeszcze jedno.\n"),
+                   plus) == replies.stored(case.number)
+    first, again = sent("notify", case)
+    assert first["Subject"].endswith(case.subject)
+    for mail, headline in ((first, "Nowa sprawa"), (again, "Klient napisał ponownie")):
+        text, html = text_of(mail), html_to_text(html_of(mail))
+        for body in (text, html):
+            assert headline in body
+            assert "Zaproponuj rozwiązanie" in body and "Zamknij (tekst poniżej" in body
+            assert "Przekaż wyżej do: Piotr Nowak <piotr@example.com> (poziom 2, dostępność: tak)" in body
+            assert "Przypisz do: Ewa Kowalska <ewa@example.com> (poziom 1, dostępność: tak)" in body
+            assert "Czarna lista: john@customer.test, tylko ten temat" in body
+            for english in ENGLISH:
+                assert english not in body, (english, body)
+    assert "Notatka wewnętrzna, autor: " + assignee in text_of(again)
