@@ -42,6 +42,7 @@ from rules.decision import (
     SetAnswers,
     SetAway,
     SetBack,
+    SetProduct,
     SetStatus,
     StoreMessage,
     SwitchCase,
@@ -51,6 +52,7 @@ from rules.decision import (
     timers_after_answer,
 )
 from rules.durations import parse_duration
+from rules.products import product_for
 from rules.vocab import EventKind, MessageKind, Outcome, Status, TimerKind
 
 _COMMAND_LINE = re.compile(r"^#([a-z][a-z-]*)\b[ \t]*(.*)$", re.IGNORECASE)
@@ -145,6 +147,7 @@ class CommandFacts:
     now: dt.datetime | None = None  # for #away until …
     drafts: tuple[DraftInfo, ...] = ()  # held answers on the case (#approve, #reject)
     approved: bool = False  # a supervisor approved this: not held again
+    mailbox: str = ""  # the supervised address the command came to (#new's product)
 
 
 class Command:
@@ -553,9 +556,13 @@ class New(Command):
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
         assert f.pool is not None
         name, address = parseaddr(arg)
+        # The product as a customer's case gets it: a keyword in the subject,
+        # else the mailbox's (rules/products.py).
+        product = product_for(f.mailbox, f.subject, f.directory.products)
         return [OpenCase(address.lower(), name, f.subject or "(no subject)",
                          status=Status.IN_PROGRESS, reason=f"opened by {f.actor.label}"),
                 StoreMessage(MessageKind.CSR, text),
+                *([SetProduct(*product)] if product is not None else []),
                 Assign(f.actor.address, "opened it"),
                 AnswerCustomer(f.actor.address, text.strip()),
                 Record(EventKind.REPLIED, actor=f.actor.address),
