@@ -449,8 +449,19 @@ class Accept(Command):
         return None
 
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        # The acknowledgement, unless the mailbox (else its pool) turned them off.
+        assert f.case is not None
+        info = f.directory.mailbox(f.case.mailbox)
+        if info is not None and not info.acknowledges:
+            ack: Action = Record(EventKind.NO_ACK, f"mailbox {info.address}: acknowledgements off"
+                                 if info.acknowledge is not None
+                                 else f"pool {info.pool.name}: acknowledgements off")
+        elif info is None and f.pool is not None and not f.pool.acknowledge:
+            ack = Record(EventKind.NO_ACK, f"pool {f.pool.name}: acknowledgements off")
+        else:
+            ack = SendCustomer(MessageKind.ACK)
         return [SetStatus(Status.RECEIVED, f"accepted by {f.actor.label}"),
-                Record(EventKind.ACCEPTED, "", f.actor.label), SendCustomer(MessageKind.ACK)]
+                Record(EventKind.ACCEPTED, "", f.actor.label), ack]
 
 
 class Take(Command):
