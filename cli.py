@@ -2593,7 +2593,7 @@ def template_list(app: App, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--pool", "pool_name", default="", help="As this pool would get it.")
 @click.option("--mailbox", default="", metavar="ADDRESS", help="As this supervised address would get it.")
-@click.option("--language", default=None, help="en or pl (default: the pool's, else en).")
+@click.option("--language", default=None, help="en or pl (default: the mailbox's, else the pool's, else en).")
 @click.option("--html", "as_html", is_flag=True, help="The HTML template (default: the text one).")
 @click.pass_obj
 def template_show(app: App, name: str, pool_name: str, mailbox: str, language: str | None,
@@ -2603,7 +2603,7 @@ def template_show(app: App, name: str, pool_name: str, mailbox: str, language: s
 
     renderer = Renderer(app.config.templates_dir)
     audience, short = _template_name(renderer, name)
-    language = language or _pool_language(app, pool_name)
+    language = language or _pool_language(app, pool_name, mailbox)
     names = renderer.candidates(audience, short, "html" if as_html else "txt", pool=pool_name,
                                 mailbox=mailbox, language=language)
     index, template = renderer._first(names)
@@ -2613,14 +2613,19 @@ def template_show(app: App, name: str, pool_name: str, mailbox: str, language: s
     click.echo(renderer.source(names[index]), nl=False)
 
 
-def _pool_language(app: App, pool_name: str) -> str:
-    if not pool_name or not app.config.exists:
+def _pool_language(app: App, pool_name: str, mailbox: str = "") -> str:
+    """The language of a mailbox (its own, else its pool's) or of a pool."""
+    if not (pool_name or mailbox) or not app.config.exists:
         return "en"
     with store_errors():
-        from casestore.models import Pool
+        from casestore.models import Mailbox, Pool
 
         app.store()
-        row = Pool.get_or_none(Pool.name == pool_name)
+        box = Mailbox.get_or_none(Mailbox.address == mailbox.lower()) if mailbox else None
+        if box is not None and box.language:
+            return box.language
+        row = Pool.get_or_none(Pool.name == pool_name) if pool_name else (
+            box.pool if box is not None else None)
     return (row.language or "en") if row is not None else "en"
 
 
@@ -2649,7 +2654,7 @@ def template_check(app: App) -> None:
 @click.option("--pool", "pool_name", default="", help="As this pool would get it.")
 @click.option("--mailbox", default="", metavar="ADDRESS", help="As this supervised address would get it.")
 @click.option("--case", "number", default=None, help="With this case's data (customer templates).")
-@click.option("--language", default=None, help="en or pl (default: the pool's, else en).")
+@click.option("--language", default=None, help="en or pl (default: the mailbox's, else the pool's, else en).")
 @click.option("--html", "as_html", is_flag=True, help="Print the HTML part (default: the text).")
 @click.pass_obj
 def template_render(app: App, name: str, pool_name: str, mailbox: str, number: str | None,
@@ -2666,7 +2671,7 @@ def template_render(app: App, name: str, pool_name: str, mailbox: str, number: s
             raise click.BadParameter("--case fills customer templates only", param_hint="--case")
         context, mailbox, pool_name, case_language = _case_context(app, number, short, context)
         language = language or case_language
-    language = language or _pool_language(app, pool_name)
+    language = language or _pool_language(app, pool_name, mailbox)
     if number is None:
         context = sample(audience, short, language)
     rendered = renderer.render(audience, short, context, pool=pool_name, mailbox=mailbox,

@@ -131,6 +131,10 @@ def test_mailbox_settings_beat_the_pool(run) -> None:
     shown = json.loads(run("mailbox", "show", "faktury@example.com", "--json").output)
     assert {k: shown[k] for k in pick} == {"language": "pl", "acknowledge": False,
                                            "greeting": "Szanowni Państwo,"}
+    rendered = run("template", "render", "ack", "--mailbox", "faktury@example.com")
+    assert rendered.exit_code == 0 and "dziękujemy za kontakt" in rendered.stdout, rendered.output
+    assert "Thank you for contacting" in run("template", "render", "ack", "--mailbox",
+                                             "billing@example.com").stdout
     text = run("mailbox", "show", "billing@example.com").output
     assert "language: pool (en)\nacknowledge: pool (on)\ngreeting: pool (Dear {first_name},)" in text
     # Back to the pool's, one at a time; --acknowledge beats a pool's off.
