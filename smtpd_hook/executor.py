@@ -220,10 +220,12 @@ class Executor:
         fallback = pool.unassigned_notify
         if fallback and not Event.select(Event.id).where(
                 (Event.case == case) & (Event.kind == EventKind.UNASSIGNED_NOTIFIED)).exists():
-            self._tellcsr(d.TellCsr(fallback, "Nobody could take it", (
-                f"Case {case.number} in pool {pool.name} found no available CSR ({rule}).\n"
-                f"It waits; the scheduler tries again every {defaults.ASSIGN_RETRY_SECONDS // 60} "
-                f"minutes. `casegate case assign {case.number} ADDRESS` assigns it now.")), ctx)
+            lang = _language(ctx.mailbox)
+            self._tellcsr(d.TellCsr(fallback, say(lang, "Nobody could take it"), say(
+                lang, "Case {number} in pool {pool} found no available CSR ({rule}).\nIt waits; the "
+                "scheduler tries again every {minutes} minutes. `casegate case assign {number} "
+                "ADDRESS` assigns it now.", number=case.number, pool=pool.name, rule=str(rule),
+                minutes=defaults.ASSIGN_RETRY_SECONDS // 60)), ctx)
             self._event(ctx, EventKind.UNASSIGNED_NOTIFIED, fallback)
 
     def _switchcase(self, a: d.SwitchCase, ctx: Context) -> None:

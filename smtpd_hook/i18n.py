@@ -58,6 +58,13 @@ PL: dict[str, str] = {
     "Escalate to the second level": "Przekaż na drugi poziom",
     "Blacklist {address}": "Czarna lista: {address}",
     "Blacklist {address} for this subject only": "Czarna lista: {address}, tylko ten temat",
+    # the notice to the pool's fallback address (executor._unassigned)
+    "Nobody could take it": "Nikt nie mógł przejąć sprawy",
+    "Case {number} in pool {pool} found no available CSR ({rule}).\nIt waits; the scheduler tries "
+    "again every {minutes} minutes. `casegate case assign {number} ADDRESS` assigns it now.":
+        "Sprawa {number} w puli {pool} nie znalazła dostępnego konsultanta ({rule}).\nCzeka; "
+        "kolejna próba co {minutes} min. `casegate case assign {number} ADRES` przypisuje ją "
+        "od razu.",
     # the history (executor._history, executor._author)
     "Internal note by {actor}": "Notatka wewnętrzna, autor: {actor}",
     "{sender} (department, internal)": "{sender} (dział, wewnętrzne)",
@@ -80,7 +87,14 @@ def _patterns(language: str) -> list[tuple[re.Pattern[str], str]]:
     out = []
     for key in TABLES.get(language, {}):
         parts = _FIELD.split(key)  # literal, name, literal, name, ...
-        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.+?)" for i, p in enumerate(parts))
+        seen: set[str] = set()
+        regex = ""
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                regex += re.escape(part)
+            else:  # a name used twice must match the same text twice
+                regex += f"(?P={part})" if part in seen else f"(?P<{part}>.+?)"
+                seen.add(part)
         out.append((re.compile(regex, re.S), key))
     return out
 
