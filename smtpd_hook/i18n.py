@@ -95,7 +95,10 @@ def _patterns(language: str) -> list[tuple[re.Pattern[str], str]]:
             else:  # a name used twice must match the same text twice
                 regex += f"(?P={part})" if part in seen else f"(?P<{part}>.+?)"
                 seen.add(part)
-        out.append((re.compile(regex, re.S), key))
+        try:
+            out.append((re.compile(regex, re.S), key))
+        except re.error:  # a key the table cannot match stays untranslated, never a 451
+            continue
     return out
 
 
@@ -112,5 +115,8 @@ def translate(language: str, text: str) -> str:
         values = m.groupdict()
         if "headline" in values:
             values["headline"] = translate(language, values["headline"])
-        return say(language, key, **values)
+        try:
+            return say(language, key, **values)
+        except (KeyError, IndexError, ValueError):  # a broken entry: the English, not a 451
+            return text
     return text
