@@ -1014,7 +1014,9 @@ def mailbox_templates(m: Any) -> dict[str, Any]:
         "language": m.language or f"pool ({pool.language or 'en'})",
         "acknowledge": ("on" if m.acknowledge else "off") if m.acknowledge is not None
         else f"pool ({'on' if pool.acknowledge else 'off'})",
-        "greeting": m.greeting if m.greeting is not None else f"pool ({pool.greeting or default})",
+        "greeting": m.greeting if m.greeting is not None else (
+            default if m.language and m.language != (pool.language or "en")  # as the executor does
+            else f"pool ({pool.greeting or default})"),
     }
 
 

@@ -131,6 +131,8 @@ def test_mailbox_settings_beat_the_pool(run) -> None:
     shown = json.loads(run("mailbox", "show", "faktury@example.com", "--json").output)
     assert {k: shown[k] for k in pick} == {"language": "pl", "acknowledge": False,
                                            "greeting": "Szanowni Państwo,"}
+    assert run("mailbox", "set", "faktury@example.com", "--greeting", "").output == (
+        "faktury@example.com: greeting = the language's\n")  # pl in an English pool
     rendered = run("template", "render", "ack", "--mailbox", "faktury@example.com")
     assert rendered.exit_code == 0 and "dziękujemy za kontakt" in rendered.stdout, rendered.output
     assert "Thank you for contacting" in run("template", "render", "ack", "--mailbox",
