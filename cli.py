@@ -503,7 +503,9 @@ def mailbox_add(app: App, address: str, pool: str, display_name: str) -> None:
 def mailbox_list(app: App, as_json: bool) -> None:
     """List supervised addresses."""
     with store_errors():
-        rows = [{"address": m.address, "pool": m.pool.name, "name": m.display_name}
+        rows = [{"address": m.address, "pool": m.pool.name, "name": m.display_name,
+                 # the mailbox's own template settings; null: its pool's
+                 "language": m.language, "acknowledge": m.acknowledge, "greeting": m.greeting}
                 for m in app.store().mailboxes()]
     emit(rows, as_json, "\n".join(f"{r['address']}\tpool={r['pool']}" for r in rows))
 
@@ -942,10 +944,23 @@ def _keywords(words: tuple[str, ...]) -> list[str]:
                    "or hold the case for a CSR's #accept.")
 @click.option("--pool", default=None, help="Move it to this pool (made when new); open cases keep their CSR.")
 @click.option("--name", "display_name", default=None, help="The sender name ('' for none).")
+@click.option("--language", default=None, metavar="LANG",
+              help="The language of its built-in templates: en or pl ('' for the pool's).")
+@click.option("--acknowledge", "acknowledge", flag_value="on", default=None,
+              help="Acknowledge its new cases, whatever the pool says.")
+@click.option("--no-acknowledge", "acknowledge", flag_value="off",
+              help="Do not acknowledge its new cases, whatever the pool says.")
+@click.option("--pool-acknowledge", "acknowledge", flag_value="pool",
+              help="Acknowledge as its pool does (the default).")
+@click.option("--greeting", default=None, metavar="TEXT",
+              help='The customer\'s greeting, e.g. "Dear {first_name}," (\'\' for the pool\'s).')
 @click.pass_obj
 def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_policy: str | None,
-                pool: str | None, display_name: str | None) -> None:
-    """Change a supervised address: its pool, sender name, intake policy."""
+                pool: str | None, display_name: str | None, language: str | None = None,
+                acknowledge: str | None = None, greeting: str | None = None) -> None:
+    """Change a supervised address: its pool, sender name, intake policy, and
+    its own language, acknowledgement and greeting (beating its pool's)."""
+    templates = _mailbox_template_changes(language, acknowledge, greeting)
     changes: dict[str, Any] = {}
     if pool is not None or display_name is not None:
         from casestore.admin import set_mailbox
@@ -956,7 +971,7 @@ def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_poli
             m = set_mailbox(app.store(), valid_address(address), pool=pool, display_name=display_name)
         click.echo(f"{m.address}: pool {m.pool.name}"
                    + (f", name {m.display_name!r}" if m.display_name else ""))
-        if subject_prefix is None and unknown_policy is None:
+        if subject_prefix is None and unknown_policy is None and not templates:
             return
     if subject_prefix is not None:
         prefix = " ".join(subject_prefix.split())
@@ -965,12 +980,46 @@ def mailbox_set(app: App, address: str, subject_prefix: str | None, unknown_poli
         changes["subject_prefix"] = prefix
     if unknown_policy is not None:
         changes["unknown_policy"] = unknown_policy
-    if not changes:
-        raise click.UsageError("nothing to set: give --pool, --name, --subject-prefix or --unknown")
+    if not changes and not templates:
+        raise click.UsageError("nothing to set: give --pool, --name, --subject-prefix, --unknown, "
+                               "--language, --acknowledge/--no-acknowledge/--pool-acknowledge "
+                               "or --greeting")
     with store_errors():
-        row = app.store().set_mailbox_intake(valid_address(address), **changes)
-    click.echo(f"{row.address}: subject prefix {row.subject_prefix or '(none)'}, "
-               f"unknown senders: {row.unknown_policy}")
+        row = app.store().set_mailbox_intake(valid_address(address), **changes, **templates)
+    if changes:
+        click.echo(f"{row.address}: subject prefix {row.subject_prefix or '(none)'}, "
+                   f"unknown senders: {row.unknown_policy}")
+    if templates:
+        shown = mailbox_templates(row)
+        click.echo(f"{row.address}: " + ", ".join(f"{k} = {v}" for k, v in shown.items() if k in templates))
+
+
+def _mailbox_template_changes(language: str | None, acknowledge: str | None,
+                              greeting: str | None) -> dict[str, Any]:
+    """A mailbox's own template settings; None (NULL) in each: its pool's."""
+    changes = _template_pool_changes(language or None, None, greeting or None, None)
+    if language is not None and not language.strip():
+        changes["language"] = None
+    if greeting is not None and not greeting.strip():
+        changes["greeting"] = None
+    if acknowledge is not None:
+        changes["acknowledge"] = {"on": True, "off": False}.get(acknowledge)
+    return changes
+
+
+def mailbox_templates(m: Any) -> dict[str, Any]:
+    """A mailbox's template settings as shown: its own value, else "pool"
+    (inherited: the value in brackets)."""
+    pool = m.pool
+    default = "the language's"
+    return {
+        "language": m.language or f"pool ({pool.language or 'en'})",
+        "acknowledge": ("on" if m.acknowledge else "off") if m.acknowledge is not None
+        else f"pool ({'on' if pool.acknowledge else 'off'})",
+        "greeting": m.greeting if m.greeting is not None else (
+            default if m.language and m.language != (pool.language or "en")  # as the executor does
+            else f"pool ({pool.greeting or default})"),
+    }
 
 
 @product.command("add")
@@ -998,9 +1047,11 @@ def product_list(app: App, as_json: bool) -> None:
     """List products with their mailbox and keywords."""
     with store_errors():
         rows = [product_row(p) for p in app.store().products()]
+    if not rows and not as_json:
+        click.echo("no products (`casegate product add NAME`)")
+        return
     emit(rows, as_json, "\n".join(
-        f"{r['name']}\t{r['mailbox'] or '-'}\t{', '.join(r['keywords']) or '-'}" for r in rows)
-         if rows else "no products (`casegate product add NAME`)")
+        f"{r['name']}\t{r['mailbox'] or '-'}\t{', '.join(r['keywords']) or '-'}" for r in rows))
 
 
 @product.command("set")
@@ -2127,8 +2178,10 @@ def mailbox_show(app: App, address: str, as_json: bool) -> None:
     from casestore.admin import mailbox_info
 
     with store_errors():
-        row = mailbox_info(app.store(), address.lower())
-    emit(row, as_json, "\n".join(f"{k}: {v}" for k, v in row.items()))
+        store = app.store()
+        row = mailbox_info(store, address.lower())
+        shown = {**row, **mailbox_templates(store.mailbox(row["address"]))}
+    emit(row, as_json, "\n".join(f"{k}: {v}" for k, v in shown.items()))
 
 
 @mailbox.command("remove")
@@ -2546,7 +2599,7 @@ def template_list(app: App, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--pool", "pool_name", default="", help="As this pool would get it.")
 @click.option("--mailbox", default="", metavar="ADDRESS", help="As this supervised address would get it.")
-@click.option("--language", default=None, help="en or pl (default: the pool's, else en).")
+@click.option("--language", default=None, help="en or pl (default: the mailbox's, else the pool's, else en).")
 @click.option("--html", "as_html", is_flag=True, help="The HTML template (default: the text one).")
 @click.pass_obj
 def template_show(app: App, name: str, pool_name: str, mailbox: str, language: str | None,
@@ -2556,7 +2609,7 @@ def template_show(app: App, name: str, pool_name: str, mailbox: str, language: s
 
     renderer = Renderer(app.config.templates_dir)
     audience, short = _template_name(renderer, name)
-    language = language or _pool_language(app, pool_name)
+    language = language or _pool_language(app, pool_name, mailbox)
     names = renderer.candidates(audience, short, "html" if as_html else "txt", pool=pool_name,
                                 mailbox=mailbox, language=language)
     index, template = renderer._first(names)
@@ -2566,14 +2619,19 @@ def template_show(app: App, name: str, pool_name: str, mailbox: str, language: s
     click.echo(renderer.source(names[index]), nl=False)
 
 
-def _pool_language(app: App, pool_name: str) -> str:
-    if not pool_name or not app.config.exists:
+def _pool_language(app: App, pool_name: str, mailbox: str = "") -> str:
+    """The language of a mailbox (its own, else its pool's) or of a pool."""
+    if not (pool_name or mailbox) or not app.config.exists:
         return "en"
     with store_errors():
-        from casestore.models import Pool
+        from casestore.models import Mailbox, Pool
 
         app.store()
-        row = Pool.get_or_none(Pool.name == pool_name)
+        box = Mailbox.get_or_none(Mailbox.address == mailbox.lower()) if mailbox else None
+        if box is not None and box.language:
+            return box.language
+        row = Pool.get_or_none(Pool.name == pool_name) if pool_name else (
+            box.pool if box is not None else None)
     return (row.language or "en") if row is not None else "en"
 
 
@@ -2602,7 +2660,7 @@ def template_check(app: App) -> None:
 @click.option("--pool", "pool_name", default="", help="As this pool would get it.")
 @click.option("--mailbox", default="", metavar="ADDRESS", help="As this supervised address would get it.")
 @click.option("--case", "number", default=None, help="With this case's data (customer templates).")
-@click.option("--language", default=None, help="en or pl (default: the pool's, else en).")
+@click.option("--language", default=None, help="en or pl (default: the mailbox's, else the pool's, else en).")
 @click.option("--html", "as_html", is_flag=True, help="Print the HTML part (default: the text).")
 @click.pass_obj
 def template_render(app: App, name: str, pool_name: str, mailbox: str, number: str | None,
@@ -2619,7 +2677,7 @@ def template_render(app: App, name: str, pool_name: str, mailbox: str, number: s
             raise click.BadParameter("--case fills customer templates only", param_hint="--case")
         context, mailbox, pool_name, case_language = _case_context(app, number, short, context)
         language = language or case_language
-    language = language or _pool_language(app, pool_name)
+    language = language or _pool_language(app, pool_name, mailbox)
     if number is None:
         context = sample(audience, short, language)
     rendered = renderer.render(audience, short, context, pool=pool_name, mailbox=mailbox,
@@ -2646,7 +2704,7 @@ def _case_context(app: App, number: str, name: str,
         real = {**ex._customer_context(case, ctx), **ex._thread_context(case, ctx)}
     pool = case.mailbox.pool
     return ({**context, **real, "links": context["links"]}, case.mailbox.address, pool.name,
-            pool.language or "en")
+            case.mailbox.language or pool.language or "en")
 
 
 # -- report ---------------------------------------------------------------------------------

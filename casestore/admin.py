@@ -60,7 +60,9 @@ def mailbox_info(store: Store, address: str) -> dict[str, Any]:
                       .group_by(Case.status).tuples())
     row = {"address": m.address, "pool": m.pool.name, "name": m.display_name,
            "created": _iso(m.created)}
-    for extra in ("subject_prefix", "unknown_policy"):  # intake's policies, where the schema has them
+    # intake's policies; the mailbox's own language, acknowledgement and
+    # greeting (None: its pool's), where the schema has them
+    for extra in ("subject_prefix", "unknown_policy", "language", "acknowledge", "greeting"):
         if extra in Mailbox._meta.fields:
             row[extra] = getattr(m, extra)
     row["cases"] = sum(counts.values())

@@ -68,6 +68,11 @@ class Mailbox(BaseModel):
     # (""=any); what a sender unknown to this mailbox gets: open|reject|hold.
     subject_prefix = CharField(max_length=200, default="")
     unknown_policy = CharField(max_length=8, default=defaults.UNKNOWN_POLICY)
+    # Templates (migration 0015): the mailbox's own language, acknowledgement
+    # and greeting; NULL: its pool's.
+    language = CharField(max_length=8, null=True)
+    acknowledge = BooleanField(null=True)
+    greeting = CharField(max_length=200, null=True)
 
 
 class Csr(BaseModel):

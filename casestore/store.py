@@ -892,7 +892,9 @@ class Store:
                 asked.setdefault(q.pool_id, []).append(q)
         mailboxes = {a: MailboxInfo(a, m.display_name, pool_info(m.pool, asked.get(m.pool_id, [])),
                                     subject_prefix=m.subject_prefix or "",
-                                    unknown_policy=m.unknown_policy or "open")
+                                    unknown_policy=m.unknown_policy or "open",
+                                    language=m.language or None, acknowledge=m.acknowledge,
+                                    greeting=m.greeting)
                      for a, m in rows_mb.items()}
         return Directory(
             csrs={a: CsrInfo(a, c.name, c.signature or "", bool(c.available),

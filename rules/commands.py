@@ -42,6 +42,7 @@ from rules.decision import (
     SetAnswers,
     SetAway,
     SetBack,
+    SetProduct,
     SetStatus,
     StoreMessage,
     SwitchCase,
@@ -51,6 +52,7 @@ from rules.decision import (
     timers_after_answer,
 )
 from rules.durations import parse_duration
+from rules.products import product_for
 from rules.vocab import EventKind, MessageKind, Outcome, Status, TimerKind
 
 _COMMAND_LINE = re.compile(r"^#([a-z][a-z-]*)\b[ \t]*(.*)$", re.IGNORECASE)
@@ -145,6 +147,7 @@ class CommandFacts:
     now: dt.datetime | None = None  # for #away until …
     drafts: tuple[DraftInfo, ...] = ()  # held answers on the case (#approve, #reject)
     approved: bool = False  # a supervisor approved this: not held again
+    mailbox: str = ""  # the supervised address the command came to (#new's product)
 
 
 class Command:
@@ -446,8 +449,19 @@ class Accept(Command):
         return None
 
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
+        # The acknowledgement, unless the mailbox (else its pool) turned them off.
+        assert f.case is not None
+        info = f.directory.mailbox(f.case.mailbox)
+        if info is not None and not info.acknowledges:
+            ack: Action = Record(EventKind.NO_ACK, f"mailbox {info.address}: acknowledgements off"
+                                 if info.acknowledge is not None
+                                 else f"pool {info.pool.name}: acknowledgements off")
+        elif info is None and f.pool is not None and not f.pool.acknowledge:
+            ack = Record(EventKind.NO_ACK, f"pool {f.pool.name}: acknowledgements off")
+        else:
+            ack = SendCustomer(MessageKind.ACK)
         return [SetStatus(Status.RECEIVED, f"accepted by {f.actor.label}"),
-                Record(EventKind.ACCEPTED, "", f.actor.label), SendCustomer(MessageKind.ACK)]
+                Record(EventKind.ACCEPTED, "", f.actor.label), ack]
 
 
 class Take(Command):
@@ -553,9 +567,13 @@ class New(Command):
     def actions(self, arg: str, text: str, f: CommandFacts) -> list[Action]:
         assert f.pool is not None
         name, address = parseaddr(arg)
+        # The product as a customer's case gets it: a keyword in the subject,
+        # else the mailbox's (rules/products.py).
+        product = product_for(f.mailbox, f.subject, f.directory.products)
         return [OpenCase(address.lower(), name, f.subject or "(no subject)",
                          status=Status.IN_PROGRESS, reason=f"opened by {f.actor.label}"),
                 StoreMessage(MessageKind.CSR, text),
+                *([SetProduct(*product)] if product is not None else []),
                 Assign(f.actor.address, "opened it"),
                 AnswerCustomer(f.actor.address, text.strip()),
                 Record(EventKind.REPLIED, actor=f.actor.address),

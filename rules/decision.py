@@ -57,6 +57,15 @@ class MailboxInfo:
     pool: PoolInfo
     subject_prefix: str = ""  # a new case's subject must start with it ("": any)
     unknown_policy: str = "open"  # a sender new to this mailbox: open | reject | hold
+    # The mailbox's own template settings; None: the pool's (docs/templates.md).
+    language: str | None = None
+    acknowledge: bool | None = None
+    greeting: str | None = None
+
+    @property
+    def acknowledges(self) -> bool:
+        """Is a new case acknowledged: the mailbox's setting, else its pool's."""
+        return self.pool.acknowledge if self.acknowledge is None else self.acknowledge
 
 
 @dataclass(frozen=True)

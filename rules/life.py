@@ -226,7 +226,9 @@ def _new_case(f: CustomerFacts, hits: list[Hit], *, follow_up_of: str | None = N
         # A responder answering from a new address each time would loop.
         "answers our own mail without taking part in its case: no acknowledgement"
         if f.answers_our_mail else None) or (
-        None if f.mailbox.pool.acknowledge else f"pool {f.mailbox.pool.name}: acknowledgements off")
+        None if f.mailbox.acknowledges else (
+            f"mailbox {f.mailbox.address}: acknowledgements off" if f.mailbox.acknowledge is not None
+            else f"pool {f.mailbox.pool.name}: acknowledgements off"))
     if no_ack:
         hits.append(Hit("no_ack", no_ack))
         actions.append(Record(EventKind.NO_ACK, no_ack))

@@ -272,7 +272,7 @@ class Engine:
                 actor=cmd.Actor(csr.address, csr), case=state, pool=info.pool, directory=directory,
                 subject=inbound.subject, has_files=bool(inbound.attachments),
                 waiting=self._waiting(csr.address, parsed.commands), now=self.store.clock(),
-                drafts=self._drafts(case, parsed.commands))
+                drafts=self._drafts(case, parsed.commands), mailbox=info.address)
             keep = StoreMessage(MessageKind.COMMAND if parsed.commands else MessageKind.CSR,
                                 text if parsed.commands else parsed.text)
             if inbound.opaque:
@@ -502,7 +502,8 @@ class Engine:
                 raise StoreError(f"{mailbox} is not a supervised address (`casegate mailbox list`)")
             who = self._actor(directory, csr)
             facts = cmd.CommandFacts(actor=who, case=None, pool=pool_info(row.pool),
-                                     directory=directory, subject=subject, by_mail=False)
+                                     directory=directory, subject=subject, by_mail=False,
+                                     mailbox=row.address)
             decision = cmd.decide([cmd.Given("new", customer)], text, facts)
             if decision.errors:
                 return Result(decision.outcome, None, decision.errors, decision.hits)

@@ -38,6 +38,7 @@ from rules.salutation import own as own_salutation
 from rules.salutation import split as split_salutation
 from rules.vocab import CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
 from smtpd_hook.delivery import Delivery
+from smtpd_hook.i18n import say, translate
 from smtpd_hook.render import (
     InlineImage,
     OutgoingFile,
@@ -226,10 +227,12 @@ class Executor:
         fallback = pool.unassigned_notify
         if fallback and not Event.select(Event.id).where(
                 (Event.case == case) & (Event.kind == EventKind.UNASSIGNED_NOTIFIED)).exists():
-            self._tellcsr(d.TellCsr(fallback, "Nobody could take it", (
-                f"Case {case.number} in pool {pool.name} found no available CSR ({rule}).\n"
-                f"It waits; the scheduler tries again every {defaults.ASSIGN_RETRY_SECONDS // 60} "
-                f"minutes. `casegate case assign {case.number} ADDRESS` assigns it now.")), ctx)
+            lang = _language(ctx.mailbox)
+            self._tellcsr(d.TellCsr(fallback, say(lang, "Nobody could take it"), say(
+                lang, "Case {number} in pool {pool} found no available CSR ({rule}).\nIt waits; the "
+                "scheduler tries again every {minutes} minutes. `casegate case assign {number} "
+                "ADDRESS` assigns it now.", number=case.number, pool=pool.name, rule=str(rule),
+                minutes=defaults.ASSIGN_RETRY_SECONDS // 60)), ctx)
             self._event(ctx, EventKind.UNASSIGNED_NOTIFIED, fallback)
 
     def _switchcase(self, a: d.SwitchCase, ctx: Context) -> None:
@@ -250,7 +253,8 @@ class Executor:
         csr = ctx.directory.csr(a.by)
         csr_name = csr.name if csr is not None else a.by or "admin"
         msgs = store.messages(case)
-        history, omitted = self._history(case, msgs, ctx.directory, exclude=None, public_only=True)
+        history, omitted = self._history(case, msgs, ctx.directory, exclude=None, public_only=True,
+                                         language=_language(ctx.mailbox))
         out = self._render(ctx, "department", "consult", {
             "csr_name": csr_name, "organization": self._organization(ctx), "department": dept.name,
             "question": a.question, "case": self._case_view(case), "due": _date(consultation.due),
@@ -427,7 +431,8 @@ class Executor:
             context["html_signoff"] = (salutation["signoff"][len(theirs):].strip("\n")
                                        if "signoff" in salutation else context["signoff"])
         context["history"], context["history_omitted"] = self._history(
-            case, msgs, ctx.directory, exclude=ctx.message, public_only=True)
+            case, msgs, ctx.directory, exclude=ctx.message, public_only=True,
+            language=_language(ctx.mailbox))
         out = self._render(ctx, "customer", str(a.kind), context)
         inline = [*(own_html[1] if own_html else ()), *footer_images] if out.html is not None else []
         in_reply_to, thread = self._threading(msgs)
@@ -477,8 +482,10 @@ class Executor:
         mine = [f.id for f in files if about and message is not None and f.message_id == message.id]
         attached = {fid for fid, ok in zip(mine, fits, strict=False) if ok}
         held = {fid: fate.reason for fid, fate in zip(mine, fates, strict=False) if not fate.forward}
+        language = _language(ctx.mailbox)
         history, omitted = self._history(case, msgs, ctx.directory, exclude=message if about else None,
-                                         public_only=False, notes=self._case_notes(case, ctx))
+                                         public_only=False, notes=self._case_notes(case, ctx),
+                                         language=language)
         text = (message.text or "").strip() if message is not None else ""
         if len(text) > defaults.MESSAGE_TEXT_CHARS:
             text = (text[: defaults.MESSAGE_TEXT_CHARS]
@@ -486,15 +493,15 @@ class Executor:
                     f"`casegate case show {case.number}`]")
         out = self._render(ctx, "csr", "notify", {
             "marker": REPLY_MARKER,
-            "headline": a.headline,
+            "headline": translate(language, a.headline),
             "note": a.note,
             "case": self._case_view(case),
             "assignee": f"{csr.name} <{csr.address}>",
             "files": [{"id": f.id, "filename": f.filename, "content_type": f.content_type,
                        "size": f.size, "attached": f.id in attached, "inline": bool(f.inline),
                        "content_id": f.content_id or ""} for f in files],
-            "message": {"author": self._author(case, message, {}), "date": _date(message.created),
-                        "text": text or "(no text)"}
+            "message": {"author": self._author(case, message, {}, language),
+                        "date": _date(message.created), "text": text or say(language, "(no text)")}
             if about and message is not None else None,
             "history": history,
             "history_omitted": omitted,
@@ -551,11 +558,10 @@ class Executor:
         subject = (case.subject if case is not None else inbound.subject if inbound is not None
                    else "") or "(no subject)"
         info = ctx.directory.mailbox(ctx.mailbox.address)
-        pool = ctx.mailbox.pool
         out = self._render(ctx, "customer", a.template, {
             "greeting": greeting_line(case.customer_name if case is not None
                                       else inbound.from_name if inbound is not None else "",
-                                      pool.greeting, pool.language),
+                                      _greeting(ctx.mailbox), _language(ctx.mailbox)),
             "organization": self._organization(ctx), "mailbox": ctx.mailbox.address,
             "subject_prefix": info.subject_prefix if info is not None else "",
             "subject": subject})
@@ -636,18 +642,18 @@ class Executor:
         pool = ctx.mailbox.pool
         if audience == "customer" and self.renderer.uses(
                 audience, name, THREAD_VARIABLES, pool=pool.name, mailbox=ctx.mailbox.address,
-                language=pool.language or "en") and ctx.case is not None:
+                language=_language(ctx.mailbox)) and ctx.case is not None:
             context = {**context, **self._thread_context(ctx.case, ctx)}
         else:
             context = {**dict.fromkeys(THREAD_VARIABLES), **context}
         return self.renderer.render(audience, name, context, pool=pool.name,
-                                    mailbox=ctx.mailbox.address, language=pool.language or "en",
+                                    mailbox=ctx.mailbox.address, language=_language(ctx.mailbox),
                                     html=not pool.text_only)
 
     def _thread_context(self, case: Case, ctx: Context) -> dict[str, Any]:
         """The seed's tags: the case's files and its public thread, oldest first."""
         names = {address: c.name for address, c in ctx.directory.csrs.items()}
-        thread = [{"date": _date(m.created), "author": self._author(case, m, names),
+        thread = [{"date": _date(m.created), "author": self._author(case, m, names, _language(ctx.mailbox)),
                    "text": (m.text or "").strip(), "from_customer": m.kind == MessageKind.CUSTOMER}
                   for m in self.store.messages(case)
                   if m.direction == "in" and m.kind in (MessageKind.CUSTOMER, MessageKind.CSR)]
@@ -768,12 +774,12 @@ class Executor:
 
     def _customer_context(self, case: Case, ctx: Context) -> dict[str, Any]:
         pool, mailbox = ctx.mailbox.pool, ctx.mailbox
-        return {"greeting": greeting_line(case.customer_name, pool.greeting, pool.language),
+        return {"greeting": greeting_line(case.customer_name, _greeting(mailbox), _language(mailbox)),
                 "case": self._case_view(case),
                 "organization": self._organization(ctx), "links": {},
                 "customer": {"address": case.customer_address, "name": case.customer_name,
                              "first_name": first_name(case.customer_name)},
-                "pool": {"name": pool.name, "language": pool.language or "en"},
+                "pool": {"name": pool.name, "language": _language(mailbox)},
                 "mailbox": {"address": mailbox.address, "display_name": mailbox.display_name}}
 
     def _mailto(self, ctx: Context, case: Case, subject: str, body: str) -> str:
@@ -792,44 +798,50 @@ class Executor:
 
     def _actions(self, case: Case, ctx: Context) -> list[dict[str, str]]:
         """One-click mailto links for the notification: each a command, pre-filled.
-        They carry nothing secret: only a proven CSR's mail is obeyed."""
+        They carry nothing secret: only a proven CSR's mail is obeyed. The
+        labels in the mailbox's language (smtpd_hook/i18n.py)."""
         subject = tokens.tagged_subject(case.number, case.subject, self.settings.case_prefix, reply=True)
+        lang = _language(ctx.mailbox)
         links: list[tuple[str, str]] = []
         if case.status == Status.CLOSED:
-            links.append(("Reopen", "#reopen"))
+            links.append((say(lang, "Reopen"), "#reopen"))
         else:
             info = ctx.directory.mailbox(ctx.mailbox.address)
             questions = info.pool.questions if info is not None else ()
             close = "#close" + "".join(f" {q.name}={q.choices[0] if q.choices else '...'}"
                                        for q in questions if q.required)
-            links += [("Close (text below goes to the customer first)"
-                       + (f"; answer {', '.join(q.allowed() for q in questions)}" if questions else ""),
+            links += [(say(lang, "Close (text below goes to the customer first)")
+                       + (say(lang, "; answer {questions}",
+                              questions=", ".join(q.allowed() for q in questions)) if questions else ""),
                        close + "\n\n"),
-                      ("Propose a solution", "#solution\n\n"),
-                      ("Add an internal note", "#note\n\n"),
-                      ("Take it (for a colleague this is forwarded to)", "#take"),
-                      ("Set a status", "#status in_progress")]
+                      (say(lang, "Propose a solution"), "#solution\n\n"),
+                      (say(lang, "Add an internal note"), "#note\n\n"),
+                      (say(lang, "Take it (for a colleague this is forwarded to)"), "#take"),
+                      (say(lang, "Set a status"), "#status in_progress")]
             pool = ctx.mailbox.pool.name
             for csr in sorted(ctx.directory.pool_members(pool), key=lambda c: (c.level(pool), c.name)):
                 if case.assignee_id is not None and csr.address == case.assignee.address:
                     continue
-                state = "away" if csr.is_away(pool) else "available"
-                verb, command = ("Escalate to", "#escalate") if csr.level(pool) > 1 else ("Assign to",
-                                                                                          "#assign")
-                links.append((f"{verb} {csr.name} <{csr.address}> (level {csr.level(pool)}, {state})",
-                              f"{command} {csr.address}\n\n"))
+                state = say(lang, "away" if csr.is_away(pool) else "available")
+                label, command = (("Escalate to {csr} (level {level}, {state})", "#escalate")
+                                  if csr.level(pool) > 1 else
+                                  ("Assign to {csr} (level {level}, {state})", "#assign"))
+                links.append((say(lang, label, csr=f"{csr.name} <{csr.address}>", level=csr.level(pool),
+                                  state=state), f"{command} {csr.address}\n\n"))
             if ctx.directory.pool_members(pool, level=2):
-                links.append(("Escalate to the second level", "#escalate\n\n"))
+                links.append((say(lang, "Escalate to the second level"), "#escalate\n\n"))
         customer = case.customer_address
         local, at, _ = customer.rpartition("@")
         if at and local and not ctx.directory.is_ours(customer):
-            links += [(f"Blacklist {customer}", "#blacklist"),
-                      (f"Blacklist {customer} for this subject only", "#blacklist-subject")]
+            links += [(say(lang, "Blacklist {address}", address=customer), "#blacklist"),
+                      (say(lang, "Blacklist {address} for this subject only", address=customer),
+                       "#blacklist-subject")]
         return [{"label": label, "url": self._mailto(ctx, case, subject, body)} for label, body in links]
 
     def _history(self, case: Case, msgs: Sequence[Message], directory: Directory, *,
                  exclude: Message | None, public_only: bool,
-                 notes: Sequence[Event] | None = None) -> tuple[list[dict[str, str]], int]:
+                 notes: Sequence[Event] | None = None,
+                 language: str = "en") -> tuple[list[dict[str, str]], int]:
         """Earlier messages, newest first: for the customer what they and we
         said; for CSRs automatic mail and internal notes too."""
         kinds = {MessageKind.CUSTOMER, MessageKind.CSR} if public_only else {
@@ -841,12 +853,13 @@ class Executor:
             if (exclude is not None and m.id == exclude.id) or m.direction != "in" or m.kind not in kinds:
                 continue
             items.append((aware(m.created) or dt.datetime.min.replace(tzinfo=dt.UTC), m.id, {
-                "date": _date(m.created), "author": self._author(case, m, names),
-                "text": (m.text or "").strip() or "(no text)"}))
+                "date": _date(m.created), "author": self._author(case, m, names, language),
+                "text": (m.text or "").strip() or say(language, "(no text)")}))
         if not public_only:
             for e in (self.store.notes(case) if notes is None else notes):
                 items.append((aware(e.at) or dt.datetime.min.replace(tzinfo=dt.UTC), 0, {
-                    "date": _date(e.at), "author": f"Internal note by {e.actor or 'admin'}",
+                    "date": _date(e.at), "author": say(language, "Internal note by {actor}",
+                                                       actor=e.actor or "admin"),
                     "text": e.detail.strip()}))
         items.sort(key=lambda item: (item[0], item[1]), reverse=True)
         # Bounded by count and size: 30 appended 1 MB messages must not make
@@ -863,13 +876,14 @@ class Executor:
             shown.append({**item, "text": text})
         return shown, len(items) - len(shown)
 
-    def _author(self, case: Case, m: Message | None, csr_names: dict[str, str]) -> str:
+    def _author(self, case: Case, m: Message | None, csr_names: dict[str, str],
+                language: str = "en") -> str:
         if m is None:
             return ""
         if m.kind == MessageKind.CSR:
             return csr_names.get(m.sender, m.sender)
         if m.kind == MessageKind.DEPARTMENT:
-            return f"{m.sender} (department, internal)"
+            return say(language, "{sender} (department, internal)", sender=m.sender)
         if m.sender == case.customer_address and case.customer_name:
             return f"{case.customer_name} <{m.sender}>"
         return m.sender or "unknown"
@@ -966,9 +980,30 @@ def _signoff(name: str, signature: str, organization: str) -> str:
     return "\n".join(lines)
 
 
-def _own_salutation(text: str, name: str, signature: str, organization: str) -> dict[str, str]:
-    """The CSR's own greeting and sign-off replace ours, never both (docs/cases.md)."""
-    return own_salutation(text, name, _signoff(name, signature, organization))
+def _own_salutation(text: str, name: str, signature: str, organization: str) -> dict[str, Any]:
+    """The CSR's own greeting and sign-off replace ours, never both (docs/cases.md).
+    ``own_signoff``: their words end with their sign-off, so the answer
+    templates keep the sign-off right under them (a solution's question
+    follows it), in the text part as in their HTML."""
+    out: dict[str, Any] = own_salutation(text, name, _signoff(name, signature, organization))
+    if "signoff" in out:
+        out["own_signoff"] = True
+    return out
+
+
+def _language(mailbox: Mailbox) -> str:
+    """The language of a mailbox's built-in templates: its own, else its pool's."""
+    return mailbox.language or mailbox.pool.language or "en"
+
+
+def _greeting(mailbox: Mailbox) -> str:
+    """A mailbox's greeting line template ("": its language's): its own, else
+    its pool's, unless the mailbox speaks another language than its pool."""
+    if mailbox.greeting is not None:
+        return mailbox.greeting
+    if mailbox.language and mailbox.language != (mailbox.pool.language or "en"):
+        return ""
+    return mailbox.pool.greeting
 
 
 def _date(value: Any) -> str:

@@ -43,7 +43,8 @@ def test_mailboxes_and_csrs(run) -> None:
     run("init")
     assert run("mailbox", "add", "Support@Example.com", "--pool", "tier1").exit_code == 0
     assert json.loads(run("mailbox", "list", "--json").output) == [
-        {"address": "support@example.com", "pool": "tier1", "name": ""}]
+        {"address": "support@example.com", "pool": "tier1", "name": "",
+         "language": None, "acknowledge": None, "greeting": None}]
     dup = run("mailbox", "add", "support@example.com")
     assert dup.exit_code == 1 and "already" in dup.output
     plus = run("mailbox", "add", "support+x@example.com")

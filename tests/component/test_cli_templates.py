@@ -113,6 +113,47 @@ def test_pool_settings(run) -> None:
     assert json.loads(run("pool", "list", "--json").output)[0]["language"] == "pl"  # unchanged
 
 
+
+def test_mailbox_settings_beat_the_pool(run) -> None:
+    run("mailbox", "add", "billing@example.com", "--pool", "billing")
+    run("mailbox", "add", "faktury@example.com", "--pool", "billing")
+    assert run("pool", "set", "billing", "--greeting", "Dear {first_name},").exit_code == 0
+    result = run("mailbox", "set", "faktury@example.com", "--language", "PL", "--no-acknowledge",
+                 "--greeting", "Szanowni Państwo,")
+    assert result.exit_code == 0, result.output
+    assert result.output == ("faktury@example.com: language = pl, acknowledge = off, "
+                             "greeting = Szanowni Państwo,\n")
+    rows = {r["address"]: r for r in json.loads(run("mailbox", "list", "--json").output)}
+    pick = ("language", "acknowledge", "greeting")
+    assert {k: rows["faktury@example.com"][k] for k in pick} == {
+        "language": "pl", "acknowledge": False, "greeting": "Szanowni Państwo,"}
+    assert {k: rows["billing@example.com"][k] for k in pick} == dict.fromkeys(pick)  # the pool's
+    shown = json.loads(run("mailbox", "show", "faktury@example.com", "--json").output)
+    assert {k: shown[k] for k in pick} == {"language": "pl", "acknowledge": False,
+                                           "greeting": "Szanowni Państwo,"}
+    assert run("mailbox", "set", "faktury@example.com", "--greeting", "").output == (
+        "faktury@example.com: greeting = the language's\n")  # pl in an English pool
+    rendered = run("template", "render", "ack", "--mailbox", "faktury@example.com")
+    assert rendered.exit_code == 0 and "dziękujemy za kontakt" in rendered.stdout, rendered.output
+    assert "Thank you for contacting" in run("template", "render", "ack", "--mailbox",
+                                             "billing@example.com").stdout
+    text = run("mailbox", "show", "billing@example.com").output
+    assert "language: pool (en)\nacknowledge: pool (on)\ngreeting: pool (Dear {first_name},)" in text
+    # Back to the pool's, one at a time; --acknowledge beats a pool's off.
+    assert run("mailbox", "set", "faktury@example.com", "--language", "", "--greeting", "",
+               "--acknowledge").exit_code == 0
+    shown = json.loads(run("mailbox", "show", "faktury@example.com", "--json").output)
+    assert {k: shown[k] for k in pick} == {"language": None, "acknowledge": True, "greeting": None}
+    assert run("mailbox", "set", "faktury@example.com", "--pool-acknowledge").output == (
+        "faktury@example.com: acknowledge = pool (on)\n")
+    assert json.loads(run("mailbox", "show", "faktury@example.com", "--json").output)["acknowledge"] is None
+    for args, message in [(("--language", "de"), "speak en, pl"),
+                          (("--greeting", "Hi {nme},"), "only {first_name} and {name}"),
+                          ((), "nothing to set")]:
+        bad = run("mailbox", "set", "billing@example.com", *args)
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+
+
 def test_csr_footer(run, tmp_path: Path) -> None:
     run("mailbox", "add", "support@example.com", "--pool", "default")
     run("csr", "add", "jane@example.com", "--name", "Jane Doe", "--pool", "default")

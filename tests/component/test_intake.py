@@ -337,3 +337,19 @@ def _given(name: str, arg: str = ""):
     from rules.commands import Given
 
     return Given(name, arg)
+
+
+def test_new_by_a_csr_gets_the_product_of_a_keyword(engine: Engine) -> None:
+    """#new (a proactive case) gets its product like a customer's case: a
+    keyword in the subject; without one, none."""
+    engine.store.add_product("Router", keywords=["RT-100"])
+    for subject, product in (("Your rt-100 replacement", "Router"), ("A note from us", "")):
+        raw = make(from_="Jane Doe <jane@example.com>", subject=subject,
+                   body="#new Mary Major <mary@customer.test>\nHello Mary, a word from us.\n")
+        reply = deliver(engine, raw, client="127.0.0.1", qid=f"NEW{len(product)}")
+        case = Case.select().order_by(Case.id.desc()).get()
+        assert reply == replies.stored(case.number)
+        assert (case.customer_address, case.product) == ("mary@customer.test", product)
+        [mail] = [m for m in outgoing("reply") if "mary@customer.test" in m["To"]
+                  and case.number in m["Subject"]]
+        assert "Hello Mary, a word from us." in text_of(mail)

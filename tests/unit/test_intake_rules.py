@@ -133,3 +133,54 @@ def test_intake_policy(f: life.CustomerFacts, outcome: Outcome, what) -> None:
     else:
         assert not any(isinstance(a, OpenCase) for a in d.actions)
         assert [a.template for a in d.actions if isinstance(a, RefuseIntake)] == [what]
+
+
+# -- #new: a CSR's proactive case gets its product as a customer's does -----------------
+
+NEW_PRODUCT = [
+    ("a keyword in the subject", "support@example.com", "Your RT-100 replacement",
+     ("Router", "keyword 'rt-100' in the subject")),
+    ("the mailbox's product", "billing@example.com", "Your invoice",
+     ("Billing", "the product of billing@example.com")),
+    ("neither", "support@example.com", "Hello", None),
+]
+
+
+@pytest.mark.parametrize("mailbox, subject, product", [c[1:] for c in NEW_PRODUCT],
+                         ids=[c[0] for c in NEW_PRODUCT])
+def test_new_by_a_csr_gets_a_product(mailbox: str, subject: str, product) -> None:
+    from dataclasses import replace
+
+    from rules import commands as cmd
+    from rules.decision import SetProduct
+
+    directory = replace(DIRECTORY, products=PRODUCTS)
+    f = cmd.CommandFacts(actor=cmd.Actor("jane@example.com", directory.csr("jane@example.com")),
+                         case=None, pool=POOL, directory=directory, subject=subject, mailbox=mailbox)
+    got = cmd.decide([cmd.Given("new", "mary@customer.test")], "Hello Mary", f)
+    assert not got.errors
+    assert [a for a in got.actions if isinstance(a, SetProduct)] == (
+        [SetProduct(*product)] if product else [])
+
+
+@pytest.mark.parametrize("pool_ack, mailbox_ack, ack", [
+    (True, None, "sent"), (False, None, "pool default: acknowledgements off"),
+    (False, True, "sent"), (True, False, "mailbox support@example.com: acknowledgements off")])
+def test_accept_acknowledges_as_the_mailbox_says(pool_ack: bool, mailbox_ack: bool | None, ack: str) -> None:
+    from dataclasses import replace
+
+    from rules import commands as cmd
+    from rules.decision import CaseState, Record, SendCustomer
+    from rules.vocab import EventKind, MessageKind
+
+    pool = PoolInfo("default", acknowledge=pool_ack)
+    directory = replace(DIRECTORY, mailboxes={"support@example.com": MailboxInfo(
+        "support@example.com", "", pool, acknowledge=mailbox_ack)})
+    state = CaseState("CS0000001", Status.HELD, "support@example.com", "ann@c.test", "", "Help",
+                      "jane@example.com", dt.datetime(2026, 11, 1, tzinfo=dt.UTC))
+    f = cmd.CommandFacts(actor=cmd.Actor("jane@example.com", directory.csr("jane@example.com")),
+                         case=state, pool=pool, directory=directory)
+    got = cmd.decide([cmd.Given("accept", "")], "", f)
+    assert not got.errors
+    assert got.actions[-1] == (SendCustomer(MessageKind.ACK) if ack == "sent"
+                               else Record(EventKind.NO_ACK, ack))

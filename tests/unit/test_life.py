@@ -172,6 +172,25 @@ def test_new_case_acknowledgement_per_pool(acknowledge: bool, sender: str, ack: 
     assert list(got.actions) == new_case_actions(sender=sender, ack=ack)
 
 
+
+@pytest.mark.parametrize(("pool_ack", "mailbox_ack", "ack"), [
+    pytest.param(True, None, Acknowledge(), id="inherit-on"),
+    pytest.param(False, None, Record(EventKind.NO_ACK, "pool default: acknowledgements off"),
+                 id="inherit-off"),
+    pytest.param(False, True, Acknowledge(), id="mailbox-on-beats-pool-off"),
+    pytest.param(True, False, Record(EventKind.NO_ACK, f"mailbox {SUPPORT}: acknowledgements off"),
+                 id="mailbox-off-beats-pool-on"),
+])
+def test_new_case_acknowledgement_per_mailbox(pool_ack: bool, mailbox_ack: bool | None,
+                                              ack: object) -> None:
+    from dataclasses import replace
+
+    info = MailboxInfo(SUPPORT, "Example Support", pool(acknowledge=pool_ack), acknowledge=mailbox_ack)
+    assert info.acknowledges is (pool_ack if mailbox_ack is None else mailbox_ack)
+    got = on_customer(replace(customer(sender=JOHN), mailbox=info))
+    assert got.outcome is Outcome.NEW_CASE
+    assert list(got.actions) == new_case_actions(sender=JOHN, ack=ack)
+
 # -- on_customer: a closed case -------------------------------------------------------
 
 
