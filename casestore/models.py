@@ -119,6 +119,9 @@ class Case(BaseModel):
     rating_comment = TextField(default="")
     answers = TextField(default="")  # the closing questionnaire's answers, JSON {name: value}
     product = CharField(max_length=64, default="")  # a Product's name (kept if it is removed)
+    # When our first answer (a reply or proposed solution) was stored; NULL
+    # while none was (reports; kept by Store.note_first_answer, 0017_report_facts).
+    first_answer_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
