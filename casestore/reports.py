@@ -22,10 +22,12 @@ the time the report runs, whatever the period.
 
 The database does the counting, grouped by ids (the case's assignee and
 mailbox, the day, the product; names are looked up here), with the indexes of
-migration 0012: one pass over ``support_case`` for what a case's own row
-says, one grouped query each for e-mails, consultations and reopenings. The
-durations (first answer, closing) stream one number per case and their
-percentiles are computed here, so one code path serves SQLite and PostgreSQL.
+migrations 0012 and 0017: two passes over ``support_case`` (opened, closed)
+read from covering indexes, the first answer's time kept on the case row
+(``first_answer_at``, 0017), one grouped query each for e-mails,
+consultations and reopenings (a partial index). The durations (first answer,
+closing) come one number per case and their percentiles are computed here,
+so one code path serves SQLite and PostgreSQL.
 Adding a grouping is a column in :meth:`Report._keys` and a name in
 :data:`GROUPINGS` (``product`` is there when the store has the column).
 """
