@@ -11,6 +11,7 @@ Schema changes come with a migration in ``casestore/migrations`` (peewee's
 from __future__ import annotations
 
 from peewee import (
+    SQL,
     BlobField,
     BooleanField,
     CharField,
@@ -125,7 +126,12 @@ class Case(BaseModel):
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
-        indexes = ((("closed",), False),)  # reports (casestore.reports); created: index=True above
+        indexes = (
+            (("closed",), False),  # reports (casestore.reports); created: index=True above
+            # reports, 0017_report_facts: the opened and closed passes and the backlog, covering
+            (("created", "assignee", "mailbox", "product", "first_answer_at"), False),
+            (("status", "closed", "created", "assignee", "mailbox", "product", "rating", "id"), False),
+        )
 
 
 class Question(BaseModel):
@@ -229,6 +235,11 @@ class Delivery(BaseModel):
     received = DateTimeField()
     outcome = CharField(max_length=32)
     message = ForeignKeyField(Message, null=True, on_delete="SET NULL")
+
+
+# reports, 0017_report_facts: reopenings only (LIKE on SQLite, ILIKE on PostgreSQL)
+Event.add_index(Event.index(Event.kind, Event.at, Event.case, name="event_reopened",
+                            where=SQL("kind = 'status' AND detail LIKE 'closed -> %'")))
 
 
 class Outbox(BaseModel):
