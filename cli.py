@@ -301,6 +301,8 @@ LIST_HEADERS: dict[str, tuple[str, ...]] = {
     "blacklist list": ("PATTERN", "SUBJECT", "REASON"),
     "approval list": ("ID", "CASE", "CSR", "STATUS", "TEXT"),
     "quarantine list": ("ID", "STATUS", "QUEUE ID", "FROM", "ATTEMPTS", "ERROR"),
+    "product list": ("NAME", "MAILBOX", "KEYWORDS"),
+    "template list": ("TEMPLATE", "LANGUAGES", "OVERRIDES"),
 }
 
 
@@ -996,8 +998,8 @@ def product_list(app: App, as_json: bool) -> None:
     """List products with their mailbox and keywords."""
     with store_errors():
         rows = [product_row(p) for p in app.store().products()]
-    emit(rows, as_json, "\n".join(["NAME\tMAILBOX\tKEYWORDS"] + [
-        f"{r['name']}\t{r['mailbox'] or '-'}\t{', '.join(r['keywords']) or '-'}" for r in rows])
+    emit(rows, as_json, "\n".join(
+        f"{r['name']}\t{r['mailbox'] or '-'}\t{', '.join(r['keywords']) or '-'}" for r in rows)
          if rows else "no products (`casegate product add NAME`)")
 
 
@@ -2536,7 +2538,7 @@ def template_list(app: App, as_json: bool) -> None:
                      if p.parts[-2:-1] == (audience,) and p.name.startswith(name + ".")]
         rows.append({"name": f"{audience}/{name}", "languages": langs, "overrides": overrides})
     emit(rows, as_json, "\n".join(
-        f"{r['name']:<22} {','.join(r['languages']):<6} "
+        f"{r['name']}\t{','.join(r['languages'])}\t"
         + (" ".join(r["overrides"]) if r["overrides"] else "(built-in)") for r in rows))
 
 

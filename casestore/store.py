@@ -340,6 +340,53 @@ def _insert_sql(model: type[peewee.Model], names: tuple[str, ...], db: peewee.Da
     return sql
 
 
+_SELECT_SQL: dict[tuple[str, str], str] = {}
+
+
+def _select(model: type[ModelT], name: str, tail: str, params: Sequence[Any],
+            fields: Sequence[peewee.Field] | None = None) -> list[ModelT]:
+    """``SELECT <fields of model> FROM <its table> AS t1 <tail>`` as model
+    instances, the text made once per ``name`` (``?`` in ``tail`` marks a
+    parameter). For the hot path's fixed-shape SELECTs: peewee's query
+    builder cost more than SQLite running them (py-spy, bench/profiles/).
+    ``params`` go to the driver as given: pass what the field's ``db_value``
+    makes of them."""
+    meta = model._meta
+    db = meta.database
+    key = (name, db.param)
+    sql = _SELECT_SQL.get(key)
+    if sql is None:
+        columns = ", ".join(f'"t1"."{f.column_name}"' for f in (fields or meta.sorted_fields))
+        sql = f'SELECT {columns} FROM "{meta.table_name}" AS "t1" {tail}'.replace("?", db.param)
+        _SELECT_SQL[key] = sql
+    return list(peewee.ModelRaw(model, sql, list(params)))  # not model.raw: Message has a column "raw"
+
+
+def _text(db: peewee.Database, name: str, sql: str) -> str:
+    """A fixed-shape statement's text for this driver (``?`` marks a parameter), made once."""
+    key = (name, db.param)
+    text = _SELECT_SQL.get(key)
+    if text is None:
+        text = _SELECT_SQL[key] = sql.replace("?", db.param)
+    return text
+
+
+def _scalar_rows(db: peewee.Database, name: str, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows of a fixed-shape statement (``?`` marks a parameter), text made once."""
+    return list(db.execute_sql(_text(db, name, sql), list(params)).fetchall())
+
+
+def _instance(model: type[ModelT], fields: Sequence[peewee.Field], values: Sequence[Any]) -> ModelT:
+    """A model instance from a row, as peewee's cursor wrappers make it."""
+    row = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, values, strict=True)})
+    row._dirty.clear()
+    return row
+
+
+def _id(row: Any) -> Any:
+    return row.id if isinstance(row, peewee.Model) else row
+
+
 def _naive(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC).replace(tzinfo=None)
 
@@ -614,7 +661,8 @@ class Store:
             return list(Csr.select().order_by(Csr.address))
 
     def csr(self, address: str) -> Csr | None:
-        return Csr.get_or_none(Csr.address == address)
+        rows = _select(Csr, "csr", 'WHERE "t1"."address" = ? LIMIT 1', [address])
+        return rows[0] if rows else None
 
     def csr_pools(self, csr: Csr) -> list[str]:
         return [m["pool"] for m in self.memberships(csr)]
@@ -634,22 +682,27 @@ class Store:
     def candidates(self, pool: Pool) -> list[tuple[Csr, int, int, bool]]:
         """Every CSR of a pool with their open cases, level and whether they
         are available in it now, by id (one query)."""
-        open_cases = fn.COUNT(Case.id)
         now = self.now()
-        query = (
-            Csr.select(Csr, Membership.level.alias("level"), Membership.away.alias("m_away"),
-                       Membership.away_until.alias("m_until"), open_cases.alias("load"))
-            .join(Membership)
-            .switch(Csr)
-            .join(Case, JOIN.LEFT_OUTER,
-                  on=((Case.assignee == Csr.id) & (Case.status.in_(OPEN_STATUSES))))
-            .where(Membership.pool == pool)
-            .group_by(Csr.id, Membership.level, Membership.away, Membership.away_until)
-            .order_by(Csr.id)
-            .objects()
-        )
-        return [(csr, int(csr.load), int(csr.level),
-                 bool(csr.available) and not away_now(csr.m_away, csr.m_until, now)) for csr in query]
+        fields = Csr._meta.sorted_fields
+        statuses = [str(getattr(s, "value", s)) for s in OPEN_STATUSES]
+        rows = _scalar_rows(self.db, f"candidates {len(statuses)}", (
+            "SELECT " + ", ".join(f'"t1"."{f.column_name}"' for f in fields)
+            + ', "t2"."level", "t2"."away", "t2"."away_until", COUNT("t3"."id") '
+            'FROM "csr" AS "t1" INNER JOIN "membership" AS "t2" ON ("t2"."csr_id" = "t1"."id") '
+            'LEFT OUTER JOIN "support_case" AS "t3" ON (("t3"."assignee_id" = "t1"."id") AND '
+            f'("t3"."status" IN ({", ".join(["?"] * len(statuses))}))) '
+            'WHERE ("t2"."pool_id" = ?) '
+            'GROUP BY "t1"."id", "t2"."level", "t2"."away", "t2"."away_until" ORDER BY "t1"."id"'),
+            [*statuses, _id(pool)])
+        out = []
+        n = len(fields)
+        for row in rows:
+            csr = _instance(Csr, fields, row[:n])
+            level, away = Membership.level.python_value(row[n]), Membership.away.python_value(row[n + 1])
+            until = Membership.away_until.python_value(row[n + 2])
+            out.append((csr, int(row[n + 3] or 0), int(level),
+                        bool(csr.available) and not away_now(away, until, now)))
+        return out
 
     def set_away(self, csr_address: str, pools: Sequence[str], *, away: bool,
                  until: dt.datetime | None = None, deputy: str = "") -> list[str]:
@@ -738,12 +791,36 @@ class Store:
     def load_case(self, where: Any, mailboxes: dict[str, Mailbox] | None = None) -> Case | None:
         """One case with its assignee in one query (and its mailbox row from
         ``mailboxes`` when the caller has them), so nothing loads lazily later."""
-        case = (Case.select(Case, Csr).join(Csr, JOIN.LEFT_OUTER, on=(Case.assignee == Csr.id))
-                .where(where).first())
+        if (isinstance(where, peewee.Expression) and where.op == peewee.OP.EQ
+                and isinstance(where.lhs, peewee.Field) and where.lhs.model is Case
+                and where.lhs.name in ("number", "id") and not isinstance(where.rhs, peewee.Node)):
+            case = self._case_by(where.lhs.name, where.rhs)  # the mail path's shape: plain SQL
+        else:
+            case = (Case.select(Case, Csr).join(Csr, JOIN.LEFT_OUTER, on=(Case.assignee == Csr.id))
+                    .where(where).first())
         if case is not None and mailboxes:
             row = next((m for m in mailboxes.values() if m.id == case.mailbox_id), None)
             if row is not None:
                 case.mailbox = row
+        return case
+
+    def _case_by(self, column: str, value: Any) -> Case | None:
+        """``load_case(Case.<column> == value)``: the case and its assignee in
+        one plain SELECT, built into the instances peewee's join would make."""
+        case_fields, csr_fields = Case._meta.sorted_fields, Csr._meta.sorted_fields
+        columns = ", ".join([f'"t1"."{f.column_name}"' for f in case_fields]
+                            + [f'"t2"."{f.column_name}"' for f in csr_fields])
+        rows = _scalar_rows(self.db, f"case by {column}", (
+            f'SELECT {columns} FROM "support_case" AS "t1" LEFT OUTER JOIN "csr" AS "t2" '
+            f'ON ("t1"."assignee_id" = "t2"."id") WHERE "t1"."{Case._meta.fields[column].column_name}" = ? '
+            'LIMIT 1'), [value])
+        if not rows:
+            return None
+        row, n = rows[0], len(case_fields)
+        case = _instance(Case, case_fields, row[:n])
+        if row[n] is not None:  # the assignee's id: a CSR row was joined
+            case.assignee = _instance(Csr, csr_fields, row[n:])
+            case._dirty.clear()
         return case
 
     def cases(self, *, status: str | None = None) -> list[Case]:
@@ -770,9 +847,11 @@ class Store:
         if not numbers:
             return {}
         found: dict[str, set[str]] = {}
-        rows = (Case.select(Case.number, Participant.address)
-                .join(Participant, JOIN.LEFT_OUTER, on=(Participant.case == Case.id))
-                .where(Case.number.in_(list(dict.fromkeys(numbers))[:200])).tuples())
+        wanted = list(dict.fromkeys(numbers))[:200]
+        rows = _scalar_rows(self.db, f"participants_of {len(wanted)}", (
+            'SELECT "t1"."number", "t2"."address" FROM "support_case" AS "t1" LEFT OUTER JOIN '
+            '"participant" AS "t2" ON ("t2"."case_id" = "t1"."id") '
+            f'WHERE ("t1"."number" IN ({", ".join(["?"] * len(wanted))}))'), wanted)
         for number, address in rows:
             people = found.setdefault(number, set())
             if address:
@@ -900,8 +979,8 @@ class Store:
         return row
 
     def notes(self, case: Case) -> list[Event]:
-        return list(Event.select().where((Event.case == case) & (Event.kind == "note"))
-                    .order_by(Event.at, Event.id))
+        return _select(Event, "notes", 'WHERE "t1"."case_id" = ? AND "t1"."kind" = ? '
+                       'ORDER BY "t1"."at", "t1"."id"', [_id(case), "note"])
 
     def events(self, case: Case) -> list[Event]:
         return list(Event.select().where(Event.case == case).order_by(Event.at, Event.id))
@@ -910,7 +989,8 @@ class Store:
         """A case's messages in order; without their raw bytes unless asked."""
         fields = Message._meta.sorted_fields if raw else [
             f for f in Message._meta.sorted_fields if f is not Message.raw]
-        return list(Message.select(*fields).where(Message.case == case).order_by(Message.id))
+        return _select(Message, f"messages raw={raw}", 'WHERE "t1"."case_id" = ? ORDER BY "t1"."id"',
+                       [_id(case)], fields)
 
     def case_numbers_of_message_ids(self, message_ids: Sequence[str]) -> list[str]:
         """Cases of stored messages with these Message-IDs, in the order given."""
@@ -957,21 +1037,20 @@ class Store:
 
     def attachments(self, case: Case) -> list[Attachment]:
         """A case's files, without their bytes (``attachment(id)`` has those)."""
-        return list(
-            Attachment.select(Attachment.id, Attachment.message, Attachment.filename,
-                              Attachment.content_type, Attachment.size, Attachment.sha256,
-                              Attachment.inline, Attachment.content_id)
-            .join(Message)
-            .where(Message.case == case)
-            .order_by(Attachment.id)
-        )
+        return _select(Attachment, "attachments",
+                       'INNER JOIN "message" AS "t2" ON ("t1"."message_id" = "t2"."id") '
+                       'WHERE "t2"."case_id" = ? ORDER BY "t1"."id"', [_id(case)],
+                       [Attachment.id, Attachment.message, Attachment.filename,
+                        Attachment.content_type, Attachment.size, Attachment.sha256,
+                        Attachment.inline, Attachment.content_id])
 
     def attachment(self, attachment_id: int) -> Attachment | None:
         with self.guard():
             return Attachment.get_or_none(Attachment.id == attachment_id)
 
     def delivery_seen(self, key: str) -> Delivery | None:
-        return Delivery.get_or_none(Delivery.key == key)
+        rows = _select(Delivery, "delivery_seen", 'WHERE "t1"."key" = ? LIMIT 1', [key])
+        return rows[0] if rows else None
 
     def record_delivery(
         self, key: str, *, queue_id: str, outcome: str, message: Message | None
@@ -1015,8 +1094,11 @@ class Store:
     def settings(self, defaults: dict[str, str]) -> dict[str, str]:
         """Several settings in one query, each with its default."""
         with self.guard():
-            rows = Setting.select().where(Setting.key.in_(list(defaults)))
-            return {**defaults, **{row.key: row.value for row in rows}}
+            keys = list(defaults)
+            rows = _scalar_rows(self.db, f"settings {len(keys)}",
+                                'SELECT "key", "value" FROM "setting" WHERE "key" IN ('
+                                + ", ".join(["?"] * len(keys)) + ")", keys) if keys else []
+            return {**defaults, **{key: value for key, value in rows}}
 
     def limits(self) -> dict[str, int]:
         """The rate caps on automatic mail (``casegate limits``), each with its default."""
@@ -1032,21 +1114,24 @@ class Store:
 
     def automatic_sent(self, *, since: dt.datetime, case: Case) -> int:
         """How many automatic messages to customers we wrote on a case since then."""
-        return int(Message.select(Message.id).where(
-            (Message.direction == "out") & (Message.kind.in_([k.value for k in AUTOMATIC_OUT]))
-            & (Message.created >= _naive(since)) & (Message.case == case)).count())
+        kinds = [k.value for k in AUTOMATIC_OUT]
+        rows = _scalar_rows(self.db, "automatic_sent", (
+            'SELECT COUNT(*) FROM "message" WHERE "case_id" = ? AND "direction" = ? AND "created" >= ? '
+            f'AND "kind" IN ({", ".join(["?"] * len(kinds))})'),
+            [_id(case), "out", Message.created.db_value(_naive(since)), *kinds])
+        return int(rows[0][0] or 0)
 
     def automatic_sent_to(self, *, since: dt.datetime, recipient: str) -> tuple[int, int]:
         """(to this canonical mailbox, to its domain) since then, in one query."""
         domain = recipient.rpartition("@")[2]
-        row = (Message.select(fn.COUNT(Message.id).alias("domain"),
-                              fn.SUM(peewee.Case(None, [(Message.rcpt_key == recipient, 1)], 0))
-                              .alias("mailbox"))
-               .where((Message.rcpt_domain == domain) & (Message.created >= _naive(since))
-                      & (Message.direction == "out")
-                      & (Message.kind.in_([k.value for k in AUTOMATIC_OUT])))
-               .dicts().first())
-        return int((row or {}).get("mailbox") or 0), int((row or {}).get("domain") or 0)
+        kinds = [k.value for k in AUTOMATIC_OUT]
+        rows = _scalar_rows(self.db, "automatic_sent_to", (
+            'SELECT COUNT("id"), SUM(CASE WHEN "rcpt_key" = ? THEN 1 ELSE 0 END) FROM "message" '
+            'WHERE "rcpt_domain" = ? AND "created" >= ? AND "direction" = ? '
+            f'AND "kind" IN ({", ".join(["?"] * len(kinds))})'),
+            [recipient, domain, Message.created.db_value(_naive(since)), "out", *kinds])
+        row = rows[0] if rows else (0, 0)
+        return int(row[1] or 0), int(row[0] or 0)
 
     def health(self) -> dict[str, Any]:
         """Figures for `casegate status`: the outbox, timers, unassigned cases."""
@@ -1232,9 +1317,13 @@ class Store:
         return _create(Timer, case=case, kind=kind, due=_naive(due), created=self.now())
 
     def cancel_timers(self, case: Case, kinds: Sequence[str]) -> int:
-        return int(Timer.update(status="cancelled").where(
-            (Timer.case == case) & (Timer.status == "pending") & Timer.kind.in_(list(kinds))
-        ).execute())
+        kinds = [str(getattr(k, "value", k)) for k in kinds]
+        if not kinds:
+            return 0
+        cursor = self.db.execute_sql(_text(self.db, f"cancel_timers {len(kinds)}", (
+            'UPDATE "timer" SET "status" = ? WHERE "case_id" = ? AND "status" = ? '
+            f'AND "kind" IN ({", ".join(["?"] * len(kinds))})')), ["cancelled", _id(case), "pending", *kinds])
+        return int(cursor.rowcount)
 
     def hurry_assign_retries(self, pool: Pool) -> int:
         """Make the pool's waiting assignment retries due now (a CSR has room)."""
@@ -1335,10 +1424,10 @@ class Store:
         return freed
 
     def outbox_sent(self, item: Outbox) -> None:
-        with self.atomic():
-            Outbox.update(status="sent", sent=self.now(), lease_until=None, last_error="").where(
-                Outbox.id == item.id
-            ).execute()
+        with self.atomic():  # once per message sent: plain SQL, text made once
+            self.db.execute_sql(_text(self.db, "outbox_sent", (
+                'UPDATE "outbox" SET "status" = ?, "sent" = ?, "lease_until" = NULL, "last_error" = ? '
+                'WHERE "id" = ?')), ["sent", Outbox.sent.db_value(self.now()), "", item.id])
 
     def outbox_retry(self, item: Outbox, error: str, delay_seconds: float,
                      at: dt.datetime | None = None) -> None:

@@ -142,6 +142,17 @@ class _BoundedPolicy(EmailPolicy):
     def header_fetch_parse(self, name: str, value: str) -> Any:
         if hasattr(value, "name"):  # already a header object (a message built in code)
             return value
+        key = (name, value, self.header_factory)
+        found = _PARSED.get(key)
+        if found is None:
+            found = self._parse_header(name, value)
+            if len(value) <= _PARSED_VALUE_CHARS:
+                if len(_PARSED) >= _PARSED_MAX:
+                    _PARSED.clear()
+                _PARSED[key] = found
+        return found
+
+    def _parse_header(self, name: str, value: str) -> Any:
         value = bounded(value)
         try:
             return super().header_fetch_parse(name, value)
@@ -151,6 +162,18 @@ class _BoundedPolicy(EmailPolicy):
             return _UNSTRUCTURED(name, "".join(value.splitlines()))
         except Exception:
             return _UNSTRUCTURED(name, "")
+
+
+# Parsed header objects by (name, raw value): the engine, the rules and the
+# quote stripper read Content-Type and friends 20-30 times per message, and
+# the stdlib parses the field anew on every read (a seventh of casegate's CPU,
+# bench/profiles/). The objects are immutable (str subclasses with read-only
+# properties), so one is shared by every reader; short values only, and at
+# most _PARSED_MAX of them (a parsed header keeps its token tree, ~4 KB: 2048 of them
+# would hold about 8 MB; a message needs a dozen).
+_PARSED: dict[tuple[str, str, Any], Any] = {}
+_PARSED_MAX = 256
+_PARSED_VALUE_CHARS = 2000
 
 
 #: The policy of every message ``parse`` returns. Serializing keeps header

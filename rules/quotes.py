@@ -52,6 +52,7 @@ catch the header blocks Outlook writes as plain paragraphs.
 
 from __future__ import annotations
 
+import functools
 import html as _htmllib
 import re
 from collections.abc import Iterator
@@ -142,6 +143,35 @@ _ATTRIBUTION_HINT_RE = re.compile(
     re.IGNORECASE,
 )
 _DIGIT_RE = re.compile(r"\d")
+
+
+def _hint_fold() -> dict[int, str]:
+    """Every character that matches a hint's character under re.IGNORECASE
+    (its case variants and sre's extra equivalences: ı/i, ſ/s, K/k, …),
+    mapped to one representative of its class."""
+    chars = sorted({ch for keys, _ in _ATTRIBUTIONS for k in keys for ch in k} | {"@"})
+    bmp = "".join(map(chr, range(0x10000)))
+    found = set(re.findall("[" + "".join(re.escape(c) for c in chars) + "]", bmp, re.IGNORECASE))
+    table: dict[int, str] = {}
+    for c in found:
+        same = [k for k in chars if re.fullmatch(re.escape(k), c, re.IGNORECASE)]
+        table[ord(c)] = min(same)
+    return table
+
+
+@functools.cache
+def _hint_matcher() -> tuple[dict[int, str], re.Pattern[str]]:
+    fold = _hint_fold()  # 20 ms: made at first use, not at import
+    keys = {re.escape(k.translate(fold)) for keys, _ in _ATTRIBUTIONS for k in keys}
+    return fold, re.compile("|".join(sorted(keys)) + "|@")
+
+
+def _has_hint(text: str) -> bool:
+    """``_ATTRIBUTION_HINT_RE.search(text)``, about 10x faster (a case-
+    sensitive search of the folded text; IGNORECASE defeats sre's prefix
+    scan) and true for exactly the same texts."""
+    fold, rx = _hint_matcher()
+    return rx.search(text.translate(fold)) is not None
 
 _ORIGINAL_MESSAGE_RE = re.compile(
     r"[-=_*\s]*[-=_*]{2,}\s*(?:original message|reply message|original-nachricht"
@@ -273,7 +303,7 @@ def _header_family(line: str) -> str | None:
 
 def _attribution_strength(header: str) -> int:
     """How surely ``header`` (one line, or lines joined) is an attribution."""
-    if len(header) > 600:
+    if len(header) > 600 or not _has_hint(header):
         return 0
     hits = {m.group(0).lower() for m in _ATTRIBUTION_HINT_RE.finditer(header)}
     if not hits:
@@ -310,7 +340,7 @@ def _attribution(lines: list[str], i: int) -> tuple[int, int] | None:
     belongs to the next line (a "Thanks!" line above a wrapped "On ...").
     """
     n = len(lines)
-    if not _ATTRIBUTION_HINT_RE.search(" ".join(lines[i : i + 3])[:2000]):
+    if not _has_hint(" ".join(lines[i : i + 3])[:2000]):
         return None
     best: tuple[int, int] | None = None
     for k in range(1, 4):

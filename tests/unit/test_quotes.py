@@ -1144,3 +1144,19 @@ def test_corpus_malformed_never_raises() -> None:
         msg = parse(path.read_bytes())
         assert isinstance(extract_reply(msg), str), path.name
         assert isinstance(body_text(msg), str), path.name
+
+
+def test_the_fast_attribution_hint_agrees_with_the_case_insensitive_pattern() -> None:
+    """_has_hint (folded text, case-sensitive) is true exactly where the
+    IGNORECASE hint pattern finds something, sre's odd equivalences included."""
+    from rules import quotes
+
+    samples = ["On Mon, 1 Jan 2024, Jane <jane@example.com> wrote:", "WROTE", "ſent", "SENT",
+               "Jan YAZDI:", "X yazdİ:", "ПИШЕТ:", "Ᲊ", "ᲃᲅᲃ", "Đà VIẾT:", "ÉCRIT", "JosÉ escribiÓ",
+               "plain text with nothing", "a@b", "Kirjoitti", "ＷROTE", "のメッセージ", "작성", "",
+               "the printer on the third floor stopped printing"]
+    keys = sorted({k for keys, _ in quotes._ATTRIBUTIONS for k in keys})
+    for k in keys:  # every key in upper, title and swapped case, and cut short
+        samples += [k.upper(), k.title(), k.swapcase(), k[:-1], "x " + k.upper() + " y"]
+    for text in samples:
+        assert quotes._has_hint(text) == bool(quotes._ATTRIBUTION_HINT_RE.search(text)), text
