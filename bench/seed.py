@@ -16,7 +16,8 @@ gets ``pools`` pools with one supervised mailbox each
 (``csr1@example.com`` …), and ``cases`` cases with what the engine writes
 for them: the case row (number from the id, prefix ``CS``), the customer as
 participant, ``messages_per_case`` messages (the customer's first mail, then
-the CSR's replies and the customer's answers in turn, raw bytes included),
+the CSR's replies and the customer's answers in turn, raw bytes included;
+the first reply's time also on the case row as ``first_answer_at``),
 and the events (opened, assigned, status changes, notes now and then,
 closed). Statuses are mixed (about half closed, with ``closed`` set), dates
 spread over the last ``days`` days, customer names and subjects drawn from
@@ -311,6 +312,8 @@ def seed(store_url: str, cases: int = 10_000, messages_per_case: int = 3, pools:
                 })
                 if first_mid is None:
                     first_mid = mid
+                if not inbound and "first_answer_at" not in case_rows[-1]:
+                    case_rows[-1]["first_answer_at"] = at  # as Store.note_first_answer (0017)
                 mid += 1
             ev_rows.append({"id": eid, "case": cid, "message": first_mid, "at": created,
                             "kind": "opened", "actor": customer, "detail": "new message"})

@@ -11,6 +11,7 @@ Schema changes come with a migration in ``casestore/migrations`` (peewee's
 from __future__ import annotations
 
 from peewee import (
+    SQL,
     BlobField,
     BooleanField,
     CharField,
@@ -124,10 +125,18 @@ class Case(BaseModel):
     rating_comment = TextField(default="")
     answers = TextField(default="")  # the closing questionnaire's answers, JSON {name: value}
     product = CharField(max_length=64, default="")  # a Product's name (kept if it is removed)
+    # When our first answer (a reply or proposed solution) was stored; NULL
+    # while none was (reports; kept by Store.note_first_answer, 0017_report_facts).
+    first_answer_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
-        indexes = ((("closed",), False),)  # reports (casestore.reports); created: index=True above
+        indexes = (
+            (("closed",), False),  # reports (casestore.reports); created: index=True above
+            # reports, 0017_report_facts: the opened and closed passes and the backlog, covering
+            (("created", "assignee", "mailbox", "product", "first_answer_at"), False),
+            (("status", "closed", "created", "assignee", "mailbox", "product", "rating", "id"), False),
+        )
 
 
 class Question(BaseModel):
@@ -231,6 +240,11 @@ class Delivery(BaseModel):
     received = DateTimeField()
     outcome = CharField(max_length=32)
     message = ForeignKeyField(Message, null=True, on_delete="SET NULL")
+
+
+# reports, 0017_report_facts: reopenings only (LIKE on SQLite, ILIKE on PostgreSQL)
+Event.add_index(Event.index(Event.kind, Event.at, Event.case, name="event_reopened",
+                            where=SQL("kind = 'status' AND detail LIKE 'closed -> %'")))
 
 
 class Outbox(BaseModel):

@@ -22,10 +22,12 @@ the time the report runs, whatever the period.
 
 The database does the counting, grouped by ids (the case's assignee and
 mailbox, the day, the product; names are looked up here), with the indexes of
-migration 0012: one pass over ``support_case`` for what a case's own row
-says, one grouped query each for e-mails, consultations and reopenings. The
-durations (first answer, closing) stream one number per case and their
-percentiles are computed here, so one code path serves SQLite and PostgreSQL.
+migrations 0012 and 0017: two passes over ``support_case`` (opened, closed)
+read from covering indexes, the first answer's time kept on the case row
+(``first_answer_at``, 0017), one grouped query each for e-mails,
+consultations and reopenings (a partial index). The durations (first answer,
+closing) come one number per case and their percentiles are computed here,
+so one code path serves SQLite and PostgreSQL.
 Adding a grouping is a column in :meth:`Report._keys` and a name in
 :data:`GROUPINGS` (``product`` is there when the store has the column).
 """
@@ -36,6 +38,7 @@ import datetime as dt
 import math
 import operator
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
@@ -191,6 +194,19 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def percentiles(values: Sequence[float], qs: Sequence[float]) -> list[float | None]:
+    """:func:`percentile` for several quantiles, sorting once."""
+    if not values:
+        return [None for _ in qs]
+    ordered = sorted(values)
+    out: list[float | None] = []
+    for q in qs:
+        pos = (len(ordered) - 1) * q
+        lo, hi = math.floor(pos), math.ceil(pos)
+        out.append(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
+    return out
+
+
 def _seconds(value: float | None) -> float | int | None:
     if value is None:
         return None
@@ -207,10 +223,10 @@ def figures(acc: _Acc) -> dict[str, Any]:
     answered, closed = c.get("surveys_answered", 0), c.get("cases_closed", 0)
     row["feedback_share"] = round(answered / closed, 4) if closed else None
     row["average_rating"] = round(acc.rating_sum / answered, 2) if answered else None
-    row["first_answer_median_seconds"] = _seconds(percentile(acc.first_answer, 0.5))
-    row["first_answer_p90_seconds"] = _seconds(percentile(acc.first_answer, 0.9))
-    row["close_median_seconds"] = _seconds(percentile(acc.close, 0.5))
-    row["close_p90_seconds"] = _seconds(percentile(acc.close, 0.9))
+    median, p90 = percentiles(acc.first_answer, (0.5, 0.9))
+    row["first_answer_median_seconds"], row["first_answer_p90_seconds"] = _seconds(median), _seconds(p90)
+    median, p90 = percentiles(acc.close, (0.5, 0.9))
+    row["close_median_seconds"], row["close_p90_seconds"] = _seconds(median), _seconds(p90)
     row["open_cases"] = sum(c.get(b[0], 0) for b in BACKLOG_BUCKETS)
     return row
 
@@ -368,62 +384,75 @@ class Report:
         self._count(tally, "emails_received", q, len(keys))
 
     def cases(self, tally: _Tally) -> None:
-        """One pass over the period's ``support_case`` rows: the cases opened in
-        the period (by ``created``) with the time to our first answer; the
-        cases closed in the period (``status = 'closed'``, ``closed`` in it)
-        against their pool's ``resolve_within`` (on time when within it or
-        when the pool has none), consulted or not, rated or not. The period
-        tests are done in SQL, exactly; Python only counts and keeps the
-        durations."""
-        opened = self._between(Case.created)
-        closed = (Case.status == "closed") & self._between(Case.closed)
-        keys = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
-        q = (Case.select(*keys, Case.id, opened, closed, self.sql.day(Case.created),
-                         self.sql.day(Case.closed), self.sql.epoch(Case.created), self.sql.epoch(Case.closed),
-                         Case.rating)
-             .where((opened | closed) & self._cases()))
-        # The first answer to each case: the first ``message`` of kind ``reply``
-        # or ``solution`` (always outgoing), from the index message(kind,
-        # created, case_id) alone.
-        first = {case_id: at for case_id, at in self._rows(
-            Message.select(Message.case, self.sql.epoch(fn.MIN(Message.created)))
-            .where(Message.kind.in_(["reply", "solution"]) & (Message.created >= self.period.start))
-            .group_by(Message.case))}
-        consulted = {c for (c,) in self._rows(Consultation.select(Consultation.case).distinct())}
+        """Two passes over the period's ``support_case`` rows, each from an
+        index of migration 0017 alone; the period tests are done in SQL,
+        exactly, and Python gathers the rows by group (assignee, mailbox, day,
+        product) and counts each group's:
+
+        * opened: cases by ``created`` in the period, with the time to our
+          first answer: ``first_answer_at``, the first message of kind
+          ``reply`` or ``solution`` (kept on the case row since 0017);
+        * closed: cases ``status = 'closed'`` with ``closed`` in the period,
+          against their pool's ``resolve_within`` (on time when within it or
+          when the pool has none), consulted or not (a ``consultation`` row
+          for the case), rated or not."""
+        sql = self.sql
+        n = 4 if self._product is not None else 3
+
+        def keys(day: Any) -> list[Any]:  # the tally's key: assignee, mailbox, day (, product)
+            return [Case.assignee, Case.mailbox, sql.day(day)] + (
+                [self._product] if self._product is not None else [])
+
+        def groups(columns: list[Any], where: Any) -> dict[tuple[Any, ...], list[Any]]:
+            """The rows by group: a dict and a list append per row (sorting them
+            in the database costs more, and spills to disk on PostgreSQL)."""
+            by: dict[tuple[Any, ...], list[Any]] = {}
+            for row in self._rows(Case.select(*columns).where(where & self._cases())):
+                key = row[:n]
+                rows = by.get(key)
+                if rows is None:
+                    rows = by[key] = []
+                rows.append(row)
+            return by
+
+        first = sql.epoch(Case.first_answer_at) - sql.epoch(Case.created)
+        for key, rows in groups([*keys(Case.created), first], self._between(Case.created)).items():
+            acc = tally[key]
+            acc.add("cases_opened", len(rows))
+            # Never negative (an answer stored before the case, by a clock set back).
+            acc.first_answer.extend(t if t > 0.0 else 0.0 for t in (r[n] for r in rows) if t is not None)
+
+        consulted = fn.EXISTS(Consultation.select(SQL("1")).where(Consultation.case == Case.id))
+        took = sql.epoch(Case.closed) - sql.epoch(Case.created)
         # Instants come as floats accurate to some 20 microseconds (SQLite's
         # julianday): comparisons allow half a millisecond, so a case closed
         # exactly at its target is on time.
         slack = 0.0005
-        n = len(keys)
-        targets = self._target
-        by_key = tally.by_key
-        for row in self._rows(q):
-            case_id, was_opened, was_closed, day_opened, day_closed, t_created, t_closed, rating = row[n:]
-            if was_opened:
-                key = (*row[:2], day_opened, *row[2:n])
-                acc = by_key.get(key) or by_key.setdefault(key, _Acc())
-                counts = acc.counts
-                counts["cases_opened"] = counts.get("cases_opened", 0) + 1
-                answered = first.get(case_id)
-                if answered is not None:
-                    acc.first_answer.append(max(0.0, answered - t_created))
-            if was_closed:
-                key = (*row[:2], day_closed, *row[2:n])
-                acc = by_key.get(key) or by_key.setdefault(key, _Acc())
-                counts = acc.counts
-                took = t_closed - t_created
-                target = targets.get(row[1])
-                late_close = target is not None and took > target + slack
-                which = ("closed_late" if late_close else "closed_on_time") + (
-                    "_consulted" if case_id in consulted else "_not_consulted")
-                counts[which] = counts.get(which, 0) + 1
-                counts["cases_closed"] = counts.get("cases_closed", 0) + 1
-                if target is None:
-                    counts["closed_without_target"] = counts.get("closed_without_target", 0) + 1
-                acc.close.append(took)
-                if rating is not None:
-                    counts["surveys_answered"] = counts.get("surveys_answered", 0) + 1
-                    acc.rating_sum += int(rating)
+        for key, rows in groups([*keys(Case.closed), took, consulted, Case.rating],
+                                (Case.status == "closed") & self._between(Case.closed)).items():
+            acc = tally[key]
+            acc.close.extend(r[n] for r in rows)
+            n_consulted = sum(1 for r in rows if r[n + 1])
+            target = self._target.get(key[1])
+            late_consulted = late = 0
+            if target is None:
+                acc.add("closed_without_target", len(rows))
+            else:
+                limit = target + slack
+                late_rows = [r[n + 1] for r in rows if r[n] > limit]
+                late, late_consulted = len(late_rows), sum(1 for c in late_rows if c)
+            on_time = len(rows) - late
+            for name, count in (("cases_closed", len(rows)),
+                                ("closed_on_time_consulted", n_consulted - late_consulted),
+                                ("closed_on_time_not_consulted", on_time - (n_consulted - late_consulted)),
+                                ("closed_late_consulted", late_consulted),
+                                ("closed_late_not_consulted", late - late_consulted)):
+                if count:
+                    acc.add(name, count)
+            ratings = [int(r[n + 2]) for r in rows if r[n + 2] is not None]
+            if ratings:
+                acc.add("surveys_answered", len(ratings))
+                acc.rating_sum += sum(ratings)
 
     def backlog(self, tally: _Tally) -> None:
         """Open cases now (every status but ``closed``), counted by age from
@@ -465,9 +494,14 @@ class Report:
         """``event`` rows ``kind = 'status'`` whose detail starts ``closed ->``,
         by ``at`` in the period (index event(kind, at))."""
         keys = self._keys(Event.at)
+        # Literals, not parameters, as the partial index event_reopened (0017)
+        # says them, so the planner uses it. ILIKE as peewee's startswith: LIKE
+        # on SQLite (psycopg2 makes the %% one %).
+        pattern = "'closed -> %'" if self.store.is_sqlite else "'closed -> %%'"
+        reopened = ((Event.kind == SQL("'status'"))
+                    & peewee.Expression(Event.detail, peewee.OP.ILIKE, SQL(pattern)))
         q = (Event.select(*keys, fn.COUNT(SQL("*"))).join(Case, on=(Event.case == Case.id))
-             .where((Event.kind == "status") & self._between(Event.at)
-                    & Event.detail.startswith("closed -> ") & self._cases())
+             .where(reopened & self._between(Event.at) & self._cases())
              .group_by(*keys))
         self._count(tally, "cases_reopened", q, len(keys))
 
@@ -527,12 +561,19 @@ class Report:
         return tuple(labels)
 
     def run(self) -> dict[str, Any]:
-        with self.store.guard():
+        # PostgreSQL: in a transaction, for settings of this report only. (Not
+        # SQLite: the store's transactions take the write lock up front.)
+        with self.store.guard(), nullcontext() if self.store.is_sqlite else self.store.db.atomic():
             if self.store.is_sqlite:
                 # Read the store through memory maps and a larger page cache:
                 # this connection reads much more than the mail path does.
                 self.store.db.execute_sql("PRAGMA mmap_size = 1073741824")
                 self.store.db.execute_sql("PRAGMA cache_size = -65536")
+            else:
+                # The grouping hashes fit in memory; compiling the queries
+                # (JIT) costs more than it saves on queries of well under a second.
+                self.store.db.execute_sql("SET LOCAL work_mem = '64MB'")
+                self.store.db.execute_sql("SET LOCAL jit = off")
             self._directory()
             tally = _Tally()
             steps: list[tuple[str, Callable[[_Tally], Any]]] = [

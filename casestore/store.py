@@ -1011,6 +1011,16 @@ class Store:
         fields.setdefault("created", self.now())
         return _create(Message, **fields)
 
+    def note_first_answer(self, case: Case, message: Message) -> None:
+        """Our answer (a reply or proposed solution) was stored for the case:
+        the first one's time goes on the case row (``first_answer_at``, for
+        reports). One UPDATE for the first answer only; a later one finds it set."""
+        if case.first_answer_at is not None:
+            return
+        Case.update(first_answer_at=message.created).where(
+            (Case.id == case.id) & Case.first_answer_at.is_null()).execute()
+        case.first_answer_at = message.created
+
     def add_attachment(
         self, message: Message, *, filename: str, content_type: str, data: bytes, sha256: str,
         inline: bool = False, content_id: str = "",

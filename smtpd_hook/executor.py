@@ -924,6 +924,8 @@ class Executor:
             subject=subject, text=body, raw=raw, queue_id=qid if qid != "-" else "",
             rcpt_key=rate_key(to[0])[:320] if to else "",
             rcpt_domain=rate_key(to[0]).rpartition("@")[2][:255] if to else "")
+        if case is not None and kind in (MessageKind.REPLY, MessageKind.SOLUTION):
+            self.store.note_first_answer(case, message)  # the report's time to first answer
         # VERP: a bounce of this message names its case and the message exactly.
         envelope = (verp_address(self.settings.secret, mailbox.address, case.number, message.id)
                     if case is not None else mailbox.address)
