@@ -313,7 +313,7 @@ def seed(store_url: str, cases: int = 10_000, messages_per_case: int = 3, pools:
                 if first_mid is None:
                     first_mid = mid
                 if not inbound and "first_answer_at" not in case_rows[-1]:
-                    case_rows[-1]["first_answer_at"] = at  # as Store.note_first_answer (0017)
+                    case_rows[-1]["first_answer_at"] = at  # as Store.note_first_answer (0016)
                 mid += 1
             ev_rows.append({"id": eid, "case": cid, "message": first_mid, "at": created,
                             "kind": "opened", "actor": customer, "detail": "new message"})

@@ -126,14 +126,14 @@ class Case(BaseModel):
     answers = TextField(default="")  # the closing questionnaire's answers, JSON {name: value}
     product = CharField(max_length=64, default="")  # a Product's name (kept if it is removed)
     # When our first answer (a reply or proposed solution) was stored; NULL
-    # while none was (reports; kept by Store.note_first_answer, 0017_report_facts).
+    # while none was (reports; kept by Store.note_first_answer, 0016_report_facts).
     first_answer_at = DateTimeField(null=True)
 
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
         indexes = (
             (("closed",), False),  # reports (casestore.reports); created: index=True above
-            # reports, 0017_report_facts: the opened and closed passes and the backlog, covering
+            # reports, 0016_report_facts: the opened and closed passes and the backlog, covering
             (("created", "assignee", "mailbox", "product", "first_answer_at"), False),
             (("status", "closed", "created", "assignee", "mailbox", "product", "rating", "id"), False),
         )
@@ -242,7 +242,7 @@ class Delivery(BaseModel):
     message = ForeignKeyField(Message, null=True, on_delete="SET NULL")
 
 
-# reports, 0017_report_facts: reopenings only (LIKE on SQLite, ILIKE on PostgreSQL)
+# reports, 0016_report_facts: reopenings only (LIKE on SQLite, ILIKE on PostgreSQL)
 Event.add_index(Event.index(Event.kind, Event.at, Event.case, name="event_reopened",
                             where=SQL("kind = 'status' AND detail LIKE 'closed -> %'")))
 

@@ -22,9 +22,9 @@ the time the report runs, whatever the period.
 
 The database does the counting, grouped by ids (the case's assignee and
 mailbox, the day, the product; names are looked up here), with the indexes of
-migrations 0012 and 0017: two passes over ``support_case`` (opened, closed)
+migrations 0012 and 0016: two passes over ``support_case`` (opened, closed)
 read from covering indexes, the first answer's time kept on the case row
-(``first_answer_at``, 0017), one grouped query each for e-mails,
+(``first_answer_at``, 0016), one grouped query each for e-mails,
 consultations and reopenings (a partial index). The durations (first answer,
 closing) come one number per case and their percentiles are computed here,
 so one code path serves SQLite and PostgreSQL.
@@ -385,13 +385,13 @@ class Report:
 
     def cases(self, tally: _Tally) -> None:
         """Two passes over the period's ``support_case`` rows, each from an
-        index of migration 0017 alone; the period tests are done in SQL,
+        index of migration 0016 alone; the period tests are done in SQL,
         exactly, and Python gathers the rows by group (assignee, mailbox, day,
         product) and counts each group's:
 
         * opened: cases by ``created`` in the period, with the time to our
           first answer: ``first_answer_at``, the first message of kind
-          ``reply`` or ``solution`` (kept on the case row since 0017);
+          ``reply`` or ``solution`` (kept on the case row since 0016);
         * closed: cases ``status = 'closed'`` with ``closed`` in the period,
           against their pool's ``resolve_within`` (on time when within it or
           when the pool has none), consulted or not (a ``consultation`` row
@@ -494,7 +494,7 @@ class Report:
         """``event`` rows ``kind = 'status'`` whose detail starts ``closed ->``,
         by ``at`` in the period (index event(kind, at))."""
         keys = self._keys(Event.at)
-        # Literals, not parameters, as the partial index event_reopened (0017)
+        # Literals, not parameters, as the partial index event_reopened (0016)
         # says them, so the planner uses it. ILIKE as peewee's startswith: LIKE
         # on SQLite (psycopg2 makes the %% one %).
         pattern = "'closed -> %'" if self.store.is_sqlite else "'closed -> %%'"

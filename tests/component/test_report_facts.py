@@ -1,8 +1,8 @@
-"""The facts the report keeps on the case row (migration 0017_report_facts,
+"""The facts the report keeps on the case row (migration 0016_report_facts,
 issue 11 §1): ``support_case.first_answer_at`` is the time of the case's
 first message of kind ``reply`` or ``solution``, set by the engine when it
 sends our first answer, filled by the migration for existing cases and by
-``bench/seed.py``; and the report's queries read the indexes 0017 made. Real
+``bench/seed.py``; and the report's queries read the indexes 0016 made. Real
 SQLite and PostgreSQL stores, the real engine and a fake clock."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_the_engine_keeps_the_first_answer_on_the_case(store_url: str) -> None:
 def test_the_migration_fills_first_answer_at_from_the_messages(store_url: str) -> None:
     t0 = naive(2026, 11, 2, 9, 0)
     store = Store(store_url, clock=Clock(t0.replace(tzinfo=dt.UTC)))
-    store.migrate(through="0014_intake")
+    store.migrate(through="0015_mailbox_templates")
     mailbox = store.add_mailbox(SUPPORT, "default")
     # case 1: a customer mail, a notification, a solution, then a reply (its first
     # answer is the solution); case 2: two replies, the earlier one stored second;
@@ -109,7 +109,7 @@ def test_the_migration_fills_first_answer_at_from_the_messages(store_url: str) -
                 store.add_message(case=case, direction=direction, kind=kind, raw=b"",
                                   created=t0 + dt.timedelta(hours=hours))
     store.close()
-    assert store.migrate() == ["0017_report_facts"]
+    assert store.migrate() == ["0016_report_facts"]
     with store.guard():
         kept = {c: _naive(at) for c, at in Case.select(Case.id, Case.first_answer_at).tuples()}
     assert kept == {ids[1]: t0 + dt.timedelta(hours=3), ids[2]: t0 + dt.timedelta(hours=2), ids[3]: None}
@@ -154,7 +154,7 @@ def _report_sql(store: Store) -> list[tuple[str, tuple[object, ...]]]:
     return seen
 
 
-def test_the_report_reads_the_indexes_of_0017(store_url: str) -> None:
+def test_the_report_reads_the_indexes_of_0016(store_url: str) -> None:
     """SQLite: the passes over cases come from the covering indexes alone and
     reopenings from the partial index. PostgreSQL: the partial index is one
     the reopenings query may use (its predicate matches the query's)."""
