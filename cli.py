@@ -176,6 +176,7 @@ def write_initial_config(path: Path, store_url: str) -> bytes:
         "trusted_networks = []\n"
         '# tick = "30s"                  # how often the scheduler looks for due timers\n'
         '# milter = "127.0.0.1:10027"   # run the milter in the same process\n'
+        '# workers = 2                   # processes sharing the listener ("auto": one per CPU)\n'
         "\n[milter]\n"
         '# listen = "127.0.0.1:10027"   # for `casegate milter` alone\n'
         '# rate = "30/3600"             # messages per sender per seconds to supervised addresses\n'
