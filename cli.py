@@ -1680,9 +1680,10 @@ def serve_workers(app: App, count: int, store: Store, settings: Any, *, listen_a
 
     code = Supervisor(count, child, on_reload=reload).run()
     sock.close()
-    log.info("stopped" if not code else "stopped: the workers kept failing")
     if code:
+        log.error("stopped: the workers kept failing")
         sys.exit(code)
+    log.info("stopped")
 
 
 def _version() -> str:
