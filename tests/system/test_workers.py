@@ -110,6 +110,14 @@ def until(what: str, predicate, timeout: float = 60.0, interval: float = 0.2) ->
         time.sleep(interval)
 
 
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie its new parent has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def customer(tag: str) -> str:
     return f"{tag}@customer.test"
 
@@ -247,6 +255,13 @@ def test_two_workers_share_the_listener(env: Env) -> None:
     assert len(stored_by) >= 2, stored_by  # both workers took mail
     duplicates = len(re.findall(r"duplicate delivery to", log))
     assert duplicates >= DOUBLES
+    # SIGTERM to the parent (systemd's stop): every worker drains and the parent exits 0.
+    workers = env.workers()
+    assert env.cg.stop() == 0
+    log = env.cg.log()
+    for pid in workers:
+        assert re.search(rf"casegate\.serve\[{pid}\] \[-\] stopped", log), pid
+        assert not Path(f"/proc/{pid}").exists()
     print(f"\nworkers: {len(cases)} cases, {len(sent_ids)} outgoing ({sum(sent_ids.values()) - len(sent_ids)}"
           f" sent twice), stored per pid {dict(stored_by)}, {duplicates} duplicate deliveries, "
           f"{len(fired)} reminders; {time.monotonic() - started:.1f}s")
@@ -281,5 +296,26 @@ def test_workers_that_keep_dying_stop_the_parent(tmp_path: Path) -> None:
         assert "6 worker exits within 60s, giving up" in log, log[-3000:]
         assert "stopped: the workers kept failing" in log, log[-3000:]
         assert re.search(r"worker \d \(pid \d+\) exited with status 0", log), log[-3000:]  # the other one
+    finally:
+        cg.close()
+
+
+def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the parent: the workers get SIGTERM (PR_SET_PDEATHSIG),
+    drain and exit; none keeps serving unsupervised."""
+    cg = Casegate(tmp_path / "cg")
+    cg.setup()
+    filter_port, reinject_port = free_ports(2)
+    try:
+        cg.start(listen_port=filter_port, reinject_port=reinject_port, extra=["--workers", "2"])
+        assert cg.proc is not None
+        parent = cg.proc.pid
+        until("two workers", lambda: len(Path(f"/proc/{parent}/task/{parent}/children")
+                                         .read_text().split()) == 2, timeout=10)
+        workers = [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        cg.kill9()
+        until("the workers gone", lambda: all(gone(p) for p in workers), timeout=15)
+        for pid in workers:
+            assert re.search(rf"casegate\.serve\[{pid}\] \[-\] stopped", cg.log()), cg.log()[-2000:]
     finally:
         cg.close()
