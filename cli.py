@@ -233,6 +233,16 @@ class App:
                     f"cannot open the store {display_url(url)}: {exc}") from exc
         return self._store
 
+    def close(self) -> None:
+        """At the command's end: the store's connection closed (on SQLite the
+        last one checkpoints the WAL into the file)."""
+        if self._store is not None:
+            try:
+                self._store.close()
+            except Exception:  # a connection that is already gone
+                log.debug("closing the store failed", exc_info=True)
+            self._store = None
+
 
 @contextmanager
 def store_errors() -> Iterator[None]:
@@ -422,6 +432,7 @@ def main(ctx: click.Context, config_path: Path | None, store_url: str | None) ->
     """casegate: a customer-service case system in the Postfix mail flow."""
     path, source = config_path_and_source(config_path)
     ctx.obj = App(load_config(path, store_url, source))
+    ctx.call_on_close(ctx.obj.close)
 
 
 @main.command()
