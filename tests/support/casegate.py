@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +21,37 @@ def casegate_cmd() -> list[str]:
     if script.exists():
         return [str(script)]
     return [sys.executable, "-c", "import cli; cli.main()"]
+
+
+_template: Path | None = None
+
+
+def _start_from_template(store_url: str) -> None:
+    """Before ``init`` on a SQLite store that does not exist yet: a copy of one
+    migrated once per test process (0600, as init makes it), so init only
+    writes the config. The migrations themselves are the component tests'."""
+    global _template
+    if not store_url.startswith("sqlite:///"):
+        return
+    target = Path(store_url.removeprefix("sqlite:///"))
+    if target.exists() or not target.parent.is_dir():
+        return
+    if _template is None:
+        import tempfile
+
+        from casestore.store import Store
+
+        folder = tempfile.mkdtemp(prefix="casegate-template-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        path = Path(folder) / "casegate.db"
+        store = Store(f"sqlite:///{path}")
+        try:
+            store.migrate()
+        finally:
+            store.close()
+        _template = path
+    shutil.copyfile(_template, target)
+    target.chmod(0o600)
 
 
 def _in_process(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -60,6 +93,8 @@ class Casegate:
         ``process=True`` runs the installed ``casegate`` command instead, for
         what only a real process shows (the entry point, a terminal, signals)."""
         argv = ["--config", str(self.config), "--store", self.store_url, *args]
+        if args[:1] == ("init",) and not process:
+            _start_from_template(self.store_url)
         if process:
             result = subprocess.run([*casegate_cmd(), *argv], env=self.env, capture_output=True,
                                     text=True, timeout=60)
