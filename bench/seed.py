@@ -40,7 +40,6 @@ working as the schema grows. The command line prints the rate while seeding.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import io
 import queue
@@ -137,7 +136,8 @@ class _Loader:
 
     SQLite: ``executemany``, ``synchronous=OFF``, ``journal_mode=OFF`` during
     the load (WAL again after), one transaction per batch. PostgreSQL:
-    ``COPY … FROM STDIN`` (CSV), ``session_replication_role=replica`` (no
+    ``COPY … FROM STDIN`` on two connections at once (the server builds the
+    tsvectors), ``session_replication_role=replica`` (no
     per-row foreign-key triggers; the seeder writes consistent ids),
     ``synchronous_commit=off``. The writes run on a thread of their own while
     the main thread builds the next batch (SQLite's engine and the
@@ -145,31 +145,41 @@ class _Loader:
 
     TABLES = ("support_case", "participant", "message", "event")
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, writers: int = 2) -> None:
         self.pg = not store.is_sqlite
         self.indexes: list[str] = []
         if self.pg:
             import psycopg2
-            self.conn = psycopg2.connect(dbname=store.db.database, **store.db.connect_params)
-            with self.conn.cursor() as cur:
-                try:
-                    cur.execute("SET session_replication_role = replica")
-                except Exception:  # not a superuser: keep the foreign-key checks
-                    self.conn.rollback()
-                cur.execute("SET synchronous_commit = off")
-                cur.execute("SET maintenance_work_mem = '256MB'")
-            self.conn.commit()
+            self.conns = [psycopg2.connect(dbname=store.db.database, **store.db.connect_params)
+                          for _ in range(max(1, writers))]
+            for conn in self.conns:
+                with conn.cursor() as cur:
+                    try:
+                        cur.execute("SET session_replication_role = replica")
+                    except Exception:  # not a superuser: keep the foreign-key checks
+                        conn.rollback()
+                    cur.execute("SET synchronous_commit = off")
+                    cur.execute("SET maintenance_work_mem = '256MB'")
+                    try:  # cheaper than pglz for the raw messages, read back alike
+                        cur.execute("SET default_toast_compression = lz4")
+                    except Exception:
+                        conn.rollback()
+                conn.commit()
         else:
             import sqlite3
-            self.conn = sqlite3.connect(store.db.database, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA busy_timeout = 10000")
-            self.conn.execute("PRAGMA synchronous = OFF")
-            self.conn.execute("PRAGMA cache_size = -262144")
+            conn = sqlite3.connect(store.db.database, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA synchronous = OFF")
+            conn.execute("PRAGMA cache_size = -262144")
             # OFF only if no other connection holds the file (else WAL stays)
-            self.conn.execute("PRAGMA journal_mode = OFF")
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=2)
+            conn.execute("PRAGMA journal_mode = OFF")
+            self.conns = [conn]  # one writer: SQLite has one
+        self.conn = self.conns[0]
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=len(self.conns) + 1)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="seed-writer", daemon=True)
+        self.written = 0  # cases committed
+        self.threads = [threading.Thread(target=self._run, args=(c,), name=f"seed-writer-{i}", daemon=True)
+                        for i, c in enumerate(self.conns)]
 
     # indexes ---------------------------------------------------------------
     def drop_indexes(self) -> None:
@@ -193,11 +203,25 @@ class _Loader:
         self.indexes = [sql for _, sql in found]
 
     def rebuild_indexes(self) -> None:
-        if self.pg:
-            with self.conn.cursor() as cur:
-                for sql in self.indexes:
-                    cur.execute(sql)
-            self.conn.commit()
+        if self.pg:  # shared out between the connections, biggest tables first
+            order = sorted(self.indexes, key=lambda sql: (" message " not in sql, " event " not in sql))
+            shares = [order[i::len(self.conns)] for i in range(len(self.conns))]
+
+            def build(conn: Any, sqls: list[str]) -> None:
+                with conn.cursor() as cur:
+                    for sql in sqls:
+                        cur.execute(sql)
+                conn.commit()
+
+            threads = [threading.Thread(target=build, args=(c, sh))
+                       for c, sh in zip(self.conns, shares, strict=True)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            missing = self._missing()
+            if missing:
+                raise RuntimeError(f"indexes not rebuilt: {missing}")
         else:
             self.conn.execute("BEGIN")
             for sql in self.indexes:
@@ -205,9 +229,17 @@ class _Loader:
             self.conn.execute("COMMIT")
         self.indexes = []
 
+    def _missing(self) -> list[str]:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema()")
+            have = {row[0] for row in cur.fetchall()}
+        self.conn.commit()
+        return [sql for sql in self.indexes if sql not in have]
+
     # rows ------------------------------------------------------------------
     def start(self) -> None:
-        self.thread.start()
+        for t in self.threads:
+            t.start()
 
     def put(self, batch: list[tuple[_Table, list[tuple[Any, ...]]]]) -> None:
         if self.error:
@@ -215,42 +247,44 @@ class _Loader:
         self.queue.put(batch)
 
     def finish(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+        for _ in self.threads:
+            self.queue.put(None)
+        for t in self.threads:
+            t.join()
         if self.error:
             raise self.error
 
-    def _run(self) -> None:
+    def _run(self, conn: Any) -> None:
         try:
             while (batch := self.queue.get()) is not None:
-                self._write(batch)
+                self._write(conn, batch)
+                self.written += len(batch[0][1])
         except BaseException as exc:  # reported by put/finish
             self.error = exc
             while self.queue.get() is not None:
                 pass
 
-    def _write(self, batch: list[tuple[_Table, list[tuple[Any, ...]]]]) -> None:
+    def _write(self, conn: Any, batch: list[tuple[_Table, list[tuple[Any, ...]]]]) -> None:
         if self.pg:
-            with self.conn.cursor() as cur:
+            # COPY's text format: the seeder's values never hold a tab, a
+            # newline or a backslash (raw is hex, NULL is \N), so a row is
+            # its values joined by tabs.
+            with conn.cursor() as cur:
                 for table, rows in batch:
-                    buf = io.StringIO()
-                    w = csv.writer(buf, lineterminator="\n")
-                    tail = tuple(_pg_text(v) for v in table.tail)  # the rows come ready
-                    w.writerows([row + tail for row in rows] if tail else rows)
-                    buf.seek(0)
+                    tail = tuple(str(_pg_text(v)) for v in table.tail)
+                    text = "".join("\t".join(map(str, row + tail)) + "\n" for row in rows)
                     cols = ", ".join(f'"{c}"' for c in table.columns)
-                    cur.copy_expert(f'COPY "{table.name}" ({cols}) FROM STDIN '
-                                    "WITH (FORMAT csv, NULL '\\N')", buf)
-            self.conn.commit()
+                    cur.copy_expert(f'COPY "{table.name}" ({cols}) FROM STDIN', io.StringIO(text))
+            conn.commit()
         else:
-            self.conn.execute("BEGIN")
+            conn.execute("BEGIN")
             for table, rows in batch:
                 cols = ", ".join(f'"{c}"' for c in table.columns)
                 marks = ", ".join("?" for _ in table.columns)
                 tail = tuple(_sqlite_value(v) for v in table.tail)
-                self.conn.executemany(f'INSERT INTO "{table.name}" ({cols}) VALUES ({marks})',
-                                      [r + tail for r in rows] if tail else rows)
-            self.conn.execute("COMMIT")
+                conn.executemany(f'INSERT INTO "{table.name}" ({cols}) VALUES ({marks})',
+                                 [r + tail for r in rows] if tail else rows)
+            conn.execute("COMMIT")
 
     def finalize(self) -> None:
         """Sequences past the new ids (PostgreSQL; SQLite's rowid takes
@@ -268,7 +302,8 @@ class _Loader:
                 cur.execute("ANALYZE")
         else:
             self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.close()
+        for conn in self.conns:
+            conn.close()
 
 
 def _pg_text(v: Any) -> Any:
@@ -277,7 +312,7 @@ def _pg_text(v: Any) -> Any:
     if isinstance(v, bool):
         return "t" if v else "f"
     if isinstance(v, bytes | bytearray | memoryview):
-        return "\\x" + bytes(v).hex()
+        return "\\\\x" + bytes(v).hex()  # COPY text format: \\x...
     return v
 
 
@@ -451,10 +486,10 @@ def seed(store_url: str, cases: int = 10_000, messages_per_case: int = 3, pools:
                            f"Content-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n").encode()
                     if inbound:
                         msg_rows.append((mid, cid, "in", "customer", sender, to, message_id, subj, body,
-                                         "\\x" + raw.hex() if pg else raw, at_s, f"{mid:X}", "", "", ""))
+                                         "\\\\x" + raw.hex() if pg else raw, at_s, f"{mid:X}", "", "", ""))
                     else:
                         msg_rows.append((mid, cid, "out", "reply", sender, to, message_id, subj, body,
-                                         "\\x" + raw.hex() if pg else raw, at_s, "", customer,
+                                         "\\\\x" + raw.hex() if pg else raw, at_s, "", customer,
                                          customer.rpartition("@")[2], "sasl:" + sender))
                     mid += 1
                 rating = 1 + int(r() * 5) if closed and r() < 0.3 else nul
@@ -485,9 +520,10 @@ def seed(store_url: str, cases: int = 10_000, messages_per_case: int = 3, pools:
             counts["events"] += len(ev_rows)
             done += n
             at = time.perf_counter()
-            if progress and (tty or at - shown >= 10 or done == cases):
+            if progress and (tty or at - shown >= 10):
                 shown = at
-                line = f"{done:,}/{cases:,} cases, {done / max(1e-9, at - start):,.0f} cases/s"
+                written = loader.written
+                line = f"{written:,}/{cases:,} cases written, {written / max(1e-9, at - start):,.0f} cases/s"
                 print("\r" + line if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
         loader.finish()
     finally:
@@ -495,7 +531,9 @@ def seed(store_url: str, cases: int = 10_000, messages_per_case: int = 3, pools:
             print(file=sys.stderr)
         loaded = time.perf_counter()
         if progress:
-            print(f"rebuilding {len(loader.indexes)} indexes ...", file=sys.stderr, flush=True)
+            print(f"{loader.written:,} cases written in {loaded - start:.0f} s "
+                  f"({loader.written / max(1e-9, loaded - start):,.0f} cases/s); "
+                  f"rebuilding {len(loader.indexes)} indexes ...", file=sys.stderr, flush=True)
         loader.rebuild_indexes()
     indexed = time.perf_counter()
     loader.finalize()
@@ -521,11 +559,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     figures = seed(args.store, cases=args.cases, messages_per_case=args.messages_per_case,
                    pools=args.pools, csrs=args.csrs, days=args.days, seed=args.seed,
-                   batch=args.batch, progress=sys.stderr.isatty())
+                   batch=args.batch, progress=True)
     r = figures["rows"]
     print(f"seeded {r['cases']:,} cases ({figures['first']}..{figures['last']}), "
           f"{r['messages']:,} messages, {r['events']:,} events, {r['participants']:,} participants "
-          f"in {figures['seconds']:.1f} s: {figures['rows_per_second']:,} rows/s, "
+          f"in {figures['seconds']:.1f} s (indexes rebuilt in {figures['index_seconds']:.1f} s): "
+          f"{figures['rows_per_second']:,} rows/s, "
           f"{figures['cases_per_second']:,} cases/s")
     return 0
 
