@@ -136,6 +136,7 @@ class Case(BaseModel):
             # reports, 0016_report_facts: the opened and closed passes and the backlog, covering
             (("created", "assignee", "mailbox", "product", "first_answer_at"), False),
             (("status", "closed", "created", "assignee", "mailbox", "product", "rating", "id"), False),
+            (("assignee", "status"), False),  # Store.open_load: a CSR's open cases (0018)
         )
 
 
@@ -229,7 +230,10 @@ class Event(BaseModel):
     detail = TextField(default="")
 
     class Meta:
-        indexes = ((("kind", "at"), False),)  # reports: reopenings in a period
+        indexes = (
+            (("kind", "at"), False),  # reports: reopenings in a period
+            (("case", "kind", "at"), False),  # Store.notes, a case's events of a kind (0018)
+        )
 
 
 class Delivery(BaseModel):
