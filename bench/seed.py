@@ -204,6 +204,8 @@ class _Loader:
 
     def rebuild_indexes(self) -> None:
         if self.pg:  # shared out between the connections, biggest tables first
+            for conn in self.conns:
+                conn.rollback()  # after a failed load: a clean transaction for the builds
             order = sorted(self.indexes, key=lambda sql: (" message " not in sql, " event " not in sql))
             shares = [order[i::len(self.conns)] for i in range(len(self.conns))]
 
@@ -223,6 +225,8 @@ class _Loader:
             if missing:
                 raise RuntimeError(f"indexes not rebuilt: {missing}")
         else:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             self.conn.execute("BEGIN")
             for sql in self.indexes:
                 self.conn.execute(sql)
