@@ -37,10 +37,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import reduce
+from itertools import repeat
 from typing import Any
 
 import peewee
@@ -266,7 +268,8 @@ def _label(grouping: str, value: Any) -> str:
 
 
 class _Sql:
-    """What differs between SQLite and PostgreSQL: days and instants as numbers."""
+    """What differs between SQLite and PostgreSQL: days and instants as numbers,
+    and the aggregate that joins a group's values into one text."""
 
     def __init__(self, store: Store) -> None:
         self.sqlite = store.is_sqlite
@@ -282,6 +285,47 @@ class _Sql:
         if self.sqlite:
             return ((fn.julianday(column) - 2440587.5) * 86400.0).coerce(False)
         return fn.date_part("epoch", column).coerce(False)
+
+    def concat(self, value: Any, where: Any | None = None) -> Any:
+        """The group's values (NULLs left out) as one comma-separated text:
+        one row for thousands, parsed here with split and int. Every concat
+        of one query sees the rows in the same order, so their lists align
+        (PostgreSQL's parallel workers are off for the report)."""
+        agg = (fn.group_concat(value) if self.sqlite
+               else fn.string_agg(value.cast("text"), ",")).coerce(False)
+        return agg if where is None else agg.filter(where)
+
+    @staticmethod
+    def exact(seconds: Any) -> Any:
+        """A duration as an integer that :data:`SCALE` turns back into the very
+        same float: a difference of two epochs (each past 2**22 s, i.e. after
+        February 1970) is a multiple of 2**-30, so times 2**30 it is a whole
+        number, below 2**63 for any duration under 270 years."""
+        return (seconds * float(1 << 30)).cast("bigint")
+
+
+_MISSING: Any = object()  # a case id not looked up yet
+SCALE = 1.0 / (1 << 30)  # _Sql.exact's integer -> the duration in seconds (exact: a power of 2)
+
+
+def _split(text: str | None) -> list[str]:
+    """A concat's values, as text ([] for NULL: nothing in the group)."""
+    return text.split(",") if text else []
+
+
+def _seconds_list(text: str | None) -> list[float]:
+    """A concat of :meth:`_Sql.exact` durations back as the floats they were."""
+    return [i * SCALE for i in map(int, text.split(","))] if text else []
+
+
+class _Bound:
+    """A query's SQL with its parameters (one statement, run once per day)."""
+
+    def __init__(self, sql: str, params: Sequence[Any]) -> None:
+        self._sql = (sql, list(params))
+
+    def sql(self) -> tuple[str, list[Any]]:
+        return self._sql
 
 
 def product_column(store: Store) -> Any | None:
@@ -372,22 +416,87 @@ class Report:
 
     # -- the facts --------------------------------------------------------------
 
+    def _load_keys(self) -> None:
+        """Every case of the report (--pool's mailboxes, or all) -> its tally key
+        without the day: (assignee, mailbox[, product]), by the id's decimal
+        text as :meth:`_Sql.concat` gives it. One row per such combination with
+        its case ids (index support_case_report_keys, 0017: no sort, and no row
+        per case to Python)."""
+        cols = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
+        n = len(cols)
+        self._keyof: dict[str, tuple[Any, ...] | None] = {}
+        for row in self._rows(Case.select(*cols, self.sql.concat(Case.id)).where(self._cases())
+                              .group_by(*cols)):
+            self._keyof.update(dict.fromkeys(_split(row[n]), tuple(row[:n])))
+        self._key_columns = cols
+
+    def _look_up(self, ids: list[str]) -> None:
+        """Keys of cases new since :meth:`_load_keys` (None: not in the report)."""
+        self._keyof.update(dict.fromkeys(ids))
+        n = len(self._key_columns)
+        for row in self._rows(Case.select(Case.id, *self._key_columns)
+                              .where(Case.id.in_(sorted(int(i) for i in ids)) & self._cases())):
+            self._keyof[str(row[0])] = tuple(row[1:n + 1])
+
+    def _count_by_key(self, day: Any, ids: list[str]) -> dict[tuple[Any, ...], int]:
+        """How many of ``ids`` (case ids, repeats counting again) by tally key
+        (assignee, mailbox, day, product); cases not in the report left out."""
+        by = Counter(map(self._keyof.get, ids, repeat(_MISSING)))
+        if _MISSING in by:
+            self._look_up([i for i in ids if i not in self._keyof])
+            return self._count_by_key(day, ids)
+        by.pop(None, None)
+        return {(key[0], key[1], day, *key[2:]): n for key, n in by.items()}
+
+    def _days(self, model: Any, columns: list[Any], day: Any, where: Any, *,
+              keys: bool = True) -> Iterator[tuple[Any, Sequence[Any]]]:
+        """(key, aggregates) for each day of the period: ``columns`` (aggregates)
+        over the rows of ``where`` whose ``day`` timestamp falls on that day,
+        grouped by the case's assignee, mailbox (and product): the key is the
+        tally's (assignee, mailbox, day, product), or the day alone without
+        ``keys``. SQLite: one statement per day, each a range of an index read
+        in order, sorting only the day's rows by key (grouping by day too would
+        sort every row at once); PostgreSQL: one statement (hashed). The day is
+        as :meth:`_Sql.day` gives it."""
+        group = self._key_columns if keys else []
+        n = len(group)
+        if not self.sql.sqlite:
+            day_key = self.sql.day(day)
+            q = (model.select(day_key, *group, *columns).where(where & self._between(day))
+                 .group_by(day_key, *group))
+            for row in self._rows(q):
+                yield ((row[1], row[2], row[0], *row[3:n + 1]) if keys else row[0]), row[n + 1:]
+            return
+        # Stand-ins for the day's bounds in the statement's parameters.
+        lo, hi = (dt.datetime.combine(dt.date.min, dt.time(0, 0, s)) for s in (1, 2))
+        q = model.select(*group, *columns).where(where & (day >= lo) & (day < hi))
+        sql, params = (q.group_by(*group) if keys else q).sql()
+        first = self.period.start
+        for i in range((self.period.last - self.period.first).days + 1):
+            start = first + dt.timedelta(days=i)
+            end = start + dt.timedelta(days=1)
+            label = start.strftime("%Y-%m-%d")
+            bound = [start if p == lo else end if p == hi else p for p in params]
+            for row in self._rows(_Bound(sql, bound)):
+                yield ((row[0], row[1], label, *row[2:n]) if keys else label), row[n:]
+
     def emails_received(self, tally: _Tally) -> None:
         """Customer messages in the period: ``message`` rows ``kind = 'customer'``
-        (always ``direction = 'in'``), by ``created``. The index message(kind,
-        created, case_id) covers the message side: the rows, with their raw
-        bytes, are never read."""
-        keys = self._keys(Message.created)
-        q = (Message.select(*keys, fn.COUNT(SQL("*"))).join(Case, on=(Message.case == Case.id))
-             .where((Message.kind == "customer") & self._between(Message.created) & self._cases())
-             .group_by(keys[2], *keys[:2], *keys[3:]))
-        self._count(tally, "emails_received", q, len(keys))
+        (always ``direction = 'in'``), by ``created``. Day by day, the case ids
+        of the day's messages from the index message(kind, created, case_id)
+        alone (the rows, with their raw bytes, are never read), counted by the
+        case's key here (no join, no sort)."""
+        for day, (ids,) in self._days(Message, [self.sql.concat(Message.case)], Message.created,
+                                      Message.kind == "customer", keys=False):
+            for key, n in self._count_by_key(day, _split(ids)).items():
+                tally[key].add("emails_received", n)
 
     def cases(self, tally: _Tally) -> None:
-        """Two passes over the period's ``support_case`` rows, each from an
-        index of migration 0016 alone; the period tests are done in SQL,
-        exactly, and Python gathers the rows by group (assignee, mailbox, day,
-        product) and counts each group's:
+        """Two passes over the period's ``support_case`` rows, day by day, each
+        from an index of migration 0016 alone; the period tests are done in
+        SQL, exactly; each day comes as a row per group (assignee, mailbox,
+        product) with its count and its durations concatenated
+        (:meth:`_Sql.concat`, :meth:`_Sql.exact`):
 
         * opened: cases by ``created`` in the period, with the time to our
           first answer: ``first_answer_at``, the first message of kind
@@ -397,62 +506,48 @@ class Report:
           when the pool has none), consulted or not (a ``consultation`` row
           for the case), rated or not."""
         sql = self.sql
-        n = 4 if self._product is not None else 3
-
-        def keys(day: Any) -> list[Any]:  # the tally's key: assignee, mailbox, day (, product)
-            return [Case.assignee, Case.mailbox, sql.day(day)] + (
-                [self._product] if self._product is not None else [])
-
-        def groups(columns: list[Any], where: Any) -> dict[tuple[Any, ...], list[Any]]:
-            """The rows by group: a dict and a list append per row (sorting them
-            in the database costs more, and spills to disk on PostgreSQL)."""
-            by: dict[tuple[Any, ...], list[Any]] = {}
-            for row in self._rows(Case.select(*columns).where(where & self._cases())):
-                key = row[:n]
-                rows = by.get(key)
-                if rows is None:
-                    rows = by[key] = []
-                rows.append(row)
-            return by
-
-        first = sql.epoch(Case.first_answer_at) - sql.epoch(Case.created)
-        for key, rows in groups([*keys(Case.created), first], self._between(Case.created)).items():
+        first = sql.exact(sql.epoch(Case.first_answer_at) - sql.epoch(Case.created))
+        for key, (n, firsts) in self._days(Case, [fn.COUNT(SQL("*")), sql.concat(first)], Case.created,
+                                           self._cases()):
             acc = tally[key]
-            acc.add("cases_opened", len(rows))
-            # Never negative (an answer stored before the case, by a clock set back).
-            acc.first_answer.extend(t if t > 0.0 else 0.0 for t in (r[n] for r in rows) if t is not None)
+            acc.add("cases_opened", int(n))
+            times = _seconds_list(firsts)
+            if times and min(times) < 0.0:  # never negative (an answer before the case: a clock set back)
+                times = [t if t > 0.0 else 0.0 for t in times]
+            acc.first_answer.extend(times)
 
-        consulted = fn.EXISTS(Consultation.select(SQL("1")).where(Consultation.case == Case.id))
-        took = sql.epoch(Case.closed) - sql.epoch(Case.created)
+        consulted = peewee.Case(None, [(fn.EXISTS(Consultation.select(SQL("1"))
+                                                  .where(Consultation.case == Case.id)), 1)], 0)
+        took = sql.exact(sql.epoch(Case.closed) - sql.epoch(Case.created))
         # Instants come as floats accurate to some 20 microseconds (SQLite's
         # julianday): comparisons allow half a millisecond, so a case closed
         # exactly at its target is on time.
         slack = 0.0005
-        for key, rows in groups([*keys(Case.closed), took, consulted, Case.rating],
-                                (Case.status == "closed") & self._between(Case.closed)).items():
+        for key, (tooks, consults, rated, rating_sum) in self._days(
+                Case, [sql.concat(took), sql.concat(consulted), fn.COUNT(Case.rating), fn.SUM(Case.rating)],
+                Case.closed, (Case.status == "closed") & self._cases()):
             acc = tally[key]
-            acc.close.extend(r[n] for r in rows)
-            n_consulted = sum(1 for r in rows if r[n + 1])
+            times, flags = _seconds_list(tooks), _split(consults)
+            acc.close.extend(times)
+            n_consulted = flags.count("1")
             target = self._target.get(key[1])
             late_consulted = late = 0
             if target is None:
-                acc.add("closed_without_target", len(rows))
+                acc.add("closed_without_target", len(times))
             else:
                 limit = target + slack
-                late_rows = [r[n + 1] for r in rows if r[n] > limit]
-                late, late_consulted = len(late_rows), sum(1 for c in late_rows if c)
-            on_time = len(rows) - late
-            for name, count in (("cases_closed", len(rows)),
-                                ("closed_on_time_consulted", n_consulted - late_consulted),
-                                ("closed_on_time_not_consulted", on_time - (n_consulted - late_consulted)),
+                late_flags = [c for t, c in zip(times, flags, strict=True) if t > limit]
+                late, late_consulted = len(late_flags), late_flags.count("1")
+            on_time, on_time_consulted = len(times) - late, n_consulted - late_consulted
+            for name, count in (("cases_closed", len(times)),
+                                ("closed_on_time_consulted", on_time_consulted),
+                                ("closed_on_time_not_consulted", on_time - on_time_consulted),
                                 ("closed_late_consulted", late_consulted),
-                                ("closed_late_not_consulted", late - late_consulted)):
+                                ("closed_late_not_consulted", late - late_consulted),
+                                ("surveys_answered", int(rated))):
                 if count:
                     acc.add(name, count)
-            ratings = [int(r[n + 2]) for r in rows if r[n + 2] is not None]
-            if ratings:
-                acc.add("surveys_answered", len(ratings))
-                acc.rating_sum += sum(ratings)
+            acc.rating_sum += int(rating_sum or 0)
 
     def backlog(self, tally: _Tally) -> None:
         """Open cases now (every status but ``closed``), counted by age from
@@ -574,7 +669,10 @@ class Report:
                 # (JIT) costs more than it saves on queries of well under a second.
                 self.store.db.execute_sql("SET LOCAL work_mem = '64MB'")
                 self.store.db.execute_sql("SET LOCAL jit = off")
+                # One process: the concatenations of one group see its rows in one order.
+                self.store.db.execute_sql("SET LOCAL max_parallel_workers_per_gather = 0")
             self._directory()
+            self._load_keys()
             tally = _Tally()
             steps: list[tuple[str, Callable[[_Tally], Any]]] = [
                 ("cases", self.cases), ("backlog", self.backlog), ("emails", self.emails_received),
@@ -585,6 +683,9 @@ class Report:
             overdue = self.overdue()
             self.progress("overdue")
         groupings = self._groupings()
+        for acc in tally.by_key.values():  # sorted runs: the merged lists sort fast
+            acc.first_answer.sort()
+            acc.close.sort()
         total = _Acc()
         by: dict[str, dict[str, _Acc]] = {g: {} for g in groupings}
         for key, acc in tally.by_key.items():
