@@ -551,22 +551,29 @@ class Report:
 
     def backlog(self, tally: _Tally) -> None:
         """Open cases now (every status but ``closed``), counted by age from
-        ``created`` and overdue or not, grouped in SQL: overdue when opened
-        longer ago than the pool's ``resolve_within``, or with a consultation
-        unanswered past its ``due``."""
-        whens = [(Case.created > self.now - dt.timedelta(days=upper), key)
-                 for key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
-        bucket = peewee.Case(None, whens, BACKLOG_BUCKETS[-1][0])
-        overdue = self._overdue()
-        keys = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
-        q = (Case.select(*keys, bucket, overdue, fn.COUNT(SQL("*")))
-             .where(Case.status.in_(OPEN_STATUSES) & self._cases()).group_by(*keys, bucket, overdue))
+        ``created`` and overdue or not, one row per group from SQL: overdue
+        when opened longer ago than the pool's ``resolve_within``, or with a
+        consultation unanswered past its ``due``. The age buckets come as the
+        counts opened after each bound (1, 3, 7, 30 days ago), newest first."""
+        def count(condition: Any) -> Any:
+            return fn.SUM(peewee.Case(None, [(condition, 1)], 0))
+
+        bounds = [upper for _key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
+        keys = self._key_columns
         n = len(keys)
+        q = (Case.select(*keys, fn.COUNT(SQL("*")), count(self._overdue()),
+                         *(count(Case.created > self.now - dt.timedelta(days=d)) for d in bounds))
+             .where(Case.status.in_(OPEN_STATUSES) & self._cases()).group_by(*keys))
         for row in self._rows(q):
+            total, overdue, *newer = (int(v or 0) for v in row[n:])
             acc = tally[(*row[:2], None, *row[2:n])]
-            acc.add(str(row[n]), int(row[n + 2]))
-            if row[n + 1]:
-                acc.add("overdue_cases", int(row[n + 2]))
+            # newer[i]: opened after the i-th bound; each bucket lies between two bounds.
+            for (key, _lower, _upper), upto, since in zip(BACKLOG_BUCKETS, [*newer, total], [0, *newer],
+                                                         strict=True):
+                if upto - since:
+                    acc.add(key, upto - since)
+            if overdue:
+                acc.add("overdue_cases", overdue)
 
     def consultations(self, tally: _Tally) -> None:
         """Consultations by ``asked`` in the period: on time when ``answered <=
