@@ -37,12 +37,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 import operator
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import reduce
-from itertools import repeat
 from typing import Any
 
 import peewee
@@ -304,7 +304,6 @@ class _Sql:
         return (seconds * float(1 << 30)).cast("bigint")
 
 
-_MISSING: Any = object()  # a case id not looked up yet
 SCALE = 1.0 / (1 << 30)  # _Sql.exact's integer -> the duration in seconds (exact: a power of 2)
 
 
@@ -417,36 +416,59 @@ class Report:
     # -- the facts --------------------------------------------------------------
 
     def _load_keys(self) -> None:
-        """Every case of the report (--pool's mailboxes, or all) -> its tally key
-        without the day: (assignee, mailbox[, product]), by the id's decimal
-        text as :meth:`_Sql.concat` gives it. One row per such combination with
-        its case ids (index support_case_report_keys, 0017: no sort, and no row
-        per case to Python)."""
+        """Every case of the report (--pool's mailboxes, or all) -> the number
+        of its tally key without the day, (assignee, mailbox[, product]), in
+        ``_key_list``: ``_keyof[case id]`` (an array: a case's key is an index
+        away, -1 for a case not in the report, -2 for one not looked up). One
+        row per such combination with its case ids (index
+        support_case_report_keys, 0017: no sort, and no row per case to
+        Python)."""
         cols = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
         n = len(cols)
-        self._keyof: dict[str, tuple[Any, ...] | None] = {}
+        self._key_list: list[tuple[Any, ...]] = []
+        groups = []
         for row in self._rows(Case.select(*cols, self.sql.concat(Case.id)).where(self._cases())
                               .group_by(*cols)):
-            self._keyof.update(dict.fromkeys(_split(row[n]), tuple(row[:n])))
+            groups.append(list(map(int, _split(row[n]))))
+            self._key_list.append(tuple(row[:n]))
+        top = max((max(ids) for ids in groups if ids), default=0)
+        self._keyof = array("i", [-2]) * (top + 1)
+        for number, ids in enumerate(groups):
+            for i in ids:
+                self._keyof[i] = number
         self._key_columns = cols
 
-    def _look_up(self, ids: list[str]) -> None:
-        """Keys of cases new since :meth:`_load_keys` (None: not in the report)."""
-        self._keyof.update(dict.fromkeys(ids))
+    def _look_up(self, ids: list[int]) -> None:
+        """Keys of cases new since :meth:`_load_keys` (-1: not in the report)."""
+        top = max(ids)
+        if top >= len(self._keyof):
+            self._keyof.extend(array("i", [-2]) * (top + 1 - len(self._keyof)))
+        for i in ids:
+            self._keyof[i] = -1
         n = len(self._key_columns)
+        number = {key: i for i, key in enumerate(self._key_list)}
         for row in self._rows(Case.select(Case.id, *self._key_columns)
-                              .where(Case.id.in_(sorted(int(i) for i in ids)) & self._cases())):
-            self._keyof[str(row[0])] = tuple(row[1:n + 1])
+                              .where(Case.id.in_(sorted(set(ids))) & self._cases())):
+            key = tuple(row[1:n + 1])
+            if key not in number:
+                number[key] = len(self._key_list)
+                self._key_list.append(key)
+            self._keyof[row[0]] = number[key]
 
-    def _count_by_key(self, day: Any, ids: list[str]) -> dict[tuple[Any, ...], int]:
+    def _count_by_key(self, day: Any, ids: list[int]) -> dict[tuple[Any, ...], int]:
         """How many of ``ids`` (case ids, repeats counting again) by tally key
         (assignee, mailbox, day, product); cases not in the report left out."""
-        by = Counter(map(self._keyof.get, ids, repeat(_MISSING)))
-        if _MISSING in by:
-            self._look_up([i for i in ids if i not in self._keyof])
+        keyof = self._keyof
+        if ids and max(ids) >= len(keyof):
+            self._look_up([i for i in ids if i >= len(keyof)])
+            keyof = self._keyof
+        by = Counter(map(keyof.__getitem__, ids))
+        if -2 in by:
+            self._look_up([i for i in ids if keyof[i] == -2])
             return self._count_by_key(day, ids)
-        by.pop(None, None)
-        return {(key[0], key[1], day, *key[2:]): n for key, n in by.items()}
+        by.pop(-1, None)
+        keys = self._key_list
+        return {(keys[i][0], keys[i][1], day, *keys[i][2:]): n for i, n in by.items()}
 
     def _days(self, model: Any, columns: list[Any], day: Any, where: Any, *,
               keys: bool = True) -> Iterator[tuple[Any, Sequence[Any]]]:
@@ -495,7 +517,7 @@ class Report:
         case's key here (no join, no sort)."""
         for day, (ids,) in self._days(Message, [self.sql.concat(Message.case)], Message.created,
                                       Message.kind == "customer", keys=False):
-            for key, n in self._count_by_key(day, _split(ids)).items():
+            for key, n in self._count_by_key(day, list(map(int, _split(ids)))).items():
                 tally[key].add("emails_received", n)
 
     def cases(self, tally: _Tally) -> None:
@@ -701,12 +723,21 @@ class Report:
             overdue = self.overdue()
             self.progress("overdue")
         groupings = self._groupings()
-        for acc in tally.by_key.values():  # sorted runs: the merged lists sort fast
+        by: dict[str, dict[str, _Acc]] = {g: {} for g in groupings}
+        # The keys without their day first, each grouping but the day's from
+        # those: every list is sorted once and merged from few sorted runs
+        # (the percentiles sort them again, fast).
+        undated: dict[tuple[Any, ...], _Acc] = {}
+        for key, acc in tally.by_key.items():
             acc.first_answer.sort()
             acc.close.sort()
+            _merge(undated.setdefault((key[0], key[1], None, *key[3:]), _Acc()), acc)
+            if key[2] is not None:
+                _merge(by["day"].setdefault(_label("day", key[2]), _Acc()), acc)
         total = _Acc()
-        by: dict[str, dict[str, _Acc]] = {g: {} for g in groupings}
-        for key, acc in tally.by_key.items():
+        for key, acc in undated.items():
+            acc.first_answer.sort()
+            acc.close.sort()
             _merge(total, acc)
             for grouping, label in zip(groupings, self._labels(key), strict=True):
                 if label is not None:

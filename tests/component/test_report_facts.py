@@ -239,3 +239,41 @@ def test_note_first_answer_keeps_the_first(sqlite_url: str, kind: str) -> None:
     with store.guard():
         assert _naive(Case.get_by_id(case.id).first_answer_at) == naive(2026, 11, 2, 9, 0)
     store.close()
+
+
+def test_a_case_new_since_the_keys_were_read_is_counted(store_url: str) -> None:
+    """The e-mails are counted by the case keys read first (_load_keys); a case
+    opened between that read and the e-mails' (the mail path does not wait for
+    a report) is looked up, and another pool's case is left out of --pool."""
+    t0 = naive(2026, 11, 2, 9, 0)
+    store = Store(store_url, clock=Clock(t0.replace(tzinfo=dt.UTC)))
+    store.migrate()
+    mailbox = store.add_mailbox(SUPPORT, "default")
+    other = store.add_mailbox("sales@example.com", "sales")
+
+    def mail(box, n: int) -> None:
+        with store.atomic():
+            case = store.new_case(mailbox=box, prefix="CS", customer_address=f"c{n}@customer.test",
+                                  customer_name="", subject=f"case {n}")
+            store.add_message(case=case, direction="in", kind="customer", raw=b"",
+                              created=t0 + dt.timedelta(hours=n))
+
+    mail(mailbox, 0)
+    for pool, expected in ((None, {"default": 3, "sales": 1}), ("default", {"default": 3})):
+        report = Report(store, Period(dt.date(2026, 11, 1), dt.date(2026, 11, 30)), pool=pool)
+        with store.guard():
+            report._directory()
+            report._load_keys()
+        if pool is None:
+            mail(mailbox, 1)
+            mail(other, 2)
+            mail(mailbox, 3)
+        tally = _Tally()
+        with store.guard():
+            report.emails_received(tally)
+        by_pool: dict[str, int] = {}
+        for key, acc in tally.by_key.items():
+            name = report._mailbox_pool[key[1]]
+            by_pool[name] = by_pool.get(name, 0) + acc.counts["emails_received"]
+        assert by_pool == expected, pool
+    store.close()
