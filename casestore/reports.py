@@ -22,13 +22,20 @@ the time the report runs, whatever the period.
 
 The database does the counting, grouped by ids (the case's assignee and
 mailbox, the day, the product; names are looked up here), with the indexes of
-migrations 0012 and 0016: two passes over ``support_case`` (opened, closed)
-read from covering indexes, the first answer's time kept on the case row
-(``first_answer_at``, 0016), one grouped query each for e-mails,
-consultations and reopenings (a partial index). The durations (first answer,
-closing) come one number per case and their percentiles are computed here,
-so one code path serves SQLite and PostgreSQL.
-Adding a grouping is a column in :meth:`Report._keys` and a name in
+migrations 0012, 0016 and 0017, and no row per case or per message reaches
+Python (but the ids of the cases ever consulted, a set): each day's cases
+opened and closed come as one row per group (from the covering indexes of
+0016, the first answer's time kept on the case row as ``first_answer_at``)
+with their durations concatenated in one text (:meth:`_Sql.concat`) as exact
+integers (:meth:`_Sql.exact`); the customers'
+e-mails as the day's case ids, counted here by each case's key (read once
+from the index of 0017, so no message is joined to its case); consultations,
+reopenings (a partial index) and the backlog as grouped counts. SQLite runs
+one statement per day (index ranges in order; grouping by day in SQL would
+sort every row), PostgreSQL one statement per pass, hashed. The percentiles
+are computed here from the durations, so one definition serves both stores.
+Adding a grouping is a column in :meth:`Report._keys` and
+:meth:`Report._load_keys` and a name in
 :data:`GROUPINGS` (``product`` is there when the store has the column).
 """
 
