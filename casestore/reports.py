@@ -613,21 +613,22 @@ class Report:
                 acc.add("overdue_cases", overdue)
 
     def consultations(self, tally: _Tally) -> None:
-        """Consultations by ``asked`` in the period: on time when ``answered <=
-        due``; late when answered after ``due`` or unanswered past it now;
-        pending otherwise."""
+        """Consultations by ``asked`` in the period (index consultation(asked)):
+        on time when ``answered <= due``; late when answered after ``due`` or
+        unanswered past it now; pending otherwise."""
         verdict = peewee.Case(None, [
             (Consultation.answered.is_null(False) & (Consultation.answered <= Consultation.due),
              "consulted_on_time"),
             (Consultation.answered.is_null(False) | (Consultation.due < self.now), "consulted_late"),
         ], "consultations_pending")
-        keys = self._keys(Consultation.asked)
-        q = (Consultation.select(*keys, verdict, fn.COUNT(SQL("*")))
-             .join(Case, on=(Consultation.case == Case.id))
-             .where(self._between(Consultation.asked) & self._cases()).group_by(*keys, verdict))
-        n = len(keys)
-        for row in self._rows(q):
-            tally[tuple(row[:n])].add(str(row[n]), int(row[n + 1]))
+        # Day by day, each verdict's case ids, counted by the case's key here
+        # (no join to the cases, no sort).
+        names = ("consulted_on_time", "consulted_late", "consultations_pending")
+        columns = [self.sql.concat(Consultation.case, verdict == name) for name in names]
+        for day, lists in self._days(Consultation, columns, Consultation.asked, SQL("1 = 1"), keys=False):
+            for name, ids in zip(names, lists, strict=True):
+                for key, n in self._count_by_key(day, list(map(int, _split(ids)))).items():
+                    tally[key].add(name, n)
 
     def reopenings(self, tally: _Tally) -> None:
         """``event`` rows ``kind = 'status'`` whose detail starts ``closed ->``,
