@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import reduce
+from itertools import repeat
 from typing import Any
 
 import peewee
@@ -311,6 +312,8 @@ class _Sql:
         return (seconds * float(1 << 30)).cast("bigint")
 
 
+# The case keys' array may be this many entries longer than 4 per case (else a dict).
+_DENSE_SLACK = 1_000_000
 SCALE = 1.0 / (1 << 30)  # _Sql.exact's integer -> the duration in seconds (exact: a power of 2)
 
 
@@ -425,11 +428,11 @@ class Report:
     def _load_keys(self) -> None:
         """Every case of the report (--pool's mailboxes, or all) -> the number
         of its tally key without the day, (assignee, mailbox[, product]), in
-        ``_key_list``: ``_keyof[case id]`` (an array: a case's key is an index
-        away, -1 for a case not in the report, -2 for one not looked up). One
-        row per such combination with its case ids (index
-        support_case_report_keys, 0017: no sort, and no row per case to
-        Python)."""
+        ``_key_list``: ``_keyof[case id]``, -1 for a case not in the report,
+        -2 for one not looked up. An array indexed by the id when the ids are
+        dense enough (a case's key is an index away), else a dict. One row
+        per key with its case ids (index support_case_report_keys, 0017: no
+        sort, and no row per case to Python)."""
         cols = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
         n = len(cols)
         self._key_list: list[tuple[Any, ...]] = []
@@ -438,18 +441,31 @@ class Report:
                               .group_by(*cols)):
             groups.append(list(map(int, _split(row[n]))))
             self._key_list.append(tuple(row[:n]))
-        top = max((max(ids) for ids in groups if ids), default=0)
-        self._keyof = array("i", [-2]) * (top + 1)
-        for number, ids in enumerate(groups):
-            for i in ids:
-                self._keyof[i] = number
         self._key_columns = cols
+        top = max((max(ids) for ids in groups if ids), default=0)
+        low = min((min(ids) for ids in groups if ids), default=0)
+        self._keyof: array[int] | dict[int, int]
+        if low >= 0 and top < 4 * sum(map(len, groups)) + _DENSE_SLACK:
+            self._keyof = array("i", [-2]) * (top + 1)
+            for number, ids in enumerate(groups):
+                for i in ids:
+                    self._keyof[i] = number
+        else:
+            self._keyof = {i: number for number, ids in enumerate(groups) for i in ids}
+
+    def _numbers(self, ids: list[int]) -> Iterator[int]:
+        """The key numbers of these cases, as :meth:`_load_keys` keeps them."""
+        keyof = self._keyof
+        if isinstance(keyof, dict):
+            return map(keyof.get, ids, repeat(-2))
+        if ids and (max(ids) >= len(keyof) or min(ids) < 0):
+            # An id past the array (a case new since the keys were read): a dict from now on.
+            self._keyof = {i: number for i, number in enumerate(keyof) if number != -2}
+            return self._numbers(ids)
+        return map(keyof.__getitem__, ids)
 
     def _look_up(self, ids: list[int]) -> None:
         """Keys of cases new since :meth:`_load_keys` (-1: not in the report)."""
-        top = max(ids)
-        if top >= len(self._keyof):
-            self._keyof.extend(array("i", [-2]) * (top + 1 - len(self._keyof)))
         for i in ids:
             self._keyof[i] = -1
         n = len(self._key_columns)
@@ -465,13 +481,9 @@ class Report:
     def _count_by_key(self, day: Any, ids: list[int]) -> dict[tuple[Any, ...], int]:
         """How many of ``ids`` (case ids, repeats counting again) by tally key
         (assignee, mailbox, day, product); cases not in the report left out."""
-        keyof = self._keyof
-        if ids and max(ids) >= len(keyof):
-            self._look_up([i for i in ids if i >= len(keyof)])
-            keyof = self._keyof
-        by = Counter(map(keyof.__getitem__, ids))
+        by = Counter(self._numbers(ids))
         if -2 in by:
-            self._look_up([i for i in ids if keyof[i] == -2])
+            self._look_up([i for i, k in zip(ids, self._numbers(ids), strict=True) if k == -2])
             return self._count_by_key(day, ids)
         by.pop(-1, None)
         keys = self._key_list

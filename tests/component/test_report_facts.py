@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from peewee import fn
 
+from casestore import reports
 from casestore.models import Case, Message
 from casestore.reports import Period, Report, _Tally
 from casestore.store import Store
@@ -241,10 +242,15 @@ def test_note_first_answer_keeps_the_first(sqlite_url: str, kind: str) -> None:
     store.close()
 
 
-def test_a_case_new_since_the_keys_were_read_is_counted(store_url: str) -> None:
+@pytest.mark.parametrize("dense", [True, False])
+def test_a_case_new_since_the_keys_were_read_is_counted(store_url: str, dense: bool, monkeypatch) -> None:
     """The e-mails are counted by the case keys read first (_load_keys); a case
     opened between that read and the e-mails' (the mail path does not wait for
-    a report) is looked up, and another pool's case is left out of --pool."""
+    a report) is looked up, and another pool's case is left out of --pool.
+    Keys in an array by case id (dense ids) or in a dict (sparse ids: forced
+    here by the slack the array may have)."""
+    if not dense:
+        monkeypatch.setattr(reports, "_DENSE_SLACK", -10)
     t0 = naive(2026, 11, 2, 9, 0)
     store = Store(store_url, clock=Clock(t0.replace(tzinfo=dt.UTC)))
     store.migrate()
@@ -264,6 +270,7 @@ def test_a_case_new_since_the_keys_were_read_is_counted(store_url: str) -> None:
         with store.guard():
             report._directory()
             report._load_keys()
+        assert isinstance(report._keyof, dict) is not dense
         if pool is None:
             mail(mailbox, 1)
             mail(other, 2)
