@@ -79,7 +79,7 @@ CONFIG_KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"store", "secret", "case_prefix", "organization", "templates_dir", "serve",
                    "milter", "dkim", "files", "log"}),
     "serve": frozenset({"listen", "reinject", "trusted_networks", "milter", "milter_stamps", "tick",
-                        "outbox_lease"}),
+                        "outbox_lease", "workers"}),
     "milter": frozenset({"listen", "rate"}),
     "dkim": frozenset({"verify", "domain", "selector", "key"}),
     "files": frozenset({"message_max", "case_max"}),
@@ -176,6 +176,7 @@ def write_initial_config(path: Path, store_url: str) -> bytes:
         "trusted_networks = []\n"
         '# tick = "30s"                  # how often the scheduler looks for due timers\n'
         '# milter = "127.0.0.1:10027"   # run the milter in the same process\n'
+        '# workers = 2                   # processes sharing the listener ("auto": one per CPU)\n'
         "\n[milter]\n"
         '# listen = "127.0.0.1:10027"   # for `casegate milter` alone\n'
         '# rate = "30/3600"             # messages per sender per seconds to supervised addresses\n'
@@ -380,11 +381,19 @@ def log_handler(target: str) -> logging.Handler:
     return handler
 
 
-def setup_logging(level: str, target: str = "stderr") -> logging.handlers.QueueListener:
+# ``serve --workers``: each line also names the process (syslog's ident does already).
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d] [%(queue_id)s] %(message)s"
+
+
+def setup_logging(level: str, target: str = "stderr", *,
+                  worker: bool = False) -> logging.handlers.QueueListener:
     """Non-blocking logging: records go through a queue to stderr (journald)
-    or syslog (:func:`log_handler`)."""
+    or syslog (:func:`log_handler`). ``worker``: a process of ``serve
+    --workers``, whose lines name its pid."""
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handler = log_handler(target)
+    if worker and not isinstance(handler, logging.handlers.SysLogHandler):
+        handler.setFormatter(logging.Formatter(WORKER_LOG_FORMAT))
     queue_handler = logging.handlers.QueueHandler(q)
     queue_handler.addFilter(QueueIdFilter())
     root = logging.getLogger()
@@ -1476,16 +1485,24 @@ def case_file(app: App, file_id: int, output: Path | None) -> None:
               help="Also run the milter, on HOST:PORT or unix:/path.")
 @click.option("--tick", default=None, metavar="DURATION",
               help="How often the scheduler fires due timers (default 30s; [serve] tick).")
+@click.option("--workers", default=None, metavar="N|auto",
+              help="Worker processes sharing the listener (default 1; [serve] workers; "
+              "auto: one per CPU).")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log", "log_target", default=None, metavar="stderr|syslog|syslog:SOCKET|syslog:HOST:PORT",
               help="Where to log (default: the config's log, else stderr).")
 @click.pass_obj
 def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str, ...],
           milter_listen: str | None, tick: str | None, log_level: str,
-          log_target: str | None = None) -> None:
-    """Run the content filter (and the milter) until SIGTERM."""
+          log_target: str | None = None, workers: str | None = None) -> None:
+    """Run the content filter (and the milter) until SIGTERM.
+
+    With --workers N, a parent process binds the listener and runs N worker
+    processes on it, each a whole filter (with its outbox and scheduler), and
+    restarts one that dies; SIGTERM and SIGHUP go to every worker."""
     from smtpd_hook.app import serve as run_serve
     from smtpd_hook.settings import Settings
+    from smtpd_hook.workers import parse_workers
 
     cfg = app.config
     if cfg.secret is None:
@@ -1493,6 +1510,10 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
     conf = cfg.serve
     listen_at = hostport(listen or str(conf.get("listen", "127.0.0.1:10025")), "--listen")
     milter_at = milter_listen or conf.get("milter")
+    try:
+        worker_count = parse_workers(workers if workers is not None else conf.get("workers", 1))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workers" if workers else "[serve] workers") from None
     from rules import defaults
     from rules.durations import parse_duration
 
@@ -1550,14 +1571,15 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
     # --store or $CASEGATE_STORE chose the store: the file's store = is not the one in use
     app_store_given = cfg.store != load_config(cfg.path, None, cfg.source).store
 
-    def reread() -> Settings:
+    def reread(warn: bool = True) -> Settings:
         fresh = load_config(cfg.path, None, cfg.source)
         if not fresh.exists:
             raise click.ClickException(fresh.missing())
         for what, old, new in (("store", cfg.store, fresh.store if not app_store_given else cfg.store),
                                ("[serve] listen", conf.get("listen"), fresh.serve.get("listen")),
-                               ("[serve] milter", conf.get("milter"), fresh.serve.get("milter"))):
-            if old != new:
+                               ("[serve] milter", conf.get("milter"), fresh.serve.get("milter")),
+                               ("[serve] workers", conf.get("workers"), fresh.serve.get("workers"))):
+            if old != new and warn:
                 log.warning("SIGHUP: %s changed (%s -> %s): that needs a restart", what,
                             display_url(str(old)) if what == "store" else old,
                             display_url(str(new)) if what == "store" else new)
@@ -1569,6 +1591,11 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
     networks = settings.trusted_networks
     store = app.store()
     sign, dkim_verify = dkim_functions(cfg)
+    if worker_count > 1:
+        serve_workers(app, worker_count, store, settings, listen_at=listen_at, milter_at=milter_at,
+                      sign=sign, dkim_verify=dkim_verify, reread=reread, log_level=log_level,
+                      log_target=log_target or cfg.log)
+        return
     milter_reloaders: list[Any] = []
     extras = [milter_task(app, milter_at, cfg.secret, milter_reloaders)] if milter_at else []
     listener = setup_logging(log_level, log_target or cfg.log)
@@ -1586,6 +1613,77 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         raise click.ClickException(f"cannot listen on {listen_at[0]}:{listen_at[1]}: {exc}") from exc
     finally:
         listener.stop()
+
+
+def serve_workers(app: App, count: int, store: Store, settings: Any, *, listen_at: tuple[str, int],
+                  milter_at: str | None, sign: Any, dkim_verify: Any, reread: Any, log_level: str,
+                  log_target: str) -> None:
+    """``serve --workers N``: bind the listener here, fork N workers that
+    serve on it (smtpd_hook/workers.py); the milter, if any, runs in worker 1."""
+    import socket
+
+    from smtpd_hook.app import serve as run_serve
+    from smtpd_hook.workers import Supervisor
+
+    cfg = app.config
+    host, port = listen_at
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=100)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from exc
+    # The parent logs straight to its handler (no logging thread: fork from
+    # a single-threaded process), and keeps no store connection.
+    handler = log_handler(log_target)
+    if not isinstance(handler, logging.handlers.SysLogHandler):
+        handler.setFormatter(logging.Formatter(WORKER_LOG_FORMAT))
+    handler.addFilter(QueueIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(log_level.upper())
+    store.close()
+    bound = sock.getsockname()
+    log.info("casegate %s: config %s, store %s, trusted networks %s, milter %s, tick %gs, "
+             "%d workers on %s:%d", _version(), cfg.path, display_url(cfg.store),
+             ", ".join(str(n) for n in settings.trusted_networks) or "none",
+             f"{milter_at} (worker 1)" if milter_at else "not in this process",
+             settings.tick_seconds, count, bound[0], bound[1])
+    current = [settings]
+
+    def reload() -> None:  # what workers started from now on begin with
+        current[0] = reread(warn=False)
+
+    def child(index: int, pending: set[int]) -> int:
+        for old in logging.getLogger().handlers:
+            old.close()
+        listener = setup_logging(log_level, log_target, worker=True)
+        try:
+            reloaders: list[Any] = []
+            extras = ([milter_task(app, milter_at, cfg.secret, reloaders)]
+                      if milter_at and index == 0 and cfg.secret else [])
+
+            def ready(bound: tuple[str, int]) -> None:
+                # signals that came before serve's own handlers: act on them now
+                for sig in sorted(pending):
+                    os.kill(os.getpid(), sig)
+
+            log.info("worker %d of %d", index + 1, count)
+            asyncio.run(run_serve(store, current[0], listen=listen_at, sock=sock, extras=extras,
+                                  sign=sign, dkim_verify=dkim_verify, reload_settings=reread,
+                                  reloaders=reloaders, ready=ready))
+            return 0
+        except Exception:
+            log.exception("worker %d failed", index + 1)
+            return 1
+        finally:
+            listener.stop()
+
+    code = Supervisor(count, child, on_reload=reload).run()
+    sock.close()
+    if code:
+        log.error("stopped: the workers kept failing")
+        sys.exit(code)
+    log.info("stopped")
 
 
 def _version() -> str:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/mailpath.py [--messages N] [--sessions S] [--size BYTES]
                                        [--store URL [--store URL]] [--seed-cases N,M]
                                        [--rate MSG_PER_S] [--latency-rate R] [--burst-sessions B]
-                                       [--py-spy FILE] [--json]
+                                       [--workers N] [--py-spy FILE] [--json]
 
 One run starts a capture sink, a private Postfix built from contrib/postfix/
 (support@example.com supervised) and ``casegate serve`` on a fresh store
@@ -35,7 +35,10 @@ count on a store seeded by bench/seed.py, for the flat-cost target.
 
 Throughput is N / (last awaited arrival - first MAIL FROM). It prints a/b,
 casegate's peak memory (VmHWM of the ``serve`` process at the end of (c)+(a))
-and the store's size. ``--store postgresql://USER@HOST:PORT/DB`` runs on a
+and the store's size. ``--workers N`` passes ``--workers N`` to ``serve``:
+CPU time and memory are then those of the parent and its workers together
+(the sum of their VmHWM / VmRSS, and of their PSS, which counts the pages a
+forked worker still shares with the parent once). ``--store postgresql://USER@HOST:PORT/DB`` runs on a
 fresh database made on that server (DB is only used to connect) and dropped
 afterwards; the default is a new SQLite file. Everything is removed at the
 end, also on errors and Ctrl-C (``CASEGATE_KEEP_POSTFIX=1`` keeps the
@@ -255,11 +258,11 @@ def run_phase(
 ) -> tuple[Phase, Arrivals]:
     arrivals = Arrivals(sink, classify, expected)
     host = HostCpu()
-    cpu0 = cpu_seconds(cpu_pid) if cpu_pid else None
+    cpu0 = serve_cpu(cpu_pid) if cpu_pid else None
     timings = send_all(port, items, sessions, source="127.0.0.2", rate=rate)
     wait_progress(arrivals.poll, len(expected), stall=stall, what=f"phase {name}")
     arrivals.poll()  # anything unexpected that came with the last ones
-    cpu1 = cpu_seconds(cpu_pid) if cpu_pid else None
+    cpu1 = serve_cpu(cpu_pid) if cpu_pid else None
     first = min(t.start for t in timings)
     last = max(arrivals.at(k) for k in expected)
     elapsed = last - first
@@ -279,6 +282,37 @@ def run_phase(
         casegate_cpu_ms=(ms((cpu1 - cpu0) / len(items)) if cpu0 is not None and cpu1 is not None else None),
     )
     return phase, arrivals
+
+
+def serve_pids(pid: int) -> list[int]:
+    """``casegate serve`` and, with --workers, its worker processes."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [pid, *(int(c) for c in children)]
+
+
+def serve_cpu(pid: int) -> float | None:
+    """CPU seconds of ``serve`` and its workers (None when it is gone)."""
+    times = [cpu_seconds(p) for p in serve_pids(pid)]
+    return None if times[0] is None else sum(t for t in times if t is not None)
+
+
+def serve_memory(pid: int) -> dict[str, int]:
+    """VmHWM, VmRSS and Pss (kB) summed over ``serve`` and its workers."""
+    out = {"VmHWM": 0, "VmRSS": 0, "Pss": 0}
+    for p in serve_pids(pid):
+        vm = vm_status(p)
+        out["VmHWM"] += vm.get("VmHWM", 0)
+        out["VmRSS"] += vm.get("VmRSS", 0)
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    out["Pss"] += int(line.split()[1])
+        except OSError:
+            pass
+    return out
 
 
 # -- the store -----------------------------------------------------------------
@@ -359,6 +393,8 @@ class Result:
     ratio_c_b: float | None = None
     casegate_peak_rss_mb: float | None = None  # VmHWM at the end of (c)+(a)
     casegate_rss_mb: float | None = None
+    casegate_pss_mb: float | None = None  # PSS at the end of (c)+(a), summed over the processes
+    workers: int = 1  # serve --workers
     burst_sessions_peak: int | None = None  # most SMTP sessions casegate held at once in (s)
     burst_peak_rss_mb: float | None = None  # VmHWM after (s)
     added_p99_ms: float | None = None  # (r) p99 - (q) p99: casegate's added latency at --latency-rate
@@ -382,7 +418,8 @@ def run(args: argparse.Namespace, store_url: str | None = None, seed_cases: int 
     nf: NullFilter | None = None
     store: StoreUnderTest | None = None
     spy: subprocess.Popen[bytes] | None = None
-    result = Result(args.messages, args.sessions, args.size, "?", args.rate, seed_cases, machine=machine())
+    result = Result(args.messages, args.sessions, args.size, "?", args.rate, seed_cases, machine=machine(),
+                    workers=args.workers)
     try:
         sink.start()
         smtpd_port, filter_port, reinject_port = free_ports(3, exclude=[sink.port])
@@ -401,7 +438,8 @@ def run(args: argparse.Namespace, store_url: str | None = None, seed_cases: int 
         if seed_cases:
             seed_store(store.url, seed_cases, args)
         pf.start()
-        cg.start(listen_port=filter_port, reinject_port=reinject_port)
+        cg.start(listen_port=filter_port, reinject_port=reinject_port,
+                 extra=["--workers", str(args.workers)] if args.workers != 1 else [])
         progress(args, f"Postfix and casegate up in {root}")
         assert cg.proc is not None
         spy = start_py_spy(cg.proc.pid, args.py_spy) if args.py_spy else None
@@ -445,9 +483,10 @@ def run(args: argparse.Namespace, store_url: str | None = None, seed_cases: int 
         if spy is not None:
             stop_py_spy(spy)
             progress(args, f"py-spy profile of casegate serve during (c)+(a): {args.py_spy}")
-        vm = vm_status(cg.proc.pid)
-        result.casegate_peak_rss_mb = round(vm.get("VmHWM", 0) / 1024, 1)
-        result.casegate_rss_mb = round(vm.get("VmRSS", 0) / 1024, 1)
+        vm = serve_memory(cg.proc.pid)
+        result.casegate_peak_rss_mb = round(vm["VmHWM"] / 1024, 1)
+        result.casegate_rss_mb = round(vm["VmRSS"] / 1024, 1)
+        result.casegate_pss_mb = round(vm["Pss"] / 1024, 1)
         phases = [phase_a]
 
         # (r) replies at a moderate rate: the latency one message sees
@@ -490,7 +529,7 @@ def run(args: argparse.Namespace, store_url: str | None = None, seed_cases: int 
                 )
             settle(pf, sink)
             result.burst_sessions_peak = peak.peak
-            result.burst_peak_rss_mb = round(vm_status(cg.proc.pid).get("VmHWM", 0) / 1024, 1)
+            result.burst_peak_rss_mb = round(serve_memory(cg.proc.pid)["VmHWM"] / 1024, 1)
             progress(args, f"(s) {peak.peak} sessions at once, peak RSS {result.burst_peak_rss_mb} MB")
             phases.append(phase_s)
 
@@ -639,6 +678,7 @@ def report(result: Result) -> str:
     lines = [
         f"mail path: {result.messages} messages, {result.sessions} sessions, "
         f"{result.size}-byte bodies, {result.store} store{seeded}, "
+        + (f"serve --workers {result.workers}, " if result.workers != 1 else "")
         + (f"submitted at {result.rate:g} msg/s" if result.rate else "submitted as fast as taken"),
         "",
         table(
@@ -647,7 +687,9 @@ def report(result: Result) -> str:
         "",
         f"a/b (casegate replies / null filter): {result.ratio_a_b}; c/b (new cases): {result.ratio_c_b}",
         f"casegate serve peak RSS (VmHWM): {result.casegate_peak_rss_mb} MB "
-        f"(RSS at the end {result.casegate_rss_mb} MB); store on disk: {result.store_mb} MB",
+        f"(RSS at the end {result.casegate_rss_mb} MB, PSS {result.casegate_pss_mb} MB"
+        + (f"; all {result.workers + 1} processes" if result.workers != 1 else "")
+        + f"); store on disk: {result.store_mb} MB",
     ]
     if result.burst_sessions_peak is not None:
         lines.append(f"(s): {result.burst_sessions_peak} SMTP sessions at casegate at once, "
@@ -785,6 +827,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=60.0,
         help="give up when nothing arrives for this many seconds (default 60)",
     )
+    p.add_argument("--workers", type=int, default=1,
+                   help="casegate serve --workers N (default 1: a single process)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument(
         "--py-spy",
@@ -794,6 +838,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(collapsed stacks; needs py-spy in the venv or on PATH)",
     )
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
     if args.messages < 1 or args.sessions < 1 or args.messages >= BURST_FIRST:
         p.error(f"--messages must be 1..{BURST_FIRST - 1} and --sessions at least 1")
     if args.burst_messages + BURST_FIRST > 999_999:

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import re
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -40,11 +41,14 @@ async def serve(
     dkim_verify: Callable[[bytes], list[tuple[str, bool, str]]] | None = None,
     reload_settings: Callable[[], Settings] | None = None,
     reloaders: list[Callable[[], Awaitable[None]]] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Run until ``stop`` (or SIGTERM/SIGINT). On SIGHUP: ``reload_settings()``
     (the config file read again), the engine's :meth:`~Engine.reload`
     (templates, blacklist, directory) and each of ``reloaders`` (the
-    milter's lists); open SMTP sessions go on."""
+    milter's lists); open SMTP sessions go on. With ``sock`` (``serve
+    --workers``) it accepts on that inherited listening socket instead of
+    binding ``listen``."""
     stop = stop or asyncio.Event()
     # SQLite takes one writer at a time: one database thread avoids lock
     # contention; PostgreSQL gets a few.
@@ -66,7 +70,7 @@ async def serve(
 
     handler = FilterHandler(process, db_executor, enrich=enrich)
     server = FilterServer(handler, hostname=settings.helo_name)
-    bound = await server.start(*listen)
+    bound = await server.start(*listen, sock=sock)
     log.info("listening on %s:%d, re-injecting to %s:%d", bound[0], bound[1],
              settings.reinject_host, settings.reinject_port)
 

@@ -181,9 +181,14 @@ class FilterServer:
         self.protocols.add(proto)
         return proto
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> tuple[str, int]:
+        """Listen on ``host:port``, or on ``sock``: a listening socket bound
+        by a parent and shared by several worker processes."""
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self._factory, host, port, reuse_address=True)
+        if sock is not None:
+            self.server = await loop.create_server(self._factory, sock=sock)
+        else:
+            self.server = await loop.create_server(self._factory, host, port, reuse_address=True)
         sockname = self.server.sockets[0].getsockname()
         return sockname[0], sockname[1]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from pathlib import Path
 
@@ -12,8 +13,7 @@ from click.testing import CliRunner
 import cli
 
 
-@pytest.fixture
-def run(tmp_path: Path):
+def _runner(tmp_path: Path):
     runner = CliRunner()
     base = ["--config", str(tmp_path / "casegate.toml"), "--store", f"sqlite:///{tmp_path / 'c.db'}"]
 
@@ -23,19 +23,34 @@ def run(tmp_path: Path):
     return invoke
 
 
-def test_init_is_idempotent_and_writes_a_private_config(run, tmp_path: Path) -> None:
-    first = run("init")
+@pytest.fixture
+def new_store_run(tmp_path: Path):
+    """The CLI on a store that does not exist yet: ``init`` makes it."""
+    return _runner(tmp_path)
+
+
+@pytest.fixture
+def run(tmp_path: Path, _sqlite_template: Path):
+    """The CLI on a store already migrated (a copy of the session's template), so
+    ``init`` only writes the config: the migrations are tested on new stores above."""
+    shutil.copyfile(_sqlite_template, tmp_path / "c.db")
+    (tmp_path / "c.db").chmod(0o600)
+    return _runner(tmp_path)
+
+
+def test_init_is_idempotent_and_writes_a_private_config(new_store_run, tmp_path: Path) -> None:
+    first = new_store_run("init")
     assert first.exit_code == 0 and "applied 0001_initial, 0002_gatekeeping, 0003_rate_cap_indexes" in first.output
     config = tmp_path / "casegate.toml"
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     secret_line = [l for l in config.read_text().splitlines() if l.startswith("secret")]
-    again = run("init")
+    again = new_store_run("init")
     assert again.exit_code == 0 and "up to date" in again.output
     assert [l for l in config.read_text().splitlines() if l.startswith("secret")] == secret_line
 
 
-def test_commands_before_init_say_to_run_init(run) -> None:
-    result = run("case", "list")
+def test_commands_before_init_say_to_run_init(new_store_run) -> None:
+    result = new_store_run("case", "list")
     assert result.exit_code == 1 and "casegate init" in result.output
 
 

@@ -89,9 +89,9 @@ def test_the_engine_keeps_the_first_answer_on_the_case(store_url: str) -> None:
     store.close()
 
 
-def test_the_migration_fills_first_answer_at_from_the_messages(store_url: str) -> None:
+def test_the_migration_fills_first_answer_at_from_the_messages(empty_store_url: str) -> None:
     t0 = naive(2026, 11, 2, 9, 0)
-    store = Store(store_url, clock=Clock(t0.replace(tzinfo=dt.UTC)))
+    store = Store(empty_store_url, clock=Clock(t0.replace(tzinfo=dt.UTC)))
     store.migrate(through="0015_mailbox_templates")
     mailbox = store.add_mailbox(SUPPORT, "default")
     # case 1: a customer mail, a notification, a solution, then a reply (its first

@@ -270,12 +270,12 @@ def test_the_query_folds_letters_as_the_sqlite_index_does() -> None:
     assert search_module.FOLD == migration.FOLD
 
 
-def test_the_migration_indexes_cases_stored_before_it(store_url: str) -> None:
+def test_the_migration_indexes_cases_stored_before_it(empty_store_url: str) -> None:
     from playhouse.migrations import Runner
 
     from casestore.store import HISTORY_TABLE, MIGRATIONS
 
-    store = Store(store_url)
+    store = Store(empty_store_url)
     store.migrate()  # creates the file; then start again from an older schema on a fresh one
     store.close()
     if store.is_sqlite:
@@ -286,7 +286,7 @@ def test_the_migration_indexes_cases_stored_before_it(store_url: str) -> None:
         store.db.execute_sql("DROP SCHEMA public CASCADE")
         store.db.execute_sql("CREATE SCHEMA public")
         store.close()
-    store = Store(store_url)
+    store = Store(empty_store_url)
     if store.is_sqlite:
         from casestore.store import _create_file
 

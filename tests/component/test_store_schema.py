@@ -14,8 +14,8 @@ from casestore.store import HISTORY_TABLE, MIGRATIONS, Store, StoreError
 ALL = sorted(p.stem for p in MIGRATIONS.glob("0*.py"))
 
 
-def test_migrations_build_the_models_schema(store_url: str) -> None:
-    store = Store(store_url)
+def test_migrations_build_the_models_schema(empty_store_url: str) -> None:
+    store = Store(empty_store_url)
     assert store.migrate() == ALL
     assert ALL[:6] == ["0001_initial", "0002_gatekeeping", "0003_rate_cap_indexes", "0004_case_life",
                        "0005_rate_keys", "0006_quarantine"]
@@ -31,8 +31,8 @@ def test_migrations_build_the_models_schema(store_url: str) -> None:
     store.close()
 
 
-def test_an_old_store_is_refused_with_what_to_do(sqlite_url: str) -> None:
-    store = Store(sqlite_url)
+def test_an_old_store_is_refused_with_what_to_do(empty_sqlite_url: str) -> None:
+    store = Store(empty_sqlite_url)
     Runner(store.db, str(MIGRATIONS), table_name=HISTORY_TABLE).up("0001_initial")
     with pytest.raises(StoreError, match=r"needs migrations \(0002_gatekeeping, 0003.*casegate init"):
         store.check_schema()
@@ -40,9 +40,9 @@ def test_an_old_store_is_refused_with_what_to_do(sqlite_url: str) -> None:
     store.check_schema()
 
 
-def test_open_cases_get_their_named_status(store_url: str) -> None:
+def test_open_cases_get_their_named_status(empty_store_url: str) -> None:
     """0004: "open" becomes in_progress when a CSR answered, else received."""
-    store = Store(store_url)
+    store = Store(empty_store_url)
     runner = Runner(store.db, str(MIGRATIONS), table_name=HISTORY_TABLE)
     for name in ("0001_initial", "0002_gatekeeping", "0003_rate_cap_indexes"):
         runner.up(name)
@@ -64,9 +64,9 @@ def test_open_cases_get_their_named_status(store_url: str) -> None:
     store.close()
 
 
-def test_a_missing_store_is_refused(sqlite_url: str) -> None:
+def test_a_missing_store_is_refused(empty_sqlite_url: str) -> None:
     with pytest.raises(StoreError, match="casegate init"):
-        Store(sqlite_url).check_schema()
+        Store(empty_sqlite_url).check_schema()
 
 
 def test_bad_urls_say_what_to_use() -> None:
