@@ -182,13 +182,13 @@ def test_the_report_reads_the_indexes_of_0016(store_url: str) -> None:
     store.close()
 
 
-def test_0017_indexes_the_cases_keys_and_the_report_reads_them(store_url: str) -> None:
+def test_0017_indexes_the_cases_keys_and_the_report_reads_them(empty_store_url: str) -> None:
     """0017_report_keys on a store of 0016 with cases in it: the index
     support_case_report_keys is built from them, and the report's figures are
     the same before and after (SQLite: its key pass reads that index alone,
     in order: no sort)."""
     t0 = naive(2026, 11, 2, 9, 0)
-    store = Store(store_url, clock=Clock(t0.replace(tzinfo=dt.UTC)))
+    store = Store(empty_store_url, clock=Clock(t0.replace(tzinfo=dt.UTC)))
     store.migrate(through="0016_report_facts")
     mailbox = store.add_mailbox(SUPPORT, "default")
     jane = store.add_csr(JANE, "Jane Doe", ["default"])
