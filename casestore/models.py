@@ -136,6 +136,8 @@ class Case(BaseModel):
             # reports, 0016_report_facts: the opened and closed passes and the backlog, covering
             (("created", "assignee", "mailbox", "product", "first_answer_at"), False),
             (("status", "closed", "created", "assignee", "mailbox", "product", "rating", "id"), False),
+            # reports, 0017_report_keys: every case's grouping key, in key order
+            (("assignee", "mailbox", "product", "id"), False),
         )
 
 
