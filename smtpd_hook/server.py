@@ -97,12 +97,15 @@ class FilterHandler:
     """aiosmtpd hooks; ``process`` runs in ``executor``."""
 
     def __init__(self, process: Processor, executor: Executor | None = None,
-                 enrich: Enricher | None = None) -> None:
+                 enrich: Enricher | None = None,
+                 enrich_when: Callable[[Delivery], bool] | None = None) -> None:
         self.process = process
         self.executor = executor
         # Slow, store-free work (DKIM's DNS lookups) runs before the
-        # processor, in the default pool, so it never holds the store's thread.
+        # processor, in the default pool, so it never holds the store's thread;
+        # only for the deliveries ``enrich_when`` picks (default: all).
         self.enrich = enrich
+        self.enrich_when = enrich_when
         self.inflight: set[asyncio.Future[Any]] = set()
 
     async def handle_EHLO(
@@ -142,7 +145,7 @@ class FilterHandler:
     async def _run(self, delivery: Delivery) -> Reply:
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        if self.enrich is not None:
+        if self.enrich is not None and (self.enrich_when is None or self.enrich_when(delivery)):
             delivery = await loop.run_in_executor(None, functools.partial(ctx.run, self.enrich,
                                                                           delivery))
         future = loop.run_in_executor(self.executor, functools.partial(ctx.run, self.process, delivery))

@@ -145,3 +145,21 @@ def test_drain_finishes_what_was_accepted(running) -> None:
                                               ("+3D+3D", "==")])
 def test_xtext(raw: str, decoded: str) -> None:
     assert xtext_decode(raw) == decoded
+
+
+def test_enrich_runs_only_for_the_deliveries_it_is_for(running) -> None:
+    """serve verifies DKIM (``enrich``, in the default pool) only for signed
+    mail: the others go straight to the processor, without the thread hop."""
+    seen: list[Delivery] = []
+    enriched: list[bytes] = []
+    r = running(lambda d: seen.append(d) or replies.OK)
+
+    def enrich(d: Delivery) -> Delivery:
+        enriched.append(d.data)
+        return d
+
+    r.handler.enrich = enrich
+    r.handler.enrich_when = lambda d: d.data.startswith(b"DKIM-Signature:")
+    assert send(r.port)[1][0] == 250
+    assert send(r.port, data=b"DKIM-Signature: v=1\r\nSubject: x\r\n\r\nbody\r\n")[1][0] == 250
+    assert len(seen) == 2 and enriched == [seen[1].data]
