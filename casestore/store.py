@@ -281,6 +281,8 @@ def _safe(value: Any) -> Any:
     """Strings the databases accept: no NUL (PostgreSQL refuses it), no lone
     surrogates (8-bit garbage decoded with surrogateescape)."""
     if isinstance(value, str):
+        if value.isascii():  # no surrogates: the round trip below gives it back unchanged
+            return value.replace("\x00", "") if "\x00" in value else value
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "")
     return value
 
