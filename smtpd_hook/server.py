@@ -17,6 +17,8 @@ import socket
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
@@ -34,6 +36,12 @@ Enricher = Callable[[Delivery], Delivery]
 
 
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+
+# <dot-atom@dot-atom>, then spaces or the end: what email's get_angle_addr
+# reads as that addr-spec, leaving the rest after the spaces it skips.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(?=[^ \t(])|$)")
 
 
 def xtext_decode(value: str) -> str:
@@ -61,6 +69,30 @@ class FilterSMTP(SMTP):
 
     def _create_envelope(self) -> Envelope:
         return XEnvelope()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's ``_getaddr`` (MAIL FROM, RCPT TO), without the class it
+        defined on every call (a typing.Protocol: an ABC made twice per
+        message, a tenth of the SMTP edge's CPU) and with a fast path for the
+        plain ``<local@domain>`` Postfix sends, giving the same result."""
+        if not arg:
+            return "", ""
+        m = _PLAIN_PATH.match(arg)
+        if m is not None:
+            addr, rest = m.group(1), arg[m.end():]
+        else:
+            try:
+                if arg.lstrip().startswith("<"):
+                    address, rest = get_angle_addr(arg)
+                else:
+                    address, rest = get_addr_spec(arg)
+            except HeaderParseError:
+                return None, None
+            addr = address.addr_spec
+        localpart = addr.rpartition("@")[0]
+        if self.local_part_limit and len(localpart) > self.local_part_limit:
+            return None, None
+        return addr, rest
 
     @syntax("XFORWARD attribute=value ...")
     async def smtp_XFORWARD(self, arg: str | None) -> None:
