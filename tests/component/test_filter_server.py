@@ -163,3 +163,20 @@ def test_enrich_runs_only_for_the_deliveries_it_is_for(running) -> None:
     assert send(r.port)[1][0] == 250
     assert send(r.port, data=b"DKIM-Signature: v=1\r\nSubject: x\r\n\r\nbody\r\n")[1][0] == 250
     assert len(seen) == 2 and enriched == [seen[1].data]
+
+
+@pytest.mark.parametrize("arg", [
+    "<ann@customer.test>", "<ann@customer.test> SIZE=123 BODY=8BITMIME", "<A.B+tag@Example.COM>",
+    "<o'hara@x.test>  SMTPUTF8", "<a@b.c> (comment) SIZE=1", "<a@b.c>SIZE=1", "<a..b@c.d>",
+    "<\"q s\"@c.d>", "<a@[127.0.0.1]>", "<ü@x.test>", "<>", "<> SIZE=1", "<@relay:a@b.c>",
+    "<a@b.c", "a@b.c SIZE=1", " <a@b.c>", "", "<" + "x" * 80 + "@b.c>",
+])
+def test_getaddr_reads_paths_as_aiosmtpd_does(arg: str) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from smtpd_hook.server import FilterSMTP
+
+    ours, theirs = FilterSMTP(object()), SMTP(object())
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
+    ours.local_part_limit = theirs.local_part_limit = 64
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
