@@ -21,7 +21,7 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from rules import replies
 from rules.logctx import queue_id
@@ -69,6 +69,73 @@ class FilterSMTP(SMTP):
 
     def _create_envelope(self) -> Envelope:
         return XEnvelope()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd 1.4's DATA, reading the content in a few large pieces
+        instead of one ``readuntil`` (and a debug log call) per line, which
+        was a sixth of the SMTP edge's CPU. Same replies, same content:
+        everything up to the line ``.``, dot-stuffing undone (RFC 5321
+        4.5.2), ``500 Line too long`` for a line over ``line_length_limit``,
+        ``552`` over ``data_size_limit``; never reads past the ``.`` line."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = bytearray()
+        reader = self._reader
+        while self.transport is not None:  # pragma: nobranch
+            try:
+                # Each piece ends with ".\r\n" (the end, or a line ending in
+                # a full stop), or is what the reader held with none in it.
+                piece = await reader.readuntil(b".\r\n")
+            except asyncio.CancelledError:
+                log.info("Connection lost during DATA")
+                self._writer.close()
+                raise
+            except asyncio.LimitOverrunError as exc:
+                piece = await reader.readexactly(exc.consumed)
+            data += piece
+            if piece.endswith(b".\r\n") and (len(data) == 3 or data.endswith(b"\r\n.\r\n")):
+                break
+        del data[-3:]  # the ".\r\n" that ends it
+        limit = self.data_size_limit
+        if (len(data) > self.line_length_limit
+                and max(map(len, data.split(b"\r\n"))) + 2 > self.line_length_limit):
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            self._set_post_data_state()
+            return
+        if limit and len(data) > limit:
+            await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()
+            return
+        if data.startswith(b"."):
+            del data[0]
+        original_content = bytes(data.replace(b"\r\n.", b"\r\n"))
+        del data
+        content: str | bytes = original_content
+        if self._decode_data:
+            if self.enable_SMTPUTF8:
+                content = original_content.decode("utf-8", errors="surrogateescape")
+            else:
+                try:
+                    content = original_content.decode("ascii", errors="strict")
+                except UnicodeDecodeError:
+                    await self.push("500 Error: strict ASCII mode")
+                    return
+        self.envelope.content = content
+        self.envelope.original_content = original_content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's ``_getaddr`` (MAIL FROM, RCPT TO), without the class it
