@@ -537,6 +537,8 @@ def needs_smtputf8(addresses: Sequence[str]) -> bool:
     """Does any of these addresses (``Name <addr>`` or bare) have a non-ASCII
     local part (the domain is IDNA-encoded elsewhere)?"""
     for value in addresses:
+        if value.isascii():  # then so is what parseaddr makes of it
+            continue
         address = email.utils.parseaddr(value)[1] or value
         if not address.rpartition("@")[0].isascii():
             return True
