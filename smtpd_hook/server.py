@@ -197,7 +197,8 @@ class FilterHandler:
 
     def __init__(self, process: Processor, executor: Executor | None = None,
                  enrich: Enricher | None = None,
-                 enrich_when: Callable[[Delivery], bool] | None = None) -> None:
+                 enrich_when: Callable[[Delivery], bool] | None = None,
+                 after: Callable[[], None] | None = None) -> None:
         self.process = process
         self.executor = executor
         # Slow, store-free work (DKIM's DNS lookups) runs before the
@@ -205,6 +206,8 @@ class FilterHandler:
         # only for the deliveries ``enrich_when`` picks (default: all).
         self.enrich = enrich
         self.enrich_when = enrich_when
+        # Called on the loop when a processor call is done (or failed).
+        self.after = after
         self.inflight: set[asyncio.Future[Any]] = set()
 
     async def handle_EHLO(
@@ -248,6 +251,9 @@ class FilterHandler:
             delivery = await loop.run_in_executor(None, functools.partial(ctx.run, self.enrich,
                                                                           delivery))
         future = loop.run_in_executor(self.executor, functools.partial(ctx.run, self.process, delivery))
+        if self.after is not None:
+            after = self.after
+            future.add_done_callback(lambda _: after())
         self.inflight.add(future)
         try:
             # shield: a dropped client connection must not abandon a

@@ -239,3 +239,13 @@ def test_data_with_a_line_over_the_limit_is_refused_whole(running) -> None:
     assert reply.startswith(b"500 Line too long") and noop.startswith(b"250") and not seen
     reply, _ = _raw_data(r.port, b"Subject: x\r\n\r\n" + too_long[1:] + b"\r\nend\r\n.\r\n")
     assert reply.startswith(b"250") and len(seen) == 1
+
+
+def test_after_runs_on_the_loop_once_per_delivery(running) -> None:
+    """serve pokes the outbox this way when a delivery is done."""
+    calls: list[bool] = []
+    r = running(lambda d: replies.OK)
+    r.handler.after = lambda: calls.append(r.loop.is_running() and threading.current_thread() is r.thread)
+    assert send(r.port)[1][0] == 250
+    assert send(r.port)[1][0] == 250
+    assert calls == [True, True]
