@@ -197,7 +197,8 @@ class Message(BaseModel):
             (("kind", "recipients", "created"), False),
             (("case", "kind", "created"), False),
             (("rcpt_key", "created"), False),
-            (("rcpt_domain", "created"), False),
+            # covering for the count per domain (and mailbox) of Store.automatic_sent_to
+            (("rcpt_domain", "created", "direction", "kind", "rcpt_key"), False),
             (("kind", "created", "case"), False),  # reports: e-mails received in a period (covering)
         )
 

@@ -110,11 +110,11 @@ def test_the_migration_fills_first_answer_at_from_the_messages(empty_store_url: 
                 store.add_message(case=case, direction=direction, kind=kind, raw=b"",
                                   created=t0 + dt.timedelta(hours=hours))
     store.close()
-    assert store.migrate() == ["0016_report_facts", "0017_report_keys"]
+    assert store.migrate(through="0016_report_facts") == ["0016_report_facts"]
     with store.guard():
         kept = {c: _naive(at) for c, at in Case.select(Case.id, Case.first_answer_at).tuples()}
     assert kept == {ids[1]: t0 + dt.timedelta(hours=3), ids[2]: t0 + dt.timedelta(hours=2), ids[3]: None}
-    assert store.migrate() == []
+    assert store.migrate(through="0016_report_facts") == []  # applied once
     store.close()
 
 
@@ -201,7 +201,7 @@ def test_0017_indexes_the_cases_keys_and_the_report_reads_them(empty_store_url: 
             if n % 2:
                 Case.update(assignee=jane.id).where(Case.id == case.id).execute()
     store.close()
-    assert store.migrate() == ["0017_report_keys"]
+    assert store.migrate(through="0017_report_keys") == ["0017_report_keys"]
     if store.is_sqlite:
         names = {r[0] for r in store.db.execute_sql(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'support_case'")}
@@ -217,7 +217,7 @@ def test_0017_indexes_the_cases_keys_and_the_report_reads_them(empty_store_url: 
                     and "first_answer_at" not in q[0] and "closed" not in q[0])
         plan = " / ".join(r[-1] for r in store.db.execute_sql("EXPLAIN QUERY PLAN " + keys[0], keys[1]))
         assert "COVERING INDEX support_case_report_keys" in plan and "TEMP B-TREE" not in plan, plan
-    assert store.migrate() == []
+    assert store.migrate(through="0017_report_keys") == []  # applied once
     store.close()
 
 
