@@ -285,7 +285,8 @@ class _Sql:
     def day(self, column: Any) -> Any:
         """``YYYY-MM-DD`` of a timestamp (SQLite keeps ``YYYY-MM-DD HH:MM:SS…`` text)."""
         if self.sqlite:
-            return fn.substr(column, 1, 10).coerce(False)
+            # Literals, not parameters: as the day indexes of 0018_report_days say it.
+            return fn.substr(column, SQL("1"), SQL("10")).coerce(False)
         return column.cast("date")  # a date (to_char costs several times more)
 
     def epoch(self, column: Any) -> Any:
@@ -405,11 +406,18 @@ class Report:
         """The keys to GROUP BY: not the NULL that stands for a snapshot's day."""
         return [k for k in keys if not isinstance(k, SQL)]
 
-    def _cases(self) -> Any:
-        """The report's cases: those of --pool's mailboxes, or all."""
+    def _cases(self, *, by_day: bool = False) -> Any:
+        """The report's cases: those of --pool's mailboxes, or all. ``by_day``:
+        a test that no index serves on SQLite (``+mailbox_id``), so the passes
+        read their day index (else the planner takes the mailbox's index, and
+        every case's row)."""
         if self._pool is None:
             return SQL("1 = 1")
-        return Case.mailbox.in_(self._mailboxes) if self._mailboxes else SQL("1 = 0")
+        if not self._mailboxes:
+            return SQL("1 = 0")
+        mailbox = (peewee.NodeList((SQL("+"), Case.mailbox), glue="") if by_day and self.sql.sqlite
+                   else Case.mailbox)
+        return mailbox.in_(self._mailboxes)
 
     def _between(self, column: Any) -> Any:
         return (column >= self.period.start) & (column < self.period.end)
@@ -490,28 +498,37 @@ class Report:
         return {(keys[i][0], keys[i][1], day, *keys[i][2:]): n for i, n in by.items()}
 
     def _days(self, model: Any, columns: list[Any], day: Any, where: Any, *,
-              keys: bool = True) -> Iterator[tuple[Any, Sequence[Any]]]:
+              keys: bool = True, day_index: bool = False) -> Iterator[tuple[Any, Sequence[Any]]]:
         """(key, aggregates) for each day of the period: ``columns`` (aggregates)
         over the rows of ``where`` whose ``day`` timestamp falls on that day,
         grouped by the case's assignee, mailbox (and product): the key is the
         tally's (assignee, mailbox, day, product), or the day alone without
-        ``keys``. SQLite: one statement per day, each a range of an index read
-        in order, sorting only the day's rows by key (grouping by day too would
-        sort every row at once); PostgreSQL: one statement (hashed). The day is
-        as :meth:`_Sql.day` gives it."""
+        ``keys``. PostgreSQL: one statement (hashed). SQLite with
+        ``day_index`` (an index of 0018_report_days on the day, then the
+        keys): one statement too, grouped in the index's order; without, one
+        statement per day, each a range of an index read in order, sorting
+        only the day's rows by key (grouping by day too would sort every row
+        at once). The day is as :meth:`_Sql.day` gives it."""
         group = self._key_columns if keys else []
         n = len(group)
-        if not self.sql.sqlite:
+        sqlite = self.sql.sqlite
+        if not sqlite or day_index:
             day_key = self.sql.day(day)
-            q = (model.select(day_key, *group, *columns).where(where & self._between(day))
-                 .group_by(day_key, *group))
-            # Hashed: the planner takes every case for a group of its own (it
-            # cannot tell how few days the casts make) and would sort them.
-            self.store.db.execute_sql("SET LOCAL enable_sort = off")
-            try:
-                rows = list(self._rows(q))
-            finally:
-                self.store.db.execute_sql("SET LOCAL enable_sort = on")
+            # SQLite: the period as a range of the index's day (the same rows:
+            # the stored text starts with the day).
+            period = ((day_key >= self.period.first.isoformat()) & (day_key <= self.period.last.isoformat())
+                      if sqlite else self._between(day))
+            q = model.select(day_key, *group, *columns).where(where & period).group_by(day_key, *group)
+            if sqlite:
+                rows = self._rows(q)
+            else:
+                # Hashed: the planner takes every case for a group of its own (it
+                # cannot tell how few days the casts make) and would sort them.
+                self.store.db.execute_sql("SET LOCAL enable_sort = off")
+                try:
+                    rows = list(self._rows(q))
+                finally:
+                    self.store.db.execute_sql("SET LOCAL enable_sort = on")
             for row in rows:
                 yield ((row[1], row[2], row[0], *row[3:n + 1]) if keys else row[0]), row[n + 1:]
             return
@@ -556,7 +573,7 @@ class Report:
         sql = self.sql
         first = sql.exact(sql.epoch(Case.first_answer_at) - sql.epoch(Case.created))
         for key, (n, firsts) in self._days(Case, [fn.COUNT(SQL("*")), sql.concat(first)], Case.created,
-                                           self._cases()):
+                                           self._cases(by_day=True), day_index=True):
             acc = tally[key]
             acc.add("cases_opened", int(n))
             times = _seconds_list(firsts)
@@ -574,7 +591,7 @@ class Report:
         slack = 0.0005
         for key, (ids, tooks, rated, rating_sum) in self._days(
                 Case, [sql.concat(Case.id), sql.concat(took), fn.COUNT(Case.rating), fn.SUM(Case.rating)],
-                Case.closed, (Case.status == "closed") & self._cases()):
+                Case.closed, (Case.status == "closed") & self._cases(by_day=True), day_index=True):
             acc = tally[key]
             times, cases = _seconds_list(tooks), list(map(int, _split(ids)))
             acc.close.extend(times)
