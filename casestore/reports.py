@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import partial, reduce
 from itertools import repeat
 from typing import Any
 
@@ -323,9 +323,12 @@ def _split(text: str | None) -> list[str]:
     return text.split(",") if text else []
 
 
+_scaled = partial(operator.mul, SCALE)  # SCALE * i: the same float as i * SCALE, without a Python loop
+
+
 def _seconds_list(text: str | None) -> list[float]:
     """A concat of :meth:`_Sql.exact` durations back as the floats they were."""
-    return [i * SCALE for i in map(int, text.split(","))] if text else []
+    return list(map(_scaled, map(int, text.split(",")))) if text else []
 
 
 class _Bound:
