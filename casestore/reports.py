@@ -22,17 +22,21 @@ the time the report runs, whatever the period.
 
 The database does the counting, grouped by ids (the case's assignee and
 mailbox, the day, the product; names are looked up here), with the indexes of
-migrations 0012, 0016 and 0017, and no row per case or per message reaches
+migrations 0012, 0016, 0017 and 0018, and no row per case or per message reaches
 Python (but the ids of the cases ever consulted, a set): each day's cases
-opened and closed come as one row per group (from the covering indexes of
-0016, the first answer's time kept on the case row as ``first_answer_at``)
+opened and closed come as one row per group (from covering indexes: 0018's
+day indexes on SQLite, 0016's on PostgreSQL; the first answer's time is kept
+on the case row as ``first_answer_at``)
 with their durations concatenated in one text (:meth:`_Sql.concat`) as exact
 integers (:meth:`_Sql.exact`); the customers'
 e-mails as the day's case ids, counted here by each case's key (read once
 from the index of 0017, so no message is joined to its case); consultations,
-reopenings (a partial index) and the backlog as grouped counts. SQLite runs
-one statement per day (index ranges in order; grouping by day in SQL would
-sort every row), PostgreSQL one statement per pass, hashed. The percentiles
+reopenings (a partial index) and the backlog as grouped counts. Each pass
+over cases is one statement: on SQLite read in the order of its day index
+(0018: the day, then the key, so grouping sorts nothing), on PostgreSQL
+hashed. The e-mails and consultations are one statement per day on SQLite
+(index ranges in order; grouping by day in SQL would sort every row), one per
+pass on PostgreSQL. The percentiles
 are computed here from the durations, so one definition serves both stores.
 Adding a grouping is a column in :meth:`Report._keys` and
 :meth:`Report._load_keys` and a name in
@@ -560,9 +564,10 @@ class Report:
                 tally[key].add("emails_received", n)
 
     def cases(self, tally: _Tally) -> None:
-        """Two passes over the period's ``support_case`` rows, day by day, each
-        from an index of migration 0016 alone; the period tests are done in
-        SQL, exactly; each day comes as a row per group (assignee, mailbox,
+        """Two passes over the period's ``support_case`` rows, one statement
+        each, from an index alone (SQLite: the day indexes of 0018, read in
+        order; PostgreSQL: those of 0016, hashed); the period tests are done
+        in SQL, exactly; each day comes as a row per group (assignee, mailbox,
         product) with its count and its durations concatenated
         (:meth:`_Sql.concat`, :meth:`_Sql.exact`):
 
