@@ -447,26 +447,31 @@ class Report:
         -2 for one not looked up. An array indexed by the id when the ids are
         dense enough (a case's key is an index away), else a dict. One row
         per key with its case ids (index support_case_report_keys, 0017: no
-        sort, and no row per case to Python)."""
+        sort, and no row per case to Python). Every case is read, those of
+        other pools as -1: with --pool their e-mails and consultations then
+        need no look-up."""
         cols = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
         n = len(cols)
         self._key_list: list[tuple[Any, ...]] = []
-        groups = []
-        for row in self._rows(Case.select(*cols, self.sql.concat(Case.id)).where(self._cases())
-                              .group_by(*cols)):
-            groups.append(list(map(int, _split(row[n]))))
-            self._key_list.append(tuple(row[:n]))
+        mailboxes = None if self._pool is None else set(self._mailboxes)
+        groups: list[tuple[int, list[int]]] = []
+        for row in self._rows(Case.select(*cols, self.sql.concat(Case.id)).group_by(*cols)):
+            number = -1
+            if mailboxes is None or row[1] in mailboxes:
+                number = len(self._key_list)
+                self._key_list.append(tuple(row[:n]))
+            groups.append((number, list(map(int, _split(row[n])))))
         self._key_columns = cols
-        top = max((max(ids) for ids in groups if ids), default=0)
-        low = min((min(ids) for ids in groups if ids), default=0)
+        top = max((max(ids) for _, ids in groups if ids), default=0)
+        low = min((min(ids) for _, ids in groups if ids), default=0)
         self._keyof: array[int] | dict[int, int]
-        if low >= 0 and top < 4 * sum(map(len, groups)) + _DENSE_SLACK:
+        if low >= 0 and top < 4 * sum(len(ids) for _, ids in groups) + _DENSE_SLACK:
             self._keyof = array("i", [-2]) * (top + 1)
-            for number, ids in enumerate(groups):
+            for number, ids in groups:
                 for i in ids:
                     self._keyof[i] = number
         else:
-            self._keyof = {i: number for number, ids in enumerate(groups) for i in ids}
+            self._keyof = {i: number for number, ids in groups for i in ids}
 
     def _numbers(self, ids: list[int]) -> Iterator[int]:
         """The key numbers of these cases, as :meth:`_load_keys` keeps them."""
