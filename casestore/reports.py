@@ -22,17 +22,21 @@ the time the report runs, whatever the period.
 
 The database does the counting, grouped by ids (the case's assignee and
 mailbox, the day, the product; names are looked up here), with the indexes of
-migrations 0012, 0016 and 0017, and no row per case or per message reaches
+migrations 0012, 0016, 0017 and 0019, and no row per case or per message reaches
 Python (but the ids of the cases ever consulted, a set): each day's cases
-opened and closed come as one row per group (from the covering indexes of
-0016, the first answer's time kept on the case row as ``first_answer_at``)
+opened and closed come as one row per group (from covering indexes: 0019's
+day indexes on SQLite, 0016's on PostgreSQL; the first answer's time is kept
+on the case row as ``first_answer_at``)
 with their durations concatenated in one text (:meth:`_Sql.concat`) as exact
 integers (:meth:`_Sql.exact`); the customers'
 e-mails as the day's case ids, counted here by each case's key (read once
 from the index of 0017, so no message is joined to its case); consultations,
-reopenings (a partial index) and the backlog as grouped counts. SQLite runs
-one statement per day (index ranges in order; grouping by day in SQL would
-sort every row), PostgreSQL one statement per pass, hashed. The percentiles
+reopenings (a partial index) and the backlog as grouped counts. Each pass
+over cases is one statement: on SQLite read in the order of its day index
+(0019: the day, then the key, so grouping sorts nothing), on PostgreSQL
+hashed. The e-mails and consultations are one statement per day on SQLite
+(index ranges in order; grouping by day in SQL would sort every row), one per
+pass on PostgreSQL. The percentiles
 are computed here from the durations, so one definition serves both stores.
 Adding a grouping is a column in :meth:`Report._keys` and
 :meth:`Report._load_keys` and a name in
@@ -49,7 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import partial, reduce
 from itertools import repeat
 from typing import Any
 
@@ -285,7 +289,8 @@ class _Sql:
     def day(self, column: Any) -> Any:
         """``YYYY-MM-DD`` of a timestamp (SQLite keeps ``YYYY-MM-DD HH:MM:SS…`` text)."""
         if self.sqlite:
-            return fn.substr(column, 1, 10).coerce(False)
+            # Literals, not parameters: as the day indexes of 0019_report_days say it.
+            return fn.substr(column, SQL("1"), SQL("10")).coerce(False)
         return column.cast("date")  # a date (to_char costs several times more)
 
     def epoch(self, column: Any) -> Any:
@@ -322,9 +327,12 @@ def _split(text: str | None) -> list[str]:
     return text.split(",") if text else []
 
 
+_scaled = partial(operator.mul, SCALE)  # SCALE * i: the same float as i * SCALE, without a Python loop
+
+
 def _seconds_list(text: str | None) -> list[float]:
     """A concat of :meth:`_Sql.exact` durations back as the floats they were."""
-    return [i * SCALE for i in map(int, text.split(","))] if text else []
+    return list(map(_scaled, map(int, text.split(",")))) if text else []
 
 
 class _Bound:
@@ -405,11 +413,18 @@ class Report:
         """The keys to GROUP BY: not the NULL that stands for a snapshot's day."""
         return [k for k in keys if not isinstance(k, SQL)]
 
-    def _cases(self) -> Any:
-        """The report's cases: those of --pool's mailboxes, or all."""
+    def _cases(self, *, by_day: bool = False) -> Any:
+        """The report's cases: those of --pool's mailboxes, or all. ``by_day``:
+        a test that no index serves on SQLite (``+mailbox_id``), so the passes
+        read their day index (else the planner takes the mailbox's index, and
+        every case's row)."""
         if self._pool is None:
             return SQL("1 = 1")
-        return Case.mailbox.in_(self._mailboxes) if self._mailboxes else SQL("1 = 0")
+        if not self._mailboxes:
+            return SQL("1 = 0")
+        mailbox = (peewee.NodeList((SQL("+"), Case.mailbox), glue="") if by_day and self.sql.sqlite
+                   else Case.mailbox)
+        return mailbox.in_(self._mailboxes)
 
     def _between(self, column: Any) -> Any:
         return (column >= self.period.start) & (column < self.period.end)
@@ -432,26 +447,31 @@ class Report:
         -2 for one not looked up. An array indexed by the id when the ids are
         dense enough (a case's key is an index away), else a dict. One row
         per key with its case ids (index support_case_report_keys, 0017: no
-        sort, and no row per case to Python)."""
+        sort, and no row per case to Python). Every case is read, those of
+        other pools as -1: with --pool their e-mails and consultations then
+        need no look-up."""
         cols = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
         n = len(cols)
         self._key_list: list[tuple[Any, ...]] = []
-        groups = []
-        for row in self._rows(Case.select(*cols, self.sql.concat(Case.id)).where(self._cases())
-                              .group_by(*cols)):
-            groups.append(list(map(int, _split(row[n]))))
-            self._key_list.append(tuple(row[:n]))
+        mailboxes = None if self._pool is None else set(self._mailboxes)
+        groups: list[tuple[int, list[int]]] = []
+        for row in self._rows(Case.select(*cols, self.sql.concat(Case.id)).group_by(*cols)):
+            number = -1
+            if mailboxes is None or row[1] in mailboxes:
+                number = len(self._key_list)
+                self._key_list.append(tuple(row[:n]))
+            groups.append((number, list(map(int, _split(row[n])))))
         self._key_columns = cols
-        top = max((max(ids) for ids in groups if ids), default=0)
-        low = min((min(ids) for ids in groups if ids), default=0)
+        top = max((max(ids) for _, ids in groups if ids), default=0)
+        low = min((min(ids) for _, ids in groups if ids), default=0)
         self._keyof: array[int] | dict[int, int]
-        if low >= 0 and top < 4 * sum(map(len, groups)) + _DENSE_SLACK:
+        if low >= 0 and top < 4 * sum(len(ids) for _, ids in groups) + _DENSE_SLACK:
             self._keyof = array("i", [-2]) * (top + 1)
-            for number, ids in enumerate(groups):
+            for number, ids in groups:
                 for i in ids:
                     self._keyof[i] = number
         else:
-            self._keyof = {i: number for number, ids in enumerate(groups) for i in ids}
+            self._keyof = {i: number for number, ids in groups for i in ids}
 
     def _numbers(self, ids: list[int]) -> Iterator[int]:
         """The key numbers of these cases, as :meth:`_load_keys` keeps them."""
@@ -490,28 +510,37 @@ class Report:
         return {(keys[i][0], keys[i][1], day, *keys[i][2:]): n for i, n in by.items()}
 
     def _days(self, model: Any, columns: list[Any], day: Any, where: Any, *,
-              keys: bool = True) -> Iterator[tuple[Any, Sequence[Any]]]:
+              keys: bool = True, day_index: bool = False) -> Iterator[tuple[Any, Sequence[Any]]]:
         """(key, aggregates) for each day of the period: ``columns`` (aggregates)
         over the rows of ``where`` whose ``day`` timestamp falls on that day,
         grouped by the case's assignee, mailbox (and product): the key is the
         tally's (assignee, mailbox, day, product), or the day alone without
-        ``keys``. SQLite: one statement per day, each a range of an index read
-        in order, sorting only the day's rows by key (grouping by day too would
-        sort every row at once); PostgreSQL: one statement (hashed). The day is
-        as :meth:`_Sql.day` gives it."""
+        ``keys``. PostgreSQL: one statement (hashed). SQLite with
+        ``day_index`` (an index of 0019_report_days on the day, then the
+        keys): one statement too, grouped in the index's order; without, one
+        statement per day, each a range of an index read in order, sorting
+        only the day's rows by key (grouping by day too would sort every row
+        at once). The day is as :meth:`_Sql.day` gives it."""
         group = self._key_columns if keys else []
         n = len(group)
-        if not self.sql.sqlite:
+        sqlite = self.sql.sqlite
+        if not sqlite or day_index:
             day_key = self.sql.day(day)
-            q = (model.select(day_key, *group, *columns).where(where & self._between(day))
-                 .group_by(day_key, *group))
-            # Hashed: the planner takes every case for a group of its own (it
-            # cannot tell how few days the casts make) and would sort them.
-            self.store.db.execute_sql("SET LOCAL enable_sort = off")
-            try:
-                rows = list(self._rows(q))
-            finally:
-                self.store.db.execute_sql("SET LOCAL enable_sort = on")
+            # SQLite: the period as a range of the index's day (the same rows:
+            # the stored text starts with the day).
+            period = ((day_key >= self.period.first.isoformat()) & (day_key <= self.period.last.isoformat())
+                      if sqlite else self._between(day))
+            q = model.select(day_key, *group, *columns).where(where & period).group_by(day_key, *group)
+            if sqlite:
+                rows = self._rows(q)
+            else:
+                # Hashed: the planner takes every case for a group of its own (it
+                # cannot tell how few days the casts make) and would sort them.
+                self.store.db.execute_sql("SET LOCAL enable_sort = off")
+                try:
+                    rows = list(self._rows(q))
+                finally:
+                    self.store.db.execute_sql("SET LOCAL enable_sort = on")
             for row in rows:
                 yield ((row[1], row[2], row[0], *row[3:n + 1]) if keys else row[0]), row[n + 1:]
             return
@@ -540,9 +569,10 @@ class Report:
                 tally[key].add("emails_received", n)
 
     def cases(self, tally: _Tally) -> None:
-        """Two passes over the period's ``support_case`` rows, day by day, each
-        from an index of migration 0016 alone; the period tests are done in
-        SQL, exactly; each day comes as a row per group (assignee, mailbox,
+        """Two passes over the period's ``support_case`` rows, one statement
+        each, from an index alone (SQLite: the day indexes of 0019, read in
+        order; PostgreSQL: those of 0016, hashed); the period tests are done
+        in SQL, exactly; each day comes as a row per group (assignee, mailbox,
         product) with its count and its durations concatenated
         (:meth:`_Sql.concat`, :meth:`_Sql.exact`):
 
@@ -556,7 +586,7 @@ class Report:
         sql = self.sql
         first = sql.exact(sql.epoch(Case.first_answer_at) - sql.epoch(Case.created))
         for key, (n, firsts) in self._days(Case, [fn.COUNT(SQL("*")), sql.concat(first)], Case.created,
-                                           self._cases()):
+                                           self._cases(by_day=True), day_index=True):
             acc = tally[key]
             acc.add("cases_opened", int(n))
             times = _seconds_list(firsts)
@@ -574,7 +604,7 @@ class Report:
         slack = 0.0005
         for key, (ids, tooks, rated, rating_sum) in self._days(
                 Case, [sql.concat(Case.id), sql.concat(took), fn.COUNT(Case.rating), fn.SUM(Case.rating)],
-                Case.closed, (Case.status == "closed") & self._cases()):
+                Case.closed, (Case.status == "closed") & self._cases(by_day=True), day_index=True):
             acc = tally[key]
             times, cases = _seconds_list(tooks), list(map(int, _split(ids)))
             acc.close.extend(times)
@@ -610,9 +640,13 @@ class Report:
         bounds = [upper for _key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
         keys = self._key_columns
         n = len(keys)
+        # SQLite: grouped by status and closing day too, the order of the
+        # closed cases' day index (0019), so nothing is sorted; the few rows
+        # per key add up here.
+        group = [Case.status, self.sql.day(Case.closed), *keys] if self.sql.sqlite else keys
         q = (Case.select(*keys, fn.COUNT(SQL("*")), count(self._overdue()),
                          *(count(Case.created > self.now - dt.timedelta(days=d)) for d in bounds))
-             .where(Case.status.in_(OPEN_STATUSES) & self._cases()).group_by(*keys))
+             .where(Case.status.in_(OPEN_STATUSES) & self._cases(by_day=True)).group_by(*group))
         for row in self._rows(q):
             total, overdue, *newer = (int(v or 0) for v in row[n:])
             acc = tally[(*row[:2], None, *row[2:n])]
