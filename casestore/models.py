@@ -136,7 +136,9 @@ class Case(BaseModel):
             # reports, 0016_report_facts: the opened and closed passes and the backlog, covering
             (("created", "assignee", "mailbox", "product", "first_answer_at"), False),
             (("status", "closed", "created", "assignee", "mailbox", "product", "rating", "id"), False),
-            (("assignee", "status"), False),  # Store.open_load: a CSR's open cases (0018)
+            # reports, 0017_report_keys: every case's grouping key, in key order
+            (("assignee", "mailbox", "product", "id"), False),
+            (("assignee", "status"), False),  # Store.open_load: a CSR's open cases (0020)
         )
 
 
@@ -196,7 +198,8 @@ class Message(BaseModel):
             (("kind", "recipients", "created"), False),
             (("case", "kind", "created"), False),
             (("rcpt_key", "created"), False),
-            (("rcpt_domain", "created"), False),
+            # covering for the count per domain (and mailbox) of Store.automatic_sent_to
+            (("rcpt_domain", "created", "direction", "kind", "rcpt_key"), False),
             (("kind", "created", "case"), False),  # reports: e-mails received in a period (covering)
         )
 
@@ -230,10 +233,7 @@ class Event(BaseModel):
     detail = TextField(default="")
 
     class Meta:
-        indexes = (
-            (("kind", "at"), False),  # reports: reopenings in a period
-            (("case", "kind", "at"), False),  # Store.notes, a case's events of a kind (0018)
-        )
+        indexes = ((("kind", "at"), False),)  # reports: reopenings in a period
 
 
 class Delivery(BaseModel):

@@ -22,13 +22,24 @@ the time the report runs, whatever the period.
 
 The database does the counting, grouped by ids (the case's assignee and
 mailbox, the day, the product; names are looked up here), with the indexes of
-migrations 0012 and 0016: two passes over ``support_case`` (opened, closed)
-read from covering indexes, the first answer's time kept on the case row
-(``first_answer_at``, 0016), one grouped query each for e-mails,
-consultations and reopenings (a partial index). The durations (first answer,
-closing) come one number per case and their percentiles are computed here,
-so one code path serves SQLite and PostgreSQL.
-Adding a grouping is a column in :meth:`Report._keys` and a name in
+migrations 0012, 0016, 0017 and 0019, and no row per case or per message reaches
+Python (but the ids of the cases ever consulted, a set): each day's cases
+opened and closed come as one row per group (from covering indexes: 0019's
+day indexes on SQLite, 0016's on PostgreSQL; the first answer's time is kept
+on the case row as ``first_answer_at``)
+with their durations concatenated in one text (:meth:`_Sql.concat`) as exact
+integers (:meth:`_Sql.exact`); the customers'
+e-mails as the day's case ids, counted here by each case's key (read once
+from the index of 0017, so no message is joined to its case); consultations,
+reopenings (a partial index) and the backlog as grouped counts. Each pass
+over cases is one statement: on SQLite read in the order of its day index
+(0019: the day, then the key, so grouping sorts nothing), on PostgreSQL
+hashed. The e-mails and consultations are one statement per day on SQLite
+(index ranges in order; grouping by day in SQL would sort every row), one per
+pass on PostgreSQL. The percentiles
+are computed here from the durations, so one definition serves both stores.
+Adding a grouping is a column in :meth:`Report._keys` and
+:meth:`Report._load_keys` and a name in
 :data:`GROUPINGS` (``product`` is there when the store has the column).
 """
 
@@ -37,10 +48,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 import operator
-from collections.abc import Callable, Sequence
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import partial, reduce
+from itertools import repeat
 from typing import Any
 
 import peewee
@@ -266,7 +280,8 @@ def _label(grouping: str, value: Any) -> str:
 
 
 class _Sql:
-    """What differs between SQLite and PostgreSQL: days and instants as numbers."""
+    """What differs between SQLite and PostgreSQL: days and instants as numbers,
+    and the aggregate that joins a group's values into one text."""
 
     def __init__(self, store: Store) -> None:
         self.sqlite = store.is_sqlite
@@ -274,7 +289,8 @@ class _Sql:
     def day(self, column: Any) -> Any:
         """``YYYY-MM-DD`` of a timestamp (SQLite keeps ``YYYY-MM-DD HH:MM:SS…`` text)."""
         if self.sqlite:
-            return fn.substr(column, 1, 10).coerce(False)
+            # Literals, not parameters: as the day indexes of 0019_report_days say it.
+            return fn.substr(column, SQL("1"), SQL("10")).coerce(False)
         return column.cast("date")  # a date (to_char costs several times more)
 
     def epoch(self, column: Any) -> Any:
@@ -282,6 +298,51 @@ class _Sql:
         if self.sqlite:
             return ((fn.julianday(column) - 2440587.5) * 86400.0).coerce(False)
         return fn.date_part("epoch", column).coerce(False)
+
+    def concat(self, value: Any, where: Any | None = None) -> Any:
+        """The group's values (NULLs left out) as one comma-separated text:
+        one row for thousands, parsed here with split and int. Every concat
+        of one query sees the rows in the same order, so their lists align
+        (PostgreSQL's parallel workers are off for the report)."""
+        agg = (fn.group_concat(value) if self.sqlite
+               else fn.string_agg(value.cast("text"), ",")).coerce(False)
+        return agg if where is None else agg.filter(where)
+
+    @staticmethod
+    def exact(seconds: Any) -> Any:
+        """A duration as an integer that :data:`SCALE` turns back into the very
+        same float: a difference of two epochs (each past 2**22 s, i.e. after
+        February 1970) is a multiple of 2**-30, so times 2**30 it is a whole
+        number, below 2**63 for any duration under 270 years."""
+        return (seconds * float(1 << 30)).cast("bigint")
+
+
+# The case keys' array may be this many entries longer than 4 per case (else a dict).
+_DENSE_SLACK = 1_000_000
+SCALE = 1.0 / (1 << 30)  # _Sql.exact's integer -> the duration in seconds (exact: a power of 2)
+
+
+def _split(text: str | None) -> list[str]:
+    """A concat's values, as text ([] for NULL: nothing in the group)."""
+    return text.split(",") if text else []
+
+
+_scaled = partial(operator.mul, SCALE)  # SCALE * i: the same float as i * SCALE, without a Python loop
+
+
+def _seconds_list(text: str | None) -> list[float]:
+    """A concat of :meth:`_Sql.exact` durations back as the floats they were."""
+    return list(map(_scaled, map(int, text.split(",")))) if text else []
+
+
+class _Bound:
+    """A query's SQL with its parameters (one statement, run once per day)."""
+
+    def __init__(self, sql: str, params: Sequence[Any]) -> None:
+        self._sql = (sql, list(params))
+
+    def sql(self) -> tuple[str, list[Any]]:
+        return self._sql
 
 
 def product_column(store: Store) -> Any | None:
@@ -352,11 +413,18 @@ class Report:
         """The keys to GROUP BY: not the NULL that stands for a snapshot's day."""
         return [k for k in keys if not isinstance(k, SQL)]
 
-    def _cases(self) -> Any:
-        """The report's cases: those of --pool's mailboxes, or all."""
+    def _cases(self, *, by_day: bool = False) -> Any:
+        """The report's cases: those of --pool's mailboxes, or all. ``by_day``:
+        a test that no index serves on SQLite (``+mailbox_id``), so the passes
+        read their day index (else the planner takes the mailbox's index, and
+        every case's row)."""
         if self._pool is None:
             return SQL("1 = 1")
-        return Case.mailbox.in_(self._mailboxes) if self._mailboxes else SQL("1 = 0")
+        if not self._mailboxes:
+            return SQL("1 = 0")
+        mailbox = (peewee.NodeList((SQL("+"), Case.mailbox), glue="") if by_day and self.sql.sqlite
+                   else Case.mailbox)
+        return mailbox.in_(self._mailboxes)
 
     def _between(self, column: Any) -> Any:
         return (column >= self.period.start) & (column < self.period.end)
@@ -372,22 +440,141 @@ class Report:
 
     # -- the facts --------------------------------------------------------------
 
+    def _load_keys(self) -> None:
+        """Every case of the report (--pool's mailboxes, or all) -> the number
+        of its tally key without the day, (assignee, mailbox[, product]), in
+        ``_key_list``: ``_keyof[case id]``, -1 for a case not in the report,
+        -2 for one not looked up. An array indexed by the id when the ids are
+        dense enough (a case's key is an index away), else a dict. One row
+        per key with its case ids (index support_case_report_keys, 0017: no
+        sort, and no row per case to Python). Every case is read, those of
+        other pools as -1: with --pool their e-mails and consultations then
+        need no look-up."""
+        cols = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
+        n = len(cols)
+        self._key_list: list[tuple[Any, ...]] = []
+        mailboxes = None if self._pool is None else set(self._mailboxes)
+        groups: list[tuple[int, list[int]]] = []
+        for row in self._rows(Case.select(*cols, self.sql.concat(Case.id)).group_by(*cols)):
+            number = -1
+            if mailboxes is None or row[1] in mailboxes:
+                number = len(self._key_list)
+                self._key_list.append(tuple(row[:n]))
+            groups.append((number, list(map(int, _split(row[n])))))
+        self._key_columns = cols
+        top = max((max(ids) for _, ids in groups if ids), default=0)
+        low = min((min(ids) for _, ids in groups if ids), default=0)
+        self._keyof: array[int] | dict[int, int]
+        if low >= 0 and top < 4 * sum(len(ids) for _, ids in groups) + _DENSE_SLACK:
+            self._keyof = array("i", [-2]) * (top + 1)
+            for number, ids in groups:
+                for i in ids:
+                    self._keyof[i] = number
+        else:
+            self._keyof = {i: number for number, ids in groups for i in ids}
+
+    def _numbers(self, ids: list[int]) -> Iterator[int]:
+        """The key numbers of these cases, as :meth:`_load_keys` keeps them."""
+        keyof = self._keyof
+        if isinstance(keyof, dict):
+            return map(keyof.get, ids, repeat(-2))
+        if ids and (max(ids) >= len(keyof) or min(ids) < 0):
+            # An id past the array (a case new since the keys were read): a dict from now on.
+            self._keyof = {i: number for i, number in enumerate(keyof) if number != -2}
+            return self._numbers(ids)
+        return map(keyof.__getitem__, ids)
+
+    def _look_up(self, ids: list[int]) -> None:
+        """Keys of cases new since :meth:`_load_keys` (-1: not in the report)."""
+        for i in ids:
+            self._keyof[i] = -1
+        n = len(self._key_columns)
+        number = {key: i for i, key in enumerate(self._key_list)}
+        for row in self._rows(Case.select(Case.id, *self._key_columns)
+                              .where(Case.id.in_(sorted(set(ids))) & self._cases())):
+            key = tuple(row[1:n + 1])
+            if key not in number:
+                number[key] = len(self._key_list)
+                self._key_list.append(key)
+            self._keyof[row[0]] = number[key]
+
+    def _count_by_key(self, day: Any, ids: list[int]) -> dict[tuple[Any, ...], int]:
+        """How many of ``ids`` (case ids, repeats counting again) by tally key
+        (assignee, mailbox, day, product); cases not in the report left out."""
+        by = Counter(self._numbers(ids))
+        if -2 in by:
+            self._look_up([i for i, k in zip(ids, self._numbers(ids), strict=True) if k == -2])
+            return self._count_by_key(day, ids)
+        by.pop(-1, None)
+        keys = self._key_list
+        return {(keys[i][0], keys[i][1], day, *keys[i][2:]): n for i, n in by.items()}
+
+    def _days(self, model: Any, columns: list[Any], day: Any, where: Any, *,
+              keys: bool = True, day_index: bool = False) -> Iterator[tuple[Any, Sequence[Any]]]:
+        """(key, aggregates) for each day of the period: ``columns`` (aggregates)
+        over the rows of ``where`` whose ``day`` timestamp falls on that day,
+        grouped by the case's assignee, mailbox (and product): the key is the
+        tally's (assignee, mailbox, day, product), or the day alone without
+        ``keys``. PostgreSQL: one statement (hashed). SQLite with
+        ``day_index`` (an index of 0019_report_days on the day, then the
+        keys): one statement too, grouped in the index's order; without, one
+        statement per day, each a range of an index read in order, sorting
+        only the day's rows by key (grouping by day too would sort every row
+        at once). The day is as :meth:`_Sql.day` gives it."""
+        group = self._key_columns if keys else []
+        n = len(group)
+        sqlite = self.sql.sqlite
+        if not sqlite or day_index:
+            day_key = self.sql.day(day)
+            # SQLite: the period as a range of the index's day (the same rows:
+            # the stored text starts with the day).
+            period = ((day_key >= self.period.first.isoformat()) & (day_key <= self.period.last.isoformat())
+                      if sqlite else self._between(day))
+            q = model.select(day_key, *group, *columns).where(where & period).group_by(day_key, *group)
+            if sqlite:
+                rows = self._rows(q)
+            else:
+                # Hashed: the planner takes every case for a group of its own (it
+                # cannot tell how few days the casts make) and would sort them.
+                self.store.db.execute_sql("SET LOCAL enable_sort = off")
+                try:
+                    rows = list(self._rows(q))
+                finally:
+                    self.store.db.execute_sql("SET LOCAL enable_sort = on")
+            for row in rows:
+                yield ((row[1], row[2], row[0], *row[3:n + 1]) if keys else row[0]), row[n + 1:]
+            return
+        # Stand-ins for the day's bounds in the statement's parameters.
+        lo, hi = (dt.datetime.combine(dt.date.min, dt.time(0, 0, s)) for s in (1, 2))
+        q = model.select(*group, *columns).where(where & (day >= lo) & (day < hi))
+        sql, params = (q.group_by(*group) if keys else q).sql()
+        first = self.period.start
+        for i in range((self.period.last - self.period.first).days + 1):
+            start = first + dt.timedelta(days=i)
+            end = start + dt.timedelta(days=1)
+            label = start.strftime("%Y-%m-%d")
+            bound = [start if p == lo else end if p == hi else p for p in params]
+            for row in self._rows(_Bound(sql, bound)):
+                yield ((row[0], row[1], label, *row[2:n]) if keys else label), row[n:]
+
     def emails_received(self, tally: _Tally) -> None:
         """Customer messages in the period: ``message`` rows ``kind = 'customer'``
-        (always ``direction = 'in'``), by ``created``. The index message(kind,
-        created, case_id) covers the message side: the rows, with their raw
-        bytes, are never read."""
-        keys = self._keys(Message.created)
-        q = (Message.select(*keys, fn.COUNT(SQL("*"))).join(Case, on=(Message.case == Case.id))
-             .where((Message.kind == "customer") & self._between(Message.created) & self._cases())
-             .group_by(keys[2], *keys[:2], *keys[3:]))
-        self._count(tally, "emails_received", q, len(keys))
+        (always ``direction = 'in'``), by ``created``. Day by day, the case ids
+        of the day's messages from the index message(kind, created, case_id)
+        alone (the rows, with their raw bytes, are never read), counted by the
+        case's key here (no join, no sort)."""
+        for day, (ids,) in self._days(Message, [self.sql.concat(Message.case)], Message.created,
+                                      Message.kind == "customer", keys=False):
+            for key, n in self._count_by_key(day, list(map(int, _split(ids)))).items():
+                tally[key].add("emails_received", n)
 
     def cases(self, tally: _Tally) -> None:
-        """Two passes over the period's ``support_case`` rows, each from an
-        index of migration 0016 alone; the period tests are done in SQL,
-        exactly, and Python gathers the rows by group (assignee, mailbox, day,
-        product) and counts each group's:
+        """Two passes over the period's ``support_case`` rows, one statement
+        each, from an index alone (SQLite: the day indexes of 0019, read in
+        order; PostgreSQL: those of 0016, hashed); the period tests are done
+        in SQL, exactly; each day comes as a row per group (assignee, mailbox,
+        product) with its count and its durations concatenated
+        (:meth:`_Sql.concat`, :meth:`_Sql.exact`):
 
         * opened: cases by ``created`` in the period, with the time to our
           first answer: ``first_answer_at``, the first message of kind
@@ -397,98 +584,97 @@ class Report:
           when the pool has none), consulted or not (a ``consultation`` row
           for the case), rated or not."""
         sql = self.sql
-        n = 4 if self._product is not None else 3
-
-        def keys(day: Any) -> list[Any]:  # the tally's key: assignee, mailbox, day (, product)
-            return [Case.assignee, Case.mailbox, sql.day(day)] + (
-                [self._product] if self._product is not None else [])
-
-        def groups(columns: list[Any], where: Any) -> dict[tuple[Any, ...], list[Any]]:
-            """The rows by group: a dict and a list append per row (sorting them
-            in the database costs more, and spills to disk on PostgreSQL)."""
-            by: dict[tuple[Any, ...], list[Any]] = {}
-            for row in self._rows(Case.select(*columns).where(where & self._cases())):
-                key = row[:n]
-                rows = by.get(key)
-                if rows is None:
-                    rows = by[key] = []
-                rows.append(row)
-            return by
-
-        first = sql.epoch(Case.first_answer_at) - sql.epoch(Case.created)
-        for key, rows in groups([*keys(Case.created), first], self._between(Case.created)).items():
+        first = sql.exact(sql.epoch(Case.first_answer_at) - sql.epoch(Case.created))
+        for key, (n, firsts) in self._days(Case, [fn.COUNT(SQL("*")), sql.concat(first)], Case.created,
+                                           self._cases(by_day=True), day_index=True):
             acc = tally[key]
-            acc.add("cases_opened", len(rows))
-            # Never negative (an answer stored before the case, by a clock set back).
-            acc.first_answer.extend(t if t > 0.0 else 0.0 for t in (r[n] for r in rows) if t is not None)
+            acc.add("cases_opened", int(n))
+            times = _seconds_list(firsts)
+            if times and min(times) < 0.0:  # never negative (an answer before the case: a clock set back)
+                times = [t if t > 0.0 else 0.0 for t in times]
+            acc.first_answer.extend(times)
 
-        consulted = fn.EXISTS(Consultation.select(SQL("1")).where(Consultation.case == Case.id))
-        took = sql.epoch(Case.closed) - sql.epoch(Case.created)
+        # The cases ever consulted, from the index on consultation(case_id):
+        # a set here instead of a lookup per closed case in SQL.
+        consulted = {i for (i,) in self._rows(Consultation.select(Consultation.case).distinct())}
+        took = sql.exact(sql.epoch(Case.closed) - sql.epoch(Case.created))
         # Instants come as floats accurate to some 20 microseconds (SQLite's
         # julianday): comparisons allow half a millisecond, so a case closed
         # exactly at its target is on time.
         slack = 0.0005
-        for key, rows in groups([*keys(Case.closed), took, consulted, Case.rating],
-                                (Case.status == "closed") & self._between(Case.closed)).items():
+        for key, (ids, tooks, rated, rating_sum) in self._days(
+                Case, [sql.concat(Case.id), sql.concat(took), fn.COUNT(Case.rating), fn.SUM(Case.rating)],
+                Case.closed, (Case.status == "closed") & self._cases(by_day=True), day_index=True):
             acc = tally[key]
-            acc.close.extend(r[n] for r in rows)
-            n_consulted = sum(1 for r in rows if r[n + 1])
+            times, cases = _seconds_list(tooks), list(map(int, _split(ids)))
+            acc.close.extend(times)
+            n_consulted = len(consulted.intersection(cases))
             target = self._target.get(key[1])
             late_consulted = late = 0
             if target is None:
-                acc.add("closed_without_target", len(rows))
+                acc.add("closed_without_target", len(times))
             else:
                 limit = target + slack
-                late_rows = [r[n + 1] for r in rows if r[n] > limit]
-                late, late_consulted = len(late_rows), sum(1 for c in late_rows if c)
-            on_time = len(rows) - late
-            for name, count in (("cases_closed", len(rows)),
-                                ("closed_on_time_consulted", n_consulted - late_consulted),
-                                ("closed_on_time_not_consulted", on_time - (n_consulted - late_consulted)),
+                late_cases = [c for t, c in zip(times, cases, strict=True) if t > limit]
+                late, late_consulted = len(late_cases), len(consulted.intersection(late_cases))
+            on_time, on_time_consulted = len(times) - late, n_consulted - late_consulted
+            for name, count in (("cases_closed", len(times)),
+                                ("closed_on_time_consulted", on_time_consulted),
+                                ("closed_on_time_not_consulted", on_time - on_time_consulted),
                                 ("closed_late_consulted", late_consulted),
-                                ("closed_late_not_consulted", late - late_consulted)):
+                                ("closed_late_not_consulted", late - late_consulted),
+                                ("surveys_answered", int(rated))):
                 if count:
                     acc.add(name, count)
-            ratings = [int(r[n + 2]) for r in rows if r[n + 2] is not None]
-            if ratings:
-                acc.add("surveys_answered", len(ratings))
-                acc.rating_sum += sum(ratings)
+            acc.rating_sum += int(rating_sum or 0)
 
     def backlog(self, tally: _Tally) -> None:
         """Open cases now (every status but ``closed``), counted by age from
-        ``created`` and overdue or not, grouped in SQL: overdue when opened
-        longer ago than the pool's ``resolve_within``, or with a consultation
-        unanswered past its ``due``."""
-        whens = [(Case.created > self.now - dt.timedelta(days=upper), key)
-                 for key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
-        bucket = peewee.Case(None, whens, BACKLOG_BUCKETS[-1][0])
-        overdue = self._overdue()
-        keys = [Case.assignee, Case.mailbox] + ([self._product] if self._product is not None else [])
-        q = (Case.select(*keys, bucket, overdue, fn.COUNT(SQL("*")))
-             .where(Case.status.in_(OPEN_STATUSES) & self._cases()).group_by(*keys, bucket, overdue))
+        ``created`` and overdue or not, one row per group from SQL: overdue
+        when opened longer ago than the pool's ``resolve_within``, or with a
+        consultation unanswered past its ``due``. The age buckets come as the
+        counts opened after each bound (1, 3, 7, 30 days ago), newest first."""
+        def count(condition: Any) -> Any:
+            return fn.SUM(peewee.Case(None, [(condition, 1)], 0))
+
+        bounds = [upper for _key, _lower, upper in BACKLOG_BUCKETS if upper is not None]
+        keys = self._key_columns
         n = len(keys)
+        # SQLite: grouped by status and closing day too, the order of the
+        # closed cases' day index (0019), so nothing is sorted; the few rows
+        # per key add up here.
+        group = [Case.status, self.sql.day(Case.closed), *keys] if self.sql.sqlite else keys
+        q = (Case.select(*keys, fn.COUNT(SQL("*")), count(self._overdue()),
+                         *(count(Case.created > self.now - dt.timedelta(days=d)) for d in bounds))
+             .where(Case.status.in_(OPEN_STATUSES) & self._cases(by_day=True)).group_by(*group))
         for row in self._rows(q):
+            total, overdue, *newer = (int(v or 0) for v in row[n:])
             acc = tally[(*row[:2], None, *row[2:n])]
-            acc.add(str(row[n]), int(row[n + 2]))
-            if row[n + 1]:
-                acc.add("overdue_cases", int(row[n + 2]))
+            # newer[i]: opened after the i-th bound; each bucket lies between two bounds.
+            for (key, _lower, _upper), upto, since in zip(BACKLOG_BUCKETS, [*newer, total], [0, *newer],
+                                                         strict=True):
+                if upto - since:
+                    acc.add(key, upto - since)
+            if overdue:
+                acc.add("overdue_cases", overdue)
 
     def consultations(self, tally: _Tally) -> None:
-        """Consultations by ``asked`` in the period: on time when ``answered <=
-        due``; late when answered after ``due`` or unanswered past it now;
-        pending otherwise."""
+        """Consultations by ``asked`` in the period (index consultation(asked)):
+        on time when ``answered <= due``; late when answered after ``due`` or
+        unanswered past it now; pending otherwise."""
         verdict = peewee.Case(None, [
             (Consultation.answered.is_null(False) & (Consultation.answered <= Consultation.due),
              "consulted_on_time"),
             (Consultation.answered.is_null(False) | (Consultation.due < self.now), "consulted_late"),
         ], "consultations_pending")
-        keys = self._keys(Consultation.asked)
-        q = (Consultation.select(*keys, verdict, fn.COUNT(SQL("*")))
-             .join(Case, on=(Consultation.case == Case.id))
-             .where(self._between(Consultation.asked) & self._cases()).group_by(*keys, verdict))
-        n = len(keys)
-        for row in self._rows(q):
-            tally[tuple(row[:n])].add(str(row[n]), int(row[n + 1]))
+        # Day by day, each verdict's case ids, counted by the case's key here
+        # (no join to the cases, no sort).
+        names = ("consulted_on_time", "consulted_late", "consultations_pending")
+        columns = [self.sql.concat(Consultation.case, verdict == name) for name in names]
+        for day, lists in self._days(Consultation, columns, Consultation.asked, SQL("1 = 1"), keys=False):
+            for name, ids in zip(names, lists, strict=True):
+                for key, n in self._count_by_key(day, list(map(int, _split(ids)))).items():
+                    tally[key].add(name, n)
 
     def reopenings(self, tally: _Tally) -> None:
         """``event`` rows ``kind = 'status'`` whose detail starts ``closed ->``,
@@ -528,10 +714,14 @@ class Report:
         pool's ``resolve_within`` now, or with a consultation unanswered past
         its ``due`` (``overdue_cases``, counted in :meth:`cases`, has them all)."""
         late = self._late_consultation()
+        # The ids first, from the covering index of 0016 (a top-N sort of small
+        # rows), then only their rows, subjects and all.
+        first = (Case.select(Case.id)
+                 .where(Case.status.in_(OPEN_STATUSES) & self._cases() & (self._past_target() | late))
+                 .order_by(Case.created, Case.id).limit(OVERDUE_LIST_LIMIT))
         q = (Case.select(Case.number, Case.subject, Case.customer_address, Case.status, Case.assignee,
                          Case.mailbox, Case.created, late)
-             .where(Case.status.in_(OPEN_STATUSES) & self._cases() & (self._past_target() | late))
-             .order_by(Case.created, Case.id).limit(OVERDUE_LIST_LIMIT))
+             .where(Case.id.in_(first)).order_by(Case.created, Case.id))
         listed = []
         for number, subject, customer, status, csr, mailbox, created, consult in q.tuples():
             opened = aware(created)
@@ -574,7 +764,10 @@ class Report:
                 # (JIT) costs more than it saves on queries of well under a second.
                 self.store.db.execute_sql("SET LOCAL work_mem = '64MB'")
                 self.store.db.execute_sql("SET LOCAL jit = off")
+                # One process: the concatenations of one group see its rows in one order.
+                self.store.db.execute_sql("SET LOCAL max_parallel_workers_per_gather = 0")
             self._directory()
+            self._load_keys()
             tally = _Tally()
             steps: list[tuple[str, Callable[[_Tally], Any]]] = [
                 ("cases", self.cases), ("backlog", self.backlog), ("emails", self.emails_received),
@@ -585,9 +778,21 @@ class Report:
             overdue = self.overdue()
             self.progress("overdue")
         groupings = self._groupings()
-        total = _Acc()
         by: dict[str, dict[str, _Acc]] = {g: {} for g in groupings}
+        # The keys without their day first, each grouping but the day's from
+        # those: every list is sorted once and merged from few sorted runs
+        # (the percentiles sort them again, fast).
+        undated: dict[tuple[Any, ...], _Acc] = {}
         for key, acc in tally.by_key.items():
+            acc.first_answer.sort()
+            acc.close.sort()
+            _merge(undated.setdefault((key[0], key[1], None, *key[3:]), _Acc()), acc)
+            if key[2] is not None:
+                _merge(by["day"].setdefault(_label("day", key[2]), _Acc()), acc)
+        total = _Acc()
+        for key, acc in undated.items():
+            acc.first_answer.sort()
+            acc.close.sort()
             _merge(total, acc)
             for grouping, label in zip(groupings, self._labels(key), strict=True):
                 if label is not None:

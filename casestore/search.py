@@ -35,8 +35,10 @@ from casestore.store import Store, StoreError, _iso
 from rules.vocab import OPEN_STATUSES
 
 # Indexes that 0011_search creates outside the models (expression indexes on
-# PostgreSQL): the schema check leaves them alone.
-DATABASE_ONLY_INDEXES = frozenset({"support_case_search", "message_text_search"})
+# PostgreSQL), and the report's day indexes of 0019_report_days (expression
+# indexes on SQLite): the schema check leaves them alone.
+DATABASE_ONLY_INDEXES = frozenset({"support_case_search", "message_text_search",
+                                   "support_case_report_opened_day", "support_case_report_closed_day"})
 # ... and the stored tsvector columns on PostgreSQL, (table, column).
 DATABASE_ONLY_COLUMNS = frozenset({("support_case", "search_tsv"), ("message", "search_tsv")})
 

@@ -52,7 +52,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from rules import limits
 from rules.inbound import bounded, walk_parts
@@ -121,21 +121,54 @@ def _header_values(msg: Message, name: str, most: int = limits.MAX_VALUES_READ) 
     addresses); when that raises, the raw string is used instead.
     """
     wanted = name.lower()
+    try:
+        index = _header_index(msg)
+    except Exception:
+        return []
+    done = index.values.get((wanted, most))
+    if done is not None:
+        return list(done)
     values: list[str] = []
     try:
-        items = msg.raw_items()
-        for key, raw in items:
-            if len(values) >= most:
-                break
-            if not isinstance(key, str) or key.lower() != wanted:
-                continue
+        for key, raw in index.fields.get(wanted, ())[:max(most, 0)]:
             try:
                 values.append(_printable(str(msg.policy.header_fetch_parse(key, bounded(str(raw))))))
             except Exception:
                 values.append(_decode_raw(raw))
     except Exception:
         pass
+    index.values[(wanted, most)] = tuple(values)
     return values
+
+
+class _HeaderIndex:
+    """A message's raw fields by lower-case name, and the values read so far:
+    the rules ask for some thirty names per message, each of which scanned
+    every field (issue 12). Valid while the message's fields are the same
+    objects (any change to them makes a new index)."""
+
+    __slots__ = ("fields", "items", "values")
+
+    def __init__(self, items: tuple[tuple[Any, Any], ...]) -> None:
+        self.items = items
+        self.fields: dict[str, list[tuple[str, Any]]] = {}
+        for key, raw in items:
+            if isinstance(key, str):
+                self.fields.setdefault(key.lower(), []).append((key, raw))
+        self.values: dict[tuple[str, int], tuple[str, ...]] = {}
+
+
+_INDEX_ATTR: Final = "_casegate_header_index"
+
+
+def _header_index(msg: Message) -> _HeaderIndex:
+    items = tuple(msg.raw_items())
+    cached = msg.__dict__.get(_INDEX_ATTR)
+    if isinstance(cached, _HeaderIndex) and cached.items == items:
+        return cached
+    index = _HeaderIndex(items)
+    msg.__dict__[_INDEX_ATTR] = index
+    return index
 
 
 def _first(msg: Message, name: str) -> str | None:
@@ -144,9 +177,8 @@ def _first(msg: Message, name: str) -> str | None:
 
 
 def _has(msg: Message, name: str) -> bool:
-    wanted = name.lower()
     try:
-        return any(isinstance(k, str) and k.lower() == wanted for k, _ in msg.raw_items())
+        return name.lower() in _header_index(msg).fields
     except Exception:
         return False
 

@@ -14,7 +14,6 @@ Pure: stdlib only.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -35,7 +34,7 @@ def instance_id(secret: bytes) -> str:
 
 def _mac(secret: bytes, text: str, length: int = 16) -> str:
     digest = hmac.new(secret, text.encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest).decode().rstrip("=").lower()[:length]
+    return tokens.b32_prefix(digest, length)
 
 
 def make_loop_header(secret: bytes, hops: int) -> str:

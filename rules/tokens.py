@@ -63,9 +63,18 @@ def tagged_subject(number: str, subject: str, prefix: str, *, reply: bool = Fals
     return f"Re: {tagged}" if reply else tagged
 
 
+def b32_prefix(digest: bytes, length: int) -> str:
+    """``base64.b32encode(digest)`` lower-cased, unpadded, cut to ``length``,
+    from only the 5-byte groups those characters come from (each group makes
+    8 characters on its own): the stdlib's pure-Python encoder cost a tenth
+    of a millisecond per message on a whole SHA-256 digest."""
+    groups = -(-length // 8)
+    return base64.b32encode(digest[: 5 * groups]).decode().rstrip("=").lower()[:length]
+
+
 def _sign(secret: bytes, text: str, length: int = 12) -> str:
     digest = hmac.new(secret, text.encode(), hashlib.sha256).digest()
-    return base64.b32encode(digest).decode().rstrip("=").lower()[:length]
+    return b32_prefix(digest, length)
 
 
 def make_message_id(secret: bytes, number: str, domain: str, nonce: str | None = None) -> str:

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from casestore.store import Store
-from rules.replies import Reply
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.engine import Engine
 from smtpd_hook.outbox import OutboxWorker
@@ -58,17 +57,17 @@ async def serve(
     outbox = OutboxWorker(store, settings, db_executor)
     loop = asyncio.get_running_loop()
 
-    def process(delivery: Delivery) -> Reply:
-        reply = engine.process(delivery)
-        loop.call_soon_threadsafe(outbox.poke)
-        return reply
-
     def enrich(delivery: Delivery) -> Delivery:
-        if dkim_verify is None or not _signed(delivery.data):
-            return delivery
+        assert dkim_verify is not None
         return dataclasses.replace(delivery, dkim=tuple(dkim_verify(delivery.data)))
 
-    handler = FilterHandler(process, db_executor, enrich=enrich)
+    # Only a signed message, and only with DKIM on, takes the detour through
+    # the default pool: for the others it was a thread hop for nothing.
+    # The outbox is poked on the loop when a delivery is done (what it
+    # stored may be due), not by a second wake-up from the store's thread.
+    handler = FilterHandler(engine.process, db_executor,
+                            enrich=enrich if dkim_verify is not None else None,
+                            enrich_when=lambda delivery: _signed(delivery.data), after=outbox.poke)
     server = FilterServer(handler, hostname=settings.helo_name)
     bound = await server.start(*listen, sock=sock)
     log.info("listening on %s:%d, re-injecting to %s:%d", bound[0], bound[1],

@@ -122,7 +122,7 @@ class Engine:
         hook = getattr(self.renderer, "reload", None)
         if callable(hook):  # the renderer's own, when it has one
             hook()
-        else:  # jinja2 re-reads a changed file by itself; drop its cache anyway
+        else:  # a renderer without reload(): drop its compiled templates
             cache = getattr(getattr(self.renderer, "env", None), "cache", None)
             if cache is not None:
                 cache.clear()

@@ -58,11 +58,16 @@ def send_batch(
         for n, item in enumerate(items):
             rcpts = [r for r in item.rcpt_to.split("\n") if r]
             try:
-                _xforward_ident(client, item.message.queue_id)
                 # A non-ASCII local part (ana.maría@…) needs SMTPUTF8 (RFC 6531).
                 options = ["SMTPUTF8"] if needs_smtputf8([item.mail_from, *rcpts]) else []
-                refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw),
-                                          mail_options=options)
+                client.ehlo_or_helo_if_needed()
+                if client.has_extn("pipelining"):
+                    refused = _sendmail_pipelined(client, item.message.queue_id, item.mail_from, rcpts,
+                                                  bytes(item.message.raw), options)
+                else:
+                    _xforward_ident(client, item.message.queue_id)
+                    refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw),
+                                              mail_options=options)
             except smtplib.SMTPNotSupportedError as exc:
                 # Postfix without smtputf8_enable: this item waits and retries
                 # (the log says why); the others go.
@@ -102,6 +107,71 @@ def send_batch(
             client.quit()
         except (OSError, smtplib.SMTPException):
             client.close()
+
+
+def _sendmail_pipelined(client: smtplib.SMTP, qid: str, mail_from: str, rcpts: list[str],
+                        msg: bytes, options: list[str]) -> dict[str, tuple[int, bytes]]:
+    """``client.sendmail`` (after :func:`_xforward_ident`) with RFC 2920
+    pipelining: XFORWARD, MAIL, every RCPT and DATA in one write, then the
+    content: two round trips per message instead of five. The same
+    exceptions and return value as smtplib's sendmail, the same state after
+    each (RSET, or the connection closed on 421)."""
+    if any(o.lower() == "smtputf8" for o in options):
+        if not client.has_extn("smtputf8"):
+            raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
+        client.command_encoding = "utf-8"  # as smtplib's mail() does, for the connection
+    esmtp = ([f"size={len(msg)}"] if client.has_extn("size") else []) + list(options)
+    commands: list[str] = []
+    if qid and "IDENT" in client.esmtp_features.get("xforward", "").upper():
+        commands.append(f"XFORWARD IDENT={qid}")
+    commands.append(f"MAIL FROM:{smtplib.quoteaddr(mail_from)}" + "".join(f" {o}" for o in esmtp))
+    commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in rcpts]
+    commands.append("DATA")
+    client.send("".join(f"{c}\r\n" for c in commands).encode(client.command_encoding))
+    if len(commands) > len(rcpts) + 2:
+        client.getreply()  # XFORWARD's: ignored, as _xforward_ident ignores it
+    code, resp = client.getreply()
+    if code != 250:
+        if code == 421:
+            client.close()
+        else:
+            try:
+                for _ in range(len(rcpts) + 1):  # the RCPTs' and DATA's answers (503 …)
+                    client.getreply()
+            except (OSError, smtplib.SMTPException):
+                client.close()
+            else:
+                _rset(client)
+        raise smtplib.SMTPSenderRefused(code, resp, mail_from)
+    refused: dict[str, tuple[int, bytes]] = {}
+    for rcpt in rcpts:
+        code, resp = client.getreply()
+        if code not in (250, 251):
+            refused[rcpt] = (code, resp)
+        if code == 421:
+            client.close()
+            raise smtplib.SMTPRecipientsRefused(refused)
+    code, resp = client.getreply()  # DATA's
+    if len(refused) == len(rcpts):
+        if code == 354:  # a server that takes DATA anyway: end it with nothing sent
+            client.send(b".\r\n")
+            client.getreply()
+        _rset(client)
+        raise smtplib.SMTPRecipientsRefused(refused)
+    if code != 354:
+        raise smtplib.SMTPDataError(code, resp)
+    q = smtplib._quote_periods(msg)  # type: ignore[attr-defined]
+    if q[-2:] != b"\r\n":
+        q += b"\r\n"
+    client.send(q + b".\r\n")
+    code, resp = client.getreply()
+    if code != 250:
+        if code == 421:
+            client.close()
+        else:
+            _rset(client)
+        raise smtplib.SMTPDataError(code, resp)
+    return refused
 
 
 def _xforward_ident(client: smtplib.SMTP, qid: str) -> None:

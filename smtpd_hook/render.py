@@ -158,6 +158,9 @@ class Renderer:
             autoescape=_autoescape,
             keep_trailing_newline=True,
             trim_blocks=True,
+            # Read once: no stat() of every template on every use. SIGHUP
+            # (Engine.reload -> reload()) reads the files again.
+            auto_reload=False,
         )
         self.env.filters["paragraphs"] = paragraphs
         # The old name-based loader, for ``text()``: an override of the same
@@ -167,9 +170,20 @@ class Renderer:
                 ([jinja2.FileSystemLoader(str(templates_dir))] if templates_dir is not None else [])
                 + [jinja2.PackageLoader("smtpd_hook", "templates")]),
             undefined=jinja2.StrictUndefined, autoescape=_autoescape,
-            keep_trailing_newline=True, trim_blocks=True)
+            keep_trailing_newline=True, trim_blocks=True, auto_reload=False)
         self._plain.filters["paragraphs"] = paragraphs
         self._uses: dict[str, tuple[jinja2.Template, set[str]]] = {}
+        # Candidates with no file (the overrides an installation does not
+        # have): looked up on disk once, not for every mail, until reload().
+        self._missing: set[str] = set()
+
+    def reload(self) -> None:
+        """Read the template files again (SIGHUP): compiled templates and the
+        names found missing are forgotten."""
+        self.env.cache.clear()  # type: ignore[union-attr]
+        self._plain.cache.clear()  # type: ignore[union-attr]
+        self._missing = set()
+        self._uses = {}
 
     # -- one template ---------------------------------------------------------------
 
@@ -196,10 +210,14 @@ class Renderer:
         return found
 
     def _first(self, names: Sequence[str]) -> tuple[int, jinja2.Template | None]:
+        missing = self._missing
         for i, name in enumerate(names):
+            if name in missing:
+                continue
             try:
                 return i, self.env.get_template(name)
             except jinja2.TemplateNotFound:
+                missing.add(name)
                 continue
         return len(names), None
 
@@ -216,9 +234,12 @@ class Renderer:
         return False
 
     def _variables(self, name: str) -> set[str]:
+        if name in self._missing:
+            return set()
         try:
             template = self.env.get_template(name)
         except jinja2.TemplateNotFound:
+            self._missing.add(name)
             return set()
         cached = self._uses.get(name)
         if cached is not None and cached[0] is template:
@@ -516,6 +537,8 @@ def needs_smtputf8(addresses: Sequence[str]) -> bool:
     """Does any of these addresses (``Name <addr>`` or bare) have a non-ASCII
     local part (the domain is IDNA-encoded elsewhere)?"""
     for value in addresses:
+        if value.isascii():  # then so is what parseaddr makes of it
+            continue
         address = email.utils.parseaddr(value)[1] or value
         if not address.rpartition("@")[0].isascii():
             return True

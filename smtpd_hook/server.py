@@ -17,9 +17,11 @@ import socket
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from rules import replies
 from rules.logctx import queue_id
@@ -34,6 +36,12 @@ Enricher = Callable[[Delivery], Delivery]
 
 
 _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+
+# <dot-atom@dot-atom>, then spaces or the end: what email's get_angle_addr
+# reads as that addr-spec, leaving the rest after the spaces it skips.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(
+    rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:[ \t]+(?=[^ \t(])|$)")
 
 
 def xtext_decode(value: str) -> str:
@@ -61,6 +69,97 @@ class FilterSMTP(SMTP):
 
     def _create_envelope(self) -> Envelope:
         return XEnvelope()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd 1.4's DATA, reading the content in a few large pieces
+        instead of one ``readuntil`` (and a debug log call) per line, which
+        was a sixth of the SMTP edge's CPU. Same replies, same content:
+        everything up to the line ``.``, dot-stuffing undone (RFC 5321
+        4.5.2), ``500 Line too long`` for a line over ``line_length_limit``,
+        ``552`` over ``data_size_limit``; never reads past the ``.`` line."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data = bytearray()
+        reader = self._reader
+        while self.transport is not None:  # pragma: nobranch
+            try:
+                # Each piece ends with ".\r\n" (the end, or a line ending in
+                # a full stop), or is what the reader held with none in it.
+                piece = await reader.readuntil(b".\r\n")
+            except asyncio.CancelledError:
+                log.info("Connection lost during DATA")
+                self._writer.close()
+                raise
+            except asyncio.LimitOverrunError as exc:
+                piece = await reader.readexactly(exc.consumed)
+            data += piece
+            if piece.endswith(b".\r\n") and (len(data) == 3 or data.endswith(b"\r\n.\r\n")):
+                break
+        del data[-3:]  # the ".\r\n" that ends it
+        limit = self.data_size_limit
+        if (len(data) > self.line_length_limit
+                and max(map(len, data.split(b"\r\n"))) + 2 > self.line_length_limit):
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            self._set_post_data_state()
+            return
+        if limit and len(data) > limit:
+            await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()
+            return
+        if data.startswith(b"."):
+            del data[0]
+        original_content = bytes(data.replace(b"\r\n.", b"\r\n"))
+        del data
+        content: str | bytes = original_content
+        if self._decode_data:
+            if self.enable_SMTPUTF8:
+                content = original_content.decode("utf-8", errors="surrogateescape")
+            else:
+                try:
+                    content = original_content.decode("ascii", errors="strict")
+                except UnicodeDecodeError:
+                    await self.push("500 Error: strict ASCII mode")
+                    return
+        self.envelope.content = content
+        self.envelope.original_content = original_content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's ``_getaddr`` (MAIL FROM, RCPT TO), without the class it
+        defined on every call (a typing.Protocol: an ABC made twice per
+        message, a tenth of the SMTP edge's CPU) and with a fast path for the
+        plain ``<local@domain>`` Postfix sends, giving the same result."""
+        if not arg:
+            return "", ""
+        m = _PLAIN_PATH.match(arg)
+        if m is not None:
+            addr, rest = m.group(1), arg[m.end():]
+        else:
+            try:
+                if arg.lstrip().startswith("<"):
+                    address, rest = get_angle_addr(arg)
+                else:
+                    address, rest = get_addr_spec(arg)
+            except HeaderParseError:
+                return None, None
+            addr = address.addr_spec
+        localpart = addr.rpartition("@")[0]
+        if self.local_part_limit and len(localpart) > self.local_part_limit:
+            return None, None
+        return addr, rest
 
     @syntax("XFORWARD attribute=value ...")
     async def smtp_XFORWARD(self, arg: str | None) -> None:
@@ -97,12 +196,18 @@ class FilterHandler:
     """aiosmtpd hooks; ``process`` runs in ``executor``."""
 
     def __init__(self, process: Processor, executor: Executor | None = None,
-                 enrich: Enricher | None = None) -> None:
+                 enrich: Enricher | None = None,
+                 enrich_when: Callable[[Delivery], bool] | None = None,
+                 after: Callable[[], None] | None = None) -> None:
         self.process = process
         self.executor = executor
         # Slow, store-free work (DKIM's DNS lookups) runs before the
-        # processor, in the default pool, so it never holds the store's thread.
+        # processor, in the default pool, so it never holds the store's thread;
+        # only for the deliveries ``enrich_when`` picks (default: all).
         self.enrich = enrich
+        self.enrich_when = enrich_when
+        # Called on the loop when a processor call is done (or failed).
+        self.after = after
         self.inflight: set[asyncio.Future[Any]] = set()
 
     async def handle_EHLO(
@@ -142,10 +247,13 @@ class FilterHandler:
     async def _run(self, delivery: Delivery) -> Reply:
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        if self.enrich is not None:
+        if self.enrich is not None and (self.enrich_when is None or self.enrich_when(delivery)):
             delivery = await loop.run_in_executor(None, functools.partial(ctx.run, self.enrich,
                                                                           delivery))
         future = loop.run_in_executor(self.executor, functools.partial(ctx.run, self.process, delivery))
+        if self.after is not None:
+            after = self.after
+            future.add_done_callback(lambda _: after())
         self.inflight.add(future)
         try:
             # shield: a dropped client connection must not abandon a

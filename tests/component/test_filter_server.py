@@ -145,3 +145,107 @@ def test_drain_finishes_what_was_accepted(running) -> None:
                                               ("+3D+3D", "==")])
 def test_xtext(raw: str, decoded: str) -> None:
     assert xtext_decode(raw) == decoded
+
+
+def test_enrich_runs_only_for_the_deliveries_it_is_for(running) -> None:
+    """serve verifies DKIM (``enrich``, in the default pool) only for signed
+    mail: the others go straight to the processor, without the thread hop."""
+    seen: list[Delivery] = []
+    enriched: list[bytes] = []
+    r = running(lambda d: seen.append(d) or replies.OK)
+
+    def enrich(d: Delivery) -> Delivery:
+        enriched.append(d.data)
+        return d
+
+    r.handler.enrich = enrich
+    r.handler.enrich_when = lambda d: d.data.startswith(b"DKIM-Signature:")
+    assert send(r.port)[1][0] == 250
+    assert send(r.port, data=b"DKIM-Signature: v=1\r\nSubject: x\r\n\r\nbody\r\n")[1][0] == 250
+    assert len(seen) == 2 and enriched == [seen[1].data]
+
+
+@pytest.mark.parametrize("arg", [
+    "<ann@customer.test>", "<ann@customer.test> SIZE=123 BODY=8BITMIME", "<A.B+tag@Example.COM>",
+    "<o'hara@x.test>  SMTPUTF8", "<a@b.c> (comment) SIZE=1", "<a@b.c>SIZE=1", "<a..b@c.d>",
+    "<\"q s\"@c.d>", "<a@[127.0.0.1]>", "<ü@x.test>", "<>", "<> SIZE=1", "<@relay:a@b.c>",
+    "<a@b.c", "a@b.c SIZE=1", " <a@b.c>", "", "<" + "x" * 80 + "@b.c>",
+])
+def test_getaddr_reads_paths_as_aiosmtpd_does(arg: str) -> None:
+    from aiosmtpd.smtp import SMTP
+
+    from smtpd_hook.server import FilterSMTP
+
+    ours, theirs = FilterSMTP(object()), SMTP(object())
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
+    ours.local_part_limit = theirs.local_part_limit = 64
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
+
+
+def _raw_data(port: int, content: bytes) -> tuple[bytes, bytes]:
+    """MAIL, RCPT, DATA, then ``content`` as it is (the client's dot-stuffing
+    and the final ``.`` line included); the reply to DATA's end, and to NOOP."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"220")
+        sock.sendall(b"HELO postfix.test\r\n")
+        assert f.readline().startswith(b"250")
+        for cmd, code in ((b"MAIL FROM:<a@client.test>", b"250"), (b"RCPT TO:<support@example.com>", b"250"),
+                          (b"DATA", b"354")):
+            sock.sendall(cmd + b"\r\n")
+            assert f.readline().startswith(code), cmd
+        for i in range(0, len(content), 65536):  # in pieces, as a client writes them
+            sock.sendall(content[i:i + 65536])
+        reply = f.readline()
+        sock.sendall(b"NOOP\r\n")
+        return reply, f.readline()
+
+
+def _unstuffed(content: bytes) -> bytes:
+    """RFC 5321 4.5.2, line by line: what the server must hand on."""
+    lines = content.split(b"\r\n")
+    assert lines[-2:] == [b".", b""]
+    return b"".join((line[1:] if line.startswith(b".") else line) + b"\r\n" for line in lines[:-2])
+
+
+@pytest.mark.parametrize("content", [
+    b".\r\n",  # an empty message
+    b"Subject: x\r\n.\r\n",  # one line
+    b"\r\n.\r\n",  # one empty line
+    b"Subject: x\r\n\r\nA sentence.\r\nAnother one.\r\n.\r\n",  # lines ending in a full stop
+    b"Subject: x\r\n\r\n..\r\n...\r\n..x\r\n.\r\n",  # dot-stuffed lines
+    b"..\r\n.\r\n",  # a stuffed dot first
+    b"Subject: x\r\n\r\nbare\n.\r\nlf.\n.\r\n.x.\r\n.\r\n",  # bare LF: no line start, no end
+    b"Subject: x\r\n\r\n" + b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=\r\n" * 70000 + b".\r\n",  # 2.6 MB, no dot
+    b"Subject: x\r\n\r\n" + (b"line.\r\n" + b"y" * 300000 + b".\r\n") * 8 + b".\r\n",
+])
+def test_data_content_as_sent_dot_stuffing_undone(running, content: bytes) -> None:
+    seen: list[Delivery] = []
+    r = running(lambda d: seen.append(d) or replies.OK)
+    reply, noop = _raw_data(r.port, content)
+    assert reply.startswith(b"250") and noop.startswith(b"250")  # nothing read past the "." line
+    assert seen[0].data == _unstuffed(content)
+
+
+def test_data_with_a_line_over_the_limit_is_refused_whole(running) -> None:
+    from smtpd_hook.server import FilterSMTP
+
+    seen: list[Delivery] = []
+    r = running(lambda d: seen.append(d) or replies.OK)
+    too_long = b"x" * (FilterSMTP.line_length_limit - 1)  # with CRLF one byte over
+    reply, noop = _raw_data(r.port, b"Subject: x\r\n\r\n" + too_long + b"\r\nend\r\n.\r\n")
+    assert reply.startswith(b"500 Line too long") and noop.startswith(b"250") and not seen
+    reply, _ = _raw_data(r.port, b"Subject: x\r\n\r\n" + too_long[1:] + b"\r\nend\r\n.\r\n")
+    assert reply.startswith(b"250") and len(seen) == 1
+
+
+def test_after_runs_on_the_loop_once_per_delivery(running) -> None:
+    """serve pokes the outbox this way when a delivery is done."""
+    calls: list[bool] = []
+    r = running(lambda d: replies.OK)
+    r.handler.after = lambda: calls.append(r.loop.is_running() and threading.current_thread() is r.thread)
+    assert send(r.port)[1][0] == 250
+    assert send(r.port)[1][0] == 250
+    assert calls == [True, True]

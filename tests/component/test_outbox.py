@@ -115,3 +115,83 @@ def test_an_unsendable_message_fails_alone(sqlite_url: str) -> None:
     assert Outbox.get_by_id(bad.id).status == "failed"
     assert {Outbox.get_by_id(i).status for i in (first.id, comma.id)} == {"sent"}
     assert sorted(d.rcpt_tos for d in got) == [('"a,b"@client.test',), ("john@customer.test",)]
+
+
+class _Pipelining(SMTP):
+    """aiosmtpd (which reads pipelined commands in order) saying PIPELINING,
+    as Postfix's listener does, so the outbox writes each message's commands
+    in one go."""
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        original = self.push
+        lines: list[str] = []
+
+        async def push(status: str) -> None:
+            lines.append(status)
+
+        self.push = push  # type: ignore[method-assign]
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self.push = original  # type: ignore[method-assign]
+        if lines and lines[-1].startswith("250 "):
+            lines[-1:] = ["250-PIPELINING", lines[-1]]
+        for line in lines:
+            await self.push(line)
+
+
+def test_pipelined_sending_gives_the_same_outcomes(sqlite_url: str) -> None:
+    """Sent, refused sender, one of two recipients refused, all refused, and
+    content refused: recorded as with one command at a time."""
+    from tests.support.sink import _SinkHandler
+
+    clock = Clock()
+    store, plain = make_store(sqlite_url, clock)
+    rows = {"plain": plain}
+    cases = {"badsender": ("bad@example.com", ["john@customer.test"]),
+             "onebad": ("support@example.com", ["john@customer.test", "nobody@customer.test"]),
+             "allbad": ("support@example.com", ["nobody@customer.test"]),
+             "baddata": ("support@example.com", ["reject-data@customer.test"])}
+    with store.atomic():
+        for name, (sender, rcpts) in cases.items():
+            msg = store.add_message(direction="out", kind="ack", sender=sender, recipients=rcpts[0],
+                                    raw=RAW.replace(b"test_outbox", name.encode()),
+                                    message_id=f"<{name}@example.com>", queue_id="4AbC")
+            rows[name] = store.enqueue(msg, mail_from=sender, rcpt_to=rcpts)
+    with Sink() as sink:
+        handler = _SinkHandler(sink)
+
+        class Picky:
+            async def handle_MAIL(self, server, session, envelope, address, options):
+                if address.startswith("bad@"):
+                    return "553 5.7.1 sender refused"
+                envelope.mail_from = address
+                return "250 OK"
+
+            async def handle_RCPT(self, server, session, envelope, address, options):
+                if address.startswith("nobody@"):
+                    return "550 5.1.1 no such user"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
+            async def handle_DATA(self, server, session, envelope):
+                if "reject-data@customer.test" in envelope.rcpt_tos:
+                    return "554 5.6.0 content refused"
+                return await handler.handle_DATA(server, session, envelope)
+
+        srv = ServerThread(lambda loop: _Pipelining(Picky()))
+        srv.start()
+        try:
+            worker = OutboxWorker(store, Settings(secret=b"x" * 32, reinject_port=srv.port), None)
+            assert asyncio.run(worker.run_once()) == 5
+        finally:
+            srv.stop()
+        got = sink.wait_for(count=2, timeout=5)
+    status = {name: Outbox.get_by_id(row.id) for name, row in rows.items()}
+    assert {n: s.status for n, s in status.items()} == {
+        "plain": "sent", "badsender": "failed", "onebad": "sent", "allbad": "failed", "baddata": "failed"}
+    assert "553" in status["badsender"].last_error and "554" in status["baddata"].last_error
+    assert "550" in status["allbad"].last_error
+    assert sorted(d.rcpt_tos for d in got) == [("john@customer.test",), ("john@customer.test",)]
+    assert sorted(d.raw.split(b"Subject: ")[1].split(b"\r\n")[0] for d in got) == [b"onebad", b"test_outbox"]
+    store.close()
