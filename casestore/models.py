@@ -138,6 +138,7 @@ class Case(BaseModel):
             (("status", "closed", "created", "assignee", "mailbox", "product", "rating", "id"), False),
             # reports, 0017_report_keys: every case's grouping key, in key order
             (("assignee", "mailbox", "product", "id"), False),
+            (("assignee", "status"), False),  # Store.open_load: a CSR's open cases (0020)
         )
 
 

@@ -202,7 +202,9 @@ def test_0017_indexes_the_cases_keys_and_the_report_reads_them(empty_store_url: 
             if n % 2:
                 Case.update(assignee=jane.id).where(Case.id == case.id).execute()
     store.close()
-    assert store.migrate() == ["0017_report_keys", "0018_rate_cap_covering", "0019_report_days"]
+    assert store.migrate(through="0019_report_days") == ["0017_report_keys", "0018_rate_cap_covering",
+                                                          "0019_report_days"]
+    store.migrate()  # and any later ones: what follows holds on the whole schema
     if store.is_sqlite:
         names = {r[0] for r in store.db.execute_sql(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'support_case'")}
@@ -250,7 +252,8 @@ def test_0019_indexes_the_cases_days_and_the_report_reads_them(empty_store_url: 
                (Period(dt.date(2026, 11, 1), dt.date(2026, 11, 30)), "default")]
     before = [Report(store, period, pool=pool).run() for period, pool in periods]
     store.close()
-    assert store.migrate() == ["0019_report_days"]
+    assert store.migrate(through="0019_report_days") == ["0019_report_days"]
+    store.migrate()  # and any later ones: what follows holds on the whole schema
     if store.is_sqlite:
         names = {r[0] for r in store.db.execute_sql(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'support_case'")}
