@@ -183,6 +183,13 @@ def test_the_report_reads_the_indexes_of_0016(store_url: str) -> None:
     store.close()
 
 
+def _case_indexes(store: Store) -> set[str]:
+    """The names of support_case's indexes, as the database has them."""
+    sql = ("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'support_case'"
+           if store.is_sqlite else "SELECT indexname FROM pg_indexes WHERE tablename = 'support_case'")
+    return {r[0] for r in store.db.execute_sql(sql)}
+
+
 def test_0017_indexes_the_cases_keys_and_the_report_reads_them(empty_store_url: str) -> None:
     """0017_report_keys on a store of 0016 with cases in it: the index
     support_case_report_keys is built from them, and the report's figures are
@@ -205,12 +212,7 @@ def test_0017_indexes_the_cases_keys_and_the_report_reads_them(empty_store_url: 
     assert store.migrate(through="0019_report_days") == ["0017_report_keys", "0018_rate_cap_covering",
                                                           "0019_report_days"]
     store.migrate()  # and any later ones: what follows holds on the whole schema
-    if store.is_sqlite:
-        names = {r[0] for r in store.db.execute_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'support_case'")}
-    else:
-        names = {r[0] for r in store.db.execute_sql(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'support_case'")}
+    names = _case_indexes(store)
     assert "support_case_report_keys" in names
     report = Report(store, Period(dt.date(2026, 11, 1), dt.date(2026, 11, 30))).run()
     assert (report["cases_opened"], report["emails_received"]) == (6, 6)
@@ -254,12 +256,7 @@ def test_0019_indexes_the_cases_days_and_the_report_reads_them(empty_store_url: 
     store.close()
     assert store.migrate(through="0019_report_days") == ["0019_report_days"]
     store.migrate()  # and any later ones: what follows holds on the whole schema
-    if store.is_sqlite:
-        names = {r[0] for r in store.db.execute_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'support_case'")}
-    else:
-        names = {r[0] for r in store.db.execute_sql(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'support_case'")}
+    names = _case_indexes(store)
     day_indexes = {"support_case_report_opened_day", "support_case_report_closed_day"}
     assert day_indexes <= names if store.is_sqlite else not day_indexes & names
     after = [Report(store, period, pool=pool).run() for period, pool in periods]

@@ -37,6 +37,7 @@ from tests.support.fixtures import _new_root, _remove, postfix_available
 from tests.support.mail import make
 from tests.support.postfix import PostfixInstance, free_ports
 from tests.support.sink import Delivery, Sink
+from tests.support.wait import until
 
 pytestmark = [
     pytest.mark.system,
@@ -68,14 +69,6 @@ def sql(url: str, query: str, *args: object) -> list[tuple]:
     with psycopg2.connect(url, connect_timeout=5) as conn, conn.cursor() as cur:
         cur.execute(query, args)
         return cur.fetchall()
-
-
-def until(what: str, predicate, timeout: float = 60.0, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not reached after {timeout}s")
-        time.sleep(interval)
 
 
 def number_of(d: Delivery) -> str:

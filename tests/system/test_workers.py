@@ -43,6 +43,7 @@ from tests.support.fixtures import _new_root, _remove, postfix_available
 from tests.support.mail import make
 from tests.support.postfix import PostfixInstance, free_ports
 from tests.support.sink import Sink
+from tests.support.wait import until
 
 pytestmark = [
     pytest.mark.system,
@@ -73,9 +74,7 @@ class Env:
 
     def workers(self) -> list[int]:
         assert self.cg.proc is not None
-        parent = self.cg.proc.pid
-        text = Path(f"/proc/{parent}/task/{parent}/children").read_text()
-        return [int(p) for p in text.split()]
+        return children(self.cg.proc.pid)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -102,12 +101,9 @@ def env(request) -> Iterator[Env]:
         _remove(root)
 
 
-def until(what: str, predicate, timeout: float = 60.0, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not reached after {timeout}s")
-        time.sleep(interval)
+def children(pid: int) -> list[int]:
+    """The pids of a process's children (its workers), from /proc."""
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 def gone(pid: int) -> bool:
@@ -278,17 +274,13 @@ def test_workers_that_keep_dying_stop_the_parent(tmp_path: Path) -> None:
         cg.start(listen_port=filter_port, reinject_port=reinject_port, extra=["--workers", "2"])
         assert cg.proc is not None
         parent = cg.proc.pid
-
-        def children() -> list[int]:
-            return [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
-
-        until("two workers", lambda: len(children()) == 2, timeout=10)
+        until("two workers", lambda: len(children(parent)) == 2, timeout=10)
         for n in range(6):
-            victim = children()[0]
+            victim = children(parent)[0]
             os.kill(victim, signal.SIGKILL)
             if n < 5:
-                until("a worker restarted", lambda v=victim: v not in children() and len(children()) == 2,
-                      timeout=15)
+                until("a worker restarted",
+                      lambda v=victim: v not in children(parent) and len(children(parent)) == 2, timeout=15)
         code = cg.proc.wait(30)
         log = cg.log()
         assert code == 1, log[-3000:]
@@ -310,9 +302,8 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
         cg.start(listen_port=filter_port, reinject_port=reinject_port, extra=["--workers", "2"])
         assert cg.proc is not None
         parent = cg.proc.pid
-        until("two workers", lambda: len(Path(f"/proc/{parent}/task/{parent}/children")
-                                         .read_text().split()) == 2, timeout=10)
-        workers = [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        until("two workers", lambda: len(children(parent)) == 2, timeout=10)
+        workers = children(parent)
         cg.kill9()
         until("the workers gone", lambda: all(gone(p) for p in workers), timeout=15)
         for pid in workers:
