@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -449,6 +450,15 @@ class Store:
         # cached directory (Engine) is re-read at once; other processes' changes
         # reach it within defaults.DIRECTORY_TTL.
         self.directory_generation = 0
+        # Outbox hand-off (``serve``; issue 12): a row enqueued in a transaction
+        # of this process is leased to ``handoff_owner`` in that transaction
+        # and, once the transaction has committed, given to ``handoff`` (the
+        # outbox worker) with its message, so it is sent without a claiming
+        # transaction and a read back. Nothing is handed when unset (the CLI).
+        self.handoff: Callable[[list[Outbox]], None] | None = None
+        self.handoff_owner = ""
+        self.handoff_lease_seconds = 0
+        self._tx = threading.local()  # per thread: depth of atomic(), rows to hand
         self.db.bind(MODELS)
 
     @property
@@ -477,8 +487,27 @@ class Store:
         the file at the path is still the one the connections write to."""
         if isinstance(self.db, SqliteFile):
             self.db.check_identity()
-        with self.guard(), self.db.atomic():
-            yield
+        tx = self._tx
+        depth = getattr(tx, "depth", 0)
+        if depth == 0:
+            # Only a transaction of our own hands rows over: inside one that
+            # someone else began, our commit would not be the durable one.
+            tx.handing = self.handoff is not None and not self.db.in_transaction()
+            tx.handed = []
+        start = len(tx.handed)
+        tx.depth = depth + 1
+        try:
+            with self.guard(), self.db.atomic():
+                yield
+        except BaseException:
+            del tx.handed[start:]  # rolled back (a savepoint, or all): nothing to send
+            raise
+        finally:
+            tx.depth = depth
+        if depth == 0 and tx.handed:
+            handed, tx.handed = tx.handed, []
+            if self.handoff is not None:
+                self.handoff(handed)
 
     @contextmanager
     def guard(self) -> Iterator[None]:
@@ -1405,14 +1434,24 @@ class Store:
     # -- outbox ------------------------------------------------------------
 
     def enqueue(self, message: Message, *, mail_from: str, rcpt_to: Sequence[str]) -> Outbox:
-        return _create(
+        """An outgoing message, due now. Inside :meth:`atomic` with a hand-off
+        set, leased to the hand-off's owner and handed over after the commit."""
+        now = self.now()
+        tx = self._tx
+        handing = getattr(tx, "depth", 0) > 0 and tx.handing
+        row = _create(
             Outbox,
             message=message,
             mail_from=mail_from,
             rcpt_to="\n".join(rcpt_to),  # a quoted local part may hold a comma
             status="pending",
-            next_attempt=self.now(),
+            next_attempt=now,
+            **({"lease_until": now + dt.timedelta(seconds=self.handoff_lease_seconds),
+                "lease_owner": self.handoff_owner} if handing else {}),
         )
+        if handing:
+            tx.handed.append(row)
+        return row
 
     def claim_outbox(self, limit: int, lease_seconds: int, owner: str = "") -> list[Outbox]:
         """Due outbox rows, leased to ``owner`` (host:pid) so other processes skip them.
@@ -1452,11 +1491,19 @@ class Store:
                 & Outbox.lease_owner.startswith(f"{host}:")
             )
             for row in rows:
-                pid = row.lease_owner.rpartition(":")[2]
+                # host:pid, or host:pid:handed (rows handed over at their commit)
+                pid = row.lease_owner[len(host) + 1:].partition(":")[0]
                 if pid.isdigit() and not alive(int(pid)):
                     freed += Outbox.update(lease_until=None, lease_owner="").where(
                         Outbox.id == row.id).execute()
         return freed
+
+    def release_outbox(self, ids: Sequence[int], owner: str) -> int:
+        """Free rows of ``ids`` still leased to ``owner``: they go by claim."""
+        with self.atomic():
+            return int(Outbox.update(lease_until=None, lease_owner="").where(
+                Outbox.id.in_(list(ids)) & (Outbox.lease_owner == owner)
+                & (Outbox.status == "pending")).execute())
 
     def outbox_sent(self, item: Outbox) -> None:
         with self.atomic():  # once per message sent: plain SQL, text made once

@@ -55,6 +55,7 @@ async def serve(
     db_executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="casegate-db")
     engine = Engine(store, settings, sign=sign)
     outbox = OutboxWorker(store, settings, db_executor)
+    outbox.attach()  # rows this process enqueues are sent without being claimed
     loop = asyncio.get_running_loop()
 
     def enrich(delivery: Delivery) -> Delivery:
@@ -91,6 +92,7 @@ async def serve(
         engine.reload(new)
         if new is not None:
             outbox.settings = new
+            store.handoff_lease_seconds = new.outbox_lease_seconds
             scheduler.tick = new.tick_seconds
             current[0] = new
         for reloader in reloaders or []:
@@ -128,6 +130,7 @@ async def serve(
         except Exception as exc:  # the outbox keeps it for next start
             log.warning("last outbox pass: %s", exc)
         db_executor.shutdown(wait=True)
+        outbox.detach()
         log.info("stopped")
 
 

@@ -19,6 +19,8 @@ import logging
 import os
 import smtplib
 import socket
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -215,6 +217,14 @@ class OutboxWorker:
         self.sent = 0
         self.host = socket.gethostname()
         self.owner = f"{self.host}:{os.getpid()}"
+        # Rows the store handed over at their commit (Store.handoff), leased
+        # to ``handed_owner``: sent without a claiming transaction. A claim
+        # frees rows leased to ``owner`` itself, never these (one in memory
+        # would go twice); should one stay here past half its lease, it is
+        # let go and claimed like any row when the lease has run out.
+        self.handed_owner = f"{self.owner}:handed"
+        self.handed: deque[tuple[float, Outbox]] = deque()
+        self._last_claim = 0.0
         # Sent, but the store could not record it (disk full, database
         # down): recorded at the next round, never sent again meanwhile.
         self.unrecorded: dict[int, Outbox] = {}
@@ -235,24 +245,91 @@ class OutboxWorker:
     def poke(self) -> None:
         self.wakeup.set()
 
+    def attach(self) -> None:
+        """Have the store hand this worker the rows it enqueues (serve)."""
+        self.store.handoff_owner = self.handed_owner
+        self.store.handoff_lease_seconds = self.settings.outbox_lease_seconds
+        self.store.handoff = self.take
+
+    def detach(self) -> None:
+        self.store.handoff = None
+
+    def take(self, items: list[Outbox]) -> None:
+        """Rows just committed, leased to ``handed_owner`` (any thread)."""
+        now = time.monotonic()
+        self.handed.extend((now, item) for item in items)
+
+    def _take_handed(self, limit: int) -> list[tuple[float, Outbox]]:
+        stale = time.monotonic() - self.settings.outbox_lease_seconds / 2
+        taken: list[tuple[float, Outbox]] = []
+        while self.handed and len(taken) < limit:
+            at, item = self.handed.popleft()
+            if at < stale:
+                log.info("outbox %s waited past half its lease: it goes when claimed", item.id)
+                continue
+            taken.append((at, item))
+        return taken
+
     async def run_once(self) -> int:
         """Send what is due now; the number of rows handled."""
         s = self.settings
         if self.unrecorded:
             await self._db(self._record_unrecorded)  # StoreUnavailable: still not; claim nothing
-        if self.hold_until is not None and self.store.now() < self.hold_until:
-            return 0
+        if self.hold_until is not None:
+            # The listener was down: what waits goes by claim, in the order
+            # it was stored, so rows handed meanwhile are let go first.
+            await self._let_go_handed()
+            if self.store.now() < self.hold_until:
+                return 0
         self._round_retry_at = None
-        items = await self._db(
-            self.store.claim_outbox, s.outbox_batch, s.outbox_lease_seconds, self.owner
-        )
+        # Rows handed over first; a claim when none are (or at least once a
+        # second under a steady stream, for rows due again after a retry and
+        # rows other processes enqueued).
+        handed = self._take_handed(s.outbox_batch)
+        items = [item for _, item in handed]
+        if not items or time.monotonic() - self._last_claim >= 1.0:
+            self._last_claim = time.monotonic()
+            try:
+                items += await self._db(
+                    self.store.claim_outbox, s.outbox_batch, s.outbox_lease_seconds, self.owner
+                )
+            except BaseException:
+                self._give_back(handed, set())
+                raise
         if not items:
             return 0
+        items.sort(key=lambda item: item.id)  # as stored: a case's answers in their order
+        done: set[int] = set()
+
+        def record(item: Outbox, error: Exception | None) -> None:
+            done.add(item.id)
+            self._record(item, error)
+
         ctx = contextvars.copy_context()
-        await asyncio.to_thread(
-            ctx.run, self.send, s.reinject_host, s.reinject_port, s.helo_name, items, self._record
-        )
+        try:
+            await asyncio.to_thread(
+                ctx.run, self.send, s.reinject_host, s.reinject_port, s.helo_name, items, record
+            )
+        finally:
+            self._give_back(handed, done)
         return len(items)
+
+    async def _let_go_handed(self) -> None:
+        taken = [self.handed.popleft() for _ in range(len(self.handed))]
+        if not taken:
+            return
+        try:
+            await self._db(self.store.release_outbox, [item.id for _, item in taken],
+                           self.handed_owner)
+        except BaseException:
+            self.handed.extendleft(reversed(taken))
+            raise
+
+    def _give_back(self, handed: list[tuple[float, Outbox]], done: set[int]) -> None:
+        """Handed rows a stopped round did not get to: first in line again,
+        with the time they were handed (a claim would not take them before
+        their lease runs out)."""
+        self.handed.extendleft(reversed([(at, item) for at, item in handed if item.id not in done]))
 
     def _record_unrecorded(self) -> None:
         for item_id, item in list(self.unrecorded.items()):
