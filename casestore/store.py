@@ -515,11 +515,21 @@ class Store:
         try:
             yield
         except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            self._tx.trouble = True  # a batch (smtpd_hook.group) is abandoned
             self._drop_connection()
             raise StoreUnavailable(f"store unavailable: {_first_error(exc)}".strip()) from exc
         except (peewee.DataError, peewee.IntegrityError) as exc:
             raise StoreDataError(f"the store refused the data: {exc}".strip(),
                                  integrity=isinstance(exc, peewee.IntegrityError)) from exc
+
+    def clear_trouble(self) -> None:
+        """Forget, in this thread, that the store was unavailable."""
+        self._tx.trouble = False
+
+    def trouble_seen(self) -> bool:
+        """Whether, in this thread, the store was unavailable (StoreUnavailable
+        raised, even if caught) since :meth:`clear_trouble`."""
+        return bool(getattr(self._tx, "trouble", False))
 
     def _drop_connection(self) -> None:
         # A dropped PostgreSQL connection stays broken in this thread until

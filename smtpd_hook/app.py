@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from casestore.store import Store
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.engine import Engine
-from smtpd_hook.outbox import OutboxWorker
+from smtpd_hook.group import GroupCommit
+from smtpd_hook.outbox import OutboxWorker, close_idle
 from smtpd_hook.scheduler import Scheduler
 from smtpd_hook.server import FilterHandler, FilterServer
 from smtpd_hook.settings import Settings
@@ -66,7 +67,9 @@ async def serve(
     # the default pool: for the others it was a thread hop for nothing.
     # The outbox is poked on the loop when a delivery is done (what it
     # stored may be due), not by a second wake-up from the store's thread.
-    handler = FilterHandler(engine.process, db_executor,
+    # SQLite: deliveries waiting for the store's thread share one commit.
+    processor_executor = GroupCommit(store, db_executor) if store.is_sqlite else db_executor
+    handler = FilterHandler(engine.process, processor_executor,
                             enrich=enrich if dkim_verify is not None else None,
                             enrich_when=lambda delivery: _signed(delivery.data), after=outbox.poke)
     server = FilterServer(handler, hostname=settings.helo_name)
@@ -129,6 +132,10 @@ async def serve(
             await asyncio.wait_for(outbox.run_once(), timeout=10)
         except Exception as exc:  # the outbox keeps it for next start
             log.warning("last outbox pass: %s", exc)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(close_idle), timeout=5)
+        except Exception as exc:  # pragma: no cover - closing at exit
+            log.debug("closing the re-injection connection: %s", exc)
         db_executor.shutdown(wait=True)
         outbox.detach()
         log.info("stopped")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ class ServerThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
+        self._protocols: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def start(self) -> None:
         if self._thread is not None:
@@ -50,7 +52,7 @@ class ServerThread:
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._server = loop.run_until_complete(
-            loop.create_server(lambda: self._factory(loop), self.host, self.port)
+            loop.create_server(lambda: self._track(self._factory(loop)), self.host, self.port)
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._thread = threading.Thread(
@@ -65,6 +67,12 @@ class ServerThread:
 
         async def shutdown() -> None:
             server.close()
+            # Its connections end with it, as a real server's do (a client
+            # keeping one, as casegate's outbox does, sees the end).
+            for protocol in list(self._protocols):
+                transport = getattr(protocol, "transport", None)
+                if transport is not None:
+                    transport.close()
             await server.wait_closed()
 
         try:
@@ -74,6 +82,10 @@ class ServerThread:
             thread.join(timeout=10)
             loop.close()
             self._loop = self._server = self._thread = None
+
+    def _track(self, protocol: Any) -> Any:
+        self._protocols.add(protocol)
+        return protocol
 
     def call(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the server's loop (e.g. to change state it reads)."""

@@ -1,0 +1,127 @@
+"""Group commit on SQLite (issue 12): deliveries waiting for the store's
+thread are stored in one transaction and answered after its one commit; a
+delivery failing on its own keeps the others; store trouble or a failed
+commit stores each again on its own, nothing lost and nothing doubled."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import peewee
+import pytest
+
+from casestore.models import Case, Outbox
+from casestore.models import Delivery as DeliveryRow
+from casestore.store import Store
+from rules import replies
+from rules.classify import parse_networks
+from smtpd_hook.engine import Delivery, Engine
+from smtpd_hook.group import GroupCommit
+from smtpd_hook.settings import Settings
+from tests.support.clock import Clock
+from tests.support.mail import make
+
+SUPPORT = "support@example.com"
+
+
+@pytest.fixture
+def engine(sqlite_url: str) -> Engine:
+    store = Store(sqlite_url, clock=Clock())
+    store.migrate()
+    store.add_mailbox(SUPPORT, "default", "Example Support")
+    store.add_csr("jane@example.com", "Jane Doe", ["default"])
+    e = Engine(store, Settings(secret=b"s" * 32, trusted_networks=parse_networks(["127.0.0.1/32"])))
+    yield e
+    store.close()
+
+
+def delivery(n: int, rcpt: str = SUPPORT) -> Delivery:
+    raw = make(from_=f"c{n}@customer.test", subject=f"group {n}", body=f"Question {n}\n")
+    return Delivery(mail_from=f"c{n}@customer.test", rcpt_tos=(rcpt,), data=raw,
+                    client_addr="127.0.0.2", queue_id=f"G{n}")
+
+
+class Commits:
+    def __init__(self, store: Store, fail_first: bool = False) -> None:
+        self.store, self.count, self.fail_first = store, 0, fail_first
+        self.original = store.db.commit
+
+    def __enter__(self) -> Commits:
+        def commit(*a, **kw):
+            self.count += 1
+            if self.fail_first and self.count == 1:
+                raise peewee.OperationalError("disk I/O error")
+            return self.original(*a, **kw)
+        self.store.db.commit = commit
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.store.db.commit = self.original
+
+
+def run_together(engine: Engine, deliveries: list[Delivery]) -> tuple[list[replies.Reply], GroupCommit]:
+    """Submit while the store's thread is busy, so all wait, then let it go."""
+    db = ThreadPoolExecutor(max_workers=1)
+    group = GroupCommit(engine.store, db)
+    gate = threading.Event()
+    db.submit(gate.wait)
+    futures = [group.submit(engine.process, d) for d in deliveries]
+    gate.set()
+    try:
+        return [f.result(timeout=30) for f in futures], group
+    finally:
+        db.shutdown(wait=True)
+
+
+def test_waiting_deliveries_share_one_commit(engine: Engine) -> None:
+    batch = [delivery(n) for n in range(6)]
+    with Commits(engine.store) as commits:
+        results, group = run_together(engine, batch)
+    assert all(replies.is_stored(r) for r in results), results
+    assert group.batches == 1 and commits.count == 1
+    assert Case.select().count() == 6 and DeliveryRow.select().count() == 6
+    assert Outbox.select().count() == 12  # an acknowledgement and a notification each
+    # the same deliveries again (Postfix retrying): duplicates, nothing new
+    again, _ = run_together(engine, batch)
+    assert again == [replies.duplicate(r.text.removeprefix("Ok: ")) for r in results]
+    assert Case.select().count() == 6
+
+
+def test_a_delivery_failing_alone_keeps_the_others(engine: Engine) -> None:
+    batch = [delivery(0), delivery(1, rcpt="nobody@example.com"), delivery(2)]
+    with Commits(engine.store) as commits:
+        results, group = run_together(engine, batch)
+    assert replies.is_stored(results[0]) and replies.is_stored(results[2])
+    assert results[1].is_temporary  # misrouted: 451, nothing stored
+    assert group.batches == 1 and commits.count == 1
+    assert sorted(c.subject for c in Case.select()) == ["group 0", "group 2"]
+
+
+def test_store_trouble_mid_batch_stores_each_alone(engine: Engine) -> None:
+    store = engine.store
+    real = store.delivery_seen
+    calls = []
+
+    def flaky(key):
+        calls.append(key)
+        if len(calls) == 2:  # the second delivery of the batch meets a locked store
+            with store.guard():
+                raise peewee.OperationalError("database is locked")
+        return real(key)
+
+    store.delivery_seen = flaky
+    with Commits(store) as commits:
+        results, group = run_together(engine, [delivery(n) for n in range(4)])
+    assert group.batches == 0  # rolled back, then one transaction each
+    assert commits.count == 4
+    assert all(replies.is_stored(r) for r in results), results
+    assert Case.select().count() == 4 and DeliveryRow.select().count() == 4
+
+
+def test_a_failed_shared_commit_stores_each_alone(engine: Engine) -> None:
+    with Commits(engine.store, fail_first=True) as commits:
+        results, group = run_together(engine, [delivery(n) for n in range(3)])
+    assert group.batches == 0 and commits.count == 1 + 3
+    assert all(replies.is_stored(r) for r in results), results
+    assert Case.select().count() == 3 and Outbox.select().count() == 6
