@@ -1516,7 +1516,12 @@ class Store:
                 & (Outbox.status == "pending")).execute())
 
     def outbox_sent(self, item: Outbox) -> None:
-        with self.atomic():  # once per message sent: plain SQL, text made once
+        """Once per message sent: one statement, plain SQL, text made once.
+        Outside a transaction it is its own (autocommit): committed, fsync
+        included, when it returns, without BEGIN and COMMIT round trips."""
+        if isinstance(self.db, SqliteFile):
+            self.db.check_identity()
+        with self.guard():
             self.db.execute_sql(_text(self.db, "outbox_sent", (
                 'UPDATE "outbox" SET "status" = ?, "sent" = ?, "lease_until" = NULL, "last_error" = ? '
                 'WHERE "id" = ?')), ["sent", Outbox.sent.db_value(self.now()), "", item.id])
