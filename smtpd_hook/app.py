@@ -55,7 +55,10 @@ async def serve(
     workers = 1 if store.is_sqlite else 4
     db_executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="casegate-db")
     engine = Engine(store, settings, sign=sign)
-    outbox = OutboxWorker(store, settings, db_executor)
+    # SQLite: deliveries waiting for the store's thread share one commit,
+    # and so does the outbox's record of a message sent (smtpd_hook/group.py).
+    processor_executor = GroupCommit(store, db_executor) if store.is_sqlite else db_executor
+    outbox = OutboxWorker(store, settings, db_executor, record_executor=processor_executor)
     outbox.attach()  # rows this process enqueues are sent without being claimed
     loop = asyncio.get_running_loop()
 
@@ -67,8 +70,6 @@ async def serve(
     # the default pool: for the others it was a thread hop for nothing.
     # The outbox is poked on the loop when a delivery is done (what it
     # stored may be due), not by a second wake-up from the store's thread.
-    # SQLite: deliveries waiting for the store's thread share one commit.
-    processor_executor = GroupCommit(store, db_executor) if store.is_sqlite else db_executor
     handler = FilterHandler(engine.process, processor_executor,
                             enrich=enrich if dkim_verify is not None else None,
                             enrich_when=lambda delivery: _signed(delivery.data), after=outbox.poke)

@@ -303,10 +303,16 @@ class OutboxWorker:
         db_executor: Executor | None,
         *,
         send: Callable[..., None] = send_batch,
+        record_executor: Executor | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.db_executor = db_executor
+        # Where a message's "sent" is written (default: the store's thread).
+        # serve on SQLite passes its GroupCommit: the record then shares the
+        # commit of the deliveries waiting with it, still committed before
+        # the next message is sent.
+        self.record_executor = record_executor or db_executor
         self.send = send
         self.wakeup = asyncio.Event()
         self.sent = 0
@@ -436,11 +442,11 @@ class OutboxWorker:
     def _record(self, item: Outbox, error: Exception | None) -> None:
         """Called in the sending thread right after each message; the write
         runs on the store's thread (and the sender waits for it)."""
-        if self.db_executor is None:
+        if self.record_executor is None:
             self._write_result(item, error)
         else:
-            self.db_executor.submit(contextvars.copy_context().run, self._write_result, item,
-                                    error).result()
+            self.record_executor.submit(contextvars.copy_context().run, self._write_result, item,
+                                        error).result()
 
     def _write_result(self, item: Outbox, error: Exception | None) -> None:
         s = self.settings

@@ -21,6 +21,7 @@ from smtpd_hook.group import GroupCommit
 from smtpd_hook.settings import Settings
 from tests.support.clock import Clock
 from tests.support.mail import make
+from tests.support.wait import until
 
 SUPPORT = "support@example.com"
 
@@ -125,3 +126,30 @@ def test_a_failed_shared_commit_stores_each_alone(engine: Engine) -> None:
     assert group.batches == 0 and commits.count == 1 + 3
     assert all(replies.is_stored(r) for r in results), results
     assert Case.select().count() == 3 and Outbox.select().count() == 6
+
+
+def test_the_outbox_record_of_a_sent_message_shares_the_commit(engine: Engine) -> None:
+    from smtpd_hook.outbox import OutboxWorker
+
+    store = engine.store
+    first = [delivery(0)]
+    run_together(engine, first)
+    row = Outbox.select().order_by(Outbox.id).first()
+    db = ThreadPoolExecutor(max_workers=1)
+    group = GroupCommit(store, db)
+    worker = OutboxWorker(store, engine.settings, db, record_executor=group)
+    gate = threading.Event()
+    db.submit(gate.wait)
+    futures = [group.submit(engine.process, d) for d in (delivery(1), delivery(2))]
+    recorded = threading.Thread(target=worker._record, args=(row, None))  # the sender's thread
+    with Commits(store) as commits:
+        recorded.start()
+        until("the record waits with them", lambda: len(group._waiting) == 3, timeout=10, interval=0.01)
+        futures.append(group.submit(engine.process, delivery(3)))
+        gate.set()
+        results = [f.result(timeout=30) for f in futures]
+        recorded.join(30)
+    db.shutdown(wait=True)
+    assert all(replies.is_stored(r) for r in results)
+    assert commits.count == 1 and group.batches == 1
+    assert Outbox.get_by_id(row.id).status == "sent"
