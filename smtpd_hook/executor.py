@@ -208,7 +208,7 @@ class Executor:
             return
         store.touch(case, assignee=csr)
         if not ctx.opened:
-            store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
+            store.cancel_timers_later(case, [TimerKind.ASSIGN_RETRY])
         self._event(ctx, EventKind.ASSIGNED, detail, csr.address)
 
     def _unassigned(self, ctx: Context, rule: AssignRule) -> None:
@@ -221,7 +221,7 @@ class Executor:
             return
         self._event(ctx, EventKind.UNASSIGNED, f"no available CSR in pool {pool.name} ({rule})")
         log.warning("case %s: no available CSR in pool %s (%s)", case.number, pool.name, rule)
-        store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
+        store.cancel_timers_later(case, [TimerKind.ASSIGN_RETRY])
         store.schedule(case, TimerKind.ASSIGN_RETRY,
                        store.clock() + dt.timedelta(seconds=defaults.ASSIGN_RETRY_SECONDS))
         fallback = pool.unassigned_notify
@@ -271,7 +271,7 @@ class Executor:
 
     def _schedule_consult_due(self, ctx: Context) -> None:
         case, store = self._case(ctx), self.store
-        store.cancel_timers(case, [TimerKind.CONSULT_DUE])
+        store.cancel_timers_later(case, [TimerKind.CONSULT_DUE])
         due = [aware(c.due) for c in store.open_consultations(case)]
         if due:
             store.schedule(case, TimerKind.CONSULT_DUE, min(d for d in due if d is not None))
@@ -349,11 +349,11 @@ class Executor:
 
     def _schedule(self, a: d.Schedule, ctx: Context) -> None:
         case = self._case(ctx)
-        self.store.cancel_timers(case, [a.kind])
+        self.store.cancel_timers_later(case, [a.kind])
         self.store.schedule(case, a.kind, self.store.clock() + dt.timedelta(seconds=a.after))
 
     def _cancel(self, a: d.Cancel, ctx: Context) -> None:
-        self.store.cancel_timers(self._case(ctx), list(a.kinds))
+        self.store.cancel_timers_later(self._case(ctx), list(a.kinds))
 
     def _blacklist(self, a: d.Blacklist, ctx: Context) -> None:
         case = self._case(ctx)
@@ -693,12 +693,13 @@ class Executor:
         assert ctx.case is not None, "an action on a case before the case exists"
         return ctx.case
 
-    def _event(self, ctx: Context, kind: EventKind, detail: str = "", actor: str = "") -> Event:
-        event = self.store.event(kind.value, case=ctx.case, message=ctx.message, actor=actor,
-                                 detail=detail)
-        if kind == EventKind.NOTE:
-            ctx.notes.append(event)
-        return event
+    def _event(self, ctx: Context, kind: EventKind, detail: str = "", actor: str = "") -> None:
+        if kind == EventKind.NOTE:  # kept in memory with its id (a new case's notes)
+            ctx.notes.append(self.store.event(kind.value, case=ctx.case, message=ctx.message,
+                                              actor=actor, detail=detail))
+            return
+        self.store.record_event(kind.value, case=ctx.case, message=ctx.message, actor=actor,
+                                detail=detail)
 
     def _fresh(self, case: Case, ctx: Context) -> bool:
         return ctx.fresh is not None and case.id == ctx.fresh
