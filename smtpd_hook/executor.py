@@ -36,7 +36,7 @@ from rules.names import first_name
 from rules.quotes import REPLY_MARKER, html_to_text
 from rules.salutation import own as own_salutation
 from rules.salutation import split as split_salutation
-from rules.vocab import CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
+from rules.vocab import AUTOMATIC_OUT, CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.i18n import say, translate
 from smtpd_hook.render import (
@@ -54,6 +54,7 @@ from smtpd_hook.settings import Settings
 log = logging.getLogger("casegate.executor")
 
 RULES_HEADER = "X-Casegate-Rules"
+AUTOMATIC_KINDS = frozenset(k.value for k in AUTOMATIC_OUT)  # as the rows store them
 # Variables of every customer template that cost queries (docs/templates.md).
 THREAD_VARIABLES = ("filelist", "threadcount", "threadlist", "threadlast")
 
@@ -547,7 +548,7 @@ class Executor:
         if not refused and address.rpartition("@")[2].startswith("["):
             refused = "never to an address literal"
         if not refused:
-            refused = (self._over_rate_cap(ctx.case, address) if ctx.case is not None
+            refused = (self._over_rate_cap(ctx.case, address, ctx) if ctx.case is not None
                        else self._over_recipient_cap(address))
         if refused:
             self._event(ctx, EventKind.NOT_SENT, f"{a.template}: {refused}")
@@ -741,9 +742,9 @@ class Executor:
             # victim@[192.0.2.1]: one more spelling of any mailbox behind that
             # address (a key of its own for the caps), and no customer writes from one.
             return "never to an address literal"
-        return self._over_rate_cap(self._case(ctx), address)
+        return self._over_rate_cap(self._case(ctx), address, ctx)
 
-    def _over_rate_cap(self, case: Case, address: str) -> str | None:
+    def _over_rate_cap(self, case: Case, address: str, ctx: Context) -> str | None:
         limits = self.store.limits()
         since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
         key = rate_key(address)
@@ -755,9 +756,17 @@ class Executor:
         if to_domain >= per_domain:
             return f"rate cap: {per_domain} automatic mails to @{key.rpartition('@')[2]} already sent"
         per_case = limits["autoreply_per_case"]
-        if self.store.automatic_sent(since=since, case=case) >= per_case:
+        if self._automatic_sent(case, since, ctx) >= per_case:
             return f"rate cap: {per_case} automatic mails on {case.number} already sent"
         return None
+
+    def _automatic_sent(self, case: Case, since: dt.datetime, ctx: Context) -> int:
+        """``store.automatic_sent``; for a case this decision opened, from
+        memory (it holds only the mail this decision wrote)."""
+        if not self._fresh(case, ctx):
+            return self.store.automatic_sent(since=since, case=case)
+        return sum(1 for m in ctx.sent if m.case_id == case.id and m.direction == "out"
+                   and m.kind in AUTOMATIC_KINDS and (aware(m.created) or since) >= since)
 
     def _automatic_headers(self, ctx: Context, auto_submitted: str) -> dict[str, str]:
         """What marks our automatic mail; a CSR's answer carries none of it."""

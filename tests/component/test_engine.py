@@ -266,6 +266,19 @@ def test_rate_cap_on_acknowledgements(engine: Engine) -> None:
     assert Event.select().where(Event.kind == "no_ack").get().detail.startswith("rate cap")
 
 
+def test_the_per_case_cap_holds_on_a_case_the_message_opens(engine: Engine) -> None:
+    """A new case's own automatic mail is counted from memory (issue 12):
+    the same verdicts as the store's count."""
+    engine.store.set_setting("autoreply_per_case", "0")
+    deliver(engine, make(from_="capped@customer.test", subject="test_cap_case zero"))
+    assert outgoing("ack") == []
+    assert Event.select().where(Event.kind == "no_ack").get().detail == (
+        f"rate cap: 0 automatic mails on {Case.get().number} already sent")
+    engine.store.set_setting("autoreply_per_case", "1")
+    deliver(engine, make(from_="capped2@customer.test", subject="test_cap_case one"))
+    assert [m.recipients for m in outgoing("ack")] == ["capped2@customer.test"]
+
+
 def test_rate_cap_counts_a_mailbox_not_a_string_and_a_domain(engine: Engine) -> None:
     """300 forged From: victim+N@ used to get 300 acknowledgements (issue 8)."""
     engine.store.set_setting("autoreply_per_recipient", "3")
