@@ -945,6 +945,11 @@ class Store:
         else:
             case = (Case.select(Case, Csr).join(Csr, JOIN.LEFT_OUTER, on=(Case.assignee == Csr.id))
                     .where(where).first())
+        return self._with_mailbox(case, mailboxes)
+
+    @staticmethod
+    def _with_mailbox(case: Case | None, mailboxes: dict[str, Mailbox] | None) -> Case | None:
+        """The case with its mailbox row from ``mailboxes`` (no lazy load later)."""
         if case is not None and mailboxes:
             row = next((m for m in mailboxes.values() if m.id == case.mailbox_id), None)
             if row is not None:
@@ -963,10 +968,14 @@ class Store:
             'LIMIT 1'), [value])
         if not rows:
             return None
-        row, n = rows[0], len(case_fields)
-        case = _instance(Case, case_fields, row[:n])
+        return self._case_row(rows[0], len(case_fields))
+
+    @staticmethod
+    def _case_row(row: Sequence[Any], n: int) -> Case:
+        """A case from a row of its ``n`` columns and its assignee's (NULLs when none)."""
+        case = _instance(Case, Case._meta.sorted_fields, row[:n])
         if row[n] is not None:  # the assignee's id: a CSR row was joined
-            case.assignee = _instance(Csr, csr_fields, row[n:])
+            case.assignee = _instance(Csr, Csr._meta.sorted_fields, row[n:])
             case._dirty.clear()
         return case
 
@@ -991,19 +1000,33 @@ class Store:
 
     def participants_of(self, numbers: Sequence[str]) -> dict[str, set[str]]:
         """number -> participants, for those of these numbers that are cases (one query)."""
+        return {number: people for number, (_, people) in self.cases_of(numbers).items()}
+
+    def cases_of(self, numbers: Sequence[str], mailboxes: dict[str, Mailbox] | None = None
+                 ) -> dict[str, tuple[Case, set[str]]]:
+        """number -> (the case as :meth:`load_case` gives it, its
+        participants), for those of these numbers that are cases: the facts a
+        message's match needs and the case it joins, in one query."""
         if not numbers:
             return {}
-        found: dict[str, set[str]] = {}
         wanted = list(dict.fromkeys(numbers))[:200]
-        rows = _scalar_rows(self.db, f"participants_of {len(wanted)}", (
-            'SELECT "t1"."number", "t2"."address" FROM "support_case" AS "t1" LEFT OUTER JOIN '
-            '"participant" AS "t2" ON ("t2"."case_id" = "t1"."id") '
+        case_fields, csr_fields = Case._meta.sorted_fields, Csr._meta.sorted_fields
+        columns = ", ".join([f'"t1"."{f.column_name}"' for f in case_fields]
+                            + [f'"t2"."{f.column_name}"' for f in csr_fields])
+        rows = _scalar_rows(self.db, f"cases_of {len(wanted)}", (
+            f'SELECT {columns}, "t3"."address" FROM "support_case" AS "t1" '
+            'LEFT OUTER JOIN "csr" AS "t2" ON ("t1"."assignee_id" = "t2"."id") '
+            'LEFT OUTER JOIN "participant" AS "t3" ON ("t3"."case_id" = "t1"."id") '
             f'WHERE ("t1"."number" IN ({", ".join(["?"] * len(wanted))}))'), wanted)
-        for number, address in rows:
-            people = found.setdefault(number, set())
-            if address:
-                people.add(address)
-        return found
+        by_id: dict[int, tuple[Case, set[str]]] = {}
+        n, m = len(case_fields), len(case_fields) + len(csr_fields)
+        for row in rows:
+            case_id = row[0]  # (sorted_fields: the primary key first)
+            if case_id not in by_id:
+                by_id[case_id] = (self._with_mailbox(self._case_row(row[:m], n), mailboxes), set())
+            if row[m]:
+                by_id[case_id][1].add(row[m])
+        return {case.number: (case, people) for case, people in by_id.values()}
 
     # -- facts for the rules -------------------------------------------------
 

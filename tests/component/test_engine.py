@@ -100,6 +100,30 @@ def _open_case(engine: Engine, **kw) -> tuple[Case, Message]:
     return case, outgoing("notify")[-1]
 
 
+def test_the_cases_a_match_reads_are_the_cases_load_case_gives(engine: Engine) -> None:
+    """A reply's case comes with its match's participants, in one query
+    (issue 12): the same case row, assignee and mailbox as load_case."""
+    store = engine.store
+    assigned, _ = _open_case(engine, headers={"Cc": "amy@customer.test"})
+    store.add_csr("nobody@example.com", "No Body", ["elsewhere"])
+    store.set_pool("default", rule="none")
+    unassigned, _ = _open_case(engine, from_="zoe@customer.test", subject="test_cases_of unassigned")
+    _, mailboxes = store.load_directory()
+    found = store.cases_of([assigned.number, unassigned.number, "CS9999999", assigned.number], mailboxes)
+    assert sorted(found) == sorted([assigned.number, unassigned.number])
+    assert found[assigned.number][1] == {"jose@customer.test", "amy@customer.test"}
+    assert found[unassigned.number][1] == {"zoe@customer.test"}
+    for number, (case, _) in found.items():
+        loaded = store.load_case(Case.number == number, mailboxes)
+        assert case.__data__ == loaded.__data__
+        assert case.mailbox is loaded.mailbox is mailboxes["support@example.com"]
+        assert (case.assignee.address if case.assignee_id else None) == (
+            loaded.assignee.address if loaded.assignee_id else None)
+    assert found[assigned.number][0].assignee.address == "jane@example.com"
+    assert found[unassigned.number][0].assignee_id is None
+    assert store.participants_of([assigned.number]) == {assigned.number: found[assigned.number][1]}
+
+
 def test_csr_reply_reaches_customer_with_greeting_signature_and_thread(engine: Engine) -> None:
     case, note = _open_case(engine)
     ack = outgoing("ack")[-1]
