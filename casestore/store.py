@@ -242,6 +242,10 @@ class PipelinedPostgres(peewee.PostgresqlDatabase):
         return pending
 
     def begin(self, isolation_level: Any = None) -> None:
+        if not isinstance(self._adapter, peewee.Psycopg2Adapter):
+            super().begin(isolation_level)  # psycopg 3 binds on the server: no mogrify, no pipelining
+            self._state.pending = None
+            return
         if isolation_level is not None or self._isolation_level:
             super().begin(isolation_level)
             self._state.pending = []
@@ -921,11 +925,14 @@ class Store:
         subject: str,
         status: Status = Status.RECEIVED,
         follow_up_of: Case | None = None,
+        assignee: Csr | None = None,
     ) -> Case:
         now = self.now()
         values = {"mailbox": mailbox, "customer_address": customer_address,
                   "customer_name": customer_name, "subject": subject, "status": status.value,
                   "created": now, "updated": now, "follow_up_of": follow_up_of}
+        if assignee is not None:
+            values["assignee"] = assignee
         case = _create_numbered_case(self.db, prefix, values)
         if customer_address:
             _create_later(Participant, case=case, address=case.customer_address, role="customer")

@@ -81,6 +81,8 @@ class Context:
     # it: its messages (message, sent), files and notes are known without
     # reading them back (three SELECTs per new case).
     fresh: int | None = None  # the id of the case opened by this decision
+    # (Assign, CSR or None, detail, rule): chosen when the case was opened (Executor._opencase)
+    assigned_ahead: tuple[Any, ...] | None = None
     files: list[Any] = field(default_factory=list)  # Attachment rows stored by this decision
     notes: list[Event] = field(default_factory=list)  # note events written by this decision
 
@@ -95,22 +97,35 @@ class Executor:
 
     def apply(self, decision: d.Decision, ctx: Context) -> Context:
         ctx.explain = decision.explain()
-        for action in decision.actions:
+        for i, action in enumerate(decision.actions):
+            if isinstance(action, d.OpenCase):
+                self._opencase(action, ctx, _assign_ahead(decision.actions[i + 1:], ctx))
+                continue
             handler = getattr(self, "_" + type(action).__name__.lower())
             handler(action, ctx)
         return ctx
 
     # -- case changes ------------------------------------------------------------
 
-    def _opencase(self, a: d.OpenCase, ctx: Context) -> None:
+    def _opencase(self, a: d.OpenCase, ctx: Context, assign: d.Assign | None = None) -> None:
+        """Open the case. ``assign``: the decision's Assign of it that follows
+        with nothing in between that bears on the choice (see
+        :func:`_assign_ahead`): its CSR is chosen now, as the Assign would,
+        and written by the case's INSERT, not by an UPDATE after it (a row
+        version and every index of the case's table less); the Assign then
+        records what was chosen."""
         store = self.store
         previous = store.case(a.follow_up_of) if a.follow_up_of else None
+        assignee = None
+        if assign is not None:
+            ctx.assigned_ahead = (assign, *self._choose(assign, ctx, number=None))
+            assignee = ctx.assigned_ahead[1]
         case = store.new_case(mailbox=ctx.mailbox, prefix=self.settings.case_prefix,
                               customer_address=a.customer_address,
                               customer_name=a.customer_name,
                               subject=tokens.clean_subject(a.subject, self.settings.case_prefix)
                               or "(no subject)",
-                              status=a.status, follow_up_of=previous)
+                              status=a.status, follow_up_of=previous, assignee=assignee)
         ctx.case = case
         ctx.opened = True
         ctx.fresh = case.id
@@ -179,22 +194,12 @@ class Executor:
     def _assign(self, a: d.Assign, ctx: Context) -> None:
         case, store = self._case(ctx), self.store
         pool = ctx.mailbox.pool
-        csr: Csr | None
-        if a.csr:
-            csr = store.csr(a.csr)
-            detail = a.rule
+        ahead, ctx.assigned_ahead = ctx.assigned_ahead, None
+        if ahead is not None and ahead[0] is a:  # chosen when the case was opened
+            _, csr, detail, rule = ahead
         else:
-            try:
-                rule = AssignRule.parse(pool.rule)
-            except ValueError:
-                log.warning("pool %s: unknown assignment rule %r, using least_load", pool.name, pool.rule)
-                rule = AssignRule()
-            rows = store.candidates(pool)
-            chosen = choose(rule, [Candidate(c.id, load, level, available)
-                                   for c, load, level, available in rows],
-                            last=pool.last_assigned, rng=random.Random(case.number), level=a.level)
-            csr = next((c for c, _, _, _ in rows if c.id == chosen), None)
-            detail = str(rule)
+            csr, detail, rule = self._choose(a, ctx, number=case.number)
+        if rule is not None:  # by the pool's rule
             if csr is None and a.level != 1:
                 self._event(ctx, EventKind.UNASSIGNED, f"no available level-{a.level} CSR in pool "
                             f"{pool.name}: the case stays with its CSR")
@@ -207,10 +212,26 @@ class Executor:
                 pool.save(only=[type(pool).last_assigned])
         if csr is None:
             return
-        store.touch(case, assignee=csr)
+        if ahead is None or ahead[0] is not a:  # (else the case's INSERT wrote it)
+            store.touch(case, assignee=csr)
         if not ctx.opened:
             store.cancel_timers_later(case, [TimerKind.ASSIGN_RETRY])
         self._event(ctx, EventKind.ASSIGNED, detail, csr.address)
+
+    def _choose(self, a: d.Assign, ctx: Context, *, number: str | None
+                ) -> tuple[Csr | None, str, AssignRule | None]:
+        """Whom an Assign gives the case to (None: nobody available), the
+        event's detail, and the pool's rule (None for a CSR named by the
+        action). ``number``: the case's, which seeds the random rule."""
+        if a.csr:
+            return self.store.csr(a.csr), a.rule, None
+        pool = ctx.mailbox.pool
+        rule = _pool_rule(pool)
+        rows = self.store.candidates(pool)
+        chosen = choose(rule, [Candidate(c.id, load, level, available)
+                               for c, load, level, available in rows],
+                        last=pool.last_assigned, rng=random.Random(number), level=a.level)
+        return next((c for c, _, _, _ in rows if c.id == chosen), None), str(rule), rule
 
     def _unassigned(self, ctx: Context, rule: AssignRule) -> None:
         """Nobody took the case: retried by the scheduler (when the rule hands
@@ -942,6 +963,36 @@ class Executor:
         self.store.enqueue(message, mail_from=envelope, rcpt_to=[*to, *cc])
         ctx.sent.append(message)
         return message
+
+
+def _pool_rule(pool: Any) -> AssignRule:
+    try:
+        return AssignRule.parse(pool.rule)
+    except ValueError:
+        log.warning("pool %s: unknown assignment rule %r, using least_load", pool.name, pool.rule)
+        return AssignRule()
+
+
+# Between a new case's OpenCase and its Assign: actions that change nothing
+# the choice reads (candidates, their loads, the pool's last assignee).
+_NEUTRAL_BEFORE_ASSIGN = (d.StoreMessage, d.SetProduct)
+
+
+def _assign_ahead(following: Sequence[d.Action], ctx: Context) -> d.Assign | None:
+    """The Assign of a case being opened whose CSR can be chosen before the
+    case's INSERT: the first action after the OpenCase but those of
+    _NEUTRAL_BEFORE_ASSIGN, and not by the random rule (seeded by the case's
+    number, which the INSERT makes)."""
+    for action in following:
+        if isinstance(action, d.Assign):
+            try:
+                random_rule = AssignRule.parse(ctx.mailbox.pool.rule).name == "random"
+            except ValueError:  # least_load (_pool_rule says so once, when choosing)
+                random_rule = False
+            return None if action.csr is None and random_rule else action
+        if not isinstance(action, _NEUTRAL_BEFORE_ASSIGN):
+            return None
+    return None
 
 
 # Providers known to ignore dots in the local part (j.o.h.n@ is john@) and
