@@ -1190,6 +1190,18 @@ class Store:
         return _select(Message, f"messages raw={raw}", 'WHERE "t1"."case_id" = ? ORDER BY "t1"."id"',
                        [_id(case)], fields)
 
+    def messages_and_files(self, case: Case) -> tuple[list[Message], list[Attachment]]:
+        """``messages(case)`` and ``attachments(case)``: the messages with a
+        flag whether each has files, and the files read only if one has."""
+        fields = [f for f in Message._meta.sorted_fields if f is not Message.raw]
+        columns = ", ".join(f'"t1"."{f.column_name}"' for f in fields)
+        rows = _scalar_rows(self.db, "messages and files", (
+            f'SELECT {columns}, EXISTS (SELECT 1 FROM "attachment" AS "t2" '
+            'WHERE "t2"."message_id" = "t1"."id") FROM "message" AS "t1" WHERE "t1"."case_id" = ? '
+            'ORDER BY "t1"."id"'), [_id(case)])
+        messages = [_instance(Message, fields, row[:-1]) for row in rows]
+        return messages, (self.attachments(case) if any(row[-1] for row in rows) else [])
+
     def case_numbers_of_message_ids(self, message_ids: Sequence[str]) -> list[str]:
         """Cases of stored messages with these Message-IDs, in the order given."""
         if not message_ids:

@@ -493,8 +493,7 @@ class Executor:
             return
         else:
             csr = case.assignee
-        files = self._case_files(case, ctx)
-        msgs = self._case_messages(case, ctx)
+        msgs, files = self._case_thread(case, ctx)
         message = ctx.message
         about = message is not None and message.kind in (
             MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE, MessageKind.DEPARTMENT)
@@ -732,6 +731,13 @@ class Executor:
             return self.store.messages(case)
         return sorted((m for m in (ctx.message, *ctx.sent) if m is not None and m.case_id == case.id),
                       key=lambda m: m.id)
+
+    def _case_thread(self, case: Case, ctx: Context) -> tuple[list[Message], list[Any]]:
+        """``_case_messages`` and ``_case_files``; from the store, the files
+        are read only when a message has some (most cases have none)."""
+        if self._fresh(case, ctx):
+            return self._case_messages(case, ctx), self._case_files(case, ctx)
+        return self.store.messages_and_files(case)
 
     def _case_files(self, case: Case, ctx: Context) -> list[Any]:
         """``store.attachments(case)``; for a case this decision opened, from memory."""

@@ -124,6 +124,20 @@ def test_the_cases_a_match_reads_are_the_cases_load_case_gives(engine: Engine) -
     assert store.participants_of([assigned.number]) == {assigned.number: found[assigned.number][1]}
 
 
+def test_messages_and_files_are_messages_and_attachments(engine: Engine) -> None:
+    """A CSR notification's thread and files of an existing case: the files
+    read only when a message has some (issue 12), the same rows either way."""
+    store = engine.store
+    plain, _ = _open_case(engine, from_="plain@customer.test", subject="test_thread no files")
+    filed, _ = _open_case(engine, from_="filed@customer.test", subject="test_thread files",
+                          files=[("a.txt", "text/plain", b"a" * 10), ("b.bin", "application/x", b"b")])
+    for case, count in ((plain, 0), (filed, 2)):
+        messages, files = store.messages_and_files(case)
+        assert [m.__data__ for m in messages] == [m.__data__ for m in store.messages(case)]
+        assert [f.__data__ for f in files] == [f.__data__ for f in store.attachments(case)]
+        assert len(files) == count
+
+
 def test_csr_reply_reaches_customer_with_greeting_signature_and_thread(engine: Engine) -> None:
     case, note = _open_case(engine)
     ack = outgoing("ack")[-1]
