@@ -996,8 +996,18 @@ class Store:
                 query = query.where(Case.status == status)
             return list(query)
 
-    def add_participant(self, case: Case, address: str, role: str) -> None:
+    def add_participant(self, case: Case, address: str, role: str, *,
+                        known: set[str] | None = None) -> None:
+        """Add ``address`` unless the case has it. ``known``: every participant
+        the case has (a case opened in this transaction), kept up to date
+        here: checked in memory instead of by a SELECT, and the row written
+        with the transaction's next statement (PostgreSQL)."""
         row = bounded(Participant, {"case": case, "address": address, "role": role})
+        if known is not None:
+            if row["address"] not in known:
+                known.add(row["address"])
+                _create_later(Participant, **row)
+            return
         if not Participant.select().where((Participant.case == case)
                                           & (Participant.address == row["address"])).exists():
             Participant.create(**row)

@@ -130,8 +130,10 @@ class Executor:
         ctx.opened = True
         ctx.fresh = case.id
         self._event(ctx, EventKind.OPENED, a.reason, a.customer_address)
+        # (new_case added the customer, bounded as stored)
+        known = {case.customer_address} if case.customer_address else set()
         for address in a.participants:
-            store.add_participant(case, address, "cc")
+            store.add_participant(case, address, "cc", known=known)
         ctx.participants = {a.customer_address, *a.participants} if a.customer_address else None
         if a.mentions:
             self._event(ctx, EventKind.MENTIONS, ", ".join(a.mentions), a.customer_address)

@@ -124,6 +124,19 @@ def test_the_cases_a_match_reads_are_the_cases_load_case_gives(engine: Engine) -
     assert store.participants_of([assigned.number]) == {assigned.number: found[assigned.number][1]}
 
 
+def test_a_new_cases_cc_joins_once(engine: Engine) -> None:
+    """A new case's participants are checked in memory (issue 12): a Cc
+    named twice, or the customer in Cc, is one participant row."""
+    from casestore.models import Participant
+
+    case, _ = _open_case(engine, headers={
+        "Cc": "amy@customer.test, Amy <amy@customer.test>, jose@customer.test, bo@customer.test"})
+    rows = [(p.address, p.role) for p in Participant.select().where(Participant.case == case)
+            .order_by(Participant.id)]
+    assert rows == [("jose@customer.test", "customer"), ("amy@customer.test", "cc"),
+                    ("bo@customer.test", "cc")]
+
+
 def test_messages_and_files_are_messages_and_attachments(engine: Engine) -> None:
     """A CSR notification's thread and files of an existing case: the files
     read only when a message has some (issue 12), the same rows either way."""
