@@ -15,6 +15,7 @@ figure to compare commits by on a busy machine (CPU time, not wall time).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -28,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from peewee import SqliteDatabase  # noqa: E402
+
 from casestore.store import Store  # noqa: E402
 from rules.classify import parse_networks  # noqa: E402
 from smtpd_hook.engine import Delivery, Engine  # noqa: E402
@@ -40,18 +43,76 @@ BODY = ("the printer on the third floor stopped printing after the update and no
 
 
 class Statements:
+    """``count``: statements (``execute_sql``, and PostgreSQL's deferred
+    writes, ``defer_sql``); ``trips``: what went to the driver, BEGIN and
+    COMMIT included (on PostgreSQL a round trip each); ``server_ms``: CPU
+    time of the PostgreSQL backend serving this thread's connection, when
+    the server runs on this machine (/proc), else None; ``wall``: seconds."""
+
     def __init__(self, db) -> None:
-        self.db, self.count, self.original = db, 0, db.execute_sql
+        self.db, self.count, self.trips = db, 0, 0
+        self.original = db.execute_sql
+        self.original_defer = getattr(db, "defer_sql", None)
+        self.original_cursor = db.cursor
+        self.server_ms: float | None = None
+        self.wall = 0.0
 
     def __enter__(self) -> Statements:
         def counting(sql, params=None, *a, **kw):
             self.count += 1
             return self.original(sql, params, *a, **kw)
+
+        def counting_defer(sql, params):
+            self.count += 1
+            return self.original_defer(sql, params)
+
+        counter = self
+
+        class Cursor:
+            def __init__(self, cursor) -> None:
+                self._cursor = cursor
+
+            def execute(self, *args, **kw):
+                counter.trips += 1
+                return self._cursor.execute(*args, **kw)
+
+            def __getattr__(self, name):
+                return getattr(self._cursor, name)
+
+        self.backend = _backend_pid(self.db)
+        self.server_start = _cpu_ms(self.backend)
         self.db.execute_sql = counting
+        if self.original_defer is not None:
+            self.db.defer_sql = counting_defer
+        self.db.cursor = lambda *a, **kw: Cursor(self.original_cursor(*a, **kw))
+        self.started = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.db.execute_sql = self.original
+        self.wall = time.perf_counter() - self.started
+        for name in ("execute_sql", "defer_sql", "cursor"):
+            self.db.__dict__.pop(name, None)
+        end = _cpu_ms(self.backend)
+        if end is not None and self.server_start is not None:
+            self.server_ms = end - self.server_start
+
+
+def _backend_pid(db) -> int | None:
+    """The PostgreSQL backend of this thread's connection (None on SQLite)."""
+    if isinstance(db, SqliteDatabase):
+        return None
+    return int(db.execute_sql("SELECT pg_backend_pid()").fetchone()[0])
+
+
+def _cpu_ms(pid: int | None) -> float | None:
+    """user + system CPU of a local process, ms (None: not here)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def one_round(url: str, n: int, tag: str) -> dict[str, float]:
@@ -95,7 +156,11 @@ def one_round(url: str, n: int, tag: str) -> dict[str, float]:
         reply_cpu = time.process_time() - t0
     store.close()
     return {"new_ms": 1000 * new_cpu / n, "reply_ms": 1000 * reply_cpu / n,
-            "new_sql": s_new.count / n, "reply_sql": s_reply.count / n}
+            "new_sql": s_new.count / n, "reply_sql": s_reply.count / n,
+            "new_trips": s_new.trips / n, "reply_trips": s_reply.trips / n,
+            "new_wall_ms": 1000 * s_new.wall / n, "reply_wall_ms": 1000 * s_reply.wall / n,
+            "new_server_ms": s_new.server_ms / n if s_new.server_ms is not None else -1.0,
+            "reply_server_ms": s_reply.server_ms / n if s_reply.server_ms is not None else -1.0}
 
 
 def fresh_store(url: str | None, folder: Path) -> tuple[str, object]:
@@ -142,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Engine.process on {kind}, {args.messages} messages x {args.rounds} rounds (median): "
           f"new case {med['new_ms']:.2f} ms CPU, {med['new_sql']:.1f} statements; "
           f"reply {med['reply_ms']:.2f} ms CPU, {med['reply_sql']:.1f} statements")
+    for event in ("new", "reply"):
+        server = (f", database server {med[f'{event}_server_ms']:.2f} ms CPU"
+                  if med[f"{event}_server_ms"] >= 0 else "")
+        print(f"  {'new case' if event == 'new' else 'reply'}: {med[f'{event}_trips']:.1f} calls to "
+              f"the driver (BEGIN and COMMIT included), {med[f'{event}_wall_ms']:.2f} ms wall{server}")
     return 0
 
 

@@ -214,6 +214,91 @@ def default_store_url() -> str:
     return f"sqlite:///{base / 'casegate.db'}"
 
 
+class PipelinedPostgres(peewee.PostgresqlDatabase):
+    """PostgreSQL with fewer round trips per transaction, the same statements.
+
+    peewee runs psycopg2 in autocommit mode and sends BEGIN, each statement
+    and COMMIT as a round trip of their own (20 for a new case, issue 12).
+    Here, inside a transaction:
+
+    * BEGIN is not sent alone: it goes with the transaction's first statement;
+    * a write whose result nobody reads (:meth:`defer_sql`: an event, the
+      delivery record, an UPDATE of a case's columns) goes with the next
+      statement, or with the COMMIT;
+
+    as one query string (psycopg2 interpolates the parameters on the client,
+    so the text sent is what the separate statements would have been). The
+    server runs them in the same order in the same transaction; an error in
+    one aborts the transaction there, raised by the call that sent it, and
+    the transaction rolls back as before. Outside a transaction every
+    statement is sent at once, as peewee does."""
+
+    def _pending(self) -> list[bytes] | None:
+        return getattr(self._state, "pending", None)
+
+    def _take_pending(self) -> list[bytes] | None:
+        pending = getattr(self._state, "pending", None)
+        if pending:
+            self._state.pending = []
+        return pending
+
+    def begin(self, isolation_level: Any = None) -> None:
+        if not isinstance(self._adapter, peewee.Psycopg2Adapter):
+            super().begin(isolation_level)  # psycopg 3 binds on the server: no mogrify, no pipelining
+            self._state.pending = None
+            return
+        if isolation_level is not None or self._isolation_level:
+            super().begin(isolation_level)
+            self._state.pending = []
+            return
+        if self.is_closed():
+            self.connect()  # now, not with the first statement: connect() resets the transaction stack
+        self._state.pending = [b"BEGIN"]
+
+    def defer_sql(self, sql: str, params: Sequence[Any]) -> None:
+        """Run a statement whose result nobody reads: with the next one in a
+        transaction, at once outside."""
+        pending = self._pending()
+        if pending is None or not self.in_transaction():
+            self.execute_sql(sql, params)
+            return
+        with peewee.__exception_wrapper__:
+            pending.append(self.cursor().mogrify(sql, list(params)))
+
+    def _execute_cursor(self, sql: str, params: Any, **cursor_options: Any) -> Any:
+        pending = self._take_pending()
+        if not pending:
+            return super()._execute_cursor(sql, params, **cursor_options)
+        self._log_query(sql, params)
+        with peewee.__exception_wrapper__:
+            cursor = self.cursor(**cursor_options)
+            cursor.execute(b";\n".join([*pending, cursor.mogrify(sql, params or ())]))
+        return cursor
+
+    def commit(self) -> None:
+        pending = self._take_pending()
+        if pending == [b"BEGIN"]:
+            return  # nothing sent: the server saw no transaction
+        if not pending:
+            super().commit()
+            return
+        if self.is_closed():
+            raise peewee.InterfaceError("Cannot commit, database connection not open.")
+        with peewee.__exception_wrapper__:
+            self.cursor().execute(b";\n".join([*pending, b"COMMIT"]))
+
+    def rollback(self) -> None:
+        pending = self._take_pending()
+        if pending and pending[0] == b"BEGIN":
+            return  # nothing of the transaction reached the server
+        super().rollback()
+
+    def close(self) -> bool:
+        if not self.in_transaction():  # (peewee refuses to close in one)
+            self._state.pending = None
+        return bool(super().close())
+
+
 def open_database(url: str) -> peewee.Database:
     parsed = urlparse(url)
     scheme = parsed.scheme.lower()
@@ -255,7 +340,7 @@ def open_database(url: str) -> peewee.Database:
         if not name:
             raise StoreError(f"no database name in store URL {display_url(url)!r}: "
                              "use postgresql://host/dbname")
-        return peewee.PostgresqlDatabase(name, **{k: v for k, v in kwargs.items() if v is not None})
+        return PipelinedPostgres(name, **{k: v for k, v in kwargs.items() if v is not None})
     raise StoreError(
         f"unsupported store URL {display_url(url)!r}: use sqlite:///path/to/casegate.db "
         "or postgresql://host/db"
@@ -327,53 +412,94 @@ def _create(model: type[ModelT], **values: Any) -> ModelT:
     return row
 
 
-_INSERT_SQL: dict[tuple[type, tuple[str, ...], bool], str] = {}
+def _create_later(model: type[peewee.Model], **values: Any) -> None:
+    """``_create`` of a row whose id nobody reads: no RETURNING, and on
+    PostgreSQL sent with the transaction's next statement (see
+    :class:`PipelinedPostgres`)."""
+    row = model(**bounded(model, values))
+    meta = model._meta
+    data = row.__data__
+    if (not meta.auto_increment or data.get(meta.primary_key.name) is not None
+            or any(isinstance(v, peewee.Model) and v._pk is None for v in data.values())):
+        row.save(force_insert=True)  # anything unusual: peewee's own path
+        return
+    db = meta.database
+    names = tuple(name for name in data if name != meta.primary_key.name)
+    fields = meta.fields
+    _later(db, _insert_sql(model, names, db, returning=False),
+           [fields[name].db_value(data[name]) for name in names])
 
 
-def _insert_sql(model: type[peewee.Model], names: tuple[str, ...], db: peewee.Database) -> str:
+def _later(db: peewee.Database, sql: str, params: Sequence[Any]) -> None:
+    """A write whose result nobody reads: deferred where the database can
+    (PostgreSQL, in a transaction), else run now."""
+    defer = getattr(db, "defer_sql", None)
+    if defer is not None:
+        defer(sql, params)
+    else:
+        db.execute_sql(sql, list(params))
+
+
+_INSERT_SQL: dict[tuple[type, tuple[str, ...], bool, str], str] = {}
+
+
+def _insert_sql(model: type[peewee.Model], names: tuple[str, ...], db: peewee.Database,
+                *, returning: bool = True) -> str:
     """The INSERT of ``model`` with columns ``names``, made once. Building it
     with peewee's query objects took about a third of casegate's SQL work per
     message (py-spy; bench/profiles/); the text and the converted values
     (each field's ``db_value``, as peewee's Insert passes them) are the same."""
-    key = (model, names, bool(db.returning_clause))
+    returning = returning and bool(db.returning_clause)
+    key = (model, names, returning, db.param)
     sql = _INSERT_SQL.get(key)
     if sql is None:
         meta = model._meta
         columns = ", ".join(f'"{meta.fields[name].column_name}"' for name in names)
         marks = ", ".join([db.param] * len(names))
         sql = f'INSERT INTO "{meta.table_name}" ({columns}) VALUES ({marks})'
-        if db.returning_clause:
+        if returning:
             sql += f' RETURNING "{meta.primary_key.column_name}"'
         _INSERT_SQL[key] = sql
     return sql
 
 
 def _create_numbered_case(db: peewee.Database, prefix: str, values: dict[str, Any]) -> Case:
-    """SQLite: the case row with its number (``prefix`` + the id in 7 digits)
-    in one INSERT. The id is the one SQLite would give (the largest + 1: no
-    AUTOINCREMENT), named in the statement, so no UPDATE of the number
-    follows, and with it no second pass of the search index's triggers
-    (case_fts: a delete and an insert)."""
+    """The case row with its number (``prefix`` + the id in at least 7
+    digits) in one INSERT, so no UPDATE of the number follows (and with it
+    no second pass of SQLite's search index triggers, case_fts: a delete and
+    an insert; on PostgreSQL one round trip less). SQLite: the id is the one
+    SQLite would give (the largest + 1: no AUTOINCREMENT), named in the
+    statement. PostgreSQL: the id is the next value of the id's sequence,
+    as the column's default would take it."""
     row = Case(**bounded(Case, values))
     data = row.__data__
     fields = Case._meta.fields
     names = tuple(name for name in data if name not in ("id", "number"))
-    sql = _NUMBERED_SQL.get(names)
+    sqlite = isinstance(db, peewee.SqliteDatabase)
+    sql = _NUMBERED_SQL.get((names, sqlite))
     if sql is None:
-        next_id = '(SELECT coalesce(max("id"), 0) + 1 FROM "support_case")'
         columns = ", ".join(f'"{fields[name].column_name}"' for name in names)
-        marks = ", ".join(["?"] * len(names))
-        sql = (f'INSERT INTO "support_case" ("id", "number", {columns}) '
-               f"VALUES ({next_id}, ? || printf('%07d', {next_id}), {marks})")
-        _NUMBERED_SQL[names] = sql
+        if sqlite:
+            next_id = '(SELECT coalesce(max("id"), 0) + 1 FROM "support_case")'
+            marks = ", ".join(["?"] * len(names))
+            sql = (f'INSERT INTO "support_case" ("id", "number", {columns}) '
+                   f"VALUES ({next_id}, ? || printf('%07d', {next_id}), {marks})")
+        else:
+            marks = ", ".join(["%s"] * len(names))
+            # lpad to 7, never cutting a longer id (as Python's :07d)
+            sql = (f'INSERT INTO "support_case" ("id", "number", {columns}) '
+                   "SELECT v.id, %s || lpad(v.id::text, greatest(7, length(v.id::text)), '0'), "
+                   f"{marks} FROM (SELECT nextval(pg_get_serial_sequence('support_case', 'id')) "
+                   'AS id) AS v RETURNING "id"')
+        _NUMBERED_SQL[(names, sqlite)] = sql
     cursor = db.execute_sql(sql, [prefix, *[fields[name].db_value(data[name]) for name in names]])
-    row._pk = cursor.lastrowid
+    row._pk = cursor.lastrowid if sqlite else cursor.fetchone()[0]
     row.number = f"{prefix}{row.id:07d}"
     row._dirty.clear()
     return row
 
 
-_NUMBERED_SQL: dict[tuple[str, ...], str] = {}
+_NUMBERED_SQL: dict[tuple[tuple[str, ...], bool], str] = {}
 
 _SELECT_SQL: dict[tuple[str, str], str] = {}
 
@@ -838,19 +964,17 @@ class Store:
         subject: str,
         status: Status = Status.RECEIVED,
         follow_up_of: Case | None = None,
+        assignee: Csr | None = None,
     ) -> Case:
         now = self.now()
         values = {"mailbox": mailbox, "customer_address": customer_address,
                   "customer_name": customer_name, "subject": subject, "status": status.value,
                   "created": now, "updated": now, "follow_up_of": follow_up_of}
-        if self.is_sqlite:
-            case = _create_numbered_case(self.db, prefix, values)
-        else:
-            case = _create(Case, **values)
-            case.number = f"{prefix}{case.id:07d}"
-            case.save(only=[Case.number])
+        if assignee is not None:
+            values["assignee"] = assignee
+        case = _create_numbered_case(self.db, prefix, values)
         if customer_address:
-            _create(Participant, case=case, address=case.customer_address, role="customer")
+            _create_later(Participant, case=case, address=case.customer_address, role="customer")
         return case
 
     def case(self, number: str) -> Case | None:
@@ -867,6 +991,11 @@ class Store:
         else:
             case = (Case.select(Case, Csr).join(Csr, JOIN.LEFT_OUTER, on=(Case.assignee == Csr.id))
                     .where(where).first())
+        return self._with_mailbox(case, mailboxes)
+
+    @staticmethod
+    def _with_mailbox(case: Case | None, mailboxes: dict[str, Mailbox] | None) -> Case | None:
+        """The case with its mailbox row from ``mailboxes`` (no lazy load later)."""
         if case is not None and mailboxes:
             row = next((m for m in mailboxes.values() if m.id == case.mailbox_id), None)
             if row is not None:
@@ -885,10 +1014,14 @@ class Store:
             'LIMIT 1'), [value])
         if not rows:
             return None
-        row, n = rows[0], len(case_fields)
-        case = _instance(Case, case_fields, row[:n])
+        return self._case_row(rows[0], len(case_fields))
+
+    @staticmethod
+    def _case_row(row: Sequence[Any], n: int) -> Case:
+        """A case from a row of its ``n`` columns and its assignee's (NULLs when none)."""
+        case = _instance(Case, Case._meta.sorted_fields, row[:n])
         if row[n] is not None:  # the assignee's id: a CSR row was joined
-            case.assignee = _instance(Csr, csr_fields, row[n:])
+            case.assignee = _instance(Csr, Csr._meta.sorted_fields, row[n:])
             case._dirty.clear()
         return case
 
@@ -902,8 +1035,18 @@ class Store:
                 query = query.where(Case.status == status)
             return list(query)
 
-    def add_participant(self, case: Case, address: str, role: str) -> None:
+    def add_participant(self, case: Case, address: str, role: str, *,
+                        known: set[str] | None = None) -> None:
+        """Add ``address`` unless the case has it. ``known``: every participant
+        the case has (a case opened in this transaction), kept up to date
+        here: checked in memory instead of by a SELECT, and the row written
+        with the transaction's next statement (PostgreSQL)."""
         row = bounded(Participant, {"case": case, "address": address, "role": role})
+        if known is not None:
+            if row["address"] not in known:
+                known.add(row["address"])
+                _create_later(Participant, **row)
+            return
         if not Participant.select().where((Participant.case == case)
                                           & (Participant.address == row["address"])).exists():
             Participant.create(**row)
@@ -913,19 +1056,33 @@ class Store:
 
     def participants_of(self, numbers: Sequence[str]) -> dict[str, set[str]]:
         """number -> participants, for those of these numbers that are cases (one query)."""
+        return {number: people for number, (_, people) in self.cases_of(numbers).items()}
+
+    def cases_of(self, numbers: Sequence[str], mailboxes: dict[str, Mailbox] | None = None
+                 ) -> dict[str, tuple[Case, set[str]]]:
+        """number -> (the case as :meth:`load_case` gives it, its
+        participants), for those of these numbers that are cases: the facts a
+        message's match needs and the case it joins, in one query."""
         if not numbers:
             return {}
-        found: dict[str, set[str]] = {}
         wanted = list(dict.fromkeys(numbers))[:200]
-        rows = _scalar_rows(self.db, f"participants_of {len(wanted)}", (
-            'SELECT "t1"."number", "t2"."address" FROM "support_case" AS "t1" LEFT OUTER JOIN '
-            '"participant" AS "t2" ON ("t2"."case_id" = "t1"."id") '
+        case_fields, csr_fields = Case._meta.sorted_fields, Csr._meta.sorted_fields
+        columns = ", ".join([f'"t1"."{f.column_name}"' for f in case_fields]
+                            + [f'"t2"."{f.column_name}"' for f in csr_fields])
+        rows = _scalar_rows(self.db, f"cases_of {len(wanted)}", (
+            f'SELECT {columns}, "t3"."address" FROM "support_case" AS "t1" '
+            'LEFT OUTER JOIN "csr" AS "t2" ON ("t1"."assignee_id" = "t2"."id") '
+            'LEFT OUTER JOIN "participant" AS "t3" ON ("t3"."case_id" = "t1"."id") '
             f'WHERE ("t1"."number" IN ({", ".join(["?"] * len(wanted))}))'), wanted)
-        for number, address in rows:
-            people = found.setdefault(number, set())
-            if address:
-                people.add(address)
-        return found
+        by_id: dict[int, tuple[Case, set[str]]] = {}
+        n, m = len(case_fields), len(case_fields) + len(csr_fields)
+        for row in rows:
+            case_id = row[0]  # (sorted_fields: the primary key first)
+            if case_id not in by_id:
+                by_id[case_id] = (self._with_mailbox(self._case_row(row[:m], n), mailboxes), set())
+            if row[m]:
+                by_id[case_id][1].add(row[m])
+        return {case.number: (case, people) for case, people in by_id.values()}
 
     # -- facts for the rules -------------------------------------------------
 
@@ -996,12 +1153,21 @@ class Store:
 
 
     def touch(self, case: Case, **changes: Any) -> None:
-        """Change these columns only (another worker may have changed others)."""
+        """Change these columns only (another worker may have changed others).
+        One plain UPDATE, its text made once per column set; on PostgreSQL
+        sent with the transaction's next statement."""
         changes["updated"] = self.now()
         changes = bounded(Case, changes)
         for key, value in changes.items():
             setattr(case, key, value)
-        case.save(only=[getattr(Case, key) for key in changes])
+        names = tuple(changes)
+        fields = Case._meta.fields
+        sql = _text(self.db, f"touch {names}", 'UPDATE "support_case" SET '
+                    + ", ".join(f'"{fields[name].column_name}" = ?' for name in names)
+                    + ' WHERE "id" = ?')
+        _later(self.db, sql, [*(fields[name].db_value(case.__data__.get(name)) for name in names),
+                              case.id])
+        case._dirty.difference_update(names)
 
     def event(
         self,
@@ -1014,6 +1180,13 @@ class Store:
     ) -> Event:
         return _create(Event, case=case, message=message, at=self.now(), kind=kind, actor=actor,
                        detail=detail)
+
+    def record_event(self, kind: str, *, case: Case | None = None, message: Message | None = None,
+                     actor: str = "", detail: str = "") -> None:
+        """:meth:`event` for one nobody reads back as a row (no id): on
+        PostgreSQL sent with the transaction's next statement."""
+        _create_later(Event, case=case, message=message, at=self.now(), kind=kind, actor=actor,
+                      detail=detail)
 
     def case_history(self, case: Case) -> dict[str, Any]:
         """The whole case as one value (``case show --json``): messages, notes
@@ -1065,6 +1238,18 @@ class Store:
             f for f in Message._meta.sorted_fields if f is not Message.raw]
         return _select(Message, f"messages raw={raw}", 'WHERE "t1"."case_id" = ? ORDER BY "t1"."id"',
                        [_id(case)], fields)
+
+    def messages_and_files(self, case: Case) -> tuple[list[Message], list[Attachment]]:
+        """``messages(case)`` and ``attachments(case)``: the messages with a
+        flag whether each has files, and the files read only if one has."""
+        fields = [f for f in Message._meta.sorted_fields if f is not Message.raw]
+        columns = ", ".join(f'"t1"."{f.column_name}"' for f in fields)
+        rows = _scalar_rows(self.db, "messages and files", (
+            f'SELECT {columns}, EXISTS (SELECT 1 FROM "attachment" AS "t2" '
+            'WHERE "t2"."message_id" = "t1"."id") FROM "message" AS "t1" WHERE "t1"."case_id" = ? '
+            'ORDER BY "t1"."id"'), [_id(case)])
+        messages = [_instance(Message, fields, row[:-1]) for row in rows]
+        return messages, (self.attachments(case) if any(row[-1] for row in rows) else [])
 
     def case_numbers_of_message_ids(self, message_ids: Sequence[str]) -> list[str]:
         """Cases of stored messages with these Message-IDs, in the order given."""
@@ -1128,9 +1313,13 @@ class Store:
 
     def record_delivery(
         self, key: str, *, queue_id: str, outcome: str, message: Message | None
-    ) -> Delivery:
-        return _create(Delivery, key=key, queue_id=queue_id, received=self.now(), outcome=outcome,
-                       message=message)
+    ) -> None:
+        """The delivery seen, in the transaction of what it caused (on
+        PostgreSQL sent with the COMMIT). A second host storing the same
+        delivery breaks the key's unique index at the latest at the commit:
+        the transaction rolls back and the engine tries once more."""
+        _create_later(Delivery, key=key, queue_id=queue_id, received=self.now(), outcome=outcome,
+                      message=message)
 
     # -- blacklist and settings ------------------------------------------------
 
@@ -1398,6 +1587,16 @@ class Store:
             'UPDATE "timer" SET "status" = ? WHERE "case_id" = ? AND "status" = ? '
             f'AND "kind" IN ({", ".join(["?"] * len(kinds))})')), ["cancelled", _id(case), "pending", *kinds])
         return int(cursor.rowcount)
+
+    def cancel_timers_later(self, case: Case, kinds: Sequence[str]) -> None:
+        """:meth:`cancel_timers` without the count: on PostgreSQL sent with
+        the transaction's next statement."""
+        kinds = [str(getattr(k, "value", k)) for k in kinds]
+        if kinds:
+            _later(self.db, _text(self.db, f"cancel_timers {len(kinds)}", (
+                'UPDATE "timer" SET "status" = ? WHERE "case_id" = ? AND "status" = ? '
+                f'AND "kind" IN ({", ".join(["?"] * len(kinds))})')),
+                   ["cancelled", _id(case), "pending", *kinds])
 
     def hurry_assign_retries(self, pool: Pool) -> int:
         """Make the pool's waiting assignment retries due now (a CSR has room)."""

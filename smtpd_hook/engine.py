@@ -252,8 +252,11 @@ class Engine:
         verp = read_verp(self.settings.secret, rcpt, self.settings.case_prefix)
         if verp is not None:
             return self._bounce(inbound, verp.number, verp.message_id, ctx, mailboxes, texts)
-        match = self._match(rcpt, inbound, identity)
-        case = self.store.load_case(Case.number == match.number, mailboxes) if match.number else None
+        match, cases = self._match(rcpt, inbound, identity, mailboxes)
+        case = None
+        if match.number:  # read with the match's facts, else (not among them) now
+            case = (cases[match.number][0] if match.number in cases
+                    else self.store.load_case(Case.number == match.number, mailboxes))
         if case is not None:
             ctx.case = case
             ctx.mailbox = case.mailbox
@@ -434,7 +437,9 @@ class Engine:
                             f"{dept.name}: {identity.reason}", identity.proof)
         return identity
 
-    def _match(self, rcpt: str, inbound: Inbound, identity: Identity) -> Match:
+    def _match(self, rcpt: str, inbound: Inbound, identity: Identity,
+               mailboxes: dict[str, Mailbox]) -> tuple[Match, dict[str, tuple[Case, set[str]]]]:
+        """The match, and the cases it looked at (number -> case, participants)."""
         secret, prefix = self.settings.secret, self.settings.case_prefix
         refs = list(reversed(inbound.references)) + list(inbound.in_reply_to)
         signed: list[str] = []
@@ -451,8 +456,10 @@ class Engine:
         address_number = (None if identity.proof.startswith("dkim:")
                           else tokens.address_number(rcpt, prefix))
         subject_numbers = tokens.subject_numbers(inbound.subject, prefix)
-        known = self.store.participants_of(
-            [*signed, *stored, *([address_number] if address_number else []), *subject_numbers])
+        cases = self.store.cases_of(
+            [*signed, *stored, *([address_number] if address_number else []), *subject_numbers],
+            mailboxes)
+        known = {number: people for number, (_, people) in cases.items()}
         match = match_case(
             sender=inbound.from_address,
             is_csr=identity.role in (Role.CSR, Role.DEPARTMENT),
@@ -464,7 +471,7 @@ class Engine:
         )
         return Match(match.number, match.rule, match.reason, match.mentioned,
                      participants=frozenset(known.get(match.number, ())) if match.number else None,
-                     signed=bool(signed))
+                     signed=bool(signed)), cases
 
     # -- the shell ------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from rules.names import first_name
 from rules.quotes import REPLY_MARKER, html_to_text
 from rules.salutation import own as own_salutation
 from rules.salutation import split as split_salutation
-from rules.vocab import CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
+from rules.vocab import AUTOMATIC_OUT, CUSTOMER_THREAD_OUT, EventKind, MessageKind, Status, TimerKind
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.i18n import say, translate
 from smtpd_hook.render import (
@@ -54,6 +54,7 @@ from smtpd_hook.settings import Settings
 log = logging.getLogger("casegate.executor")
 
 RULES_HEADER = "X-Casegate-Rules"
+AUTOMATIC_KINDS = frozenset(k.value for k in AUTOMATIC_OUT)  # as the rows store them
 # Variables of every customer template that cost queries (docs/templates.md).
 THREAD_VARIABLES = ("filelist", "threadcount", "threadlist", "threadlast")
 
@@ -80,6 +81,8 @@ class Context:
     # it: its messages (message, sent), files and notes are known without
     # reading them back (three SELECTs per new case).
     fresh: int | None = None  # the id of the case opened by this decision
+    # (Assign, CSR or None, detail, rule): chosen when the case was opened (Executor._opencase)
+    assigned_ahead: tuple[Any, ...] | None = None
     files: list[Any] = field(default_factory=list)  # Attachment rows stored by this decision
     notes: list[Event] = field(default_factory=list)  # note events written by this decision
 
@@ -94,28 +97,43 @@ class Executor:
 
     def apply(self, decision: d.Decision, ctx: Context) -> Context:
         ctx.explain = decision.explain()
-        for action in decision.actions:
+        for i, action in enumerate(decision.actions):
+            if isinstance(action, d.OpenCase):
+                self._opencase(action, ctx, _assign_ahead(decision.actions[i + 1:], ctx))
+                continue
             handler = getattr(self, "_" + type(action).__name__.lower())
             handler(action, ctx)
         return ctx
 
     # -- case changes ------------------------------------------------------------
 
-    def _opencase(self, a: d.OpenCase, ctx: Context) -> None:
+    def _opencase(self, a: d.OpenCase, ctx: Context, assign: d.Assign | None = None) -> None:
+        """Open the case. ``assign``: the decision's Assign of it that follows
+        with nothing in between that bears on the choice (see
+        :func:`_assign_ahead`): its CSR is chosen now, as the Assign would,
+        and written by the case's INSERT, not by an UPDATE after it (a row
+        version and every index of the case's table less); the Assign then
+        records what was chosen."""
         store = self.store
         previous = store.case(a.follow_up_of) if a.follow_up_of else None
+        assignee = None
+        if assign is not None:
+            ctx.assigned_ahead = (assign, *self._choose(assign, ctx, number=None))
+            assignee = ctx.assigned_ahead[1]
         case = store.new_case(mailbox=ctx.mailbox, prefix=self.settings.case_prefix,
                               customer_address=a.customer_address,
                               customer_name=a.customer_name,
                               subject=tokens.clean_subject(a.subject, self.settings.case_prefix)
                               or "(no subject)",
-                              status=a.status, follow_up_of=previous)
+                              status=a.status, follow_up_of=previous, assignee=assignee)
         ctx.case = case
         ctx.opened = True
         ctx.fresh = case.id
         self._event(ctx, EventKind.OPENED, a.reason, a.customer_address)
+        # (new_case added the customer, bounded as stored)
+        known = {case.customer_address} if case.customer_address else set()
         for address in a.participants:
-            store.add_participant(case, address, "cc")
+            store.add_participant(case, address, "cc", known=known)
         ctx.participants = {a.customer_address, *a.participants} if a.customer_address else None
         if a.mentions:
             self._event(ctx, EventKind.MENTIONS, ", ".join(a.mentions), a.customer_address)
@@ -178,22 +196,12 @@ class Executor:
     def _assign(self, a: d.Assign, ctx: Context) -> None:
         case, store = self._case(ctx), self.store
         pool = ctx.mailbox.pool
-        csr: Csr | None
-        if a.csr:
-            csr = store.csr(a.csr)
-            detail = a.rule
+        ahead, ctx.assigned_ahead = ctx.assigned_ahead, None
+        if ahead is not None and ahead[0] is a:  # chosen when the case was opened
+            _, csr, detail, rule = ahead
         else:
-            try:
-                rule = AssignRule.parse(pool.rule)
-            except ValueError:
-                log.warning("pool %s: unknown assignment rule %r, using least_load", pool.name, pool.rule)
-                rule = AssignRule()
-            rows = store.candidates(pool)
-            chosen = choose(rule, [Candidate(c.id, load, level, available)
-                                   for c, load, level, available in rows],
-                            last=pool.last_assigned, rng=random.Random(case.number), level=a.level)
-            csr = next((c for c, _, _, _ in rows if c.id == chosen), None)
-            detail = str(rule)
+            csr, detail, rule = self._choose(a, ctx, number=case.number)
+        if rule is not None:  # by the pool's rule
             if csr is None and a.level != 1:
                 self._event(ctx, EventKind.UNASSIGNED, f"no available level-{a.level} CSR in pool "
                             f"{pool.name}: the case stays with its CSR")
@@ -206,10 +214,26 @@ class Executor:
                 pool.save(only=[type(pool).last_assigned])
         if csr is None:
             return
-        store.touch(case, assignee=csr)
+        if ahead is None or ahead[0] is not a:  # (else the case's INSERT wrote it)
+            store.touch(case, assignee=csr)
         if not ctx.opened:
-            store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
+            store.cancel_timers_later(case, [TimerKind.ASSIGN_RETRY])
         self._event(ctx, EventKind.ASSIGNED, detail, csr.address)
+
+    def _choose(self, a: d.Assign, ctx: Context, *, number: str | None
+                ) -> tuple[Csr | None, str, AssignRule | None]:
+        """Whom an Assign gives the case to (None: nobody available), the
+        event's detail, and the pool's rule (None for a CSR named by the
+        action). ``number``: the case's, which seeds the random rule."""
+        if a.csr:
+            return self.store.csr(a.csr), a.rule, None
+        pool = ctx.mailbox.pool
+        rule = _pool_rule(pool)
+        rows = self.store.candidates(pool)
+        chosen = choose(rule, [Candidate(c.id, load, level, available)
+                               for c, load, level, available in rows],
+                        last=pool.last_assigned, rng=random.Random(number), level=a.level)
+        return next((c for c, _, _, _ in rows if c.id == chosen), None), str(rule), rule
 
     def _unassigned(self, ctx: Context, rule: AssignRule) -> None:
         """Nobody took the case: retried by the scheduler (when the rule hands
@@ -221,7 +245,7 @@ class Executor:
             return
         self._event(ctx, EventKind.UNASSIGNED, f"no available CSR in pool {pool.name} ({rule})")
         log.warning("case %s: no available CSR in pool %s (%s)", case.number, pool.name, rule)
-        store.cancel_timers(case, [TimerKind.ASSIGN_RETRY])
+        store.cancel_timers_later(case, [TimerKind.ASSIGN_RETRY])
         store.schedule(case, TimerKind.ASSIGN_RETRY,
                        store.clock() + dt.timedelta(seconds=defaults.ASSIGN_RETRY_SECONDS))
         fallback = pool.unassigned_notify
@@ -271,7 +295,7 @@ class Executor:
 
     def _schedule_consult_due(self, ctx: Context) -> None:
         case, store = self._case(ctx), self.store
-        store.cancel_timers(case, [TimerKind.CONSULT_DUE])
+        store.cancel_timers_later(case, [TimerKind.CONSULT_DUE])
         due = [aware(c.due) for c in store.open_consultations(case)]
         if due:
             store.schedule(case, TimerKind.CONSULT_DUE, min(d for d in due if d is not None))
@@ -349,11 +373,11 @@ class Executor:
 
     def _schedule(self, a: d.Schedule, ctx: Context) -> None:
         case = self._case(ctx)
-        self.store.cancel_timers(case, [a.kind])
+        self.store.cancel_timers_later(case, [a.kind])
         self.store.schedule(case, a.kind, self.store.clock() + dt.timedelta(seconds=a.after))
 
     def _cancel(self, a: d.Cancel, ctx: Context) -> None:
-        self.store.cancel_timers(self._case(ctx), list(a.kinds))
+        self.store.cancel_timers_later(self._case(ctx), list(a.kinds))
 
     def _blacklist(self, a: d.Blacklist, ctx: Context) -> None:
         case = self._case(ctx)
@@ -471,8 +495,7 @@ class Executor:
             return
         else:
             csr = case.assignee
-        files = self._case_files(case, ctx)
-        msgs = self._case_messages(case, ctx)
+        msgs, files = self._case_thread(case, ctx)
         message = ctx.message
         about = message is not None and message.kind in (
             MessageKind.CUSTOMER, MessageKind.AUTOMATIC, MessageKind.BOUNCE, MessageKind.DEPARTMENT)
@@ -547,7 +570,7 @@ class Executor:
         if not refused and address.rpartition("@")[2].startswith("["):
             refused = "never to an address literal"
         if not refused:
-            refused = (self._over_rate_cap(ctx.case, address) if ctx.case is not None
+            refused = (self._over_rate_cap(ctx.case, address, ctx) if ctx.case is not None
                        else self._over_recipient_cap(address))
         if refused:
             self._event(ctx, EventKind.NOT_SENT, f"{a.template}: {refused}")
@@ -693,12 +716,13 @@ class Executor:
         assert ctx.case is not None, "an action on a case before the case exists"
         return ctx.case
 
-    def _event(self, ctx: Context, kind: EventKind, detail: str = "", actor: str = "") -> Event:
-        event = self.store.event(kind.value, case=ctx.case, message=ctx.message, actor=actor,
-                                 detail=detail)
-        if kind == EventKind.NOTE:
-            ctx.notes.append(event)
-        return event
+    def _event(self, ctx: Context, kind: EventKind, detail: str = "", actor: str = "") -> None:
+        if kind == EventKind.NOTE:  # kept in memory with its id (a new case's notes)
+            ctx.notes.append(self.store.event(kind.value, case=ctx.case, message=ctx.message,
+                                              actor=actor, detail=detail))
+            return
+        self.store.record_event(kind.value, case=ctx.case, message=ctx.message, actor=actor,
+                                detail=detail)
 
     def _fresh(self, case: Case, ctx: Context) -> bool:
         return ctx.fresh is not None and case.id == ctx.fresh
@@ -709,6 +733,13 @@ class Executor:
             return self.store.messages(case)
         return sorted((m for m in (ctx.message, *ctx.sent) if m is not None and m.case_id == case.id),
                       key=lambda m: m.id)
+
+    def _case_thread(self, case: Case, ctx: Context) -> tuple[list[Message], list[Any]]:
+        """``_case_messages`` and ``_case_files``; from the store, the files
+        are read only when a message has some (most cases have none)."""
+        if self._fresh(case, ctx):
+            return self._case_messages(case, ctx), self._case_files(case, ctx)
+        return self.store.messages_and_files(case)
 
     def _case_files(self, case: Case, ctx: Context) -> list[Any]:
         """``store.attachments(case)``; for a case this decision opened, from memory."""
@@ -740,9 +771,9 @@ class Executor:
             # victim@[192.0.2.1]: one more spelling of any mailbox behind that
             # address (a key of its own for the caps), and no customer writes from one.
             return "never to an address literal"
-        return self._over_rate_cap(self._case(ctx), address)
+        return self._over_rate_cap(self._case(ctx), address, ctx)
 
-    def _over_rate_cap(self, case: Case, address: str) -> str | None:
+    def _over_rate_cap(self, case: Case, address: str, ctx: Context) -> str | None:
         limits = self.store.limits()
         since = self.store.clock() - dt.timedelta(hours=limits["autoreply_window_hours"])
         key = rate_key(address)
@@ -754,9 +785,17 @@ class Executor:
         if to_domain >= per_domain:
             return f"rate cap: {per_domain} automatic mails to @{key.rpartition('@')[2]} already sent"
         per_case = limits["autoreply_per_case"]
-        if self.store.automatic_sent(since=since, case=case) >= per_case:
+        if self._automatic_sent(case, since, ctx) >= per_case:
             return f"rate cap: {per_case} automatic mails on {case.number} already sent"
         return None
+
+    def _automatic_sent(self, case: Case, since: dt.datetime, ctx: Context) -> int:
+        """``store.automatic_sent``; for a case this decision opened, from
+        memory (it holds only the mail this decision wrote)."""
+        if not self._fresh(case, ctx):
+            return self.store.automatic_sent(since=since, case=case)
+        return sum(1 for m in ctx.sent if m.case_id == case.id and m.direction == "out"
+                   and m.kind in AUTOMATIC_KINDS and (aware(m.created) or since) >= since)
 
     def _automatic_headers(self, ctx: Context, auto_submitted: str) -> dict[str, str]:
         """What marks our automatic mail; a CSR's answer carries none of it."""
@@ -932,6 +971,36 @@ class Executor:
         self.store.enqueue(message, mail_from=envelope, rcpt_to=[*to, *cc])
         ctx.sent.append(message)
         return message
+
+
+def _pool_rule(pool: Any) -> AssignRule:
+    try:
+        return AssignRule.parse(pool.rule)
+    except ValueError:
+        log.warning("pool %s: unknown assignment rule %r, using least_load", pool.name, pool.rule)
+        return AssignRule()
+
+
+# Between a new case's OpenCase and its Assign: actions that change nothing
+# the choice reads (candidates, their loads, the pool's last assignee).
+_NEUTRAL_BEFORE_ASSIGN = (d.StoreMessage, d.SetProduct)
+
+
+def _assign_ahead(following: Sequence[d.Action], ctx: Context) -> d.Assign | None:
+    """The Assign of a case being opened whose CSR can be chosen before the
+    case's INSERT: the first action after the OpenCase but those of
+    _NEUTRAL_BEFORE_ASSIGN, and not by the random rule (seeded by the case's
+    number, which the INSERT makes)."""
+    for action in following:
+        if isinstance(action, d.Assign):
+            try:
+                random_rule = AssignRule.parse(ctx.mailbox.pool.rule).name == "random"
+            except ValueError:  # least_load (_pool_rule says so once, when choosing)
+                random_rule = False
+            return None if action.csr is None and random_rule else action
+        if not isinstance(action, _NEUTRAL_BEFORE_ASSIGN):
+            return None
+    return None
 
 
 # Providers known to ignore dots in the local part (j.o.h.n@ is john@) and

@@ -61,6 +61,35 @@ def test_round_robin_hands_three_cases_to_three_csrs(engine: Engine) -> None:
     assert got == [ANN, BEN, CAT, ANN]
 
 
+@pytest.mark.parametrize("rule", ["least_load", "round_robin", "limit:5", "random"])
+def test_a_new_case_is_written_with_its_assignee(engine: Engine, rule: str) -> None:
+    """Chosen before the case's INSERT, which writes it (issue 12): no UPDATE
+    of the case row follows. The random rule, seeded by the case's number,
+    chooses after the INSERT as before. The same events either way."""
+    from casestore.models import Event
+
+    engine.store.set_pool("default", rule=rule)
+    new_case(engine)  # the directory read and cached
+    db, seen = engine.store.db, []
+    for name in ("execute_sql", "defer_sql"):
+        original = getattr(db, name, None)
+        if original is not None:
+            setattr(db, name, lambda sql, params=None, *a, _run=original, **kw: (
+                seen.append(sql), _run(sql, params, *a, **kw))[1])
+    try:
+        case = new_case(engine)
+    finally:
+        for name in ("execute_sql", "defer_sql"):
+            db.__dict__.pop(name, None)
+    updates = [sql for sql in seen if sql.startswith('UPDATE "support_case"')]
+    assert len(updates) == (1 if rule == "random" else 0), updates
+    assert assignee(case) in (ANN, BEN, CAT)
+    kinds = [e.kind for e in Event.select().where(Event.case == case).order_by(Event.id)]
+    assert kinds[:2] == ["opened", "assigned"] and kinds.count("assigned") == 1, kinds
+    assigned = Event.get((Event.case == case) & (Event.kind == "assigned"))
+    assert assigned.actor == assignee(case) and assigned.detail == rule
+
+
 def test_limit_makes_a_case_wait_until_a_csr_has_room(engine: Engine, clock: Clock) -> None:
     engine.store.set_pool("default", rule="limit:1")
     first = [new_case(engine) for _ in range(3)]

@@ -100,6 +100,57 @@ def _open_case(engine: Engine, **kw) -> tuple[Case, Message]:
     return case, outgoing("notify")[-1]
 
 
+def test_the_cases_a_match_reads_are_the_cases_load_case_gives(engine: Engine) -> None:
+    """A reply's case comes with its match's participants, in one query
+    (issue 12): the same case row, assignee and mailbox as load_case."""
+    store = engine.store
+    assigned, _ = _open_case(engine, headers={"Cc": "amy@customer.test"})
+    store.add_csr("nobody@example.com", "No Body", ["elsewhere"])
+    store.set_pool("default", rule="none")
+    unassigned, _ = _open_case(engine, from_="zoe@customer.test", subject="test_cases_of unassigned")
+    _, mailboxes = store.load_directory()
+    found = store.cases_of([assigned.number, unassigned.number, "CS9999999", assigned.number], mailboxes)
+    assert sorted(found) == sorted([assigned.number, unassigned.number])
+    assert found[assigned.number][1] == {"jose@customer.test", "amy@customer.test"}
+    assert found[unassigned.number][1] == {"zoe@customer.test"}
+    for number, (case, _) in found.items():
+        loaded = store.load_case(Case.number == number, mailboxes)
+        assert case.__data__ == loaded.__data__
+        assert case.mailbox is loaded.mailbox is mailboxes["support@example.com"]
+        assert (case.assignee.address if case.assignee_id else None) == (
+            loaded.assignee.address if loaded.assignee_id else None)
+    assert found[assigned.number][0].assignee.address == "jane@example.com"
+    assert found[unassigned.number][0].assignee_id is None
+    assert store.participants_of([assigned.number]) == {assigned.number: found[assigned.number][1]}
+
+
+def test_a_new_cases_cc_joins_once(engine: Engine) -> None:
+    """A new case's participants are checked in memory (issue 12): a Cc
+    named twice, or the customer in Cc, is one participant row."""
+    from casestore.models import Participant
+
+    case, _ = _open_case(engine, headers={
+        "Cc": "amy@customer.test, Amy <amy@customer.test>, jose@customer.test, bo@customer.test"})
+    rows = [(p.address, p.role) for p in Participant.select().where(Participant.case == case)
+            .order_by(Participant.id)]
+    assert rows == [("jose@customer.test", "customer"), ("amy@customer.test", "cc"),
+                    ("bo@customer.test", "cc")]
+
+
+def test_messages_and_files_are_messages_and_attachments(engine: Engine) -> None:
+    """A CSR notification's thread and files of an existing case: the files
+    read only when a message has some (issue 12), the same rows either way."""
+    store = engine.store
+    plain, _ = _open_case(engine, from_="plain@customer.test", subject="test_thread no files")
+    filed, _ = _open_case(engine, from_="filed@customer.test", subject="test_thread files",
+                          files=[("a.txt", "text/plain", b"a" * 10), ("b.bin", "application/x", b"b")])
+    for case, count in ((plain, 0), (filed, 2)):
+        messages, files = store.messages_and_files(case)
+        assert [m.__data__ for m in messages] == [m.__data__ for m in store.messages(case)]
+        assert [f.__data__ for f in files] == [f.__data__ for f in store.attachments(case)]
+        assert len(files) == count
+
+
 def test_csr_reply_reaches_customer_with_greeting_signature_and_thread(engine: Engine) -> None:
     case, note = _open_case(engine)
     ack = outgoing("ack")[-1]
@@ -264,6 +315,19 @@ def test_rate_cap_on_acknowledgements(engine: Engine) -> None:
         assert reply == replies.stored(Case.select().order_by(Case.id.desc()).get().number)
     assert len(outgoing("ack")) == 2 and Case.select().count() == 3
     assert Event.select().where(Event.kind == "no_ack").get().detail.startswith("rate cap")
+
+
+def test_the_per_case_cap_holds_on_a_case_the_message_opens(engine: Engine) -> None:
+    """A new case's own automatic mail is counted from memory (issue 12):
+    the same verdicts as the store's count."""
+    engine.store.set_setting("autoreply_per_case", "0")
+    deliver(engine, make(from_="capped@customer.test", subject="test_cap_case zero"))
+    assert outgoing("ack") == []
+    assert Event.select().where(Event.kind == "no_ack").get().detail == (
+        f"rate cap: 0 automatic mails on {Case.get().number} already sent")
+    engine.store.set_setting("autoreply_per_case", "1")
+    deliver(engine, make(from_="capped2@customer.test", subject="test_cap_case one"))
+    assert [m.recipients for m in outgoing("ack")] == ["capped2@customer.test"]
 
 
 def test_rate_cap_counts_a_mailbox_not_a_string_and_a_domain(engine: Engine) -> None:
