@@ -1511,6 +1511,7 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
     With --workers N, a parent process binds the listener and runs N worker
     processes on it, each a whole filter (with its outbox and scheduler), and
     restarts one that dies; SIGTERM and SIGHUP go to every worker."""
+    from smtpd_hook.app import ServiceFailed
     from smtpd_hook.app import serve as run_serve
     from smtpd_hook.settings import Settings
     from smtpd_hook.workers import parse_workers
@@ -1620,6 +1621,8 @@ def serve(app: App, listen: str | None, reinject: str | None, trusted: tuple[str
         asyncio.run(run_serve(store, settings, listen=listen_at, extras=extras, sign=sign,
                               dkim_verify=dkim_verify, reload_settings=reread,
                               reloaders=milter_reloaders))
+    except ServiceFailed as exc:
+        raise click.ClickException(str(exc)) from exc
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen_at[0]}:{listen_at[1]}: {exc}") from exc
     finally:
@@ -1769,13 +1772,17 @@ def milter_task(app: App, listen: str, secret: bytes, reloaders: list[Any] | Non
         reloaders.append(server._policy.refresh)
 
     async def run(stop: asyncio.Event) -> None:
-        await server.start()
+        try:
+            await server.start()
+        except OSError as exc:
+            raise OSError(f"the milter cannot listen on {listen}: {exc.strerror or exc}") from exc
         log.info("milter listening on %s", ", ".join(server.addresses))
         try:
             await stop.wait()
         finally:
             await server.close()
 
+    run.service = "milter"  # type: ignore[attr-defined]  # named in serve's log
     return run
 
 

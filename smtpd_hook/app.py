@@ -119,7 +119,25 @@ async def serve(
 
     tasks = [asyncio.create_task(outbox.run(stop), name="outbox"),
              asyncio.create_task(scheduler.run(stop), name="scheduler")]
-    tasks += [asyncio.create_task(extra(stop)) for extra in extras or []]
+    # A service serve runs beside the filter (the milter) that fails, e.g.
+    # cannot bind its port, stops serve with an error: running on without
+    # it would hold supervised mail at the milter's default action while
+    # the logs said nothing more. systemd (Restart=on-failure) starts again.
+    failed: list[BaseException] = []
+
+    def watch(task: asyncio.Task[None]) -> None:
+        if task.cancelled() or stop.is_set():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s failed: %s; stopping", task.get_name(), exc)
+            failed.append(exc)
+            stop.set()
+
+    for n, extra in enumerate(extras or []):
+        task = asyncio.create_task(extra(stop), name=getattr(extra, "service", f"service {n + 1}"))
+        task.add_done_callback(watch)
+        tasks.append(task)
     if ready is not None:
         ready(bound)
     try:
@@ -140,6 +158,12 @@ async def serve(
         db_executor.shutdown(wait=True)
         outbox.detach()
         log.info("stopped")
+    if failed:
+        raise ServiceFailed(str(failed[0])) from failed[0]
+
+
+class ServiceFailed(Exception):
+    """A service serve ran beside the filter (the milter) failed."""
 
 
 _DKIM_HEADER = re.compile(rb"^dkim-signature:", re.IGNORECASE | re.MULTILINE)

@@ -4,6 +4,7 @@ casegate's ident; with no socket there, it says so and logs to stderr."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -96,3 +97,23 @@ def test_log_from_the_config_file(cg: Casegate, tmp_path: Path) -> None:
         cg.start(listen_port=listen, reinject_port=reinject)
         assert _receive(sock, b"listening on")
         cg.stop()
+
+
+def test_a_milter_that_cannot_listen_stops_serve_with_the_reason(cg: Casegate) -> None:
+    """Not a filter running on without its milter and a log that says
+    nothing: serve stops, exit 1, naming the milter and its address."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    with busy:
+        port = busy.getsockname()[1]
+        listen, reinject = free_ports(2)
+        # it may exit before or after the filter's port answers: either way it exits
+        with contextlib.suppress(AssertionError):
+            cg.start(listen_port=listen, reinject_port=reinject, extra=["--milter", f"127.0.0.1:{port}"])
+        assert cg.proc is not None
+        code = cg.proc.wait(timeout=30)
+    log = cg.log()
+    assert code == 1, log
+    assert f"the milter cannot listen on 127.0.0.1:{port}" in log
+    assert "milter failed" in log and "stopping" in log
