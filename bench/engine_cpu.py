@@ -36,62 +36,33 @@ from rules.classify import parse_networks  # noqa: E402
 from smtpd_hook.engine import Delivery, Engine  # noqa: E402
 from smtpd_hook.settings import Settings  # noqa: E402
 from tests.support.mail import make  # noqa: E402
+from tests.support.statements import Statements as StatementCounter  # noqa: E402
 
 SUPPORT, JANE = "support@example.com", "jane@example.com"
 BODY = ("the printer on the third floor stopped printing after the update and now shows\n"
         "an error about the paper tray although the tray is full could you please tell\n") * 14
 
 
-class Statements:
-    """``count``: statements (``execute_sql``, and PostgreSQL's deferred
-    writes, ``defer_sql``); ``trips``: what went to the driver, BEGIN and
-    COMMIT included (on PostgreSQL a round trip each); ``server_ms``: CPU
-    time of the PostgreSQL backend serving this thread's connection, when
+class Statements(StatementCounter):
+    """tests.support.statements' ``count`` and ``trips``, and ``server_ms``:
+    CPU time of the PostgreSQL backend serving this thread's connection, when
     the server runs on this machine (/proc), else None; ``wall``: seconds."""
 
     def __init__(self, db) -> None:
-        self.db, self.count, self.trips = db, 0, 0
-        self.original = db.execute_sql
-        self.original_defer = getattr(db, "defer_sql", None)
-        self.original_cursor = db.cursor
+        super().__init__(db)
         self.server_ms: float | None = None
         self.wall = 0.0
 
     def __enter__(self) -> Statements:
-        def counting(sql, params=None, *a, **kw):
-            self.count += 1
-            return self.original(sql, params, *a, **kw)
-
-        def counting_defer(sql, params):
-            self.count += 1
-            return self.original_defer(sql, params)
-
-        counter = self
-
-        class Cursor:
-            def __init__(self, cursor) -> None:
-                self._cursor = cursor
-
-            def execute(self, *args, **kw):
-                counter.trips += 1
-                return self._cursor.execute(*args, **kw)
-
-            def __getattr__(self, name):
-                return getattr(self._cursor, name)
-
         self.backend = _backend_pid(self.db)
         self.server_start = _cpu_ms(self.backend)
-        self.db.execute_sql = counting
-        if self.original_defer is not None:
-            self.db.defer_sql = counting_defer
-        self.db.cursor = lambda *a, **kw: Cursor(self.original_cursor(*a, **kw))
+        super().__enter__()
         self.started = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self.started
-        for name in ("execute_sql", "defer_sql", "cursor"):
-            self.db.__dict__.pop(name, None)
+        super().__exit__(*exc)
         end = _cpu_ms(self.backend)
         if end is not None and self.server_start is not None:
             self.server_ms = end - self.server_start

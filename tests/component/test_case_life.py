@@ -18,6 +18,7 @@ from smtpd_hook.engine import Delivery, Engine
 from smtpd_hook.settings import Settings
 from tests.support.clock import Clock
 from tests.support.mail import make, parse, text_of
+from tests.support.statements import Statements
 
 SECRET = b"s" * 32
 SUPPORT = "support@example.com"
@@ -395,51 +396,6 @@ def test_a_timer_fires_once_across_hosts(engine: Engine, clock: Clock) -> None:
 # -- statements per event ------------------------------------------------------------------
 
 
-class Counter:
-    """``count``: the statements run (each ``execute_sql``, and each write
-    PostgreSQL sends with a later statement, ``defer_sql``); ``trips``: what
-    went to the database driver, BEGIN and COMMIT included (on PostgreSQL a
-    round trip each)."""
-
-    def __init__(self, db) -> None:
-        self.db, self.count, self.trips = db, 0, 0
-        self.original = db.execute_sql
-        self.original_defer = getattr(db, "defer_sql", None)
-        self.original_cursor = db.cursor
-
-    def __enter__(self) -> Counter:
-        def counting(sql, params=None, *a, **kw):
-            self.count += 1
-            return self.original(sql, params, *a, **kw)
-
-        def counting_defer(sql, params):
-            self.count += 1
-            return self.original_defer(sql, params)
-
-        counter = self
-
-        class Cursor:
-            def __init__(self, cursor) -> None:
-                self._cursor = cursor
-
-            def execute(self, *args, **kw):
-                counter.trips += 1
-                return self._cursor.execute(*args, **kw)
-
-            def __getattr__(self, name):
-                return getattr(self._cursor, name)
-
-        self.db.execute_sql = counting
-        if self.original_defer is not None:
-            self.db.defer_sql = counting_defer
-        self.db.cursor = lambda *a, **kw: Cursor(self.original_cursor(*a, **kw))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for name in ("execute_sql", "defer_sql", "cursor"):
-            self.db.__dict__.pop(name, None)
-
-
 # Measured when written; they may go down, never up (the fix is in the
 # engine's fact loading, not in these numbers).
 # (Before the reshape: 32 for a new case with one Cc. The first event also
@@ -466,13 +422,13 @@ PG_ROUND_TRIP_BUDGET = {"new_case_one_cc": 17, "customer_reply": 9, "csr_reply":
 
 def test_statements_per_event(engine: Engine) -> None:
     db = engine.store.db
-    with Counter(db) as new_case:
+    with Statements(db) as new_case:
         deliver(engine, make(from_="John <john@customer.test>", subject="test_count",
                              headers={"Cc": "amy@customer.test"}))
     case = Case.get()
-    with Counter(db) as reply:
+    with Statements(db) as reply:
         customer_says(engine, case, "More.\n")
-    with Counter(db) as csr:
+    with Statements(db) as csr:
         csr_says(engine, case, "Answer.\n")
     counters = {"new_case_one_cc": new_case, "customer_reply": reply, "csr_reply": csr}
     counts = {event: c.count for event, c in counters.items()}
