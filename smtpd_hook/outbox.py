@@ -56,91 +56,89 @@ def send_batch(
     one to its relay: a TCP handshake, the greeting, EHLO and QUIT saved per
     batch, on both sides."""
     key = (host, port, helo)
-    client, reused = _kept(key, timeout), True
-    if client is None:
-        reused = False
-        try:
-            client = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
-        except (OSError, smtplib.SMTPException) as exc:
-            for item in items:
-                on_result(item, exc)
-            return
-    keep = False
-    try:
-        n = 0
-        while n < len(items):
-            item = items[n]
-            rcpts = [r for r in item.rcpt_to.split("\n") if r]
+    client = _kept(key, timeout)
+    reused = client is not None
+    while True:
+        if client is None:
             try:
-                # A non-ASCII local part (ana.maría@…) needs SMTPUTF8 (RFC 6531).
-                options = ["SMTPUTF8"] if needs_smtputf8([item.mail_from, *rcpts]) else []
-                client.ehlo_or_helo_if_needed()
-                if client.has_extn("pipelining"):
-                    refused = _sendmail_pipelined(client, item.message.queue_id, item.mail_from, rcpts,
-                                                  bytes(item.message.raw), options)
-                else:
-                    _xforward_ident(client, item.message.queue_id)
-                    refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw),
-                                              mail_options=options)
-            except smtplib.SMTPNotSupportedError as exc:
-                # Postfix without smtputf8_enable: this item waits and retries
-                # (the log says why); the others go.
-                on_result(item, smtplib.SMTPException(f"the re-injection server does not offer "
-                                                      f"SMTPUTF8 ({exc}): set smtputf8_enable = yes"))
-                _rset(client)
-                n += 1
-                continue
-            except smtplib.SMTPRecipientsRefused as exc:
-                on_result(item, _classify(exc.recipients))
-                _rset(client)
-                n += 1
-                continue
-            except smtplib.SMTPResponseException as exc:
-                err: Exception = exc
-                if exc.smtp_code >= 500:
-                    err = PermanentSendError(f"{exc.smtp_code} {exc.smtp_error!r}")
-                on_result(item, err)
-                _rset(client)
-                n += 1
-                continue
+                client = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
             except (OSError, smtplib.SMTPException) as exc:
-                if reused and n == 0:
-                    # A kept connection the listener ended meanwhile (a
-                    # restart): once more on a new one.
-                    log.info("re-injection: the kept connection was closed (%s): reconnecting", exc)
-                    client.close()
-                    reused = False
-                    try:
-                        client = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
-                    except (OSError, smtplib.SMTPException) as again:
-                        for rest in items:
-                            on_result(rest, again)
-                        return
-                    continue
-                # The connection is gone: this and every later item retry.
-                for rest in items[n:]:
-                    on_result(rest, exc)
+                for item in items:
+                    on_result(item, exc)
                 return
-            except Exception as exc:
-                # Something about this message itself (an address smtplib
-                # cannot encode …): it never goes, the others must.
-                on_result(item, PermanentSendError(f"cannot send: {type(exc).__name__}: {exc}"))
-                _rset(client)
-                n += 1
-                continue
-            if refused:
-                # Postfix took the other recipients; re-sending would double
-                # their copy, so this counts as sent, with a log line.
-                log.error("outbox %s: recipients refused: %r", item.id, refused)
-            reused = False  # this connection works: a later failure is the listener's
-            on_result(item, None)
-            n += 1
-        keep = True
-    finally:
-        if keep:
-            _keep(key, client)
-        else:
+        try:
+            gone = _send_each(client, items, on_result)
+        except BaseException:
             _quit(client)
+            raise
+        if gone is None:
+            _keep(key, client)
+            return
+        n, exc = gone
+        if reused and n == 0:
+            # A kept connection the listener ended meanwhile (a restart):
+            # once more on a new one.
+            log.info("re-injection: the kept connection was closed (%s): reconnecting", exc)
+            client.close()
+            client, reused = None, False
+            continue
+        # The connection is gone: this and every later item retry.
+        _quit(client)
+        for rest in items[n:]:
+            on_result(rest, exc)
+        return
+
+
+def _send_each(client: smtplib.SMTP, items: list[Outbox],
+               on_result: Result) -> tuple[int, Exception] | None:
+    """Send ``items`` in order over ``client``, ``on_result`` after each; when
+    the connection itself fails at item ``n``: ``(n, error)``, with no
+    result given for ``items[n:]``."""
+    for n, item in enumerate(items):
+        rcpts = [r for r in item.rcpt_to.split("\n") if r]
+        try:
+            # A non-ASCII local part (ana.maría@…) needs SMTPUTF8 (RFC 6531).
+            options = ["SMTPUTF8"] if needs_smtputf8([item.mail_from, *rcpts]) else []
+            client.ehlo_or_helo_if_needed()
+            if client.has_extn("pipelining"):
+                refused = _sendmail_pipelined(client, item.message.queue_id, item.mail_from, rcpts,
+                                              bytes(item.message.raw), options)
+            else:
+                _xforward_ident(client, item.message.queue_id)
+                refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw),
+                                          mail_options=options)
+        except smtplib.SMTPNotSupportedError as exc:
+            # Postfix without smtputf8_enable: this item waits and retries
+            # (the log says why); the others go.
+            on_result(item, smtplib.SMTPException(f"the re-injection server does not offer "
+                                                  f"SMTPUTF8 ({exc}): set smtputf8_enable = yes"))
+            _rset(client)
+            continue
+        except smtplib.SMTPRecipientsRefused as exc:
+            on_result(item, _classify(exc.recipients))
+            _rset(client)
+            continue
+        except smtplib.SMTPResponseException as exc:
+            err: Exception = exc
+            if exc.smtp_code >= 500:
+                err = PermanentSendError(f"{exc.smtp_code} {exc.smtp_error!r}")
+            on_result(item, err)
+            _rset(client)
+            continue
+        except (OSError, smtplib.SMTPException) as exc:
+            return n, exc
+        except Exception as exc:
+            # Something about this message itself (an address smtplib
+            # cannot encode …): it never goes, the others must.
+            on_result(item, PermanentSendError(f"cannot send: {type(exc).__name__}: {exc}"))
+            _rset(client)
+            continue
+        if refused:
+            # Postfix took the other recipients; re-sending would double
+            # their copy, so this counts as sent, with a log line.
+            log.error("outbox %s: recipients refused: %r", item.id, refused)
+        on_result(item, None)
+    return None
 
 
 # One idle connection per listener, between batches (send_batch).

@@ -73,6 +73,16 @@ def worker(store: Store, port: int) -> OutboxWorker:
     return w
 
 
+def kept_after_listener_gone(store: Store) -> tuple[OutboxWorker, int]:
+    """A worker that sent one message and kept its connection to a listener
+    that has stopped since; the worker and the listener's port."""
+    with Listener() as first:
+        w = worker(store, first.server.port)
+        enqueue(store, 0)
+        assert asyncio.run(w.run_once()) == 1
+    return w, first.server.port
+
+
 def test_batches_share_one_connection_closed_when_idle(store: Store) -> None:
     with Listener() as listener:
         w = worker(store, listener.server.port)
@@ -100,11 +110,7 @@ def test_a_connection_idle_too_long_is_not_used_again(store: Store, monkeypatch)
 
 
 def test_a_listener_restart_costs_no_retry(store: Store) -> None:
-    with Listener() as first:
-        port = first.server.port
-        w = worker(store, port)
-        enqueue(store, 0)
-        assert asyncio.run(w.run_once()) == 1
+    w, port = kept_after_listener_gone(store)
     # the kept connection was ended with the listener: a new one, no back-off
     with Listener(port=port) as second:
         enqueue(store, 1)
@@ -115,11 +121,7 @@ def test_a_listener_restart_costs_no_retry(store: Store) -> None:
 
 
 def test_a_connection_ended_between_the_check_and_the_send_is_replaced(store: Store, monkeypatch) -> None:
-    with Listener() as first:
-        port = first.server.port
-        w = worker(store, port)
-        enqueue(store, 0)
-        assert asyncio.run(w.run_once()) == 1
+    w, port = kept_after_listener_gone(store)
     monkeypatch.setattr(outbox, "_quiet", lambda client: True)  # the close lands after the check
     with Listener(port=port) as second:
         enqueue(store, 1)
@@ -131,11 +133,7 @@ def test_a_connection_ended_between_the_check_and_the_send_is_replaced(store: St
 
 
 def test_a_listener_down_for_good_still_backs_off(store: Store, monkeypatch) -> None:
-    with Listener() as first:
-        port = first.server.port
-        w = worker(store, port)
-        enqueue(store, 0)
-        assert asyncio.run(w.run_once()) == 1
+    w, _ = kept_after_listener_gone(store)
     monkeypatch.setattr(outbox, "_quiet", lambda client: True)
     row = enqueue(store, 1)
     assert asyncio.run(w.run_once()) == 1  # kept one dead, a new one refused
