@@ -24,6 +24,7 @@ Postfix's queue ID.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import signal
@@ -266,10 +267,10 @@ def test_two_workers_share_the_listener(env: Env) -> None:
           f"{len(fired)} reminders; {time.monotonic() - started:.1f}s")
 
 
-def test_workers_that_keep_dying_stop_the_parent(tmp_path: Path) -> None:
-    """A worker killed again and again is restarted each time with a log
-    line; past 5 deaths within a minute the parent stops the other worker
-    and exits 1 (systemd's Restart= takes over)."""
+@contextlib.contextmanager
+def two_workers(tmp_path: Path) -> Iterator[tuple[Casegate, int]]:
+    """``casegate serve --workers 2`` on a fresh store, both workers up: it
+    and the parent's pid; closed (killed if need be) afterwards."""
     cg = Casegate(tmp_path / "cg")
     cg.setup()
     filter_port, reinject_port = free_ports(2)
@@ -278,6 +279,16 @@ def test_workers_that_keep_dying_stop_the_parent(tmp_path: Path) -> None:
         assert cg.proc is not None
         parent = cg.proc.pid
         until("two workers", lambda: len(children(parent)) == 2, timeout=10)
+        yield cg, parent
+    finally:
+        cg.close()
+
+
+def test_workers_that_keep_dying_stop_the_parent(tmp_path: Path) -> None:
+    """A worker killed again and again is restarted each time with a log
+    line; past 5 deaths within a minute the parent stops the other worker
+    and exits 1 (systemd's Restart= takes over)."""
+    with two_workers(tmp_path) as (cg, parent):
         for n in range(6):
             victim = children(parent)[0]
             os.kill(victim, signal.SIGKILL)
@@ -291,25 +302,14 @@ def test_workers_that_keep_dying_stop_the_parent(tmp_path: Path) -> None:
         assert "6 worker exits within 60s, giving up" in log, log[-3000:]
         assert "stopped: the workers kept failing" in log, log[-3000:]
         assert re.search(r"worker \d \(pid \d+\) exited with status 0", log), log[-3000:]  # the other one
-    finally:
-        cg.close()
 
 
 def test_workers_stop_when_the_parent_is_killed(tmp_path: Path) -> None:
     """kill -9 of the parent: the workers get SIGTERM (PR_SET_PDEATHSIG),
     drain and exit; none keeps serving unsupervised."""
-    cg = Casegate(tmp_path / "cg")
-    cg.setup()
-    filter_port, reinject_port = free_ports(2)
-    try:
-        cg.start(listen_port=filter_port, reinject_port=reinject_port, extra=["--workers", "2"])
-        assert cg.proc is not None
-        parent = cg.proc.pid
-        until("two workers", lambda: len(children(parent)) == 2, timeout=10)
+    with two_workers(tmp_path) as (cg, parent):
         workers = children(parent)
         cg.kill9()
         until("the workers gone", lambda: all(gone(p) for p in workers), timeout=15)
         for pid in workers:
             assert re.search(rf"casegate\.serve\[{pid}\] \[-\] stopped", cg.log()), cg.log()[-2000:]
-    finally:
-        cg.close()
