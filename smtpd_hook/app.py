@@ -19,7 +19,7 @@ from casestore.store import Store
 from smtpd_hook.delivery import Delivery
 from smtpd_hook.engine import Engine
 from smtpd_hook.group import GroupCommit
-from smtpd_hook.outbox import OutboxWorker, close_idle
+from smtpd_hook.outbox import OutboxWorker
 from smtpd_hook.scheduler import Scheduler
 from smtpd_hook.server import FilterHandler, FilterServer
 from smtpd_hook.settings import Settings
@@ -151,10 +151,6 @@ async def serve(
             await asyncio.wait_for(outbox.run_once(), timeout=10)
         except Exception as exc:  # the outbox keeps it for next start
             log.warning("last outbox pass: %s", exc)
-        try:
-            await asyncio.wait_for(asyncio.to_thread(close_idle), timeout=5)
-        except Exception as exc:  # pragma: no cover - closing at exit
-            log.debug("closing the re-injection connection: %s", exc)
         db_executor.shutdown(wait=True)
         outbox.detach()
         log.info("stopped")

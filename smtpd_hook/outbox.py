@@ -17,10 +17,8 @@ import datetime as dt
 import functools
 import logging
 import os
-import select
 import smtplib
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,157 +49,66 @@ def send_batch(
 ) -> None:
     """Send each item over one SMTP connection, calling ``on_result(item, error)``
     right after each (error None: sent), so a crash can catch at most one
-    message between Postfix's 250 and our record of it. The connection is
-    kept for the next batch (:func:`close_idle` ends it), as a client keeps
-    one to its relay: a TCP handshake, the greeting, EHLO and QUIT saved per
-    batch, on both sides."""
-    key = (host, port, helo)
-    client = _kept(key, timeout)
-    reused = client is not None
-    while True:
-        if client is None:
-            try:
-                client = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
-            except (OSError, smtplib.SMTPException) as exc:
-                for item in items:
-                    on_result(item, exc)
-                return
-        try:
-            gone = _send_each(client, items, on_result)
-        except BaseException:
-            _quit(client)
-            raise
-        if gone is None:
-            _keep(key, client)
-            return
-        n, exc = gone
-        if reused and n == 0:
-            # A kept connection the listener ended meanwhile (a restart):
-            # once more on a new one.
-            log.info("re-injection: the kept connection was closed (%s): reconnecting", exc)
-            client.close()
-            client, reused = None, False
-            continue
-        # The connection is gone: this and every later item retry.
-        _quit(client)
-        for rest in items[n:]:
-            on_result(rest, exc)
+    message between Postfix's 250 and our record of it."""
+    try:
+        client = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
+    except (OSError, smtplib.SMTPException) as exc:
+        for item in items:
+            on_result(item, exc)
         return
-
-
-def _send_each(client: smtplib.SMTP, items: list[Outbox],
-               on_result: Result) -> tuple[int, Exception] | None:
-    """Send ``items`` in order over ``client``, ``on_result`` after each; when
-    the connection itself fails at item ``n``: ``(n, error)``, with no
-    result given for ``items[n:]``."""
-    for n, item in enumerate(items):
-        rcpts = [r for r in item.rcpt_to.split("\n") if r]
+    try:
+        for n, item in enumerate(items):
+            rcpts = [r for r in item.rcpt_to.split("\n") if r]
+            try:
+                # A non-ASCII local part (ana.maría@…) needs SMTPUTF8 (RFC 6531).
+                options = ["SMTPUTF8"] if needs_smtputf8([item.mail_from, *rcpts]) else []
+                client.ehlo_or_helo_if_needed()
+                if client.has_extn("pipelining"):
+                    refused = _sendmail_pipelined(client, item.message.queue_id, item.mail_from, rcpts,
+                                                  bytes(item.message.raw), options)
+                else:
+                    _xforward_ident(client, item.message.queue_id)
+                    refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw),
+                                              mail_options=options)
+            except smtplib.SMTPNotSupportedError as exc:
+                # Postfix without smtputf8_enable: this item waits and retries
+                # (the log says why); the others go.
+                on_result(item, smtplib.SMTPException(f"the re-injection server does not offer "
+                                                      f"SMTPUTF8 ({exc}): set smtputf8_enable = yes"))
+                _rset(client)
+                continue
+            except smtplib.SMTPRecipientsRefused as exc:
+                on_result(item, _classify(exc.recipients))
+                _rset(client)
+                continue
+            except smtplib.SMTPResponseException as exc:
+                err: Exception = exc
+                if exc.smtp_code >= 500:
+                    err = PermanentSendError(f"{exc.smtp_code} {exc.smtp_error!r}")
+                on_result(item, err)
+                _rset(client)
+                continue
+            except (OSError, smtplib.SMTPException) as exc:
+                # The connection is gone: this and every later item retry.
+                for rest in items[n:]:
+                    on_result(rest, exc)
+                return
+            except Exception as exc:
+                # Something about this message itself (an address smtplib
+                # cannot encode …): it never goes, the others must.
+                on_result(item, PermanentSendError(f"cannot send: {type(exc).__name__}: {exc}"))
+                _rset(client)
+                continue
+            if refused:
+                # Postfix took the other recipients; re-sending would double
+                # their copy, so this counts as sent, with a log line.
+                log.error("outbox %s: recipients refused: %r", item.id, refused)
+            on_result(item, None)
+    finally:
         try:
-            # A non-ASCII local part (ana.maría@…) needs SMTPUTF8 (RFC 6531).
-            options = ["SMTPUTF8"] if needs_smtputf8([item.mail_from, *rcpts]) else []
-            client.ehlo_or_helo_if_needed()
-            if client.has_extn("pipelining"):
-                refused = _sendmail_pipelined(client, item.message.queue_id, item.mail_from, rcpts,
-                                              bytes(item.message.raw), options)
-            else:
-                _xforward_ident(client, item.message.queue_id)
-                refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw),
-                                          mail_options=options)
-        except smtplib.SMTPNotSupportedError as exc:
-            # Postfix without smtputf8_enable: this item waits and retries
-            # (the log says why); the others go.
-            on_result(item, smtplib.SMTPException(f"the re-injection server does not offer "
-                                                  f"SMTPUTF8 ({exc}): set smtputf8_enable = yes"))
-            _rset(client)
-            continue
-        except smtplib.SMTPRecipientsRefused as exc:
-            on_result(item, _classify(exc.recipients))
-            _rset(client)
-            continue
-        except smtplib.SMTPResponseException as exc:
-            err: Exception = exc
-            if exc.smtp_code >= 500:
-                err = PermanentSendError(f"{exc.smtp_code} {exc.smtp_error!r}")
-            on_result(item, err)
-            _rset(client)
-            continue
-        except (OSError, smtplib.SMTPException) as exc:
-            return n, exc
-        except Exception as exc:
-            # Something about this message itself (an address smtplib
-            # cannot encode …): it never goes, the others must.
-            on_result(item, PermanentSendError(f"cannot send: {type(exc).__name__}: {exc}"))
-            _rset(client)
-            continue
-        if refused:
-            # Postfix took the other recipients; re-sending would double
-            # their copy, so this counts as sent, with a log line.
-            log.error("outbox %s: recipients refused: %r", item.id, refused)
-        on_result(item, None)
-    return None
-
-
-# One idle connection per listener, between batches (send_batch).
-_IDLE: dict[tuple[str, int, str], tuple[smtplib.SMTP, float]] = {}
-_IDLE_LOCK = threading.Lock()
-KEEP_SECONDS = 20.0  # far below Postfix's smtpd_timeout (300 s)
-
-
-def _kept(key: tuple[str, int, str], timeout: float) -> smtplib.SMTP | None:
-    with _IDLE_LOCK:
-        kept = _IDLE.pop(key, None)
-    if kept is None:
-        return None
-    client, since = kept
-    if time.monotonic() - since < KEEP_SECONDS and _quiet(client):
-        if client.sock is not None:
-            client.sock.settimeout(timeout)
-        return client
-    _quit(client)
-    return None
-
-
-def _quiet(client: smtplib.SMTP) -> bool:
-    """Nothing to read on an idle connection: a 421 or the end of it would be."""
-    sock = client.sock
-    if sock is None:
-        return False
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return not readable
-
-
-def _keep(key: tuple[str, int, str], client: smtplib.SMTP) -> None:
-    with _IDLE_LOCK:
-        old = _IDLE.pop(key, None)
-        _IDLE[key] = (client, time.monotonic())
-    if old is not None:
-        _quit(old[0])
-
-
-def _quit(client: smtplib.SMTP) -> None:
-    try:
-        client.quit()
-    except (OSError, smtplib.SMTPException):
-        client.close()
-
-
-def close_idle(older_than: float = 0.0) -> int:
-    """QUIT the kept connections idle for ``older_than`` seconds or more."""
-    now = time.monotonic()
-    with _IDLE_LOCK:
-        stale = [key for key, (_, since) in _IDLE.items() if now - since >= older_than]
-        clients = [_IDLE.pop(key)[0] for key in stale]
-    for client in clients:
-        _quit(client)
-    return len(clients)
-
-
-def has_idle(older_than: float) -> bool:
-    now = time.monotonic()
-    return any(now - since >= older_than for _, since in list(_IDLE.values()))
+            client.quit()
+        except (OSError, smtplib.SMTPException):
+            client.close()
 
 
 def _sendmail_pipelined(client: smtplib.SMTP, qid: str, mail_from: str, rcpts: list[str],
@@ -511,8 +418,6 @@ class OutboxWorker:
                 handled = 0
             if handled:
                 continue
-            if has_idle(KEEP_SECONDS):
-                await asyncio.to_thread(close_idle, KEEP_SECONDS)
             self.wakeup.clear()
             try:
                 await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)

@@ -189,11 +189,3 @@ def empty_store_url(request) -> str:
     """Each test twice: on a new SQLite file and a new PostgreSQL database, both empty."""
     return request.getfixturevalue("empty_sqlite_url" if request.param == "sqlite" else "empty_pg_url")
 
-
-@pytest.fixture(autouse=True)
-def _no_kept_reinjection_connection() -> Iterator[None]:
-    """The outbox keeps its re-injection connection between batches: none
-    outlives the test that opened it (its listener is gone with the test)."""
-    yield
-    from smtpd_hook.outbox import close_idle
-    close_idle()
