@@ -35,8 +35,8 @@ import mailpath
 import pyspy_top
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
-    """Seconds of CPU (user + system) per thread id of ``pid``."""
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """Seconds of CPU (user, system) per thread id of ``pid``."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -45,7 +45,7 @@ def thread_cpu(pid: int) -> dict[int, float]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+        out[int(task.name)] = (int(fields[11]) / tick, int(fields[12]) / tick)
     return out
 
 
@@ -78,11 +78,15 @@ def main() -> int:
                 after = thread_cpu(pid)
                 names = thread_names(pid)
                 n = len(kw["items"])
-                rows = sorted(((after[t] - before.get(t, 0.0), t) for t in after), reverse=True)
-                total = sum(d for d, _ in rows)
+                zero = (0.0, 0.0)
+                rows = sorted(((after[t][0] - before.get(t, zero)[0], after[t][1] - before.get(t, zero)[1],
+                                t) for t in after), key=lambda r: -(r[0] + r[1]))
+                user, system = sum(r[0] for r in rows), sum(r[1] for r in rows)
                 text = [f"serve CPU per message in phase ({name}), {n} messages: "
-                        f"{1000 * total / n:.2f} ms"]
-                text += [f"  {1000 * d / n:7.2f} ms  {names.get(t, '?')} ({t})" for d, t in rows if d]
+                        f"{1000 * (user + system) / n:.2f} ms (user {1000 * user / n:.2f}, "
+                        f"system {1000 * system / n:.2f})"]
+                text += [f"  {1000 * (u + s) / n:7.2f} ms  (user {1000 * u / n:.2f}, system "
+                         f"{1000 * s / n:.2f})  {names.get(t, '?')} ({t})" for u, s, t in rows if u + s]
                 Path(f"{prefix}-{name}.threads").write_text("\n".join(text) + "\n")
         if use_strace:
             out = f"{prefix}-{name}.strace"

@@ -55,10 +55,13 @@ async def serve(
     workers = 1 if store.is_sqlite else 4
     db_executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="casegate-db")
     engine = Engine(store, settings, sign=sign)
-    # SQLite: deliveries waiting for the store's thread share one commit,
-    # and so does the outbox's record of a message sent (smtpd_hook/group.py).
+    # SQLite: deliveries waiting for the store's thread share one commit;
+    # the outbox's record of a message sent goes ahead of them, since the
+    # sender waits for it before the next message (smtpd_hook/group.py).
     processor_executor = GroupCommit(store, db_executor) if store.is_sqlite else db_executor
-    outbox = OutboxWorker(store, settings, db_executor, record_executor=processor_executor)
+    outbox = OutboxWorker(store, settings, db_executor,
+                          record_executor=processor_executor.urgent
+                          if isinstance(processor_executor, GroupCommit) else None)
     outbox.attach()  # rows this process enqueues are sent without being claimed
     loop = asyncio.get_running_loop()
 

@@ -214,9 +214,9 @@ class OutboxWorker:
         self.settings = settings
         self.db_executor = db_executor
         # Where a message's "sent" is written (default: the store's thread).
-        # serve on SQLite passes its GroupCommit: the record then shares the
-        # commit of the deliveries waiting with it, still committed before
-        # the next message is sent.
+        # serve on SQLite passes its GroupCommit's urgent door: the record
+        # goes ahead of the deliveries waiting (or ends the batch in hand),
+        # still committed before the next message is sent.
         self.record_executor = record_executor or db_executor
         self.send = send
         self.wakeup = asyncio.Event()

@@ -153,3 +153,90 @@ def test_the_outbox_record_of_a_sent_message_shares_the_commit(engine: Engine) -
     assert all(replies.is_stored(r) for r in results)
     assert commits.count == 1 and group.batches == 1
     assert Outbox.get_by_id(row.id).status == "sent"
+
+
+def _sent_record(engine: Engine, group: GroupCommit):
+    """The outbox worker and a row to record as sent, through ``group.urgent``
+    as serve wires it."""
+    from smtpd_hook.outbox import OutboxWorker
+
+    row = Outbox.select().order_by(Outbox.id).first()
+    worker = OutboxWorker(engine.store, engine.settings, group.executor, record_executor=group.urgent)
+    return worker, row
+
+
+def test_a_waiting_record_is_committed_before_the_waiting_deliveries(engine: Engine) -> None:
+    store = engine.store
+    run_together(engine, [delivery(0)])
+    db = ThreadPoolExecutor(max_workers=1)
+    group = GroupCommit(store, db)
+    worker, row = _sent_record(engine, group)
+    order: list[str] = []
+
+    def process(d: Delivery):
+        order.append(d.queue_id)
+        return engine.process(d)
+
+    gate = threading.Event()
+    db.submit(gate.wait)
+    futures = [group.submit(process, delivery(n)) for n in (1, 2, 3)]
+    recorded = threading.Thread(target=worker._record, args=(row, None))
+    with Commits(store) as commits:
+        recorded.start()
+        until("the record waits", lambda: len(group._urgent) == 1, timeout=10, interval=0.01)
+        real = store.outbox_sent
+
+        def outbox_sent(item):
+            order.append("record")
+            assert commits.count == 0  # nothing committed before it
+            return real(item)
+
+        store.outbox_sent = outbox_sent
+        gate.set()
+        results = [f.result(timeout=30) for f in futures]
+        recorded.join(30)
+    db.shutdown(wait=True)
+    assert order == ["record", "G1", "G2", "G3"]
+    # the record alone is one autocommit UPDATE; then the deliveries' one commit
+    assert commits.count == 1 and group.batches == 1
+    assert all(replies.is_stored(r) for r in results)
+    assert Outbox.get_by_id(row.id).status == "sent"
+
+
+def test_a_record_arriving_mid_batch_ends_the_batch_early(engine: Engine) -> None:
+    store = engine.store
+    run_together(engine, [delivery(0)])
+    db = ThreadPoolExecutor(max_workers=1)
+    group = GroupCommit(store, db)
+    worker, row = _sent_record(engine, group)
+    order: list[str] = []
+    recorded = threading.Thread(target=worker._record, args=(row, None))
+    real = store.outbox_sent
+
+    def outbox_sent(item):
+        order.append("record")
+        return real(item)
+
+    store.outbox_sent = outbox_sent
+
+    def process(d: Delivery):
+        order.append(d.queue_id)
+        reply = engine.process(d)
+        if d.queue_id == "G2":  # the sender records while the batch is at its second delivery
+            recorded.start()
+            until("the record waits", lambda: len(group._urgent) == 1, timeout=10, interval=0.01)
+        return reply
+
+    gate = threading.Event()
+    db.submit(gate.wait)
+    futures = [group.submit(process, delivery(n)) for n in (1, 2, 3, 4)]
+    with Commits(store) as commits:
+        gate.set()
+        results = [f.result(timeout=30) for f in futures]
+        recorded.join(30)
+    db.shutdown(wait=True)
+    # G1, G2 and the record share the first commit; G3 and G4 the next
+    assert order == ["G1", "G2", "record", "G3", "G4"]
+    assert commits.count == 2 and group.batches == 2
+    assert all(replies.is_stored(r) for r in results), results
+    assert Case.select().count() == 5 and Outbox.get_by_id(row.id).status == "sent"
