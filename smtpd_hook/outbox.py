@@ -45,135 +45,246 @@ Result = Callable[[Outbox, "Exception | None"], None]
 
 def send_batch(
     host: str, port: int, helo: str, items: list[Outbox], on_result: Result,
-    timeout: float = 30.0,
+    timeout: float = 30.0, lanes: int = 4,
 ) -> None:
-    """Send each item over one SMTP connection, calling ``on_result(item, error)``
-    right after each (error None: sent), so a crash can catch at most one
-    message between Postfix's 250 and our record of it."""
+    """Send the items in order, calling ``on_result(item, error)`` right after
+    each (error None: sent), so a crash can catch at most one message between
+    Postfix's 250 and our record of it.
+
+    Up to ``lanes`` connections carry the batch. Each message goes to a lane
+    and is written there up to its last line (the envelope, then the content
+    without the final ``.``); the final dots go one at a time, in the items'
+    order, each only after the one before was answered and recorded. Postfix
+    takes in the staged messages meanwhile, so the one wait per message is its
+    final dot's answer; a message whose dot was never sent (casegate killed,
+    a lane lost) is not queued by Postfix."""
+    pending = deque(items)
     try:
-        client = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
+        first = _Lane(smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout))
     except (OSError, smtplib.SMTPException) as exc:
         for item in items:
             on_result(item, exc)
         return
+    alive, free = [first], [first]
+    staged: deque[_Lane] = deque()  # content written, final dot not yet: oldest first
     try:
-        for n, item in enumerate(items):
-            rcpts = [r for r in item.rcpt_to.split("\n") if r]
-            try:
-                # A non-ASCII local part (ana.maría@…) needs SMTPUTF8 (RFC 6531).
-                options = ["SMTPUTF8"] if needs_smtputf8([item.mail_from, *rcpts]) else []
-                client.ehlo_or_helo_if_needed()
-                if client.has_extn("pipelining"):
-                    refused = _sendmail_pipelined(client, item.message.queue_id, item.mail_from, rcpts,
-                                                  bytes(item.message.raw), options)
+        while pending or staged:
+            while len(alive) < min(lanes, len(pending) + len(staged)):
+                try:
+                    lane = _Lane(smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout))
+                except (OSError, smtplib.SMTPException) as exc:
+                    log.debug("outbox: one lane fewer (%s)", exc)
+                    lanes = len(alive)
+                    break
+                alive.append(lane)
+                free.append(lane)
+            begun = []
+            while pending and free:
+                lane = free.pop()
+                if _step(lane, lane.begin, pending.popleft(), on_result):
+                    begun.append(lane)
                 else:
-                    _xforward_ident(client, item.message.queue_id)
-                    refused = client.sendmail(item.mail_from, rcpts, bytes(item.message.raw),
-                                              mail_options=options)
-            except smtplib.SMTPNotSupportedError as exc:
-                # Postfix without smtputf8_enable: this item waits and retries
-                # (the log says why); the others go.
-                on_result(item, smtplib.SMTPException(f"the re-injection server does not offer "
-                                                      f"SMTPUTF8 ({exc}): set smtputf8_enable = yes"))
-                _rset(client)
-                continue
-            except smtplib.SMTPRecipientsRefused as exc:
-                on_result(item, _classify(exc.recipients))
-                _rset(client)
-                continue
-            except smtplib.SMTPResponseException as exc:
-                err: Exception = exc
-                if exc.smtp_code >= 500:
-                    err = PermanentSendError(f"{exc.smtp_code} {exc.smtp_error!r}")
-                on_result(item, err)
-                _rset(client)
-                continue
-            except (OSError, smtplib.SMTPException) as exc:
-                # The connection is gone: this and every later item retry.
-                for rest in items[n:]:
-                    on_result(rest, exc)
-                return
-            except Exception as exc:
-                # Something about this message itself (an address smtplib
-                # cannot encode …): it never goes, the others must.
-                on_result(item, PermanentSendError(f"cannot send: {type(exc).__name__}: {exc}"))
-                _rset(client)
-                continue
-            if refused:
-                # Postfix took the other recipients; re-sending would double
-                # their copy, so this counts as sent, with a log line.
-                log.error("outbox %s: recipients refused: %r", item.id, refused)
-            on_result(item, None)
+                    free.append(lane)
+            if staged:
+                lane = staged.popleft()
+                if _step(lane, lane.finish, lane.item, on_result):
+                    item, refused = lane.done()
+                    if refused:
+                        # Postfix took the other recipients; re-sending would
+                        # double their copy, so this counts as sent, with a log line.
+                        log.error("outbox %s: recipients refused: %r", item.id, refused)
+                    on_result(item, None)
+                free.append(lane)
+            for lane in begun:
+                if _step(lane, lane.stage, lane.item, on_result):
+                    staged.append(lane)
+                else:
+                    free.append(lane)
+    except _Gone as gone:
+        # The connection is gone: this and every later item retry (a staged
+        # message without its final dot was not queued).
+        rest = [gone.item, *(lane.item for lane in alive if lane.item is not None
+                             and lane.item is not gone.item), *pending]
+        for item in sorted(rest, key=lambda i: i.id):
+            on_result(item, gone.error)
     finally:
-        try:
-            client.quit()
-        except (OSError, smtplib.SMTPException):
-            client.close()
+        for lane in alive:
+            lane.close()
 
 
-def _sendmail_pipelined(client: smtplib.SMTP, qid: str, mail_from: str, rcpts: list[str],
-                        msg: bytes, options: list[str]) -> dict[str, tuple[int, bytes]]:
-    """``client.sendmail`` (after :func:`_xforward_ident`) with RFC 2920
-    pipelining: XFORWARD, MAIL, every RCPT and DATA in one write, then the
-    content: two round trips per message instead of five. The same
-    exceptions and return value as smtplib's sendmail, the same state after
-    each (RSET, or the connection closed on 421)."""
-    if any(o.lower() == "smtputf8" for o in options):
-        if not client.has_extn("smtputf8"):
-            raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
-        client.command_encoding = "utf-8"  # as smtplib's mail() does, for the connection
-    esmtp = ([f"size={len(msg)}"] if client.has_extn("size") else []) + list(options)
-    commands: list[str] = []
-    if qid and "IDENT" in client.esmtp_features.get("xforward", "").upper():
-        commands.append(f"XFORWARD IDENT={qid}")
-    commands.append(f"MAIL FROM:{smtplib.quoteaddr(mail_from)}" + "".join(f" {o}" for o in esmtp))
-    commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in rcpts]
-    commands.append("DATA")
-    client.send("".join(f"{c}\r\n" for c in commands).encode(client.command_encoding))
-    if len(commands) > len(rcpts) + 2:
-        client.getreply()  # XFORWARD's: ignored, as _xforward_ident ignores it
-    code, resp = client.getreply()
-    if code != 250:
-        if code == 421:
-            client.close()
-        else:
-            try:
-                for _ in range(len(rcpts) + 1):  # the RCPTs' and DATA's answers (503 …)
-                    client.getreply()
-            except (OSError, smtplib.SMTPException):
+class _Gone(Exception):
+    def __init__(self, item: Outbox, error: Exception) -> None:
+        self.item, self.error = item, error
+
+
+def _step(lane: _Lane, step: Callable[[Outbox], None], item: Outbox, on_result: Result) -> bool:
+    """Run one of ``lane``'s steps for ``item``; False when the item failed on
+    its own (recorded through ``on_result``, the lane ready for the next).
+    Raises :class:`_Gone` when the connection is lost."""
+    try:
+        step(item)
+        return True
+    except smtplib.SMTPNotSupportedError as exc:
+        # Postfix without smtputf8_enable: this item waits and retries (the
+        # log says why); the others go.
+        error: Exception = smtplib.SMTPException(
+            f"the re-injection server does not offer SMTPUTF8 ({exc}): set smtputf8_enable = yes")
+    except smtplib.SMTPRecipientsRefused as exc:
+        error = _classify(exc.recipients)
+    except smtplib.SMTPResponseException as exc:
+        if exc.smtp_code == 421:  # the server is closing the connection
+            raise _Gone(item, exc) from exc
+        error = exc
+        if exc.smtp_code >= 500:
+            error = PermanentSendError(f"{exc.smtp_code} {exc.smtp_error!r}")
+    except (OSError, smtplib.SMTPException) as exc:
+        raise _Gone(item, exc) from exc
+    except Exception as exc:
+        # Something about this message itself (an address smtplib cannot
+        # encode …): it never goes, the others must.
+        error = PermanentSendError(f"cannot send: {type(exc).__name__}: {exc}")
+    lane.reset()
+    on_result(item, error)
+    return False
+
+
+class _Lane:
+    """One connection to the re-injection listener and the message it
+    carries, in three steps: :meth:`begin` writes the envelope commands (in
+    one go when the server offers PIPELINING, RFC 2920), :meth:`stage` reads
+    their answers and writes the content without its final dot, and
+    :meth:`finish` writes the dot and reads Postfix's answer. The steps raise
+    what smtplib's ``sendmail`` raises, and leave the connection as it would
+    (closed on 421)."""
+
+    def __init__(self, client: smtplib.SMTP) -> None:
+        self.client = client
+        # The final dot is a small write after the content: without NODELAY,
+        # Nagle holds it until the server acknowledges the content, which a
+        # delayed ACK puts off by up to 40 ms.
+        if client.sock is not None:
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.item: Outbox | None = None
+        self.in_data = False
+        self.refused: dict[str, tuple[int, bytes]] = {}
+        self._commands: list[str] = []
+        self._pipelined = False
+
+    def begin(self, item: Outbox) -> None:
+        client = self.client
+        self.item, self.refused = item, {}
+        rcpts = self._rcpts(item)
+        client.ehlo_or_helo_if_needed()
+        # A non-ASCII local part (ana.maría@…) needs SMTPUTF8 (RFC 6531).
+        options = ["SMTPUTF8"] if needs_smtputf8([item.mail_from, *rcpts]) else []
+        if options:
+            if not client.has_extn("smtputf8"):
+                raise smtplib.SMTPNotSupportedError("SMTPUTF8 not supported by server")
+            client.command_encoding = "utf-8"  # as smtplib's mail() does, for the connection
+        esmtp = ([f"size={len(item.message.raw)}"] if client.has_extn("size") else []) + options
+        commands: list[str] = []
+        qid = item.message.queue_id
+        if qid and "IDENT" in client.esmtp_features.get("xforward", "").upper():
+            commands.append(f"XFORWARD IDENT={qid}")
+        commands.append(f"MAIL FROM:{smtplib.quoteaddr(item.mail_from)}"
+                        + "".join(f" {o}" for o in esmtp))
+        commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in rcpts]
+        commands.append("DATA")
+        wire = [f"{c}\r\n".encode(client.command_encoding) for c in commands]
+        self._commands = commands
+        self._pipelined = client.has_extn("pipelining")
+        if self._pipelined:
+            client.send(b"".join(wire))
+
+    def stage(self, item: Outbox) -> None:
+        client, rcpts = self.client, self._rcpts(item)
+        replies = iter(self._commands)
+
+        def answer() -> tuple[int, bytes]:
+            command = next(replies)
+            if not self._pipelined:
+                client.send(f"{command}\r\n".encode(client.command_encoding))
+            return client.getreply()
+
+        if self._commands[0].startswith("XFORWARD"):
+            answer()  # ignored, as _xforward_ident ignores it
+        code, resp = answer()
+        if code != 250:
+            self._abandon(code, rest=len(rcpts) + 1)
+            raise smtplib.SMTPSenderRefused(code, resp, item.mail_from)
+        for rcpt in rcpts:
+            code, resp = answer()
+            if code not in (250, 251):
+                self.refused[rcpt] = (code, resp)
+            if code == 421:
                 client.close()
-            else:
-                _rset(client)
-        raise smtplib.SMTPSenderRefused(code, resp, mail_from)
-    refused: dict[str, tuple[int, bytes]] = {}
-    for rcpt in rcpts:
-        code, resp = client.getreply()
-        if code not in (250, 251):
-            refused[rcpt] = (code, resp)
+                raise smtplib.SMTPRecipientsRefused(self.refused)
+        if len(self.refused) == len(rcpts):
+            if self._pipelined:
+                code, _ = client.getreply()  # DATA's
+                if code == 354:  # a server that takes DATA anyway: end it with nothing sent
+                    client.send(b".\r\n")
+                    client.getreply()
+            raise smtplib.SMTPRecipientsRefused(self.refused)
+        code, resp = answer()  # DATA's
+        if code != 354:
+            raise smtplib.SMTPDataError(code, resp)
+        content = smtplib._quote_periods(bytes(item.message.raw))  # type: ignore[attr-defined]
+        if content[-2:] != b"\r\n":
+            content += b"\r\n"
+        self.in_data = True
+        client.send(content)
+
+    def finish(self, item: Outbox) -> None:
+        self.in_data = False
+        self.client.send(b".\r\n")
+        code, resp = self.client.getreply()
+        if code != 250:
+            if code == 421:
+                self.client.close()
+            raise smtplib.SMTPDataError(code, resp)
+
+    def done(self) -> tuple[Outbox, dict[str, tuple[int, bytes]]]:
+        item, self.item = self.item, None
+        assert item is not None
+        return item, self.refused
+
+    def reset(self) -> None:
+        """After an item failed on its own: ready for the next one."""
+        self.item = None
+        if self.in_data:  # cannot happen after stage(); never let a half message through
+            self.in_data = False
+            self.client.close()
+            return
+        _rset(self.client)
+
+    def close(self) -> None:
+        """QUIT; a lane holding a message without its final dot is closed
+        without a word, so the server drops the message."""
+        if self.in_data or self.client.sock is None:
+            self.client.close()
+            return
+        try:
+            self.client.quit()
+        except (OSError, smtplib.SMTPException):
+            self.client.close()
+
+    def _abandon(self, code: int, rest: int) -> None:
+        """After a refused MAIL: read the pipelined answers still due (the
+        RCPTs' and DATA's), then RSET; on 421 close."""
         if code == 421:
-            client.close()
-            raise smtplib.SMTPRecipientsRefused(refused)
-    code, resp = client.getreply()  # DATA's
-    if len(refused) == len(rcpts):
-        if code == 354:  # a server that takes DATA anyway: end it with nothing sent
-            client.send(b".\r\n")
-            client.getreply()
-        _rset(client)
-        raise smtplib.SMTPRecipientsRefused(refused)
-    if code != 354:
-        raise smtplib.SMTPDataError(code, resp)
-    q = smtplib._quote_periods(msg)  # type: ignore[attr-defined]
-    if q[-2:] != b"\r\n":
-        q += b"\r\n"
-    client.send(q + b".\r\n")
-    code, resp = client.getreply()
-    if code != 250:
-        if code == 421:
-            client.close()
-        else:
-            _rset(client)
-        raise smtplib.SMTPDataError(code, resp)
-    return refused
+            self.client.close()
+            return
+        if self._pipelined:
+            try:
+                for _ in range(rest):
+                    self.client.getreply()
+            except (OSError, smtplib.SMTPException):
+                self.client.close()
+
+    @staticmethod
+    def _rcpts(item: Outbox) -> list[str]:
+        return [r for r in item.rcpt_to.split("\n") if r]
 
 
 def _xforward_ident(client: smtplib.SMTP, qid: str) -> None:

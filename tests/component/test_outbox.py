@@ -13,7 +13,7 @@ from casestore.store import Store
 from smtpd_hook.outbox import OutboxWorker
 from smtpd_hook.settings import Settings
 from tests.support.postfix import free_port
-from tests.support.sink import ServerThread, Sink
+from tests.support.sink import PipeliningSMTP, ServerThread, Sink
 
 RAW = (b"From: support@example.com\r\nTo: john@customer.test\r\nSubject: test_outbox\r\n"
        b"Message-ID: <cs0000001.abc.def@example.com>\r\n\r\nHello\r\n")
@@ -117,29 +117,6 @@ def test_an_unsendable_message_fails_alone(sqlite_url: str) -> None:
     assert sorted(d.rcpt_tos for d in got) == [('"a,b"@client.test',), ("john@customer.test",)]
 
 
-class _Pipelining(SMTP):
-    """aiosmtpd (which reads pipelined commands in order) saying PIPELINING,
-    as Postfix's listener does, so the outbox writes each message's commands
-    in one go."""
-
-    async def smtp_EHLO(self, hostname: str) -> None:
-        original = self.push
-        lines: list[str] = []
-
-        async def push(status: str) -> None:
-            lines.append(status)
-
-        self.push = push  # type: ignore[method-assign]
-        try:
-            await super().smtp_EHLO(hostname)
-        finally:
-            self.push = original  # type: ignore[method-assign]
-        if lines and lines[-1].startswith("250 "):
-            lines[-1:] = ["250-PIPELINING", lines[-1]]
-        for line in lines:
-            await self.push(line)
-
-
 def test_pipelined_sending_gives_the_same_outcomes(sqlite_url: str) -> None:
     """Sent, refused sender, one of two recipients refused, all refused, and
     content refused: recorded as with one command at a time."""
@@ -179,7 +156,7 @@ def test_pipelined_sending_gives_the_same_outcomes(sqlite_url: str) -> None:
                     return "554 5.6.0 content refused"
                 return await handler.handle_DATA(server, session, envelope)
 
-        srv = ServerThread(lambda loop: _Pipelining(Picky()))
+        srv = ServerThread(lambda loop: PipeliningSMTP(Picky()))
         srv.start()
         try:
             worker = OutboxWorker(store, Settings(secret=b"x" * 32, reinject_port=srv.port), None)

@@ -128,6 +128,29 @@ class _SinkHandler:
         return "250 2.0.0 Ok: captured"
 
 
+class PipeliningSMTP(SMTP):
+    """aiosmtpd (which reads pipelined commands in order) saying PIPELINING,
+    as Postfix's listener does, so the outbox writes each message's commands
+    in one go."""
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        original = self.push
+        lines: list[str] = []
+
+        async def push(status: str) -> None:
+            lines.append(status)
+
+        self.push = push  # type: ignore[method-assign]
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self.push = original  # type: ignore[method-assign]
+        if lines and lines[-1].startswith("250 "):
+            lines[-1:] = ["250-PIPELINING", lines[-1]]
+        for line in lines:
+            await self.push(line)
+
+
 class Sink:
     """Capture server. Thread-safe: Postfix delivers on the sink's loop thread
     while the test reads and waits in its own thread."""
