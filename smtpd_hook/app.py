@@ -59,9 +59,10 @@ async def serve(
     # the outbox's record of a message sent goes ahead of them, since the
     # sender waits for it before the next message (smtpd_hook/group.py).
     processor_executor = GroupCommit(store, db_executor) if store.is_sqlite else db_executor
-    outbox = OutboxWorker(store, settings, db_executor,
-                          record_executor=processor_executor.urgent
-                          if isinstance(processor_executor, GroupCommit) else None)
+    if isinstance(processor_executor, GroupCommit):
+        outbox = OutboxWorker(store, settings, db_executor, record_executor=processor_executor.urgent)
+    else:
+        outbox = OutboxWorker(store, settings, db_executor, record_in_sender=True)
     outbox.attach()  # rows this process enqueues are sent without being claimed
     loop = asyncio.get_running_loop()
 

@@ -320,15 +320,18 @@ class OutboxWorker:
         *,
         send: Callable[..., None] = send_batch,
         record_executor: Executor | None = None,
+        record_in_sender: bool = False,
     ) -> None:
         self.store = store
         self.settings = settings
         self.db_executor = db_executor
-        # Where a message's "sent" is written (default: the store's thread).
-        # serve on SQLite passes its GroupCommit's urgent door: the record
-        # goes ahead of the deliveries waiting (or ends the batch in hand),
-        # still committed before the next message is sent.
-        self.record_executor = record_executor or db_executor
+        # Where a message's "sent" is written (default: the store's thread),
+        # always committed before the next message is sent. serve on SQLite
+        # passes its GroupCommit's urgent door: the record goes ahead of the
+        # deliveries waiting (or ends the batch in hand). On PostgreSQL it
+        # is written by the sending thread itself (``record_in_sender``, a
+        # connection of its own), never queued behind deliveries.
+        self.record_executor = None if record_in_sender else (record_executor or db_executor)
         self.send = send
         self.wakeup = asyncio.Event()
         self.sent = 0
@@ -457,7 +460,7 @@ class OutboxWorker:
 
     def _record(self, item: Outbox, error: Exception | None) -> None:
         """Called in the sending thread right after each message; the write
-        runs on the store's thread (and the sender waits for it)."""
+        runs on the store's thread, or here (the sender waits for it)."""
         if self.record_executor is None:
             self._write_result(item, error)
         else:
