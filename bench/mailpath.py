@@ -167,7 +167,7 @@ def reply_messages(acks: dict[int, Ack], size: int, limit: int | None = None,
 
 
 def _key(d: Delivery) -> int | None:
-    m = KEY.search(str(d.message["Subject"] or ""))
+    m = KEY.search(str(d.headers["Subject"] or ""))
     return int(m.group(1)) if m else None
 
 
@@ -461,7 +461,7 @@ def run(args: argparse.Namespace, store_url: str | None = None, seed_cases: int 
         )
         progress(args, f"(c) {phase_c.per_second} msg/s")
         acks = {
-            i: Ack(str(d.message["Message-ID"]), str(d.message["Reply-To"]), str(d.message["Subject"]))
+            i: Ack(str(d.headers["Message-ID"]), str(d.headers["Reply-To"]), str(d.headers["Subject"]))
             for (kind, i), d in arrived.found.items()
             if kind == "ack"
         }

@@ -15,15 +15,16 @@ synchronous test can drive Postfix with smtplib and then wait for deliveries::
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import BytesHeaderParser, BytesParser
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -95,19 +96,29 @@ class ServerThread:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One SMTP transaction the sink accepted."""
+    """One SMTP transaction the sink accepted. The bytes are parsed when
+    first asked for (:attr:`message`, or only the header with
+    :attr:`headers`), in the asking thread: the sink stands for the world
+    outside, and must not spend the machine's CPU beside what it measures
+    (a full parse of a notification costs about 2 ms, issue 12)."""
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
     raw: bytes
-    message: EmailMessage = field(repr=False)
     received: datetime
 
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        msg = BytesParser(policy=policy.default).parsebytes(self.raw)
+        assert isinstance(msg, EmailMessage)
+        return msg
 
-def _parse(raw: bytes) -> EmailMessage:
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
-    assert isinstance(msg, EmailMessage)
-    return msg
+    @functools.cached_property
+    def headers(self) -> EmailMessage:
+        """The header alone (its body left unparsed): cheaper than :attr:`message`."""
+        msg = BytesHeaderParser(policy=policy.default).parsebytes(self.raw)
+        assert isinstance(msg, EmailMessage)
+        return msg
 
 
 class _SinkHandler:
@@ -121,7 +132,6 @@ class _SinkHandler:
                 mail_from=envelope.mail_from or "",
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 raw=raw,
-                message=_parse(raw),
                 received=datetime.now(UTC),
             )
         )
