@@ -401,6 +401,11 @@ def setup_logging(level: str, target: str = "stderr", *,
     or syslog (:func:`log_handler`). ``worker``: a process of ``serve
     --workers``, whose lines name its pid."""
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    # No format here names the caller's function, file, line or thread: do
+    # not look them up for every record (the logging HOWTO, "Optimization";
+    # findCaller walks the stack of each call on the mail path).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
     handler = log_handler(target)
     if worker and not isinstance(handler, logging.handlers.SysLogHandler):
         handler.setFormatter(logging.Formatter(WORKER_LOG_FORMAT))
