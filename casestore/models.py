@@ -115,9 +115,10 @@ class Case(BaseModel):
     customer_address = CharField(max_length=320, index=True)
     customer_name = CharField(max_length=200, default="")
     subject = TextField(default="")
-    status = CharField(max_length=32, default=Status.RECEIVED.value, index=True)  # rules.vocab.Status
-    assignee = ForeignKeyField(Csr, null=True, backref="cases", on_delete="SET NULL")
-    created = DateTimeField(index=True)  # case list --since / --sort created (0011_search)
+    # status, assignee, created: no index of their own, each leads one below (0021_lighter_writes)
+    status = CharField(max_length=32, default=Status.RECEIVED.value)  # rules.vocab.Status
+    assignee = ForeignKeyField(Csr, null=True, backref="cases", on_delete="SET NULL", index=False)
+    created = DateTimeField()  # case list --since / --sort created
     updated = DateTimeField()
     closed = DateTimeField(null=True)
     follow_up_of = ForeignKeyField("self", null=True, backref="follow_ups", on_delete="SET NULL")
@@ -132,7 +133,7 @@ class Case(BaseModel):
     class Meta:
         table_name = "support_case"  # "case" is an SQL keyword
         indexes = (
-            (("closed",), False),  # reports (casestore.reports); created: index=True above
+            (("closed",), False),  # reports (casestore.reports)
             # reports, 0016_report_facts: the opened and closed passes and the backlog, covering
             (("created", "assignee", "mailbox", "product", "first_answer_at"), False),
             (("status", "closed", "created", "assignee", "mailbox", "product", "rating", "id"), False),
@@ -159,7 +160,7 @@ class Question(BaseModel):
 class Participant(BaseModel):
     """Everyone who may write on a case by tag: the customer and CCs."""
 
-    case = ForeignKeyField(Case, backref="participants", on_delete="CASCADE")
+    case = ForeignKeyField(Case, backref="participants", on_delete="CASCADE", index=False)  # (case, address)
     address = CharField(max_length=320)
     role = CharField(max_length=16, default="customer")
 
@@ -170,7 +171,8 @@ class Participant(BaseModel):
 class Message(BaseModel):
     """Every message in or out, with its raw bytes exactly as received or sent."""
 
-    case = ForeignKeyField(Case, null=True, backref="messages", on_delete="CASCADE")
+    case = ForeignKeyField(Case, null=True, backref="messages", on_delete="CASCADE",
+                           index=False)  # (case, kind, created) below
     direction = CharField(max_length=3)  # "in" | "out"
     # in: customer | csr | automatic | bounce ; out: ack | notify | reply
     kind = CharField(max_length=16)
@@ -328,7 +330,7 @@ class Timer(BaseModel):
     """Something due on a case at a time (rules.vocab.TimerKind); claimed with
     a lease like the outbox, so with several hosts each fires once."""
 
-    case = ForeignKeyField(Case, backref="timers", on_delete="CASCADE")
+    case = ForeignKeyField(Case, backref="timers", on_delete="CASCADE", index=False)  # (case, kind, status)
     kind = CharField(max_length=32)
     due = DateTimeField()
     status = CharField(max_length=12, default="pending")  # pending | done | cancelled

@@ -5,7 +5,8 @@ Search goes through the database's full-text index (created by the
 migration ``0011_search``), never a scan per query:
 
 - SQLite: FTS5 tables ``case_fts`` (number, customer name and address,
-  subject) and ``message_fts`` (messages' readable text), tokenizer
+  subject) and ``message_fts`` (messages' readable text; not the
+  notifications to CSRs, which repeat the case's messages: 0021), tokenizer
   ``unicode61 remove_diacritics 2``, kept in step by triggers;
 - PostgreSQL: stored generated ``search_tsv`` columns with GIN indexes
   (``simple`` configuration, accents folded with ``unaccent`` when the
@@ -336,10 +337,10 @@ _TRIGGERS = ("case_fts_insert", "case_fts_delete", "case_fts_update",
              "message_fts_insert", "message_fts_delete", "message_fts_update")
 
 
-def _migration() -> Any:
+def _migration(name: str = "0011_search") -> Any:
     import importlib
 
-    return importlib.import_module("casestore.migrations.0011_search")
+    return importlib.import_module(f"casestore.migrations.{name}")
 
 
 def missing_triggers(store: Store) -> list[str]:
@@ -369,13 +370,15 @@ def reindex(store: Store) -> dict[str, int]:
     GIN indexes, whose generated columns the database keeps itself)."""
     with store.atomic():
         if store.is_sqlite:
-            m = _migration()
+            m, now = _migration(), _migration("0021_lighter_writes")
             for sql in m.SQLITE[:-2]:  # tables and triggers (IF NOT EXISTS)
+                store.db.execute_sql(sql)
+            for sql in [*now.DROP_TRIGGERS, *now.TRIGGERS]:  # the message triggers as 0021 made them
                 store.db.execute_sql(sql)
             store.db.execute_sql("INSERT INTO case_fts(case_fts) VALUES ('delete-all')")
             store.db.execute_sql("INSERT INTO message_fts(message_fts) VALUES ('delete-all')")
-            for sql in m.SQLITE[-2:]:  # fill from the rows
-                store.db.execute_sql(sql)
+            store.db.execute_sql(m.SQLITE[-2])  # fill from the rows: the cases,
+            store.db.execute_sql(now.FILL)  # the messages but notifications to CSRs
         else:
             store.db.execute_sql("REINDEX INDEX support_case_search")
             store.db.execute_sql("REINDEX INDEX message_text_search")

@@ -97,6 +97,37 @@ def test_search_follows_changes_and_deletes(engine: Engine, cases: list[str]) ->
     assert _found(store, "firmware", body=True) == []
 
 
+def _notify_only_words(store: Store) -> set[str]:
+    """Words of the notifications to CSRs that no other message, case field
+    or number holds or starts with: what only a notification could be found by."""
+    from casestore.models import Message
+    from casestore.search import _NUMBER, _WORD, FOLD
+
+    def split(text: str) -> set[str]:
+        for a, b in FOLD:
+            text = text.replace(a, b)
+        return {w.lower() for w in _WORD.findall(text)}
+
+    notify, other = set(), set()
+    for m in Message.select(Message.kind, Message.text):
+        (notify if m.kind == "notify" else other).update(split(m.text))
+    for c in Case.select():
+        other.update(split(" ".join((c.number, c.customer_name, c.customer_address, c.subject))))
+    # A query's last word is a prefix; "c4" or "4" reads as a case number.
+    return {w for w in notify - other if not _NUMBER.match(w) and not any(o.startswith(w) for o in other)}
+
+
+def test_notifications_to_csrs_are_not_indexed(engine: Engine, cases: list[str]) -> None:
+    """0021: a notification repeats the case's messages in template words;
+    the messages are found, the template's words are not (both stores)."""
+    store = engine.store
+    only = _notify_only_words(store)
+    assert {"history", "assigned"} <= only  # words of the notification template
+    for word in sorted(only):
+        assert _found(store, word, body=True) == [], word
+    assert _found(store, "charged twice", body=True) == [cases[1]]
+
+
 def test_search_limit_and_bad_query(engine: Engine, cases: list[str]) -> None:
     assert len(search(engine.store, "test_search", limit=2)) == 2
     assert [r["number"] for r in search(engine.store, "test_search")] == cases[::-1]
@@ -319,6 +350,53 @@ def test_the_migration_indexes_cases_stored_before_it(empty_store_url: str) -> N
                                if p.stem > "0010_approval"]
     assert _found(store, "olafur lecki") == [case.number]
     assert _found(store, "gramophone", body=True) == [case.number]
+    store.close()
+
+
+def test_the_migration_takes_notifications_out_of_the_index(empty_store_url: str) -> None:
+    """0021 on a store whose notifications were indexed (0011-0020): they
+    leave the index, the other messages stay found, and deleting either kind
+    afterwards keeps the index whole; ``case reindex`` leaves them out too."""
+    from playhouse.migrations import Runner
+
+    from casestore.models import Message
+    from casestore.store import HISTORY_TABLE, MIGRATIONS
+
+    store = Store(empty_store_url)
+    Runner(store.db, str(MIGRATIONS), table_name=HISTORY_TABLE).up(target="0020_csr_open_cases")
+    from casestore.search import _migration
+
+    if store.is_sqlite:  # the triggers as casegate init before 0021 repaired them (0011's)
+        for sql in _migration().SQLITE[:-2]:
+            store.db.execute_sql(sql)
+    # 0021 adds no column: the models write rows as a store at 0020 holds them
+    store.add_mailbox("support@example.com", "default")
+    now = store.now()
+    case = Case.create(number="CS0000001", mailbox=store.mailbox("support@example.com"),
+                       customer_address="c@customer.test", subject="Old", created=now, updated=now)
+    for id_, kind, direction, text in ((1, "customer", "in", "Gramophone crackles"),
+                                       (2, "notify", "out", "Templateword gramophone crackles"),
+                                       (3, "ack", "out", "Acknowledgementword")):
+        Message.create(id=id_, case=case, direction=direction, kind=kind, text=text, raw=b"x", created=now)
+    assert _found(store, "templateword", body=True) == ["CS0000001"]  # indexed before 0021
+    assert store.migrate() == ["0021_lighter_writes"]
+    from rules.vocab import MessageKind
+
+    assert _migration("0021_lighter_writes").NOT_INDEXED == MessageKind.NOTIFY
+    assert _found(store, "templateword", body=True) == []
+    assert _found(store, "gramophone", body=True) == ["CS0000001"]
+    assert _found(store, "acknowledgementword", body=True) == ["CS0000001"]
+    from casestore.search import reindex
+
+    reindex(store)
+    assert _found(store, "templateword", body=True) == []
+    assert _found(store, "gramophone", body=True) == ["CS0000001"]
+    store.db.execute_sql("DELETE FROM message WHERE id IN (2, 3)")
+    assert _found(store, "acknowledgementword", body=True) == []
+    if store.is_sqlite:  # a 'delete' with other values than indexed would corrupt it
+        store.db.execute_sql("INSERT INTO message_fts(message_fts) VALUES ('integrity-check')")
+    store.db.execute_sql("DELETE FROM message WHERE id = 1")
+    assert _found(store, "gramophone", body=True) == []
     store.close()
 
 
