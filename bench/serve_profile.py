@@ -1,6 +1,6 @@
 """py-spy (and optionally strace -c) of ``casegate serve`` per mailpath.py phase.
 
-    .venv/bin/python bench/serve_profile.py OUT_PREFIX [--strace | --threads] [mailpath.py options]
+    .venv/bin/python bench/serve_profile.py OUT_PREFIX [--strace | --threads | --gil] [mailpath.py options]
 
 Runs bench/mailpath.py unchanged, but samples the ``serve`` process
 separately during (c) new cases and (a) replies: ``OUT_PREFIX-c.raw`` and
@@ -12,7 +12,11 @@ calls per phase (``strace -c -f``) into ``OUT_PREFIX-c.strace`` /
 each other). ``--threads`` samples nothing: it reads each thread's CPU time
 (/proc/PID/task/TID/stat) at the start and end of each phase and prints it
 per message and thread (names from ``py-spy dump``), into
-``OUT_PREFIX-c.threads`` / ``OUT_PREFIX-a.threads``. py-spy and strace cost
+``OUT_PREFIX-c.threads`` / ``OUT_PREFIX-a.threads``. ``--gil``: py-spy
+samples only the thread holding the interpreter lock (``py-spy --gil``):
+Python's own CPU, without the waits on a socket, a lock or SQLite that the
+all-threads view counts as busy on some virtual machines (its idle
+detection reads the kernel's thread state). py-spy and strace cost
 the process CPU: take the ms/msg figures from a plain mailpath.py run (or
 ``--threads``), not from those.
 """
@@ -63,7 +67,8 @@ def main() -> int:
     prefix, rest = argv[0], argv[1:]
     use_strace = "--strace" in rest
     use_threads = "--threads" in rest
-    rest = [a for a in rest if a not in ("--strace", "--threads")]
+    gil = ["--gil"] if "--gil" in rest else []
+    rest = [a for a in rest if a not in ("--strace", "--threads", "--gil")]
     original = mailpath.run_phase
 
     def run_phase(name: str, label: str, **kw: Any) -> Any:
@@ -97,7 +102,7 @@ def main() -> int:
             exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
             proc = subprocess.Popen(
                 [exe, "record", "--pid", str(pid), "--format", "raw", "--threads",
-                 "--rate", "200", "--output", out],
+                 "--rate", "200", *gil, "--output", out],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             return original(name, label, **kw)
@@ -108,7 +113,8 @@ def main() -> int:
                 with open(out) as f:
                     lines = f.readlines()
                 Path(f"{prefix}-{name}.txt").write_text(
-                    f"casegate serve, mailpath.py phase ({name}), all threads\n\n"
+                    f"casegate serve, mailpath.py phase ({name}), "
+                    f"{'the thread holding the GIL' if gil else 'all threads'}\n\n"
                     + pyspy_top.summarise(lines, "", 30) + "\n\n"
                     + "thread casegate-db only\n\n"
                     + pyspy_top.summarise(lines, "casegate-db", 30) + "\n")
