@@ -34,9 +34,9 @@
    run ``casegate init`` in a quiet hour (Postfix keeps the mail meanwhile
    and retries).
 """
-from peewee import SqliteDatabase
+import importlib
 
-from casestore.search import FOLD
+from peewee import SqliteDatabase
 
 REDUNDANT = (
     ("message", "message_case_id"),
@@ -50,10 +50,8 @@ REDUNDANT = (
 NOT_INDEXED = "notify"  # rules.vocab.MessageKind.NOTIFY
 
 
-def _fold(expr):
-    for a, b in FOLD:
-        expr = f"replace({expr}, '{a}', '{b}')"
-    return expr
+# The letter folding of the search triggers, as 0011_search writes it.
+_fold = importlib.import_module("casestore.migrations.0011_search").fold
 
 
 # SQLite, in the order up() runs them; casestore.search.reindex makes the
