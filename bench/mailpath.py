@@ -73,6 +73,7 @@ from benchlib import (
     machine_line,
     ms,
     percentile,
+    postfix_cpu,
     send_all,
     table,
     terminate_on_sigterm,
@@ -239,6 +240,9 @@ class Phase:
     unexpected: int  # deliveries that were none of those awaited (bounces, doubles)
     host_cpu_pct: float  # all CPUs of the machine, busy during the phase
     casegate_cpu_ms: float | None = None  # CPU time of `casegate serve` per message
+    host_cpu_ms: float | None = None  # all CPUs busy, per message
+    postfix_cpu_ms: float | None = None  # the private Postfix's processes, per message
+    bench_cpu_ms: float | None = None  # this process (load, sink; in (b) the null filter too)
 
 
 def run_phase(
@@ -255,14 +259,20 @@ def run_phase(
     stall: float,
     rate: float | None = None,
     cpu_pid: int | None = None,
+    postfix_pid: int | None = None,
 ) -> tuple[Phase, Arrivals]:
     arrivals = Arrivals(sink, classify, expected)
     host = HostCpu()
     cpu0 = serve_cpu(cpu_pid) if cpu_pid else None
+    pf0 = postfix_cpu(postfix_pid) if postfix_pid else None
+    own0 = time.process_time()
     timings = send_all(port, items, sessions, source="127.0.0.2", rate=rate)
     wait_progress(arrivals.poll, len(expected), stall=stall, what=f"phase {name}")
     arrivals.poll()  # anything unexpected that came with the last ones
     cpu1 = serve_cpu(cpu_pid) if cpu_pid else None
+    pf1 = postfix_cpu(postfix_pid) if postfix_pid else None
+    own1 = time.process_time()
+    host_seconds = host.busy_seconds()
     first = min(t.start for t in timings)
     last = max(arrivals.at(k) for k in expected)
     elapsed = last - first
@@ -280,6 +290,9 @@ def run_phase(
         unexpected=len(arrivals.other),
         host_cpu_pct=host.busy(),
         casegate_cpu_ms=(ms((cpu1 - cpu0) / len(items)) if cpu0 is not None and cpu1 is not None else None),
+        host_cpu_ms=ms(host_seconds / len(items)),
+        postfix_cpu_ms=(ms((pf1 - pf0) / len(items)) if pf0 is not None and pf1 is not None else None),
+        bench_cpu_ms=ms((own1 - own0) / len(items)),
     )
     return phase, arrivals
 
@@ -445,7 +458,7 @@ def run(args: argparse.Namespace, store_url: str | None = None, seed_cases: int 
         spy = start_py_spy(cg.proc.pid, args.py_spy) if args.py_spy else None
 
         n, s = args.messages, args.sessions
-        common = {"port": smtpd_port, "sink": sink, "stall": args.stall}
+        common = {"port": smtpd_port, "sink": sink, "stall": args.stall, "postfix_pid": pf.master_pid()}
         full = {**common, "sessions": s, "rate": args.rate}
 
         # (c) new cases
@@ -670,6 +683,9 @@ def report(result: Result) -> str:
             p.p50_ms,
             p.p99_ms,
             "-" if p.casegate_cpu_ms is None else p.casegate_cpu_ms,
+            "-" if p.postfix_cpu_ms is None else p.postfix_cpu_ms,
+            "-" if p.bench_cpu_ms is None else p.bench_cpu_ms,
+            "-" if p.host_cpu_ms is None else p.host_cpu_ms,
             p.host_cpu_pct,
         )
         for p in result.phases
@@ -682,7 +698,8 @@ def report(result: Result) -> str:
         + (f"submitted at {result.rate:g} msg/s" if result.rate else "submitted as fast as taken"),
         "",
         table(
-            ("phase", "messages", "seconds", "msg/s", "p50 ms", "p99 ms", "cg CPU ms/msg", "host CPU %"), rows
+            ("phase", "messages", "seconds", "msg/s", "p50 ms", "p99 ms", "cg CPU ms/msg",
+             "Postfix CPU ms/msg", "bench CPU ms/msg", "all CPU ms/msg", "host CPU %"), rows
         ),
         "",
         f"a/b (casegate replies / null filter): {result.ratio_a_b}; c/b (new cases): {result.ratio_c_b}",
