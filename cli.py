@@ -31,7 +31,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from casestore.store import Store, StoreError, aware, default_store_url, display_url
 from rules.classify import parse_networks
-from rules.logctx import LOG_FORMAT, QueueIdFilter
+from rules.logctx import LOG_FORMAT, BatchingListener, BatchStreamHandler, QueueIdFilter
 from rules.vocab import Status
 
 log = logging.getLogger("casegate")
@@ -350,14 +350,26 @@ def _progress(items: list[Any], label: str) -> Any:
     return contextlib.nullcontext(items)
 
 
-def log_handler(target: str) -> logging.Handler:
+def log_handler(target: str, *, batched: bool = False) -> logging.Handler:
     """Where serve and milter log: ``stderr`` (journald reads it under
     systemd), ``syslog`` (the local syslog socket /dev/log, facility mail, so
     casegate's lines land in mail.log beside Postfix's), or
     ``syslog:/path/to/socket`` / ``syslog:HOST:PORT`` (UDP). With no syslog
-    socket to talk to it says so on stderr and logs there instead."""
+    socket to talk to it says so on stderr and logs there instead.
+    ``batched``: for a :class:`BatchingListener`, which writes each batch of
+    lines to stderr at once (the stream is block-buffered, flushed by it)."""
+    if target == "stderr" and batched:
+        try:
+            fd = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):  # a stand-in stderr (click's CliRunner)
+            return log_handler("stderr")
+        stream = open(fd, "w", buffering=1 << 16, encoding="utf-8",
+                      errors="backslashreplace", closefd=False)
+        handler: logging.Handler = BatchStreamHandler(stream)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        return handler
     if target == "stderr":
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         return handler
     if target != "syslog" and not target.startswith("syslog:"):
@@ -384,7 +396,7 @@ def log_handler(target: str) -> logging.Handler:
     except OSError as exc:
         click.echo(f"casegate: cannot log to syslog at {where} ({exc}): logging to stderr instead",
                    err=True)
-        return log_handler("stderr")
+        return log_handler("stderr", batched=batched)
     handler.ident = f"casegate[{os.getpid()}]: "
     # syslog stamps the time and host itself
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s [%(queue_id)s] %(message)s"))
@@ -406,7 +418,7 @@ def setup_logging(level: str, target: str = "stderr", *,
     # findCaller walks the stack of each call on the mail path).
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
-    handler = log_handler(target)
+    handler = log_handler(target, batched=True)
     if worker and not isinstance(handler, logging.handlers.SysLogHandler):
         handler.setFormatter(logging.Formatter(WORKER_LOG_FORMAT))
     queue_handler = logging.handlers.QueueHandler(q)
@@ -416,7 +428,7 @@ def setup_logging(level: str, target: str = "stderr", *,
     root.setLevel(level.upper())
     for noisy in ("mail.log", "peewee", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    listener = logging.handlers.QueueListener(q, handler)
+    listener = BatchingListener(q, handler)
     listener.start()
     return listener
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import logging.handlers
+import queue
+import time
 
 queue_id: contextvars.ContextVar[str] = contextvars.ContextVar("queue_id", default="-")
 
@@ -22,3 +25,52 @@ class QueueIdFilter(logging.Filter):
         if not hasattr(record, "queue_id"):
             record.queue_id = queue_id.get()
         return True
+
+
+class BatchStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler whose per-record ``flush`` does nothing: the
+    :class:`BatchingListener` that drives it calls :meth:`flush_batch` once
+    the records waiting are written, so a burst of lines is one ``write``."""
+
+    def flush(self) -> None:
+        pass
+
+    def flush_batch(self) -> None:
+        super().flush()
+
+    def close(self) -> None:
+        self.flush_batch()
+        super().close()
+
+
+class BatchingListener(logging.handlers.QueueListener):
+    """A QueueListener that does not wake for each record: when the queue
+    runs dry it flushes its handlers and sleeps ``pause`` seconds, while the
+    mail path's threads put records without waking anyone; then it takes
+    what came meanwhile at once (or waits, when nothing did). A line reaches
+    the log at most ``pause`` later; ``stop`` still writes everything."""
+
+    def __init__(self, q: queue.SimpleQueue[logging.LogRecord], *handlers: logging.Handler,
+                 pause: float = 0.05) -> None:
+        super().__init__(q, *handlers)
+        self.pause = pause
+
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        try:
+            return self.queue.get_nowait()  # type: ignore[no-any-return]
+        except queue.Empty:
+            if not block:
+                raise
+        for handler in self.handlers:
+            flush = getattr(handler, "flush_batch", None)
+            if flush is not None:
+                flush()
+        time.sleep(self.pause)
+        return self.queue.get()  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        super().stop()
+        for handler in self.handlers:
+            flush = getattr(handler, "flush_batch", None)
+            if flush is not None:
+                flush()
