@@ -14,7 +14,10 @@ seconds: the same on a busy machine.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
+import sqlite3
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -38,7 +41,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=48, help="deliveries per measurement")
     parser.add_argument("--group", type=int, default=8, help="deliveries per transaction when grouped")
+    parser.add_argument("--by-table", action="store_true",
+                        help="also name the table or index each frame's page belongs to (dbstat)")
     args = parser.parse_args(argv)
+    pages: dict[str, collections.Counter[int]] = {}
 
     with tempfile.TemporaryDirectory(prefix="casegate-wal-") as tmp:
         path = Path(tmp) / "casegate.db"
@@ -64,9 +70,11 @@ def main(argv: list[str] | None = None) -> None:
                          subject=f"Re: [Case #{case.number}] {case.subject}", body="Still broken.\n" * 5),
                     case.customer_address, f"support+{case.number}@example.com")
 
-        def frames(run) -> float:  # WAL frames per delivery
+        def frames(run, name: str = "") -> float:  # WAL frames per delivery
             store.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             run()
+            if args.by_table:
+                pages[name] = wal_pages(wal)
             return wal.stat().st_size / (4096 + 24) / args.messages
 
         def grouped(items, each) -> None:
@@ -80,20 +88,48 @@ def main(argv: list[str] | None = None) -> None:
         store.db.execute_sql("PRAGMA wal_autocheckpoint=0")
         n = args.messages
         rows = [
-            ("new case, one per transaction", frames(lambda: [new_case("a", i) for i in range(n)])),
+            ("new case, one per transaction", frames(lambda: [new_case("a", i) for i in range(n)],
+                                                     "new case, one per transaction")),
             (f"new case, {args.group} per transaction",
-             frames(lambda: grouped(list(range(n)), lambda i: new_case("b", i)))),
+             frames(lambda: grouped(list(range(n)), lambda i: new_case("b", i)),
+                    f"new case, {args.group} per transaction")),
         ]
         a = list(Case.select().where(Case.subject.startswith("a ")))
         b = list(Case.select().where(Case.subject.startswith("b ")))
         rows += [
-            ("reply, one per transaction", frames(lambda: [reply(c) for c in a])),
-            (f"reply, {args.group} per transaction", frames(lambda: grouped(b, reply))),
+            ("reply, one per transaction",
+             frames(lambda: [reply(c) for c in a], "reply, one per transaction")),
+            (f"reply, {args.group} per transaction",
+             frames(lambda: grouped(b, reply), f"reply, {args.group} per transaction")),
         ]
         store.close()
+        owners = page_owners(path) if args.by_table else {}
     print(f"WAL frames (4 KiB pages) written per delivery, {n} deliveries each, SQLite")
     for name, value in rows:
         print(f"  {name:<36} {value:6.1f}")
+        if name in pages:
+            by_owner: collections.Counter[str] = collections.Counter()
+            for page, count in pages[name].items():
+                by_owner[owners.get(page, "(freelist or new)")] += count
+            for owner, count in by_owner.most_common(12):
+                print(f"      {count / n:6.1f}  {owner}")
+
+
+def wal_pages(wal: Path) -> collections.Counter[int]:
+    """Frames per page number in a WAL file (its 32-byte header, then a
+    24-byte header before each page; the page number opens a frame's header)."""
+    data = wal.read_bytes()
+    size = 4096
+    counts: collections.Counter[int] = collections.Counter()
+    for at in range(32, len(data) - 24, 24 + size):
+        counts[struct.unpack(">I", data[at:at + 4])[0]] += 1
+    return counts
+
+
+def page_owners(path: Path) -> dict[int, str]:
+    """Page number -> the table or index it belongs to (SQLite's dbstat)."""
+    with sqlite3.connect(path) as db:
+        return {pageno: name for name, pageno in db.execute("SELECT name, pageno FROM dbstat")}
 
 
 if __name__ == "__main__":
