@@ -195,11 +195,9 @@ class Message(BaseModel):
     rcpt_domain = CharField(max_length=255, default="")
 
     class Meta:
-        # The rate caps count our automatic mail per recipient, per domain and per case.
+        # The rate caps count our automatic mail per recipient and domain, and per case.
         indexes = (
-            (("kind", "recipients", "created"), False),
             (("case", "kind", "created"), False),
-            (("rcpt_key", "created"), False),
             # covering for the count per domain (and mailbox) of Store.automatic_sent_to
             (("rcpt_domain", "created", "direction", "kind", "rcpt_key"), False),
             (("kind", "created", "case"), False),  # reports: e-mails received in a period (covering)

@@ -74,3 +74,30 @@ def test_bad_urls_say_what_to_use() -> None:
                       ("postgresql://host", "postgresql://host/dbname")):
         with pytest.raises(StoreError, match=hint):
             Store(url)
+
+
+def test_0022_drops_the_unused_message_indexes(empty_store_url: str) -> None:
+    """0022: the two indexes no query reads leave a store at 0021; the rate
+    caps' count per mailbox and domain still runs from the covering index."""
+    import datetime as dt
+
+    store = Store(empty_store_url)
+    Runner(store.db, str(MIGRATIONS), table_name=HISTORY_TABLE).up("0021_lighter_writes")
+
+    def message_indexes() -> set[str]:
+        return {i.name for i in store.db.get_indexes("message")}
+
+    gone = {"message_kind_recipients_created", "message_rcpt_key_created"}
+    assert gone <= message_indexes()
+    assert store.migrate() == ["0022_unused_message_indexes"]
+    assert not gone & message_indexes()
+    assert "message_rcpt_domain_created_direction_kind_rcpt_key" in message_indexes()
+    since = store.now() - dt.timedelta(days=1)
+    assert store.automatic_sent_to(since=since, recipient="c@customer.test") == (0, 0)
+    if store.is_sqlite:
+        plan = " ".join(str(row[-1]) for row in store.db.execute_sql(
+            'EXPLAIN QUERY PLAN SELECT COUNT("id"), SUM(CASE WHEN "rcpt_key" = ? THEN 1 ELSE 0 END) '
+            'FROM "message" WHERE "rcpt_domain" = ? AND "created" >= ? AND "direction" = ? '
+            'AND "kind" IN (?, ?)', ["c@customer.test", "customer.test", since, "out", "ack", "notify"]))
+        assert "COVERING INDEX message_rcpt_domain_created_direction_kind_rcpt_key" in plan, plan
+    store.close()
