@@ -1240,10 +1240,15 @@ class Store:
                        [_id(case)], fields)
 
     def messages_and_files(self, case: Case) -> tuple[list[Message], list[Attachment]]:
-        """``messages(case)`` and ``attachments(case)``: the messages with a
-        flag whether each has files, and the files read only if one has."""
+        """``messages(case)`` and ``attachments(case)`` for a CSR notification:
+        the messages with a flag whether each has files, and the files read
+        only if one has. The text of the messages we sent is left out (``""``):
+        a notification shows what came in, and each notification before it
+        stored some 6 KB of text that every later one would read again."""
         fields = [f for f in Message._meta.sorted_fields if f is not Message.raw]
-        columns = ", ".join(f'"t1"."{f.column_name}"' for f in fields)
+        columns = ", ".join(
+            'CASE WHEN "t1"."direction" = \'out\' THEN \'\' ELSE "t1"."text" END'
+            if f is Message.text else f'"t1"."{f.column_name}"' for f in fields)
         rows = _scalar_rows(self.db, "messages and files", (
             f'SELECT {columns}, EXISTS (SELECT 1 FROM "attachment" AS "t2" '
             'WHERE "t2"."message_id" = "t1"."id") FROM "message" AS "t1" WHERE "t1"."case_id" = ? '
