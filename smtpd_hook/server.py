@@ -187,9 +187,17 @@ class FilterSMTP(SMTP):
 
 
 def xforward_ehlo(session: Session, hostname: str, responses: list[str]) -> list[str]:
-    """The EHLO reply with XFORWARD advertised (for a 5-argument handle_EHLO)."""
+    """The EHLO reply with PIPELINING and XFORWARD advertised (for a
+    5-argument handle_EHLO). With PIPELINING, Postfix's smtp client sends
+    XFORWARD, MAIL, RCPT and DATA in one write and reads the replies
+    together (RFC 2920): four round trips fewer per message, about 0.4 ms of
+    casegate's CPU (the event loop's wake-ups) and some of Postfix's.
+    aiosmtpd reads one command at a time from its buffer and answers each in
+    order, which is all RFC 2920 asks of a server; DATA's content is read up
+    to its dot only, so what Postfix sends behind it waits its turn."""
     session.host_name = hostname  # the 5-argument hook must do this itself
-    return [*responses[:-1], "250-XFORWARD " + " ".join(XFORWARD_ATTRS), responses[-1]]
+    return [*responses[:-1], "250-PIPELINING", "250-XFORWARD " + " ".join(XFORWARD_ATTRS),
+            responses[-1]]
 
 
 class FilterHandler:

@@ -249,3 +249,58 @@ def test_after_runs_on_the_loop_once_per_delivery(running) -> None:
     assert send(r.port)[1][0] == 250
     assert send(r.port)[1][0] == 250
     assert calls == [True, True]
+
+
+def _replies(sock, count: int) -> list[bytes]:
+    """The next ``count`` complete replies (multi-line ones joined)."""
+    buf = b""
+    done: list[bytes] = []
+    while len(done) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {done!r}"
+        buf += chunk
+        while b"\r\n" in buf and len(done) < count:
+            # a reply ends with a line whose fourth character is a space
+            lines = buf.split(b"\r\n")
+            for i, line in enumerate(lines[:-1]):
+                if len(line) >= 4 and line[3:4] == b" ":
+                    done.append(b"\r\n".join(lines[: i + 1]))
+                    buf = b"\r\n".join(lines[i + 1:])
+                    break
+            else:
+                break
+    assert not buf, buf
+    return done
+
+
+def test_pipelining_as_postfix_does_it(running) -> None:
+    """PIPELINING is advertised (Postfix's smtp client then sends XFORWARD,
+    MAIL, RCPT and DATA at once, and QUIT or the next MAIL right behind the
+    final dot): every command gets its reply in order, the content ends at
+    its dot, and two messages in one write of commands are two deliveries."""
+    import socket
+
+    seen: list[Delivery] = []
+    r = running(lambda d: seen.append(d) or replies.OK)
+    with socket.create_connection(("127.0.0.1", r.port), timeout=10) as sock:
+        assert _replies(sock, 1)[0].startswith(b"220 ")
+        sock.sendall(b"EHLO postfix.test\r\n")
+        ehlo = _replies(sock, 1)[0]
+        assert b"250-PIPELINING" in ehlo and b"XFORWARD" in ehlo
+        for n, after_dot in ((1, b"MAIL FROM:<second@client.test>\r\n"), (2, b"QUIT\r\n")):
+            if n == 1:
+                sock.sendall(b"XFORWARD ADDR=127.0.0.2 IDENT=4Pipe1\r\n"
+                             b"MAIL FROM:<first@client.test>\r\n"
+                             b"RCPT TO:<support@example.com>\r\nDATA\r\n")
+                got = _replies(sock, 4)
+            else:
+                sock.sendall(b"RCPT TO:<support@example.com>\r\nDATA\r\n")
+                got = _replies(sock, 2)  # MAIL's reply came with the last dot's
+            assert [g[:3] for g in got] == [b"250"] * (len(got) - 1) + [b"354"], got
+            sock.sendall(f"Subject: m{n}\r\n\r\n.. a dot\r\n".encode() + b".\r\n" + after_dot)
+            got = _replies(sock, 2)
+            assert [g[:3] for g in got] == [b"250", b"250" if n == 1 else b"221"], got
+    assert [(d.mail_from, d.data) for d in seen] == [
+        ("first@client.test", b"Subject: m1\r\n\r\n. a dot\r\n"),
+        ("second@client.test", b"Subject: m2\r\n\r\n. a dot\r\n")]
+    assert seen[0].queue_id == "4Pipe1" and seen[1].queue_id == ""
