@@ -313,11 +313,8 @@ def postfix_cpu(master_pid: int) -> float | None:
     except OSError:
         return None
     # utime 14, stime 15, cutime 16, cstime 17 (proc(5)); fields[0] is field 3
-    ticks = sum(int(f) for f in fields[11:15])
-    for child in children_of(master_pid):
-        seconds = cpu_seconds(child)
-        ticks += round((seconds or 0.0) * os.sysconf("SC_CLK_TCK"))
-    return ticks / os.sysconf("SC_CLK_TCK")
+    own = sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) or 0.0 for child in children_of(master_pid))
 
 
 def children_of(pid: int) -> list[int]:
@@ -332,11 +329,13 @@ def children_of(pid: int) -> list[int]:
 
 
 class HostCpu:
-    """How busy all CPUs were between :meth:`start` and :meth:`busy` (/proc/stat):
+    """How busy all CPUs were between :meth:`start` and the first of
+    :meth:`busy` / :meth:`busy_seconds` (/proc/stat, read once at each end):
     near 100 % means the machine, not the program, set the pace."""
 
     def __init__(self) -> None:
         self._start = self._read()
+        self._end: tuple[int, int] | None = None
 
     @staticmethod
     def _read() -> tuple[int, int]:
@@ -344,16 +343,18 @@ class HostCpu:
         idle = values[3] + values[4]  # idle + iowait
         return sum(values) - idle, sum(values)
 
+    def _delta(self) -> tuple[int, int]:
+        if self._end is None:
+            self._end = self._read()
+        return self._end[0] - self._start[0], self._end[1] - self._start[1]
+
     def busy(self) -> float:
-        busy0, total0 = self._start
-        busy1, total1 = self._read()
-        return round(100.0 * (busy1 - busy0) / max(1, total1 - total0), 1)
+        busy, total = self._delta()
+        return round(100.0 * busy / max(1, total), 1)
 
     def busy_seconds(self) -> float:
-        """CPU seconds all CPUs were busy since :meth:`start` (USER_HZ ticks)."""
-        busy0, _ = self._start
-        busy1, _ = self._read()
-        return (busy1 - busy0) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds all CPUs were busy (USER_HZ ticks)."""
+        return self._delta()[0] / os.sysconf("SC_CLK_TCK")
 
 
 def terminate_on_sigterm() -> None:

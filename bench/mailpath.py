@@ -68,6 +68,7 @@ from benchlib import (
     HostCpu,
     PeakSessions,
     Submission,
+    children_of,
     cpu_seconds,
     machine,
     machine_line,
@@ -299,11 +300,7 @@ def run_phase(
 
 def serve_pids(pid: int) -> list[int]:
     """``casegate serve`` and, with --workers, its worker processes."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return [pid, *(int(c) for c in children)]
+    return [pid, *children_of(pid)]
 
 
 def serve_cpu(pid: int) -> float | None:

@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> None:
                          subject=f"Re: [Case #{case.number}] {case.subject}", body="Still broken.\n" * 5),
                     case.customer_address, f"support+{case.number}@example.com")
 
-        def frames(run, name: str = "") -> float:  # WAL frames per delivery
+        def frames(name: str, run) -> tuple[str, float]:  # WAL frames per delivery
             store.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             run()
             if args.by_table:
                 pages[name] = wal_pages(wal)
-            return wal.stat().st_size / (4096 + 24) / args.messages
+            return name, wal.stat().st_size / (4096 + 24) / args.messages
 
         def grouped(items, each) -> None:
             for k in range(0, len(items), args.group):
@@ -88,19 +88,15 @@ def main(argv: list[str] | None = None) -> None:
         store.db.execute_sql("PRAGMA wal_autocheckpoint=0")
         n = args.messages
         rows = [
-            ("new case, one per transaction", frames(lambda: [new_case("a", i) for i in range(n)],
-                                                     "new case, one per transaction")),
-            (f"new case, {args.group} per transaction",
-             frames(lambda: grouped(list(range(n)), lambda i: new_case("b", i)),
-                    f"new case, {args.group} per transaction")),
+            frames("new case, one per transaction", lambda: [new_case("a", i) for i in range(n)]),
+            frames(f"new case, {args.group} per transaction",
+                   lambda: grouped(list(range(n)), lambda i: new_case("b", i))),
         ]
         a = list(Case.select().where(Case.subject.startswith("a ")))
         b = list(Case.select().where(Case.subject.startswith("b ")))
         rows += [
-            ("reply, one per transaction",
-             frames(lambda: [reply(c) for c in a], "reply, one per transaction")),
-            (f"reply, {args.group} per transaction",
-             frames(lambda: grouped(b, reply), f"reply, {args.group} per transaction")),
+            frames("reply, one per transaction", lambda: [reply(c) for c in a]),
+            frames(f"reply, {args.group} per transaction", lambda: grouped(b, reply)),
         ]
         store.close()
         owners = page_owners(path) if args.by_table else {}

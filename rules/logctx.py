@@ -61,16 +61,15 @@ class BatchingListener(logging.handlers.QueueListener):
         except queue.Empty:
             if not block:
                 raise
-        for handler in self.handlers:
-            flush = getattr(handler, "flush_batch", None)
-            if flush is not None:
-                flush()
+        self._flush()
         time.sleep(self.pause)
         return self.queue.get()  # type: ignore[no-any-return]
 
     def stop(self) -> None:
         super().stop()
+        self._flush()
+
+    def _flush(self) -> None:
         for handler in self.handlers:
-            flush = getattr(handler, "flush_batch", None)
-            if flush is not None:
-                flush()
+            if isinstance(handler, BatchStreamHandler):
+                handler.flush_batch()
